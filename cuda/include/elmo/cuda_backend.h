@@ -1,0 +1,35 @@
+// The CUDA backend's public face: device discovery and the factory. Everything else is the
+// Backend interface of elmo/backend.h. Compiled only when nvcc is found (ELMO_HAVE_CUDA).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "elmo/backend.h"
+
+namespace elmo {
+
+struct CudaDeviceInfo {
+  int index = 0;
+  std::string name;
+  size_t total_bytes = 0;
+  size_t free_bytes = 0;
+  int cc_major = 0, cc_minor = 0;
+  int sm_count = 0;
+};
+
+// Lists the devices. With no driver or no device this returns OK with an empty list and
+// `reason` set (e.g. "no CUDA driver: cudaGetDeviceCount -> ..."). Never crashes.
+Status cuda_devices(std::vector<CudaDeviceInfo>* out, std::string* reason);
+
+struct CudaOptions {
+  int device = 0;
+  // GEMM/attention operand precision for f32 tensors handed to the backend:
+  // kF32 runs the exact fp32 path (parity), kBF16 converts operands to bf16 (fp32 accumulate).
+  DType compute = DType::kF32;
+};
+Status make_cuda_backend(std::unique_ptr<Backend>* out, const CudaOptions& opts = {});
+
+}  // namespace elmo

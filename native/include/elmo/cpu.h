@@ -1,0 +1,65 @@
+// CPU features and the one thread pool of the CPU backend.
+//
+// ISA: kernels have scalar, AVX2+FMA and AVX-512 paths, each in its own translation unit
+// compiled with its own flags; which one runs is decided at run time from CPUID, or forced
+// with ELMO_ISA=scalar|avx2|avx512 (a path the CPU lacks is refused, not emulated).
+//
+// Threads: work is cut into chunks of a FIXED size chosen by the kernel (never by the thread
+// count), and every reduction combines per-chunk partials in chunk order. So 1 thread and N
+// threads give bit-identical results.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "elmo/status.h"
+
+namespace elmo {
+
+enum class Isa : uint8_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+const char* isa_name(Isa isa);
+
+struct CpuFeatures {
+  bool avx2 = false, fma = false, avx512f = false, avx512bw = false, avx512vl = false,
+       avx512dq = false, avx512_bf16 = false, avx512_vnni = false;
+};
+const CpuFeatures& cpu_features();
+Isa best_isa();                                 // the best path this CPU runs
+// Parses "scalar" | "avx2" | "avx512"; refuses a path the CPU lacks (ERR_INPUT).
+Status parse_isa(const char* name, Isa* out);
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int threads() const { return threads_; }
+  // Runs fn(i) for i in [0, n), spread over the pool (the calling thread takes part).
+  // Blocks until all are done. Chunks are claimed dynamically; fn must not depend on which
+  // thread runs it. Not reentrant: fn must not call parallel_for on the same pool.
+  void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+
+ private:
+  void worker_loop(int id);
+  int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_start_, cv_done_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0;
+  std::atomic_int64_t next_{0};
+  int busy_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+int default_threads();  // ELMO_NUM_THREADS or hardware_concurrency()
+
+}  // namespace elmo

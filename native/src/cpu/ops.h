@@ -1,0 +1,62 @@
+// CPU kernels, one file per op (native/src/cpu/<op>.cpp). CpuBackend forwards to these.
+// Each function validates its arguments (shapes, dtypes, indices) before touching memory and
+// follows the accumulation contract of elmo/backend.h.
+#pragma once
+
+#include "elmo/backend.h"
+#include "elmo/cpu.h"
+
+namespace elmo::cpu {
+
+struct Ctx {
+  ThreadPool* pool;
+  Isa isa;
+};
+
+// embedding.cpp
+Status embedding_forward(const Ctx& c, Tensor out, Tensor ids, Tensor type_ids, const Offsets& o, Tensor wte,
+                         Tensor wpe, Tensor wtt);
+Status embedding_backward(const Ctx& c, Tensor dwte, Tensor dwpe, Tensor dwtt, Tensor dout, Tensor ids,
+                          Tensor type_ids, const Offsets& o);
+// layernorm.cpp
+Status layernorm_forward(const Ctx& c, Tensor out, Tensor sum_out, Tensor mean, Tensor rstd, Tensor inp,
+                         Tensor residual, Tensor weight, Tensor bias, float eps);
+Status layernorm_backward(const Ctx& c, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor x,
+                          Tensor weight, Tensor mean, Tensor rstd);
+// gemm.cpp
+Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op,
+            Epilogue ep, bool accumulate);
+Status bias_backward(const Ctx& c, Tensor dbias, Tensor dout);
+// Raw single-precision GEMM on row-major pointers, for kernels that need one internally:
+// C[M,N] (ldc) = alpha * op(A) op(B) + beta * C, op per GemmOp as in backend.h; lda/ldb are the
+// row strides of A and B as stored. Deterministic for any thread count.
+void sgemm(const Ctx& c, GemmOp op, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// attention.cpp
+Status attention_forward(const Ctx& c, Tensor out, Tensor lse, Tensor qkv, const Offsets& o, int NH, int HD,
+                         float dropout_p, uint64_t seed, uint64_t stream);
+Status attention_backward(const Ctx& c, Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
+                          const Offsets& o, int NH, int HD, float dropout_p, uint64_t seed, uint64_t stream);
+// elementwise.cpp
+Status gelu_forward(const Ctx& c, Tensor out, Tensor inp);
+Status gelu_backward(const Ctx& c, Tensor dinp, Tensor dout, Tensor inp);
+Status tanh_forward(const Ctx& c, Tensor out, Tensor inp);
+Status tanh_backward(const Ctx& c, Tensor dinp, Tensor dout, Tensor out);
+Status dropout_forward(const Ctx& c, Tensor out, Tensor inp, float p, uint64_t seed, uint64_t stream);
+Status dropout_backward(const Ctx& c, Tensor dinp, Tensor dout, float p, uint64_t seed, uint64_t stream);
+Status softmax_forward(const Ctx& c, Tensor out, Tensor inp);
+// gather.cpp
+Status gather_rows(const Ctx& c, Tensor out, Tensor inp, Tensor idx);
+Status scatter_add_rows(const Ctx& c, Tensor dinp, Tensor dout, Tensor idx);
+// loss.cpp
+Status cross_entropy_forward(const Ctx& c, Tensor losses, Tensor lse, Tensor logits, Tensor targets,
+                             int ignore_index);
+Status cross_entropy_backward(const Ctx& c, Tensor dlogits, Tensor logits, Tensor lse, Tensor targets, float scale,
+                              int ignore_index);
+Status bce_forward(const Ctx& c, Tensor losses, Tensor logits, Tensor targets);
+Status bce_backward(const Ctx& c, Tensor dlogits, Tensor logits, Tensor targets, float scale);
+// adamw.cpp
+Status adamw_update(const Ctx& c, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p);
+Status sum_squares(const Ctx& c, double* result, Tensor x);
+
+}  // namespace elmo::cpu

@@ -1,0 +1,89 @@
+// Core pieces: Status, Tensor checks, offsets validation, ISA parsing, the thread pool, Philox.
+#include <atomic>
+
+#include "elmo/philox.h"
+#include "tests/harness.h"
+
+using namespace elmo;
+
+TEST_CASE(check_tensor_reports_shape_and_dtype) {
+  float buf[6];
+  Tensor t(buf, DType::kF32, {2, 3});
+  CHECK_OK(check_tensor(t, "x", DType::kF32, {2, 3}));
+  CHECK_OK(check_tensor(t, "x", DType::kF32, {-1, 3}));
+  CHECK_STATUS(check_tensor(t, "x", DType::kF32, {3, 2}), Code::kShape);
+  CHECK_STATUS(check_tensor(t, "x", DType::kI32, {2, 3}), Code::kDType);
+  CHECK_STATUS(check_tensor(Tensor(), "x", DType::kF32, {2, 3}), Code::kInput);
+  CHECK_OK(check_optional(Tensor(), "x", DType::kF32, {2, 3}));
+  Status s = check_tensor(t, "weight", DType::kF32, {3, 2});
+  CHECK(s.message().find("weight") != std::string::npos);
+  CHECK(s.message().find("[2, 3]") != std::string::npos);
+}
+
+TEST_CASE(offsets_are_validated) {
+  Offsets o;
+  int32_t good[] = {0, 1, 4, 4, 9};
+  CHECK_OK(make_offsets(&o, good, nullptr, 4, 9));
+  CHECK(o.max_len == 5 && o.B == 4 && o.T == 9 && o.dev == good);
+  int32_t bad_start[] = {1, 4};
+  CHECK_STATUS(make_offsets(&o, bad_start, nullptr, 1, 4), Code::kInput);
+  int32_t decreasing[] = {0, 5, 3};
+  CHECK_STATUS(make_offsets(&o, decreasing, nullptr, 2, 3), Code::kInput);
+  CHECK_STATUS(make_offsets(&o, good, nullptr, 4, 10), Code::kShape);
+  CHECK_STATUS(make_offsets(&o, good, nullptr, 0, 0), Code::kShape);
+}
+
+TEST_CASE(isa_parsing_refuses_unknown) {
+  Isa isa;
+  CHECK_OK(parse_isa("scalar", &isa));
+  CHECK(isa == Isa::kScalar);
+  CHECK_STATUS(parse_isa("sse9", &isa), Code::kInput);
+}
+
+TEST_CASE(thread_pool_runs_every_index_once) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 7, 1000}) {
+      std::vector<std::atomic_int> hits(static_cast<size_t>(n));
+      for (auto& h : hits) h = 0;
+      pool.parallel_for(n, [&](int64_t i) { hits[static_cast<size_t>(i)]++; });
+      for (auto& h : hits) CHECK(h.load() == 1);
+    }
+  }
+}
+
+TEST_CASE(philox_known_answer_and_uniformity) {
+  // Known-answer vector of Philox4x32-10 (Random123 kat_vectors: ctr=0, key=0).
+  uint32_t ctr[4] = {0, 0, 0, 0}, out[4];
+  philox4x32_10(ctr, 0, 0, out);
+  CHECK(out[0] == 0x6627e8d5u && out[1] == 0xe169c58du && out[2] == 0xbc57ac4cu && out[3] == 0x9b00dbd8u);
+  uint32_t ctr2[4] = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
+  philox4x32_10(ctr2, 0xffffffffu, 0xffffffffu, out);
+  CHECK(out[0] == 0x408f276du && out[1] == 0x41c83b0eu && out[2] == 0xa20bc7c6u && out[3] == 0x6d5451fdu);
+  // Keep rate close to 1-p over many draws.
+  int kept = 0;
+  const int n = 200000;
+  for (int e = 0; e < n; ++e) kept += dropout_keep(42, 7, static_cast<uint64_t>(e), 0.1f);
+  CHECK(std::fabs(kept / double(n) - 0.9) < 0.005);
+  CHECK(philox_u32(1, 0, 5) != philox_u32(2, 0, 5));
+  CHECK(philox_u32(1, 0, 5) != philox_u32(1, 1, 5));
+}
+
+TEST_CASE(bf16_and_f16_conversion_round_trip) {
+  std::unique_ptr<Backend> b;
+  CHECK_OK(make_cpu_backend(&b));
+  float src[6] = {1.0f, -2.5f, 3.14159f, 65504.0f, 6.0e-8f, 0.0f};
+  uint16_t h[6];
+  float back[6];
+  Tensor ts(src, DType::kF32, {6}), th(h, DType::kF16, {6}), tb(back, DType::kF32, {6});
+  CHECK_OK(b->convert(th, ts));
+  CHECK_OK(b->convert(tb, th));
+  CHECK(back[0] == 1.0f && back[1] == -2.5f && std::fabs(back[2] - 3.14159f) < 2e-3f && back[3] == 65504.0f);
+  CHECK(std::fabs(back[4] - 5.96e-8f) < 1e-9f && back[5] == 0.0f);
+  Tensor tbf(h, DType::kBF16, {6});
+  CHECK_OK(b->convert(tbf, ts));
+  CHECK_OK(b->convert(tb, tbf));
+  CHECK(back[0] == 1.0f && back[1] == -2.5f && std::fabs(back[2] - 3.14159f) < 2e-2f);
+}
+
+int main() { return elmo_test::run_all_tests(); }
