@@ -1,0 +1,29 @@
+// CUDA GEMM entry point (cuda/src/gemm.cu). Same semantics as Backend::gemm (elmo/backend.h):
+// out[M,N] = op(a) op(b), epilogue bias / bias+GELU (pre_gelu saved) / residual, accumulate.
+// Device tensors. Operand dtypes: a and b each f32, bf16 or f16.
+//   * both bf16 or both f16 -> tensor cores (mma.sync m16n8k16), fp32 accumulate;
+//   * both f32 -> exact fp32 path (SIMT FFMA) for parity, or TF32 tensor cores when allow_tf32;
+//   * mixed (f32 activations with bf16 weights) -> the f32 side is converted to bf16 into
+//     `workspace` first (workspace_bytes must cover it; ERR_INPUT names the size otherwise).
+// out, pre_gelu: f32 or bf16. bias: f32. residual: out's dtype (may alias out).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "elmo/backend.h"
+
+namespace elmo::cuda {
+
+struct GemmConfig {
+  bool allow_tf32 = false;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_gelu, Tensor a, Tensor b,
+            Tensor bias, Tensor residual, GemmOp op, Epilogue ep, bool accumulate);
+
+// Bytes of workspace gemm() needs for these operands (0 unless a conversion is needed).
+size_t gemm_workspace_bytes(Tensor a, Tensor b);
+
+}  // namespace elmo::cuda
