@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# GPU check: build the CUDA backend for the local GPU, run the CUDA tests against the CPU
+# backend, run one test under compute-sanitizer, then the GPU benchmarks side by side with
+# PyTorch. Logs and a JSON summary go to REPORT_DIR; a short table is printed last.
+#
+#   scripts/gpu-check.sh REPORT_DIR            (needs nvcc, cmake, a CUDA device; python3 + torch
+#                                               for the baselines; optional .node/node.xz and
+#                                               build/Release/elmo.node for a Node smoke run)
+# Environment: GPU_CHECK_ARCH (default 90), GPU_CHECK_SKIP_BENCH=1, GPU_CHECK_JOBS.
+set -uo pipefail
+REPORT_DIR=${1:?usage: scripts/gpu-check.sh REPORT_DIR}
+mkdir -p "$REPORT_DIR"
+REPORT_DIR=$(cd "$REPORT_DIR" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+ARCH=${GPU_CHECK_ARCH:-90}
+JOBS=${GPU_CHECK_JOBS:-$(nproc)}
+BUILD=${GPU_CHECK_BUILD:-build-gpu}
+SUMMARY="$REPORT_DIR/summary.json"
+BENCH="$REPORT_DIR/bench.jsonl"
+: >"$BENCH"
+declare -A STEP
+t0=$(date +%s)
+step() { echo "== $1 ($(($(date +%s) - t0)) s)"; }
+
+step "device"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv; nvcc --version | tail -2; } \
+  >"$REPORT_DIR/device.txt" 2>&1
+cat "$REPORT_DIR/device.txt"
+
+step "build (sm_$ARCH)"
+GEN=""
+command -v ninja >/dev/null && GEN="-G Ninja"
+if cmake -S . -B "$BUILD" $GEN -DELMO_ADDON=OFF -DELMO_CUDA=ON -DELMO_WERROR=ON \
+     -DCMAKE_CUDA_ARCHITECTURES="$ARCH" >"$REPORT_DIR/build.log" 2>&1 &&
+   cmake --build "$BUILD" -j "$JOBS" >>"$REPORT_DIR/build.log" 2>&1; then
+  STEP[build]=ok
+else
+  STEP[build]=failed
+  tail -40 "$REPORT_DIR/build.log"
+fi
+grep -E "spill|Used [0-9]+ registers" "$REPORT_DIR/build.log" | grep -v " 0 bytes spill" | sort | uniq -c | sort -rn | head -5
+
+step "tests"
+if [ "${STEP[build]}" = ok ]; then
+  (cd "$BUILD" && ctest --output-on-failure -j 4 --timeout 300) >"$REPORT_DIR/tests.log" 2>&1 && STEP[tests]=ok || STEP[tests]=failed
+  for t in "$BUILD"/cuda_test_*; do
+    [ -x "$t" ] || continue
+    echo "--- $(basename "$t")" >>"$REPORT_DIR/tests.log"
+    "$t" >>"$REPORT_DIR/tests.log" 2>&1
+    echo "exit $?" >>"$REPORT_DIR/tests.log"
+  done
+  grep -E "tests passed|tests failed|^FAIL|SKIP|exit [1-9]" "$REPORT_DIR/tests.log" | head -30
+fi
+
+step "compute-sanitizer"
+if [ "${STEP[build]}" = ok ] && command -v compute-sanitizer >/dev/null; then
+  first=$(ls "$BUILD"/cuda_test_* 2>/dev/null | head -1)
+  if [ -n "$first" ]; then
+    ELMO_TEST_QUICK=1 timeout 180 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$first" \
+      >"$REPORT_DIR/sanitizer.log" 2>&1 && STEP[sanitizer]=ok || STEP[sanitizer]="failed($?)"
+    for t in $(ls "$BUILD"/cuda_test_* | tail -n +2); do
+      ELMO_TEST_QUICK=1 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$t" \
+        >>"$REPORT_DIR/sanitizer.log" 2>&1 || STEP[sanitizer]="failed($?)"
+    done
+    tail -5 "$REPORT_DIR/sanitizer.log"
+  fi
+fi
+
+step "node"
+if [ -f .node/node.xz ] && [ -f build/Release/elmo.node ]; then
+  mkdir -p /tmp/elmo-node && xz -dc .node/node.xz >/tmp/elmo-node/node && chmod +x /tmp/elmo-node/node
+  if [ -f scripts/gpu-node-smoke.js ]; then
+    timeout 300 /tmp/elmo-node/node scripts/gpu-node-smoke.js >"$REPORT_DIR/node.log" 2>&1 && STEP[node]=ok || STEP[node]=failed
+  else
+    /tmp/elmo-node/node -e "console.log(JSON.stringify(require('./dist').devices(), null, 1))" >"$REPORT_DIR/node.log" 2>&1 \
+      && STEP[node]=ok || STEP[node]=failed
+  fi
+  tail -20 "$REPORT_DIR/node.log"
+fi
+
+step "benchmarks"
+if [ "${STEP[build]}" = ok ] && [ -z "${GPU_CHECK_SKIP_BENCH:-}" ]; then
+  for b in "$BUILD"/cuda_bench_*; do
+    [ -x "$b" ] || continue
+    timeout 120 "$b" >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || echo "{\"bench\":\"$(basename "$b")\",\"error\":$?}" >>"$BENCH"
+  done
+  [ -x "$BUILD/bench_bert" ] && { timeout 180 "$BUILD/bench_bert" --device cuda >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || echo '{"bench":"bert","error":1}' >>"$BENCH"; }
+  for py in scripts/bench_torch_gemm_gpu.py scripts/bench_torch_attention_gpu.py scripts/bench_torch_bert_gpu.py; do
+    [ -f "$py" ] && { PYTHONUNBUFFERED=1 timeout 180 python3 "$py" >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || echo "{\"bench\":\"$py\",\"error\":$?}" >>"$BENCH"; }
+  done
+  STEP[bench]=ok
+fi
+
+step "summary"
+python3 - "$BENCH" "$SUMMARY" "${STEP[build]:-}" "${STEP[tests]:-}" "${STEP[sanitizer]:-}" "${STEP[node]:-}" <<'PY'
+import json, sys
+bench, out, build, tests, san, node = sys.argv[1:7]
+rows = []
+for line in open(bench):
+    line = line.strip()
+    if line.startswith('{'):
+        try: rows.append(json.loads(line))
+        except Exception: pass
+json.dump({"build": build, "tests": tests, "sanitizer": san, "node": node, "bench": rows}, open(out, "w"), indent=1)
+def key(r):
+    return tuple(r.get(k) for k in ("m", "n", "k", "op", "B", "S", "NH", "HD", "model", "batch", "seq"))
+ours = {}; theirs = {}
+for r in rows:
+    b = r.get("bench", "")
+    (theirs if b.startswith("torch") else ours).setdefault(b.replace("cuda_", ""), {})[key(r)] = r
+print(f"build={build} tests={tests} sanitizer={san} node={node}")
+for r in rows:
+    b = r.get("bench", "")
+    if b.startswith("torch") or "error" in r: 
+        if "error" in r: print("ERROR", r)
+        continue
+    val = r.get("tflops") or r.get("seq_per_s") or r.get("tokens_per_s")
+    base = None
+    for tb, tab in theirs.items():
+        if key(r) in tab:
+            t = tab[key(r)]; base = t.get("tflops") or t.get("seq_per_s") or t.get("tokens_per_s")
+    ratio = f"{val / base:.2f}x" if val and base else "-"
+    desc = " ".join(f"{k}={r[k]}" for k in ("m","n","k","op","B","S","HD","model","batch","seq","dtype") if k in r)
+    print(f"{b:16s} {desc:48s} {val if val is not None else '-':>10} vs torch {base if base is not None else '-':>10} {ratio}")
+PY
+echo "total $(($(date +%s) - t0)) s"
