@@ -1,11 +1,399 @@
-// STUB: replaced by the real kernel.
+// CPU GEMM: out[M,N] = op(a) . op(b) with fused epilogues, plus the raw sgemm and bias_backward.
+//
+//   gemm  (NN) a [M,K] . b [K,N]     (NT) a [M,K] . b[N,K]^T     (TN) a[K,M]^T . b [K,N]
+//   epilogue, applied on each finished tile while it is in L1:
+//     v = acc (+ bias[n]); pre_gelu = v, v = gelu_erf(v); v += residual[m,n]; out = v
+//     accumulate (kNone only): out += acc
+//   bias_backward: dbias[N] += sum over rows of dout[M,N]
+//
+// Algorithm (BLIS-style):
+//   1. pack all of op(A) into MR-row micro-panels [K][MR] and all of op(B) into NR-column
+//      micro-panels [K][NR] (zero-padded tails), in parallel over panels;
+//   2. cut C into fixed MC x NC tiles, one parallel task each; a task walks K in KC blocks and
+//      runs the MR x NR register-blocked micro-kernel over its tile (B slice in L1, A block in
+//      L2), adding into C after the first block, then applies the epilogue to each micro-tile
+//      after the last block.
+// Every output element is summed over K in the same order (KC blocks in order, k in order
+// inside a block) whatever the tiling and whatever thread runs the tile, and K is never split
+// across threads: 1 and N threads give bit-identical results.
+//
+// Workspace: the packed panels live in a per-calling-thread buffer that grows to the largest
+// problem seen and is then reused (no allocation in steady state).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "cpu/gemm_kernels.h"
 #include "cpu/ops.h"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
 
 namespace elmo::cpu {
+namespace gemm_detail {
 
-Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op, Epilogue ep, bool accumulate) { return Status(Code::kUnsupported, "gemm: not implemented"); }
-Status bias_backward(const Ctx& c, Tensor dbias, Tensor dout) { return Status(Code::kUnsupported, "bias_backward: not implemented"); }
-void sgemm(const Ctx& c, GemmOp op, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {}
+// ---- scalar kernel (reference-quality path; also the fallback on CPUs without AVX2) -------
+
+namespace {
+
+constexpr int kScalarMR = 4, kScalarNR = 8;
+
+void micro_scalar(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
+                  bool add) {
+  float acc[kScalarMR][kScalarNR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* a = Ap + k * kScalarMR;  // (MR)
+    const float* b = Bp + k * kScalarNR;  // (NR)
+    for (int i = 0; i < kScalarMR; ++i)
+      for (int j = 0; j < kScalarNR; ++j) acc[i][j] += a[i] * b[j];
+  }
+  for (int i = 0; i < rows; ++i) {
+    float* c = C + i * ldc;
+    for (int j = 0; j < cols; ++j) c[j] = add ? c[j] + acc[i][j] : acc[i][j];
+  }
+}
+
+void epilogue_scalar(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols) {
+  for (int i = 0; i < rows; ++i) {
+    float* c = C + i * ldc;
+    for (int j = 0; j < cols; ++j) {
+      float v = c[j];
+      if (e.bias) v += e.bias[n0 + j];
+      if (e.gelu) {
+        if (e.pre_gelu) e.pre_gelu[(m0 + i) * e.ld_pre + n0 + j] = v;
+        v = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+      }
+      if (e.residual) v += e.residual[(m0 + i) * e.ld_res + n0 + j];
+      c[j] = v;
+    }
+  }
+}
+
+void pack_b_nt_scalar8(float* dst, const float* src, int64_t ldb, int64_t K, int cols) {
+  pack_b_nt_scalar(dst, src, ldb, K, cols, kScalarNR);
+}
+
+}  // namespace
+
+void pack_b_nt_scalar(float* dst, const float* src, int64_t ldb, int64_t K, int cols, int nr) {
+  // Blocks of 16 k keep the nr source rows' cache lines hot while the panel is written in order.
+  constexpr int64_t kBlock = 16;
+  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+    const int64_t k1 = std::min(K, k0 + kBlock);
+    for (int j = 0; j < nr; ++j) {
+      if (j < cols) {
+        const float* s = src + j * ldb;
+        for (int64_t k = k0; k < k1; ++k) dst[k * nr + j] = s[k];
+      } else {
+        for (int64_t k = k0; k < k1; ++k) dst[k * nr + j] = 0.0f;
+      }
+    }
+  }
+}
+
+const Kernel& kernel_scalar() {
+  static const Kernel k{kScalarMR, kScalarNR, 256, 64, 256, &micro_scalar, &epilogue_scalar, &pack_b_nt_scalar8};
+  return k;
+}
+
+}  // namespace gemm_detail
+
+namespace {
+
+using gemm_detail::EpilogueArgs;
+using gemm_detail::Kernel;
+
+const Kernel& select_kernel(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return gemm_detail::kernel_avx512();
+    case Isa::kAvx2: return gemm_detail::kernel_avx2();
+    case Isa::kScalar: break;
+  }
+  return gemm_detail::kernel_scalar();
+}
+
+// A 64-byte aligned buffer per calling thread, grown on demand and kept.
+class Workspace {
+ public:
+  ~Workspace() { std::free(p_); }
+  float* get(size_t floats) {
+    if (floats > cap_) {
+      std::free(p_);
+      const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+      p_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      cap_ = p_ ? floats : 0;
+    }
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+  size_t cap_ = 0;
+};
+thread_local Workspace tl_workspace;
+
+void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn) {
+  if (c.pool == nullptr || c.pool->threads() == 1 || n <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+  } else {
+    c.pool->parallel_for(n, fn);
+  }
+}
+
+struct Problem {
+  GemmOp op;
+  int64_t M, N, K;
+  float alpha;
+  const float* A;  // NN/NT: [M, lda]; TN: [K, lda]
+  int64_t lda;
+  const float* B;  // NN/TN: [K, ldb]; NT: [N, ldb]
+  int64_t ldb;
+  float beta;      // 0: C is overwritten (not read); 1: added to; else scaled first
+  float* C;        // [M, ldc]
+  int64_t ldc;
+  const EpilogueArgs* ep;  // null: none
+};
+
+// dst [K][MR] <- rows m0.. of op(A) (times alpha), zero rows past M.
+void pack_a_panel(const Problem& p, int MR, int64_t m0, float* dst) {
+  const int rows = static_cast<int>(std::min<int64_t>(MR, p.M - m0));
+  const float alpha = p.alpha;
+  if (p.op == GemmOp::kTN) {  // a [K, M]: each k is a contiguous slice
+    for (int64_t k = 0; k < p.K; ++k) {
+      const float* s = p.A + k * p.lda + m0;
+      float* d = dst + k * MR;
+      int i = 0;
+      if (alpha == 1.0f)
+        for (; i < rows; ++i) d[i] = s[i];
+      else
+        for (; i < rows; ++i) d[i] = alpha * s[i];
+      for (; i < MR; ++i) d[i] = 0.0f;
+    }
+    return;
+  }
+  // a [M, K]: gather MR rows, blocks of k keep the rows' cache lines hot.
+  constexpr int64_t kBlock = 64;
+  for (int64_t k0 = 0; k0 < p.K; k0 += kBlock) {
+    const int64_t k1 = std::min(p.K, k0 + kBlock);
+    for (int i = 0; i < MR; ++i) {
+      if (i < rows) {
+        const float* s = p.A + (m0 + i) * p.lda;
+        if (alpha == 1.0f)
+          for (int64_t k = k0; k < k1; ++k) dst[k * MR + i] = s[k];
+        else
+          for (int64_t k = k0; k < k1; ++k) dst[k * MR + i] = alpha * s[k];
+      } else {
+        for (int64_t k = k0; k < k1; ++k) dst[k * MR + i] = 0.0f;
+      }
+    }
+  }
+}
+
+// dst [K][NR] <- columns n0.. of op(B), zero columns past N.
+void pack_b_panel(const Kernel& kn, const Problem& p, int64_t n0, float* dst) {
+  const int NR = kn.nr;
+  const int cols = static_cast<int>(std::min<int64_t>(NR, p.N - n0));
+  if (p.op == GemmOp::kNT) {
+    kn.pack_b_nt(dst, p.B + n0 * p.ldb, p.ldb, p.K, cols);
+    return;
+  }
+  for (int64_t k = 0; k < p.K; ++k) {  // b [K, N]: contiguous slices
+    const float* s = p.B + k * p.ldb + n0;
+    float* d = dst + k * NR;
+    std::memcpy(d, s, sizeof(float) * static_cast<size_t>(cols));
+    for (int j = cols; j < NR; ++j) d[j] = 0.0f;
+  }
+}
+
+// Scales C[m0:m1, n0:n1] by beta (beta == 0 writes zeros, never reading C).
+void scale_tile(float* C, int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float beta) {
+  for (int64_t m = m0; m < m1; ++m) {
+    float* c = C + m * ldc;
+    if (beta == 0.0f)
+      for (int64_t n = n0; n < n1; ++n) c[n] = 0.0f;
+    else
+      for (int64_t n = n0; n < n1; ++n) c[n] *= beta;
+  }
+}
+
+Status run_gemm(const Ctx& c, const Problem& p) {
+  if (p.M == 0 || p.N == 0) return Status::ok();
+  const Kernel& kn = select_kernel(c.isa);
+  const int MR = kn.mr, NR = kn.nr;
+  const int64_t K = p.K;
+  const int64_t m_panels = (p.M + MR - 1) / MR, n_panels = (p.N + NR - 1) / NR;
+  const int64_t a_panel = MR * K, b_panel = NR * K;  // floats per micro-panel
+  // B panels first, both regions rounded to 16 floats so every panel start stays 64-byte aligned.
+  const int64_t b_floats = (n_panels * b_panel + 15) / 16 * 16;
+  const int64_t a_floats = (m_panels * a_panel + 15) / 16 * 16;
+  float* ws = tl_workspace.get(static_cast<size_t>(a_floats + b_floats + 16));
+  if (ws == nullptr)
+    return Status(Code::kOom, strformat("gemm: cannot allocate %lld bytes of packing workspace",
+                                        static_cast<long long>((a_floats + b_floats) * 4)));
+  float* Bp = ws;
+  float* Ap = ws + b_floats;
+
+  // 1. Pack, a fixed number of panels per task.
+  constexpr int64_t kPanelsPerTask = 8;
+  const int64_t b_tasks = (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  const int64_t a_tasks = (m_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  if (K > 0) {
+    run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
+      if (t < b_tasks) {
+        const int64_t j1 = std::min(n_panels, (t + 1) * kPanelsPerTask);
+        for (int64_t j = t * kPanelsPerTask; j < j1; ++j) pack_b_panel(kn, p, j * NR, Bp + j * b_panel);
+      } else {
+        t -= b_tasks;
+        const int64_t i1 = std::min(m_panels, (t + 1) * kPanelsPerTask);
+        for (int64_t i = t * kPanelsPerTask; i < i1; ++i) pack_a_panel(p, MR, i * MR, Ap + i * a_panel);
+      }
+    });
+  }
+
+  // 2. Compute, one task per MC x NC tile of C; tiles sharing columns run back to back so that
+  //    their B panels are reused from cache.
+  const int64_t MC = kn.mc, NC = kn.nc, KC = kn.kc;
+  const int64_t tiles_m = (p.M + MC - 1) / MC, tiles_n = (p.N + NC - 1) / NC;
+  const bool add_first = p.beta != 0.0f;
+  run_parallel(c, tiles_m * tiles_n, [&](int64_t t) {
+    const int64_t m0 = (t % tiles_m) * MC, n0 = (t / tiles_m) * NC;
+    const int64_t m1 = std::min(p.M, m0 + MC), n1 = std::min(p.N, n0 + NC);
+    if (p.beta != 0.0f && p.beta != 1.0f) scale_tile(p.C, p.ldc, m0, m1, n0, n1, p.beta);
+    for (int64_t pc = 0;; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const bool last = pc + kc >= K;
+      const bool add = pc > 0 || add_first;
+      for (int64_t jr = n0; jr < n1; jr += NR) {
+        const int cols = static_cast<int>(std::min<int64_t>(NR, n1 - jr));
+        const float* b = Bp + (jr / NR) * b_panel + pc * NR;  // (kc, NR)
+        for (int64_t ir = m0; ir < m1; ir += MR) {
+          const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
+          const float* a = Ap + (ir / MR) * a_panel + pc * MR;  // (kc, MR)
+          float* ct = p.C + ir * p.ldc + jr;
+          kn.micro(kc, a, b, ct, p.ldc, rows, cols, add);
+          if (last && p.ep) kn.epilogue(*p.ep, ct, p.ldc, ir, jr, rows, cols);
+        }
+      }
+      if (last) break;
+    }
+  });
+  return Status::ok();
+}
+
+// True when [p, p+n) and [q, q+m) (bytes) overlap.
+bool overlaps(const void* p, size_t n, const void* q, size_t m) {
+  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
+  return n > 0 && m > 0 && a < b + m && b < a + n;
+}
+
+const char* op_name(GemmOp op) {
+  switch (op) {
+    case GemmOp::kNN: return "NN";
+    case GemmOp::kNT: return "NT";
+    case GemmOp::kTN: return "TN";
+  }
+  return "?";
+}
+
+}  // namespace
+
+Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op,
+            Epilogue ep, bool accumulate) {
+  if (op != GemmOp::kNN && op != GemmOp::kNT && op != GemmOp::kTN)
+    return input_error(strformat("gemm: unknown op %d", static_cast<int>(op)));
+  if (ep != Epilogue::kNone && ep != Epilogue::kBias && ep != Epilogue::kBiasGelu && ep != Epilogue::kResidual &&
+      ep != Epilogue::kBiasResidual)
+    return input_error(strformat("gemm: unknown epilogue %d", static_cast<int>(ep)));
+  if (accumulate && ep != Epilogue::kNone)
+    return input_error("gemm: accumulate is only allowed with Epilogue::kNone");
+  ELMO_RETURN_IF_ERROR(check_tensor(a, "gemm a", DType::kF32, {-1, -1}));
+  ELMO_RETURN_IF_ERROR(check_tensor(b, "gemm b", DType::kF32, {-1, -1}));
+  const bool ta = op == GemmOp::kTN, tb = op == GemmOp::kNT;
+  const int64_t M = ta ? a.shape[1] : a.shape[0];
+  const int64_t K = ta ? a.shape[0] : a.shape[1];
+  const int64_t N = tb ? b.shape[0] : b.shape[1];
+  const int64_t Kb = tb ? b.shape[1] : b.shape[0];
+  if (Kb != K)
+    return shape_error(strformat("gemm %s: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld", op_name(op),
+                                 a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
+                                 static_cast<long long>(Kb)));
+  ELMO_RETURN_IF_ERROR(check_tensor(out, "gemm out", DType::kF32, {M, N}));
+  const bool use_bias = ep == Epilogue::kBias || ep == Epilogue::kBiasGelu || ep == Epilogue::kBiasResidual;
+  const bool use_residual = ep == Epilogue::kResidual || ep == Epilogue::kBiasResidual;
+  const bool use_pre = ep == Epilogue::kBiasGelu && !pre_gelu.empty();
+  if (use_bias) ELMO_RETURN_IF_ERROR(check_tensor(bias, "gemm bias", DType::kF32, {N}));
+  if (use_residual) ELMO_RETURN_IF_ERROR(check_tensor(residual, "gemm residual", DType::kF32, {M, N}));
+  if (use_pre) ELMO_RETURN_IF_ERROR(check_tensor(pre_gelu, "gemm pre_gelu", DType::kF32, {M, N}));
+  for (const Tensor* t : {&out, &a, &b}) {
+    if (t->device != Device::kCpu) return input_error("gemm: tensors must be in CPU memory");
+  }
+  if ((use_bias && bias.device != Device::kCpu) || (use_residual && residual.device != Device::kCpu) ||
+      (use_pre && pre_gelu.device != Device::kCpu))
+    return input_error("gemm: tensors must be in CPU memory");
+  // out is written while a, b, bias and pre_gelu are read or written: they must not share memory
+  // with it. residual may be out itself (an in-place residual add), but not partly overlap it.
+  const size_t out_bytes = out.nbytes();
+  if (overlaps(out.data, out_bytes, a.data, a.nbytes()) || overlaps(out.data, out_bytes, b.data, b.nbytes()))
+    return input_error("gemm: out overlaps an input (a or b)");
+  if (use_bias && overlaps(out.data, out_bytes, bias.data, bias.nbytes()))
+    return input_error("gemm: out overlaps bias");
+  if (use_pre && (overlaps(out.data, out_bytes, pre_gelu.data, pre_gelu.nbytes()) ||
+                  overlaps(pre_gelu.data, pre_gelu.nbytes(), a.data, a.nbytes()) ||
+                  overlaps(pre_gelu.data, pre_gelu.nbytes(), b.data, b.nbytes())))
+    return input_error("gemm: pre_gelu overlaps out or an input");
+  const bool residual_in_place = use_residual && residual.data == out.data;
+  if (use_residual && !residual_in_place && overlaps(out.data, out_bytes, residual.data, residual.nbytes()))
+    return input_error("gemm: residual partly overlaps out (it may only be out itself)");
+
+  EpilogueArgs e;
+  if (use_bias) e.bias = bias.f32();
+  if (ep == Epilogue::kBiasGelu) {
+    e.gelu = true;
+    if (use_pre) {
+      e.pre_gelu = pre_gelu.f32();
+      e.ld_pre = N;
+    }
+  }
+  if (use_residual && !residual_in_place) {
+    e.residual = residual.f32();
+    e.ld_res = N;
+  }
+  const bool any_epilogue = e.bias || e.gelu || e.residual;
+  Problem p{op,   M,   N, K, 1.0f, a.f32(), ta ? M : K, b.f32(), tb ? K : N,
+            // In-place residual: out already holds the residual, so the product is added to it.
+            (accumulate || residual_in_place) ? 1.0f : 0.0f, out.f32(), N, any_epilogue ? &e : nullptr};
+  return run_gemm(c, p);
+}
+
+void sgemm(const Ctx& c, GemmOp op, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  // alpha == 0: C = beta C, A and B are not read.
+  Problem p{op, M, N, alpha == 0.0f ? 0 : K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr};
+  (void)run_gemm(c, p);
+}
+
+// dbias[N] += column sums of dout[M,N]. Fixed column chunks, each summed over all rows in row
+// order in double: deterministic and independent of the thread count.
+Status bias_backward(const Ctx& c, Tensor dbias, Tensor dout) {
+  ELMO_RETURN_IF_ERROR(check_tensor(dout, "bias_backward dout", DType::kF32, {-1, -1}));
+  const int64_t M = dout.shape[0], N = dout.shape[1];
+  ELMO_RETURN_IF_ERROR(check_tensor(dbias, "bias_backward dbias", DType::kF32, {N}));
+  if (dbias.device != Device::kCpu || dout.device != Device::kCpu)
+    return input_error("bias_backward: tensors must be in CPU memory");
+  if (overlaps(dbias.data, dbias.nbytes(), dout.data, dout.nbytes()))
+    return input_error("bias_backward: dbias overlaps dout");
+  constexpr int64_t kCols = 64;
+  const float* g = dout.f32();  // (M, N)
+  float* db = dbias.f32();      // (N)
+  run_parallel(c, (N + kCols - 1) / kCols, [&](int64_t t) {
+    const int64_t n0 = t * kCols, n1 = std::min(N, n0 + kCols);
+    double sum[kCols] = {};
+    for (int64_t m = 0; m < M; ++m) {
+      const float* row = g + m * N;
+      for (int64_t n = n0; n < n1; ++n) sum[n - n0] += row[n];
+    }
+    for (int64_t n = n0; n < n1; ++n) db[n] = static_cast<float>(db[n] + sum[n - n0]);
+  });
+  return Status::ok();
+}
 
 }  // namespace elmo::cpu

@@ -1,0 +1,181 @@
+// AVX-512 pieces of the CPU GEMM (driver: gemm.cpp): a 12x32 micro-kernel (24 zmm
+// accumulators, 2 B loads and 12 broadcasts of A per k), the vectorized epilogue with an erf
+// GELU (masked tails), and a 16x16-transpose packer for B stored [N, K].
+// GCC 12's avx512fintrin.h seeds unmasked results with _mm512_undefined_ps() (a self-initialized
+// variable), which -Wmaybe-uninitialized reports once inlined at -O3: a known false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "cpu/gemm_kernels.h"
+
+namespace elmo::cpu::gemm_detail {
+namespace {
+
+constexpr int kMR = 12, kNR = 32;
+
+void micro_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
+                 bool add) {
+  __m512 acc[kMR][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);  // B[k, 0:32]
+#pragma GCC unroll 12
+    for (int i = 0; i < kMR; ++i) {
+      const __m512 a = _mm512_set1_ps(Ap[i]);  // A[i, k]
+      acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+    }
+    Ap += kMR;
+    Bp += kNR;
+  }
+  // Column masks for a partial tile; rows past `rows` are skipped.
+  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
+  if (rows == kMR && cols == kNR) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kMR; ++i) {
+      float* c = C + i * ldc;
+      if (add) {
+        acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(c), acc[i][0]);
+        acc[i][1] = _mm512_add_ps(_mm512_loadu_ps(c + 16), acc[i][1]);
+      }
+      _mm512_storeu_ps(c, acc[i][0]);
+      _mm512_storeu_ps(c + 16, acc[i][1]);
+    }
+    return;
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < kMR; ++i) {
+    if (i >= rows) break;
+    float* c = C + i * ldc;
+    if (add) {
+      acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), acc[i][0]);
+      acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), acc[i][1]);
+    }
+    _mm512_mask_storeu_ps(c, m0, acc[i][0]);
+    _mm512_mask_storeu_ps(c + 16, m1, acc[i][1]);
+  }
+}
+
+// exp(x) for x in [-88, 0]: x = n ln2 + r, |r| <= ln2/2, exp(r) by its degree-7 Taylor
+// polynomial (truncation error < 1e-8), times 2^n via scalef.
+inline __m512 exp_neg(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln2 split in two parts
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// erf(z) by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7):
+// erf(a) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-a^2), t = 1 / (1 + p a), a = |z|.
+inline __m512 erf16(__m512 z) {
+  const __m512 a = _mm512_min_ps(_mm512_abs_ps(z), _mm512_set1_ps(6.0f));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a, one));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  p = _mm512_mul_ps(p, t);
+  const __m512 y = _mm512_fnmadd_ps(p, exp_neg(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))), one);
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
+}
+
+void epilogue_avx512(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols) {
+  const float* bias = e.bias ? e.bias + n0 : nullptr;
+  for (int i = 0; i < rows; ++i) {
+    float* c = C + i * ldc;
+    float* pre = e.pre_gelu ? e.pre_gelu + (m0 + i) * e.ld_pre + n0 : nullptr;
+    const float* res = e.residual ? e.residual + (m0 + i) * e.ld_res + n0 : nullptr;
+    for (int j = 0; j < cols; j += 16) {
+      const __mmask16 m = cols - j >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (cols - j)) - 1);
+      __m512 v = _mm512_maskz_loadu_ps(m, c + j);
+      if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
+      if (e.gelu) {
+        if (pre) _mm512_mask_storeu_ps(pre + j, m, v);
+        const __m512 cdf = _mm512_fmadd_ps(erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f))),
+                                           _mm512_set1_ps(0.5f), _mm512_set1_ps(0.5f));
+        v = _mm512_mul_ps(v, cdf);
+      }
+      if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + j));
+      _mm512_mask_storeu_ps(c + j, m, v);
+    }
+  }
+}
+
+// In-register transpose of a 16x16 block: rows r[0..15] become columns.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // t[4q+0..3] now hold 2x2 blocks; combine pairs of 64-bit elements.
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const __m512d a0 = _mm512_castps_pd(t[4 * q]), a1 = _mm512_castps_pd(t[4 * q + 1]);
+    const __m512d a2 = _mm512_castps_pd(t[4 * q + 2]), a3 = _mm512_castps_pd(t[4 * q + 3]);
+    r[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+    r[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+    r[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+    r[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+  }
+  // r[4q+s] holds, in each 128-bit lane L, row group q's column 4L+s... combine 128-bit lanes.
+#pragma GCC unroll 4
+  for (int s = 0; s < 4; ++s) {
+    const __m512 x0 = r[s], x1 = r[4 + s], x2 = r[8 + s], x3 = r[12 + s];
+    const __m512 y0 = _mm512_shuffle_f32x4(x0, x1, 0x88), y1 = _mm512_shuffle_f32x4(x0, x1, 0xDD);
+    const __m512 y2 = _mm512_shuffle_f32x4(x2, x3, 0x88), y3 = _mm512_shuffle_f32x4(x2, x3, 0xDD);
+    t[s] = _mm512_shuffle_f32x4(y0, y2, 0x88);
+    t[8 + s] = _mm512_shuffle_f32x4(y0, y2, 0xDD);
+    t[4 + s] = _mm512_shuffle_f32x4(y1, y3, 0x88);
+    t[12 + s] = _mm512_shuffle_f32x4(y1, y3, 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+void pack_b_nt_avx512(float* dst, const float* src, int64_t ldb, int64_t K, int cols) {
+  if (cols < kNR) {
+    pack_b_nt_scalar(dst, src, ldb, K, cols, kNR);
+    return;
+  }
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    for (int h = 0; h < 2; ++h) {  // two 16-column halves of the 32-wide panel
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(src + (h * 16 + j) * ldb + k);
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int q = 0; q < 16; ++q) _mm512_store_ps(dst + (k + q) * kNR + h * 16, r[q]);
+    }
+  }
+  for (; k < K; ++k)
+    for (int j = 0; j < kNR; ++j) dst[k * kNR + j] = src[j * ldb + k];
+}
+
+}  // namespace
+
+const Kernel& kernel_avx512() {
+  static const Kernel k{kMR, kNR, 192, 96, 256, &micro_12x32, &epilogue_avx512, &pack_b_nt_avx512};
+  return k;
+}
+
+}  // namespace elmo::cpu::gemm_detail
