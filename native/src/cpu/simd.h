@@ -168,5 +168,37 @@ inline Vf exp(Vf x) {
   return select(tiny, set1(0.0f), mul(p, pow2i(n)));
 }
 
+// Row maximum and Σ exp(x - max) of x (V), V >= 1, lanes summed in a fixed order.
+// When e_out is given it receives exp(x - max) (e_out may be x).
+inline void row_max_sumexp(float* e_out, const float* x, int64_t V, float* max_out, float* sum_out) {
+  const int64_t Vv = V / W * W;
+  const int tail = static_cast<int>(V - Vv);
+  Vf m = set1(-__builtin_inff());
+  for (int64_t j = 0; j < Vv; j += W) m = max(m, loadu(x + j));
+  if (tail) m = max(m, keep_n(load_n(x + Vv, tail), tail, -__builtin_inff()));
+  const float mx = hmax(m);
+  const Vf mv = set1(mx);
+  Vf s0 = set1(0.0f), s1 = set1(0.0f);
+  int64_t j = 0;
+  for (; j + 2 * W <= Vv; j += 2 * W) {
+    const Vf e0 = exp(sub(loadu(x + j), mv)), e1 = exp(sub(loadu(x + j + W), mv));
+    if (e_out) storeu(e_out + j, e0), storeu(e_out + j + W, e1);
+    s0 = add(s0, e0);
+    s1 = add(s1, e1);
+  }
+  for (; j < Vv; j += W) {
+    const Vf e0 = exp(sub(loadu(x + j), mv));
+    if (e_out) storeu(e_out + j, e0);
+    s0 = add(s0, e0);
+  }
+  if (tail) {
+    const Vf e0 = keep_n(exp(sub(load_n(x + Vv, tail), mv)), tail, 0.0f);
+    if (e_out) store_n(e_out + Vv, e0, tail);
+    s1 = add(s1, e0);
+  }
+  *max_out = mx;
+  *sum_out = hsum(add(s0, s1));
+}
+
 }  // namespace
 }  // namespace elmo::cpu::ELMO_ISA_NS::simd
