@@ -1,0 +1,169 @@
+/**
+ * The one place that loads the native addon (build/Release/elmo.node) and declares its shape.
+ * Everything else in lib/ goes through {@link native}. Internal: not part of the public API.
+ */
+import * as path from 'node:path';
+
+import { ElmoError, NativeLoadError, errorClasses } from './errors';
+
+/** CPU section of {@link DevicesInfo}. */
+export interface CpuInfo {
+  /** The kernel path in use: `'scalar' | 'avx2' | 'avx512'` (ELMO_ISA forces one). */
+  isa: string;
+  /** The best path this CPU can run. */
+  bestIsa: string;
+  /** Threads of the CPU backend's pool (ELMO_NUM_THREADS or the machine's cores). */
+  threads: number;
+  /** Instruction-set extensions detected (`'avx2'`, `'fma'`, `'avx512f'`, ...). */
+  features: string[];
+}
+
+/** One CUDA device. */
+export interface CudaDevice {
+  index: number;
+  name: string;
+  /** Total device memory in bytes. */
+  memoryBytes: number;
+  /** e.g. `'9.0'`. */
+  computeCapability: string;
+  multiprocessors: number;
+}
+
+/** CUDA section of {@link DevicesInfo}. */
+export interface CudaInfo {
+  /** The addon was built with the CUDA backend. */
+  compiled: boolean;
+  /** At least one device answers. */
+  available: boolean;
+  devices: CudaDevice[];
+  /** Why there are no devices (not compiled, no driver, no device). */
+  reason?: string;
+}
+
+/** What {@link devices} reports. */
+export interface DevicesInfo {
+  cpu: CpuInfo;
+  cuda: CudaInfo;
+}
+
+/** How the addon binary was built. */
+export interface BuildInfo {
+  /** Build type and options, e.g. `'Release cuda=ON asan=OFF'`. */
+  flags: string;
+  cuda: boolean;
+  compiler: string;
+  napiVersion: number;
+}
+
+/** The native f32 tensor handle (see lib/tensor.ts for the public wrapper). */
+export interface NativeTensorHandle {
+  /** Zero-copy view of the tensor's memory; the same object on every read. */
+  readonly data: Float32Array;
+  readonly shape: number[];
+  readonly disposed: boolean;
+  /** true: native memory behind an external ArrayBuffer; false: a JS ArrayBuffer. */
+  readonly native: boolean;
+  dispose(): void;
+}
+
+/** What the ops functions accept as f32 operands: a typed array or a tensor handle, in place. */
+export type NativeF32 = Float32Array | NativeTensorHandle;
+
+/** Positional entry points of bindings/ops.cpp. Dims are checked against every length. */
+export interface NativeOps {
+  gemm(
+    out: NativeF32,
+    a: NativeF32,
+    b: NativeF32,
+    M: number,
+    N: number,
+    K: number,
+    op: 'nn' | 'nt' | 'tn',
+    epilogue: 'none' | 'bias' | 'bias-gelu' | 'residual' | 'bias-residual',
+    bias: NativeF32 | null,
+    residual: NativeF32 | null,
+    preGelu: NativeF32 | null,
+    accumulate: boolean,
+  ): void;
+  layernormForward(
+    out: NativeF32,
+    inp: NativeF32,
+    weight: NativeF32,
+    bias: NativeF32,
+    T: number,
+    C: number,
+    eps: number,
+    residual: NativeF32 | null,
+    sumOut: NativeF32 | null,
+    mean: NativeF32 | null,
+    rstd: NativeF32 | null,
+  ): void;
+  geluForward(out: NativeF32, inp: NativeF32, n: number): void;
+  softmaxForward(out: NativeF32, inp: NativeF32, N: number, V: number): void;
+  attentionForward(
+    out: NativeF32,
+    lse: NativeF32,
+    qkv: NativeF32,
+    offsets: Int32Array,
+    NH: number,
+    HD: number,
+    dropoutP: number,
+    seed: number | bigint,
+    stream: number | bigint,
+  ): void;
+}
+
+/** Hooks for the package's own tests. */
+export interface NativeTesting {
+  /** Native buffers alive in this process (each freed by its last owner or finalizer). */
+  liveStorages(): number;
+  /** `n` floats of native memory filled with `value`, handed out zero-copy (or copied). */
+  nativeFloat32(n: number, value: number): Float32Array;
+  /** false: behave as a runtime that forbids external ArrayBuffers. */
+  setExternalBuffers(allowed: boolean): void;
+  /** Throws the error class registered for `code`. */
+  throwCode(code: string, message: string): never;
+}
+
+/** The addon's exports. */
+export interface NativeAddon {
+  init(classes: Record<string, new (message: string) => ElmoError>, base: typeof ElmoError): void;
+  devices(): DevicesInfo;
+  buildInfo(): BuildInfo;
+  cpuBackendName(): string;
+  TensorHandle: new (shape: number[]) => NativeTensorHandle;
+  ops: NativeOps;
+  testing: NativeTesting;
+}
+
+/** Where the addon lives: `<package>/build/Release/elmo.node` (from lib/ and from dist/). */
+export const addonPath = path.join(__dirname, '..', 'build', 'Release', 'elmo.node');
+
+/**
+ * Loads an addon binary and hands it the error classes. Throws {@link NativeLoadError}
+ * (`ERR_NATIVE_LOAD`) when the file is missing or cannot be loaded.
+ */
+export function loadAddon(file: string = addonPath): NativeAddon {
+  let addon: NativeAddon;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    addon = require(file) as NativeAddon;
+  } catch (cause) {
+    const why = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
+    throw new NativeLoadError(
+      `Cannot load the native addon ${file} (${why ?? 'unknown error'}). ` +
+        'Build it with `npm install` or `npm run build:addon` (needs cmake and a C++17 compiler).',
+      { cause },
+    );
+  }
+  addon.init(errorClasses, ElmoError);
+  return addon;
+}
+
+let loaded: NativeAddon | undefined;
+
+/** The addon, loaded on first use. */
+export function native(): NativeAddon {
+  loaded ??= loadAddon();
+  return loaded;
+}
