@@ -1,0 +1,210 @@
+// BERT encoder (Hugging Face layout and names), written against the Backend interface only,
+// so the same graph runs on the CPU and the CUDA backend.
+//
+// Parameters live in one flat f32 buffer in backend memory, in two regions: weights that take
+// weight decay (matrices, embeddings) then those that do not (biases, LayerNorm), so a fused
+// optimizer can run over each region in one call. Q, K and V are fused at load into one
+// [3H, H] weight and [3H] bias (rows q | k | v) so attention reads qkv [T, 3H].
+//
+// Forward runs over packed batches (ids, type_ids, offsets: B sequences, T tokens, no padding)
+// into an activation arena allocated once per capacity and grown only when a batch needs more.
+// With `training` set it keeps, per layer, what the backward pass needs: LayerNorm inputs and
+// mean/rstd, qkv, attention output and log-sum-exp, the pre-GELU activations.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "elmo/backend.h"
+#include "elmo/json.h"
+
+namespace elmo {
+
+enum class ProblemType : uint8_t { kNone = 0, kSingleLabel, kMultiLabel, kRegression };
+const char* problem_type_name(ProblemType p);  // HF spelling, "" for kNone
+
+// config.json, Hugging Face field names. Defaults are bert-base.
+struct BertConfig {
+  int64_t vocab_size = 30522;
+  int64_t hidden_size = 768;
+  int num_layers = 12;         // num_hidden_layers
+  int num_heads = 12;          // num_attention_heads
+  int64_t intermediate_size = 3072;
+  int64_t max_position = 512;  // max_position_embeddings
+  int64_t type_vocab_size = 2;
+  float layer_norm_eps = 1e-12f;
+  float hidden_dropout = 0.1f;     // hidden_dropout_prob
+  float attention_dropout = 0.1f;  // attention_probs_dropout_prob
+  float classifier_dropout = -1;   // classifier_dropout; < 0 (null): use hidden_dropout
+  float initializer_range = 0.02f;
+  int pad_token_id = 0;
+  int num_labels = 0;               // classifier outputs (id2label size, or num_labels)
+  std::vector<std::string> labels;  // id2label in id order; may be empty
+  ProblemType problem_type = ProblemType::kNone;
+  std::vector<std::string> architectures;
+  json::Value raw;  // the parsed file: unknown fields are written back by save()
+
+  int64_t head_dim() const { return hidden_size / num_heads; }
+  // hidden % heads == 0, positive sizes, supported activation and position type.
+  Status validate() const;
+  // From config.json text / file. Errors are ERR_CHECKPOINT "config.json: <field>: ...".
+  static Status parse(const std::string& text, BertConfig* out);
+  static Status load(const std::string& path, BertConfig* out);
+  // HF config.json text for the given head set (architectures derived from it).
+  std::string to_json(bool classifier, bool mlm) const;
+};
+
+// Which heads sit on the encoder.
+struct BertHeads {
+  bool pooler = true;       // tanh(dense([CLS]))
+  bool classifier = false;  // sequence classification on the pooled row (needs pooler)
+  bool mlm = false;         // masked-LM: dense + GELU + LayerNorm, decoder tied to word embeddings
+};
+
+// A packed batch in host memory: B sequences, T tokens; sequence b is rows [offsets[b], offsets[b+1]).
+struct BertInputs {
+  const int32_t* ids = nullptr;       // [T]
+  const int32_t* type_ids = nullptr;  // [T] or nullptr (all 0)
+  const int32_t* offsets = nullptr;   // [B+1]
+  int B = 0;
+  int64_t T = 0;
+  const int32_t* mlm_positions = nullptr;  // [n_mlm] packed row indices for MLM logits
+  int n_mlm = 0;
+};
+
+struct ForwardOptions {
+  bool training = false;  // dropout on, activations kept for backward
+  uint64_t seed = 0;      // dropout RNG seed (Philox); streams are fixed per site
+};
+
+// Views into the model's arena (backend memory), valid until the next forward.
+struct BertOutputs {
+  Tensor hidden;      // [T, H] last hidden state
+  Tensor pooled;      // [B, H] (pooler) or empty
+  Tensor logits;      // [B, num_labels] (classifier) or empty
+  Tensor mlm_logits;  // [n_mlm, V] or empty
+};
+
+// Dropout RNG streams of the forward (the backward recomputes masks from the same ones).
+inline uint64_t bert_dropout_stream(int layer, int site) { return (static_cast<uint64_t>(layer) + 1) * 8 + site; }
+enum : int { kStreamEmbedding = 0, kStreamClassifier = 1 };  // with layer = -1
+enum : int { kSiteAttention = 0, kSiteAttnOut = 1, kSiteFfnOut = 2 };
+
+class Bert {
+ public:
+  // dir/config.json + dir/model.safetensors. f32/f16/bf16 weights (converted to f32), HF names,
+  // with or without the "bert." prefix. Missing or unexpected tensors and shape mismatches are
+  // ERR_CHECKPOINT naming the tensor.
+  static Status load(const std::string& dir, Backend* backend, std::unique_ptr<Bert>* out);
+  // Weights from a safetensors file under a given config; heads inferred from the tensors
+  // when the config names no architecture.
+  static Status load_weights(const std::string& safetensors_path, const BertConfig& config, Backend* backend,
+                             std::unique_ptr<Bert>* out);
+  // Fresh weights as HF initializes them: N(0, initializer_range) matrices and embeddings,
+  // zero biases, unit LayerNorm. Deterministic in `seed`.
+  static Status create(const BertConfig& config, const BertHeads& heads, uint64_t seed, Backend* backend,
+                       std::unique_ptr<Bert>* out);
+  ~Bert();
+  Bert(const Bert&) = delete;
+  Bert& operator=(const Bert&) = delete;
+
+  // Writes dir/config.json and dir/model.safetensors (f32, HF names, Q/K/V split), each
+  // atomically; creates dir if needed. transformers loads the result.
+  Status save(const std::string& dir) const;
+
+  Status forward(const BertInputs& in, const ForwardOptions& opts, BertOutputs* out);
+
+  const BertConfig& config() const { return config_; }
+  const BertHeads& heads() const { return heads_; }
+  Backend* backend() const { return backend_; }
+
+  // One parameter: `name` is the HF name except the fused ".attention.self.qkv.{weight,bias}".
+  struct Param {
+    std::string name;
+    Tensor value;    // view into the flat parameter buffer
+    bool decay;      // takes weight decay
+  };
+  const std::vector<Param>& parameters() const { return params_; }
+  int64_t num_parameters() const;
+  // The two flat regions (decay, no-decay) as 1-D f32 views.
+  Tensor decay_region() const { return decay_region_; }
+  Tensor no_decay_region() const { return no_decay_region_; }
+
+  // Arena bookkeeping: bytes held and how many times it was (re)allocated.
+  size_t arena_bytes() const { return arena_bytes_; }
+  int arena_allocations() const { return arena_allocs_; }
+  // FLOPs of one forward over a batch (2 per multiply-add), for benchmarks.
+  double forward_flops(const BertInputs& in) const;
+
+ private:
+  struct Layer {
+    Tensor qkv_w, qkv_b;        // [3H, H], [3H]
+    Tensor attn_out_w, attn_out_b;  // [H, H], [H]
+    Tensor ln1_w, ln1_b;        // [H]
+    Tensor ffn_in_w, ffn_in_b;  // [I, H], [I]
+    Tensor ffn_out_w, ffn_out_b;  // [H, I], [H]
+    Tensor ln2_w, ln2_b;        // [H]
+  };
+  struct Weights {
+    Tensor wte, wpe, wtt;       // [V, H], [P, H], [TV, H]
+    Tensor emb_ln_w, emb_ln_b;  // [H]
+    std::vector<Layer> layers;
+    Tensor pool_w, pool_b;      // [H, H], [H]
+    Tensor cls_w, cls_b;        // [L, H], [L]
+    Tensor mlm_w, mlm_b;        // [H, H], [H]
+    Tensor mlm_ln_w, mlm_ln_b;  // [H]
+    Tensor mlm_bias;            // [V] (decoder bias; decoder weight = wte)
+  };
+  // Activations of one encoder layer; one set in inference, one per layer in training.
+  struct LayerActs {
+    Tensor qkv;       // [T, 3H]
+    Tensor att;       // [T, H] attention output (before the output projection)
+    Tensor lse;       // [NH, T]
+    Tensor proj;      // [T, H] attention projection after dropout (training)
+    Tensor ln1_in;    // [T, H] LN1 input x + proj
+    Tensor ln1_mean, ln1_rstd;  // [T]
+    Tensor h1;        // [T, H]
+    Tensor pre_gelu;  // [T, I]
+    Tensor act;       // [T, I]
+    Tensor ffn;       // [T, H] FFN output after dropout (training)
+    Tensor ln2_in;    // [T, H]
+    Tensor ln2_mean, ln2_rstd;  // [T]
+    Tensor h2;        // [T, H] layer output
+  };
+  struct Acts {
+    Tensor ids, type_ids, offsets, cls_idx, mlm_pos;  // i32 [T], [T], [B+1], [B], [N]
+    Tensor emb_sum, emb_out, emb_drop;                // [T, H]
+    Tensor emb_mean, emb_rstd;                        // [T]
+    std::vector<LayerActs> layers;
+    Tensor cls, pool_pre, pooled, pooled_drop;        // [B, H]
+    Tensor logits;                                    // [B, L]
+    Tensor mlm_in, mlm_pre, mlm_act, mlm_ln;          // [N, H]
+    Tensor mlm_mean, mlm_rstd;                        // [N]
+    Tensor mlm_logits;                                // [N, V]
+  };
+
+  Bert(const BertConfig& config, const BertHeads& heads, Backend* backend);
+  Status allocate_parameters();
+  Status ensure_arena(int64_t T, int B, int N, bool training);
+  Status check_inputs(const BertInputs& in) const;
+
+  BertConfig config_;
+  BertHeads heads_;
+  Backend* backend_;
+  Tensor param_buf_;
+  Tensor decay_region_, no_decay_region_;
+  std::vector<Param> params_;
+  Weights w_;
+  Tensor arena_;
+  size_t arena_bytes_ = 0;
+  int arena_allocs_ = 0;
+  int64_t cap_T_ = 0;
+  int cap_B_ = 0, cap_N_ = 0;
+  bool cap_training_ = false;
+  Acts a_;
+  std::vector<int32_t> host_offsets_, host_cls_;
+};
+
+}  // namespace elmo

@@ -1,0 +1,602 @@
+// The BERT graph over the Backend interface: parameters, checkpoint load/save, forward.
+//
+// Per layer (post-LN, as Hugging Face BERT), x [T, H] the layer input:
+//   qkv    = x Wqkvᵀ + bqkv                          [T, 3H]
+//   att    = attention(qkv, offsets)                  [T, H]   (lse [NH, T] saved)
+//   ln1_in = x + dropout(att Woᵀ + bo)                [T, H]
+//   h1     = LayerNorm1(ln1_in)                       [T, H]   (mean, rstd saved)
+//   act    = gelu(pre_gelu = h1 W1ᵀ + b1)             [T, I]
+//   ln2_in = h1 + dropout(act W2ᵀ + b2)               [T, H]
+//   h2     = LayerNorm2(ln2_in)                       [T, H]   -> next layer input
+// Without dropout the residual adds fuse into the GEMM epilogue (kBiasResidual).
+#include "elmo/bert.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <unordered_set>
+
+#include "elmo/safetensors.h"
+
+namespace elmo {
+
+namespace {
+
+constexpr size_t kAlign = 64;  // bytes; every view in the parameter buffer and arena
+
+size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+Tensor make_view(void* base, size_t byte_offset, DType dtype, const std::vector<int64_t>& dims, Device dev) {
+  Tensor t;
+  t.data = base ? static_cast<char*>(base) + byte_offset : nullptr;
+  t.dtype = dtype;
+  t.device = dev;
+  t.ndim = static_cast<int>(dims.size());
+  for (size_t i = 0; i < dims.size() && i < static_cast<size_t>(kMaxDims); ++i) t.shape[i] = dims[i];
+  return t;
+}
+
+std::string dims_str(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
+// One tensor in a checkpoint file that fills a range of a parameter.
+struct Piece {
+  std::string file_name;
+  int64_t elem_offset;
+  std::vector<int64_t> dims;
+};
+
+// The file tensors of a parameter: Q/K/V come apart, "bert." becomes `file_prefix`.
+std::vector<Piece> pieces_of(const Bert::Param& p, const std::string& file_prefix, int64_t H) {
+  std::string name = p.name;
+  if (starts_with(name, "bert.")) name = file_prefix + name.substr(5);
+  std::vector<int64_t> dims(p.value.shape, p.value.shape + p.value.ndim);
+  for (const char* kind : {"weight", "bias"}) {
+    const std::string fused = std::string(".attention.self.qkv.") + kind;
+    if (!ends_with(name, fused)) continue;
+    const std::string base = name.substr(0, name.size() - 3 - std::strlen(kind) - 1);  // ".../self."
+    const bool w = kind[0] == 'w';
+    const int64_t part = w ? H * H : H;
+    std::vector<int64_t> pd = w ? std::vector<int64_t>{H, H} : std::vector<int64_t>{H};
+    return {{base + "query." + kind, 0, pd}, {base + "key." + kind, part, pd}, {base + "value." + kind, 2 * part, pd}};
+  }
+  return {{name, 0, dims}};
+}
+
+// Deterministic normal samples for fresh weights (splitmix64 + Box-Muller).
+struct InitRng {
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return ((next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+  double normal() {
+    const double u1 = uniform(), u2 = uniform();
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
+};
+
+Status ckpt(const std::string& name, const std::string& msg) { return Status(Code::kCheckpoint, name + ": " + msg); }
+
+}  // namespace
+
+Bert::Bert(const BertConfig& config, const BertHeads& heads, Backend* backend)
+    : config_(config), heads_(heads), backend_(backend) {}
+
+Bert::~Bert() {
+  if (backend_) {
+    backend_->free(&arena_);
+    backend_->free(&param_buf_);
+  }
+}
+
+int64_t Bert::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : params_) n += p.value.numel();
+  return n;
+}
+
+Status Bert::allocate_parameters() {
+  const BertConfig& c = config_;
+  const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size, P = c.max_position,
+                TV = c.type_vocab_size, L = c.num_labels;
+  struct Slot {
+    std::string name;
+    std::vector<int64_t> dims;
+    bool decay;
+    Tensor* dst;
+  };
+  std::vector<Slot> slots;
+  auto add = [&slots](std::string name, std::vector<int64_t> dims, Tensor* dst) {
+    const bool decay = dims.size() >= 2;  // matrices and embeddings; not biases or LayerNorm
+    slots.push_back({std::move(name), std::move(dims), decay, dst});
+  };
+  add("bert.embeddings.word_embeddings.weight", {V, H}, &w_.wte);
+  add("bert.embeddings.position_embeddings.weight", {P, H}, &w_.wpe);
+  add("bert.embeddings.token_type_embeddings.weight", {TV, H}, &w_.wtt);
+  add("bert.embeddings.LayerNorm.weight", {H}, &w_.emb_ln_w);
+  add("bert.embeddings.LayerNorm.bias", {H}, &w_.emb_ln_b);
+  w_.layers.assign(static_cast<size_t>(c.num_layers), Layer());
+  for (int l = 0; l < c.num_layers; ++l) {
+    Layer& ly = w_.layers[static_cast<size_t>(l)];
+    const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
+    add(p + "attention.self.qkv.weight", {3 * H, H}, &ly.qkv_w);
+    add(p + "attention.self.qkv.bias", {3 * H}, &ly.qkv_b);
+    add(p + "attention.output.dense.weight", {H, H}, &ly.attn_out_w);
+    add(p + "attention.output.dense.bias", {H}, &ly.attn_out_b);
+    add(p + "attention.output.LayerNorm.weight", {H}, &ly.ln1_w);
+    add(p + "attention.output.LayerNorm.bias", {H}, &ly.ln1_b);
+    add(p + "intermediate.dense.weight", {I, H}, &ly.ffn_in_w);
+    add(p + "intermediate.dense.bias", {I}, &ly.ffn_in_b);
+    add(p + "output.dense.weight", {H, I}, &ly.ffn_out_w);
+    add(p + "output.dense.bias", {H}, &ly.ffn_out_b);
+    add(p + "output.LayerNorm.weight", {H}, &ly.ln2_w);
+    add(p + "output.LayerNorm.bias", {H}, &ly.ln2_b);
+  }
+  if (heads_.pooler) {
+    add("bert.pooler.dense.weight", {H, H}, &w_.pool_w);
+    add("bert.pooler.dense.bias", {H}, &w_.pool_b);
+  }
+  if (heads_.classifier) {
+    add("classifier.weight", {L, H}, &w_.cls_w);
+    add("classifier.bias", {L}, &w_.cls_b);
+  }
+  if (heads_.mlm) {
+    add("cls.predictions.transform.dense.weight", {H, H}, &w_.mlm_w);
+    add("cls.predictions.transform.dense.bias", {H}, &w_.mlm_b);
+    add("cls.predictions.transform.LayerNorm.weight", {H}, &w_.mlm_ln_w);
+    add("cls.predictions.transform.LayerNorm.bias", {H}, &w_.mlm_ln_b);
+    add("cls.predictions.bias", {V}, &w_.mlm_bias);
+  }
+  // Layout: decay region, then no-decay region; every slot 64-byte aligned.
+  size_t decay_bytes = 0, total = 0;
+  std::vector<size_t> offset(slots.size());
+  for (int pass = 0; pass < 2; ++pass)
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (slots[i].decay != (pass == 0)) continue;
+      int64_t n = 1;
+      for (int64_t d : slots[i].dims) n *= d;
+      offset[i] = total;
+      total += round_up(static_cast<size_t>(n) * 4);
+      if (pass == 0) decay_bytes = total;
+    }
+  ELMO_RETURN_IF_ERROR(backend_->alloc(&param_buf_, DType::kF32, {static_cast<int64_t>(total / 4)}));
+  ELMO_RETURN_IF_ERROR(backend_->fill(param_buf_, 0.0f));  // padding stays zero for the optimizer
+  const Device dev = backend_->device();
+  decay_region_ = make_view(param_buf_.data, 0, DType::kF32, {static_cast<int64_t>(decay_bytes / 4)}, dev);
+  no_decay_region_ =
+      make_view(param_buf_.data, decay_bytes, DType::kF32, {static_cast<int64_t>((total - decay_bytes) / 4)}, dev);
+  params_.clear();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    *slots[i].dst = make_view(param_buf_.data, offset[i], DType::kF32, slots[i].dims, dev);
+    params_.push_back({slots[i].name, *slots[i].dst, slots[i].decay});
+  }
+  return Status::ok();
+}
+
+Status Bert::create(const BertConfig& config, const BertHeads& heads, uint64_t seed, Backend* backend,
+                    std::unique_ptr<Bert>* out) {
+  ELMO_CHECK(backend != nullptr && out != nullptr, Code::kInput, "Bert::create: null backend or output");
+  ELMO_RETURN_IF_ERROR(config.validate());
+  ELMO_CHECK(!heads.classifier || (heads.pooler && config.num_labels > 0), Code::kInput,
+             "Bert::create: a classifier needs the pooler and num_labels > 0");
+  std::unique_ptr<Bert> m(new Bert(config, heads, backend));
+  ELMO_RETURN_IF_ERROR(m->allocate_parameters());
+  InitRng rng{seed * 0x2545F4914F6CDD1Dull + 0x1234567ull};
+  std::vector<float> host;
+  for (const Param& p : m->params_) {
+    host.assign(static_cast<size_t>(p.value.numel()), 0.0f);
+    if (ends_with(p.name, "LayerNorm.weight")) {
+      std::fill(host.begin(), host.end(), 1.0f);
+    } else if (p.decay) {
+      for (float& x : host) x = static_cast<float>(rng.normal() * config.initializer_range);
+      if (p.name == "bert.embeddings.word_embeddings.weight" && config.pad_token_id < config.vocab_size)
+        std::fill_n(host.begin() + static_cast<std::ptrdiff_t>(config.pad_token_id * config.hidden_size),
+                    config.hidden_size, 0.0f);
+    }
+    ELMO_RETURN_IF_ERROR(backend->upload(p.value, host.data(), host.size() * 4));
+  }
+  *out = std::move(m);
+  return Status::ok();
+}
+
+Status Bert::load(const std::string& dir, Backend* backend, std::unique_ptr<Bert>* out) {
+  BertConfig config;
+  ELMO_RETURN_IF_ERROR(BertConfig::load(dir + "/config.json", &config));
+  return load_weights(dir + "/model.safetensors", config, backend, out);
+}
+
+Status Bert::load_weights(const std::string& path, const BertConfig& config, Backend* backend,
+                          std::unique_ptr<Bert>* out) {
+  ELMO_CHECK(backend != nullptr && out != nullptr, Code::kInput, "Bert::load: null backend or output");
+  ELMO_RETURN_IF_ERROR(config.validate());
+  std::unique_ptr<SafetensorsFile> file;
+  ELMO_RETURN_IF_ERROR(SafetensorsFile::open(path, &file));
+  auto has = [&file](const std::string& n) { return file->find(n) != nullptr; };
+
+  // "bert." prefix (task models) or none (a bare BertModel).
+  std::string prefix;
+  if (has("bert.embeddings.word_embeddings.weight")) prefix = "bert.";
+  else if (!has("embeddings.word_embeddings.weight")) return ckpt("bert.embeddings.word_embeddings.weight", "missing from " + path);
+
+  BertHeads heads;
+  heads.pooler = has(prefix + "pooler.dense.weight") || has(prefix + "pooler.dense.bias");
+  heads.classifier = has("classifier.weight") || has("classifier.bias");
+  heads.mlm = false;
+  for (const StTensor& t : file->tensors())
+    if (starts_with(t.name, "cls.predictions.")) heads.mlm = true;
+  // The architecture named in the config fixes which heads must be there.
+  for (const std::string& arch : config.architectures) {
+    if (ends_with(arch, "ForSequenceClassification")) {
+      if (!heads.pooler) return ckpt(prefix + "pooler.dense.weight", "missing (" + arch + " needs the pooler)");
+      if (!heads.classifier) return ckpt("classifier.weight", "missing (" + arch + ")");
+    } else if (ends_with(arch, "ForMaskedLM") || ends_with(arch, "ForPreTraining")) {
+      if (!heads.mlm) return ckpt("cls.predictions.bias", "missing (" + arch + ")");
+    }
+  }
+  if (heads.classifier && !heads.pooler) return ckpt(prefix + "pooler.dense.weight", "missing (the classifier reads the pooled row)");
+
+  std::unique_ptr<Bert> m(new Bert(config, heads, backend));
+  if (heads.classifier) {
+    // num_labels comes from the config; the weight must agree.
+    const StTensor* cw = file->find("classifier.weight");
+    if (cw && cw->shape.size() == 2 && cw->shape[0] != config.num_labels)
+      return ckpt("classifier.weight", strformat("has %lld rows but the config has num_labels %d",
+                                                 (long long)cw->shape[0], config.num_labels));
+  }
+  ELMO_RETURN_IF_ERROR(m->allocate_parameters());
+
+  std::unordered_set<std::string> used;
+  const int64_t H = config.hidden_size;
+  Tensor tmp;  // staging for f16/bf16 on a non-host backend or misaligned data
+  for (const Param& p : m->params_) {
+    for (const Piece& pc : pieces_of(p, prefix, H)) {
+      const StTensor* t = file->find(pc.file_name);
+      if (!t) return ckpt(pc.file_name, "missing from " + path);
+      if (t->shape != pc.dims)
+        return ckpt(pc.file_name, "expected shape " + dims_str(pc.dims) + " but the file has " + dims_str(t->shape));
+      if (t->dtype != StDType::kF32 && t->dtype != StDType::kF16 && t->dtype != StDType::kBF16)
+        return ckpt(pc.file_name, strformat("dtype %s is not a floating type (F32, F16, BF16)", st_dtype_name(t->dtype)));
+      used.insert(pc.file_name);
+      int64_t n = 1;
+      for (int64_t d : pc.dims) n *= d;
+      Tensor dst = make_view(p.value.data, static_cast<size_t>(pc.elem_offset) * 4, DType::kF32, {n}, backend->device());
+      if (t->dtype == StDType::kF32) {
+        ELMO_RETURN_IF_ERROR(backend->upload(dst, t->data, t->nbytes()));
+        continue;
+      }
+      const DType src_dtype = t->dtype == StDType::kF16 ? DType::kF16 : DType::kBF16;
+      if (backend->device() == Device::kCpu && reinterpret_cast<uintptr_t>(t->data) % 2 == 0) {
+        // Straight from the mapping into backend memory.
+        Tensor src = make_view(const_cast<uint8_t*>(t->data), 0, src_dtype, {n}, Device::kCpu);
+        ELMO_RETURN_IF_ERROR(backend->convert(dst, src));
+      } else {
+        ELMO_RETURN_IF_ERROR(backend->alloc(&tmp, src_dtype, {n}));
+        Status st = backend->upload(tmp, t->data, t->nbytes());
+        if (st) st = backend->convert(dst, tmp);
+        backend->free(&tmp);
+        ELMO_RETURN_IF_ERROR(st);
+      }
+    }
+  }
+  // Everything else must be a known buffer or a tied/unused tensor.
+  const int64_t V = config.vocab_size;
+  for (const StTensor& t : file->tensors()) {
+    if (used.count(t.name)) continue;
+    if (t.name == prefix + "embeddings.position_ids") continue;  // a buffer in older checkpoints
+    if (t.name == "cls.predictions.decoder.weight") {            // tied to the word embeddings
+      if (t.shape != std::vector<int64_t>{V, H}) return ckpt(t.name, "expected shape " + dims_str({V, H}) + " but the file has " + dims_str(t.shape));
+      continue;
+    }
+    if (t.name == "cls.predictions.decoder.bias") {  // tied to cls.predictions.bias
+      if (t.shape != std::vector<int64_t>{V}) return ckpt(t.name, "expected shape " + dims_str({V}) + " but the file has " + dims_str(t.shape));
+      continue;
+    }
+    if (starts_with(t.name, "cls.seq_relationship.")) continue;  // next-sentence head of pretraining checkpoints
+    return ckpt(t.name, "unexpected tensor in " + path);
+  }
+  ELMO_RETURN_IF_ERROR(backend->sync());
+  *out = std::move(m);
+  return Status::ok();
+}
+
+Status Bert::save(const std::string& dir) const {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    return ckpt(dir, strformat("cannot create directory: %s", std::strerror(errno)));
+  const std::string prefix = (heads_.classifier || heads_.mlm) ? "bert." : "";
+  std::vector<std::vector<float>> host(params_.size());
+  std::vector<StWriteItem> items;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Param& p = params_[i];
+    host[i].resize(static_cast<size_t>(p.value.numel()));
+    ELMO_RETURN_IF_ERROR(backend_->download(host[i].data(), p.value, host[i].size() * 4));
+    for (const Piece& pc : pieces_of(p, prefix, config_.hidden_size))
+      items.push_back({pc.file_name, StDType::kF32, pc.dims, host[i].data() + pc.elem_offset});
+  }
+  ELMO_RETURN_IF_ERROR(backend_->sync());
+  const std::string cfg = config_.to_json(heads_.classifier, heads_.mlm);
+  ELMO_RETURN_IF_ERROR(write_file_atomic(dir + "/config.json", cfg.data(), cfg.size()));
+  return write_safetensors(dir + "/model.safetensors", items, {{"format", "pt"}});
+}
+
+// ---- forward --------------------------------------------------------------------------------
+
+Status Bert::check_inputs(const BertInputs& in) const {
+  ELMO_CHECK(in.ids && in.offsets, Code::kInput, "forward: ids and offsets are required");
+  ELMO_CHECK(in.B >= 1 && in.T >= 1, Code::kInput, "forward: empty batch (B=%d, T=%lld)", in.B, (long long)in.T);
+  ELMO_CHECK(in.T < (int64_t(1) << 31), Code::kInput, "forward: T=%lld exceeds int32 offsets", (long long)in.T);
+  Offsets o;
+  ELMO_RETURN_IF_ERROR(make_offsets(&o, in.offsets, in.offsets, in.B, in.T));
+  for (int b = 0; b < in.B; ++b) {
+    const int64_t len = in.offsets[b + 1] - in.offsets[b];
+    ELMO_CHECK(len >= 1, Code::kInput, "forward: sequence %d is empty", b);
+    ELMO_CHECK(len <= config_.max_position, Code::kInput,
+               "forward: sequence %d has %lld tokens, more than max_position_embeddings %lld", b, (long long)len,
+               (long long)config_.max_position);
+  }
+  for (int64_t t = 0; t < in.T; ++t) {
+    ELMO_CHECK(in.ids[t] >= 0 && in.ids[t] < config_.vocab_size, Code::kInput,
+               "forward: ids[%lld] = %d is outside the vocabulary [0, %lld)", (long long)t, in.ids[t],
+               (long long)config_.vocab_size);
+    if (in.type_ids)
+      ELMO_CHECK(in.type_ids[t] >= 0 && in.type_ids[t] < config_.type_vocab_size, Code::kInput,
+                 "forward: type_ids[%lld] = %d is outside [0, %lld)", (long long)t, in.type_ids[t],
+                 (long long)config_.type_vocab_size);
+  }
+  ELMO_CHECK(in.n_mlm >= 0, Code::kInput, "forward: negative n_mlm");
+  if (in.n_mlm > 0) {
+    ELMO_CHECK(heads_.mlm, Code::kInput, "forward: MLM positions given but the model has no MLM head");
+    ELMO_CHECK(in.mlm_positions != nullptr, Code::kInput, "forward: mlm_positions is null");
+    for (int i = 0; i < in.n_mlm; ++i)
+      ELMO_CHECK(in.mlm_positions[i] >= 0 && in.mlm_positions[i] < in.T, Code::kInput,
+                 "forward: mlm_positions[%d] = %d is outside [0, %lld)", i, in.mlm_positions[i], (long long)in.T);
+  }
+  return Status::ok();
+}
+
+// Lays the activations out in `base` (nullptr: only measure). Returns the bytes used.
+static size_t plan_sizes(int64_t T, int64_t B, int64_t N, int sets, bool training, int64_t H, int64_t I, int64_t NH,
+                         int64_t L, int64_t V, bool pooler, bool classifier, bool mlm) {
+  size_t total = 0;
+  auto take = [&total](int64_t n, size_t esize) { total += round_up(static_cast<size_t>(n) * esize); };
+  take(T, 4); take(T, 4); take(B + 1, 4); take(B, 4); take(N, 4);
+  take(T * H, 4); take(T * H, 4); if (training) take(T * H, 4);
+  take(T, 4); take(T, 4);
+  for (int s = 0; s < sets; ++s) {
+    take(T * 3 * H, 4); take(T * H, 4); take(NH * T, 4);
+    if (training) take(T * H, 4);
+    take(T * H, 4); take(T, 4); take(T, 4); take(T * H, 4);
+    if (training) take(T * I, 4);
+    take(T * I, 4);
+    if (training) take(T * H, 4);
+    take(T * H, 4); take(T, 4); take(T, 4); take(T * H, 4);
+  }
+  if (pooler) { take(B * H, 4); take(B * H, 4); take(B * H, 4); if (training) take(B * H, 4); }
+  if (classifier) take(B * L, 4);
+  if (mlm) {
+    take(N * H, 4); if (training) take(N * H, 4); take(N * H, 4); take(N * H, 4);
+    take(N, 4); take(N, 4); take(N * V, 4);
+  }
+  return total;
+}
+
+Status Bert::ensure_arena(int64_t T, int B, int N, bool training) {
+  const BertConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, NH = c.num_heads, L = c.num_labels, V = c.vocab_size;
+  const bool grow = T > cap_T_ || B > cap_B_ || N > cap_N_ || (training && !cap_training_) || arena_.empty();
+  if (grow) {
+    // Grow with headroom so a slowly rising batch size does not reallocate every call.
+    cap_T_ = std::max<int64_t>(T, cap_T_ > 0 && T > cap_T_ ? cap_T_ * 3 / 2 : cap_T_);
+    cap_B_ = std::max(B, cap_B_ > 0 && B > cap_B_ ? cap_B_ * 3 / 2 : cap_B_);
+    cap_N_ = std::max(N, cap_N_ > 0 && N > cap_N_ ? cap_N_ * 3 / 2 : cap_N_);
+    cap_training_ = cap_training_ || training;
+    const int sets = cap_training_ ? c.num_layers : 1;
+    const size_t bytes = plan_sizes(cap_T_, cap_B_, cap_N_, sets, cap_training_, H, I, NH, L, V, heads_.pooler,
+                                    heads_.classifier, heads_.mlm);
+    backend_->free(&arena_);
+    arena_bytes_ = 0;
+    ELMO_RETURN_IF_ERROR(backend_->alloc(&arena_, DType::kF32, {static_cast<int64_t>(bytes / 4)}));
+    arena_bytes_ = bytes;
+    ++arena_allocs_;
+  }
+  // Carve views of the actual sizes; they fit since every size is <= its capacity.
+  const Device dev = backend_->device();
+  size_t off = 0;
+  auto take = [&](DType dt, std::vector<int64_t> dims) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    Tensor t = make_view(arena_.data, off, dt, dims, dev);
+    off += round_up(static_cast<size_t>(n) * 4);
+    return t;
+  };
+  const DType F = DType::kF32, I32 = DType::kI32;
+  Acts& a = a_;
+  a = Acts();
+  a.ids = take(I32, {T});
+  a.type_ids = take(I32, {T});
+  a.offsets = take(I32, {B + 1});
+  a.cls_idx = take(I32, {B});
+  a.mlm_pos = take(I32, {N});
+  a.emb_sum = take(F, {T, H});
+  a.emb_out = take(F, {T, H});
+  if (training) a.emb_drop = take(F, {T, H});
+  a.emb_mean = take(F, {T});
+  a.emb_rstd = take(F, {T});
+  const int sets = training ? c.num_layers : 1;
+  a.layers.resize(static_cast<size_t>(sets));
+  for (LayerActs& la : a.layers) {
+    la.qkv = take(F, {T, 3 * H});
+    la.att = take(F, {T, H});
+    la.lse = take(F, {NH, T});
+    if (training) la.proj = take(F, {T, H});
+    la.ln1_in = take(F, {T, H});
+    la.ln1_mean = take(F, {T});
+    la.ln1_rstd = take(F, {T});
+    la.h1 = take(F, {T, H});
+    if (training) la.pre_gelu = take(F, {T, I});
+    la.act = take(F, {T, I});
+    if (training) la.ffn = take(F, {T, H});
+    la.ln2_in = take(F, {T, H});
+    la.ln2_mean = take(F, {T});
+    la.ln2_rstd = take(F, {T});
+    la.h2 = take(F, {T, H});
+  }
+  if (heads_.pooler) {
+    a.cls = take(F, {B, H});
+    a.pool_pre = take(F, {B, H});
+    a.pooled = take(F, {B, H});
+    if (training) a.pooled_drop = take(F, {B, H});
+  }
+  if (heads_.classifier) a.logits = take(F, {B, L});
+  if (heads_.mlm) {
+    a.mlm_in = take(F, {N, H});
+    if (training) a.mlm_pre = take(F, {N, H});
+    a.mlm_act = take(F, {N, H});
+    a.mlm_ln = take(F, {N, H});
+    a.mlm_mean = take(F, {N});
+    a.mlm_rstd = take(F, {N});
+    a.mlm_logits = take(F, {N, V});
+  }
+  if (off > arena_bytes_) return Status(Code::kShape, "Bert: activation arena layout overflow");  // invariant
+  return Status::ok();
+}
+
+Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutputs* out) {
+  ELMO_CHECK(out != nullptr, Code::kInput, "forward: null output");
+  ELMO_RETURN_IF_ERROR(check_inputs(in));
+  const BertConfig& c = config_;
+  const int64_t T = in.T;
+  const int B = in.B, N = in.n_mlm;
+  const int NH = c.num_heads, HD = static_cast<int>(c.head_dim());
+  const float eps = c.layer_norm_eps;
+  const bool train = opts.training;
+  const float p_hidden = train ? c.hidden_dropout : 0.0f;
+  const float p_att = train ? c.attention_dropout : 0.0f;
+  const float p_cls = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout) : 0.0f;
+  const uint64_t seed = opts.seed;
+  Backend& be = *backend_;
+
+  ELMO_RETURN_IF_ERROR(ensure_arena(T, B, N, train));
+  Acts& a = a_;
+  host_offsets_.assign(in.offsets, in.offsets + B + 1);
+  host_cls_.assign(in.offsets, in.offsets + B);  // [CLS] is the first row of each sequence
+  ELMO_RETURN_IF_ERROR(be.upload(a.ids, in.ids, static_cast<size_t>(T) * 4));
+  Tensor type_ids;
+  if (in.type_ids) {
+    ELMO_RETURN_IF_ERROR(be.upload(a.type_ids, in.type_ids, static_cast<size_t>(T) * 4));
+    type_ids = a.type_ids;
+  }
+  ELMO_RETURN_IF_ERROR(be.upload(a.offsets, host_offsets_.data(), host_offsets_.size() * 4));
+  if (heads_.pooler) ELMO_RETURN_IF_ERROR(be.upload(a.cls_idx, host_cls_.data(), host_cls_.size() * 4));
+  if (N > 0) ELMO_RETURN_IF_ERROR(be.upload(a.mlm_pos, in.mlm_positions, static_cast<size_t>(N) * 4));
+  Offsets offs;
+  ELMO_RETURN_IF_ERROR(make_offsets(&offs, host_offsets_.data(), a.offsets.i32(), B, T));
+
+  // Embeddings: LayerNorm(word + position + token type), then dropout.
+  ELMO_RETURN_IF_ERROR(be.embedding_forward(a.emb_sum, a.ids, type_ids, offs, w_.wte, w_.wpe, w_.wtt));
+  ELMO_RETURN_IF_ERROR(be.layernorm_forward(a.emb_out, Tensor(), a.emb_mean, a.emb_rstd, a.emb_sum, Tensor(),
+                                            w_.emb_ln_w, w_.emb_ln_b, eps));
+  Tensor x = a.emb_out;  // [T, H]
+  if (p_hidden > 0) {
+    ELMO_RETURN_IF_ERROR(be.dropout_forward(a.emb_drop, a.emb_out, p_hidden, seed, bert_dropout_stream(-1, kStreamEmbedding)));
+    x = a.emb_drop;
+  }
+
+  for (int l = 0; l < c.num_layers; ++l) {
+    const Layer& w = w_.layers[static_cast<size_t>(l)];
+    LayerActs& la = a.layers[train ? static_cast<size_t>(l) : 0];
+    ELMO_RETURN_IF_ERROR(be.gemm(la.qkv, Tensor(), x, w.qkv_w, w.qkv_b, Tensor(), GemmOp::kNT, Epilogue::kBias, false));
+    ELMO_RETURN_IF_ERROR(be.attention_forward(la.att, la.lse, la.qkv, offs, NH, HD, p_att, seed,
+                                              bert_dropout_stream(l, kSiteAttention)));
+    if (p_hidden > 0) {
+      // ln1_in holds the projection until the LayerNorm overwrites it with x + dropout(proj).
+      ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_w, w.attn_out_b, Tensor(), GemmOp::kNT,
+                                   Epilogue::kBias, false));
+      ELMO_RETURN_IF_ERROR(be.dropout_forward(la.proj, la.ln1_in, p_hidden, seed, bert_dropout_stream(l, kSiteAttnOut)));
+      ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h1, la.ln1_in, la.ln1_mean, la.ln1_rstd, la.proj, x, w.ln1_w,
+                                                w.ln1_b, eps));
+    } else {
+      ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_w, w.attn_out_b, x, GemmOp::kNT,
+                                   Epilogue::kBiasResidual, false));
+      ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h1, Tensor(), la.ln1_mean, la.ln1_rstd, la.ln1_in, Tensor(),
+                                                w.ln1_w, w.ln1_b, eps));
+    }
+    ELMO_RETURN_IF_ERROR(be.gemm(la.act, la.pre_gelu, la.h1, w.ffn_in_w, w.ffn_in_b, Tensor(), GemmOp::kNT,
+                                 Epilogue::kBiasGelu, false));
+    if (p_hidden > 0) {
+      ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_w, w.ffn_out_b, Tensor(), GemmOp::kNT,
+                                   Epilogue::kBias, false));
+      ELMO_RETURN_IF_ERROR(be.dropout_forward(la.ffn, la.ln2_in, p_hidden, seed, bert_dropout_stream(l, kSiteFfnOut)));
+      ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h2, la.ln2_in, la.ln2_mean, la.ln2_rstd, la.ffn, la.h1, w.ln2_w,
+                                                w.ln2_b, eps));
+    } else {
+      ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_w, w.ffn_out_b, la.h1, GemmOp::kNT,
+                                   Epilogue::kBiasResidual, false));
+      ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h2, Tensor(), la.ln2_mean, la.ln2_rstd, la.ln2_in, Tensor(),
+                                                w.ln2_w, w.ln2_b, eps));
+    }
+    x = la.h2;
+  }
+  *out = BertOutputs();
+  out->hidden = x;
+
+  if (heads_.pooler) {
+    ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls, x, a.cls_idx));
+    ELMO_RETURN_IF_ERROR(be.gemm(a.pool_pre, Tensor(), a.cls, w_.pool_w, w_.pool_b, Tensor(), GemmOp::kNT,
+                                 Epilogue::kBias, false));
+    ELMO_RETURN_IF_ERROR(be.tanh_forward(a.pooled, a.pool_pre));
+    out->pooled = a.pooled;
+    if (heads_.classifier) {
+      Tensor pin = a.pooled;
+      if (p_cls > 0) {
+        ELMO_RETURN_IF_ERROR(be.dropout_forward(a.pooled_drop, a.pooled, p_cls, seed,
+                                                bert_dropout_stream(-1, kStreamClassifier)));
+        pin = a.pooled_drop;
+      }
+      ELMO_RETURN_IF_ERROR(be.gemm(a.logits, Tensor(), pin, w_.cls_w, w_.cls_b, Tensor(), GemmOp::kNT, Epilogue::kBias,
+                                   false));
+      out->logits = a.logits;
+    }
+  }
+  if (heads_.mlm && N > 0) {
+    ELMO_RETURN_IF_ERROR(be.gather_rows(a.mlm_in, x, a.mlm_pos));
+    ELMO_RETURN_IF_ERROR(be.gemm(a.mlm_act, a.mlm_pre, a.mlm_in, w_.mlm_w, w_.mlm_b, Tensor(), GemmOp::kNT,
+                                 Epilogue::kBiasGelu, false));
+    ELMO_RETURN_IF_ERROR(be.layernorm_forward(a.mlm_ln, Tensor(), a.mlm_mean, a.mlm_rstd, a.mlm_act, Tensor(),
+                                              w_.mlm_ln_w, w_.mlm_ln_b, eps));
+    // Decoder tied to the word embeddings: [N, H] x [V, H]ᵀ + bias.
+    ELMO_RETURN_IF_ERROR(be.gemm(a.mlm_logits, Tensor(), a.mlm_ln, w_.wte, w_.mlm_bias, Tensor(), GemmOp::kNT,
+                                 Epilogue::kBias, false));
+    out->mlm_logits = a.mlm_logits;
+  }
+  return Status::ok();
+}
+
+double Bert::forward_flops(const BertInputs& in) const {
+  const BertConfig& c = config_;
+  const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
+  double f = 2.0 * static_cast<double>(in.T) * c.num_layers * (4 * H * H + 2 * H * I);
+  for (int b = 0; b < in.B && in.offsets; ++b) {
+    const double len = in.offsets[b + 1] - in.offsets[b];
+    f += 4.0 * len * len * H * c.num_layers;  // QKᵀ and PV
+  }
+  if (heads_.pooler) f += 2.0 * in.B * H * H;
+  if (heads_.classifier) f += 2.0 * in.B * H * c.num_labels;
+  if (heads_.mlm) f += 2.0 * in.n_mlm * (H * H + H * static_cast<double>(c.vocab_size));
+  return f;
+}
+
+}  // namespace elmo

@@ -1,0 +1,540 @@
+// BERT graph: parity with transformers on the fixtures (every ISA x 1/2 threads), save -> load
+// round trip, checkpoint errors naming the tensor, input validation, arena reuse, training mode.
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "elmo/bert.h"
+#include "elmo/json.h"
+#include "elmo/safetensors.h"
+#include "harness.h"
+
+using elmo::Bert;
+using elmo::Code;
+
+namespace {
+
+std::string fixtures_dir() {
+  const char* e = std::getenv("ELMO_FIXTURES");
+  return e ? e : "test/fixtures";
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::vector<int32_t> int_array(const elmo::json::Value* v) {
+  std::vector<int32_t> out;
+  if (v)
+    for (const auto& x : v->items()) out.push_back(static_cast<int32_t>(x.as_int()));
+  return out;
+}
+
+struct Expected {
+  std::vector<float> values;
+  std::vector<int64_t> shape;
+};
+
+struct Fixture {
+  std::string dir;
+  std::vector<int32_t> ids, type_ids, offsets, mlm_positions;
+  std::map<std::string, Expected> outputs;
+  elmo::BertInputs inputs() const {
+    elmo::BertInputs in;
+    in.ids = ids.data();
+    in.type_ids = type_ids.data();
+    in.offsets = offsets.data();
+    in.B = static_cast<int>(offsets.size()) - 1;
+    in.T = static_cast<int64_t>(ids.size());
+    in.mlm_positions = mlm_positions.empty() ? nullptr : mlm_positions.data();
+    in.n_mlm = static_cast<int>(mlm_positions.size());
+    return in;
+  }
+};
+
+bool load_fixture(const std::string& name, Fixture* f) {
+  f->dir = fixtures_dir() + "/" + name;
+  elmo::json::Value m;
+  elmo::Status st = elmo::json::parse(read_text(f->dir + "/manifest.json"), &m);
+  if (!st.is_ok()) {
+    ++elmo_test::failures();
+    std::fprintf(stderr, "  %s: manifest: %s\n", name.c_str(), st.message().c_str());
+    return false;
+  }
+  f->ids = int_array(m.find("ids"));
+  f->type_ids = int_array(m.find("type_ids"));
+  f->offsets = int_array(m.find("offsets"));
+  f->mlm_positions = int_array(m.find("mlm_positions"));
+  for (const auto& kv : m.find("outputs")->members()) {
+    Expected e;
+    int64_t n = 1;
+    for (const auto& d : kv.second.find("shape")->items()) {
+      e.shape.push_back(d.as_int());
+      n *= d.as_int();
+    }
+    const std::string bytes = read_text(f->dir + "/" + kv.second.find("file")->as_string());
+    CHECK(bytes.size() == static_cast<size_t>(n) * 4);
+    e.values.resize(static_cast<size_t>(n));
+    std::memcpy(e.values.data(), bytes.data(), std::min(bytes.size(), e.values.size() * 4));
+    f->outputs[kv.first] = std::move(e);
+  }
+  return true;
+}
+
+std::vector<float> download(elmo::Backend& be, const elmo::Tensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  CHECK_OK(be.download(v.data(), t, v.size() * 4));
+  return v;
+}
+
+// Compares one output with the transformers float64 reference.
+void compare(elmo::Backend& be, const Fixture& f, const std::string& key, const elmo::Tensor& got) {
+  auto it = f.outputs.find(key);
+  if (it == f.outputs.end()) {
+    CHECK(got.empty());
+    return;
+  }
+  CHECK(!got.empty());
+  if (got.empty()) return;
+  CHECK(got.numel() == static_cast<int64_t>(it->second.values.size()));
+  CHECK(got.ndim == static_cast<int>(it->second.shape.size()) && got.shape[0] == it->second.shape[0]);
+  if (got.numel() != static_cast<int64_t>(it->second.values.size())) return;
+  const std::vector<float> g = download(be, got);
+  // fp32 graph vs float64 reference: 1e-4 relative, with a 1e-4 floor for values near 0.
+  elmo_test::all_close((f.dir + " " + key).c_str(), g.data(), it->second.values.data(), got.numel(), 1e-4, 1e-4);
+}
+
+const char* kFixtures[] = {"bert-a-cls", "bert-b-mlm", "bert-b-multilabel"};
+
+std::string make_tmp_dir() {
+  char tmpl[] = "/tmp/elmo-bert-XXXXXX";
+  const char* d = mkdtemp(tmpl);
+  CHECK(d != nullptr);
+  return d ? d : "/tmp";
+}
+
+// Rewrites a fixture's checkpoint through `edit` (tensors as write items) into dir.
+void rewrite_checkpoint(const std::string& src_dir, const std::string& dst_dir,
+                        const std::function<void(std::vector<elmo::StWriteItem>*)>& edit,
+                        const std::string& config_text = "") {
+  std::unique_ptr<elmo::SafetensorsFile> f;
+  CHECK_OK(elmo::SafetensorsFile::open(src_dir + "/model.safetensors", &f));
+  std::vector<elmo::StWriteItem> items;
+  for (const auto& t : f->tensors()) items.push_back({t.name, t.dtype, t.shape, t.data});
+  edit(&items);
+  CHECK_OK(elmo::write_safetensors(dst_dir + "/model.safetensors", items));
+  const std::string cfg = config_text.empty() ? read_text(src_dir + "/config.json") : config_text;
+  CHECK_OK(elmo::write_file_atomic(dst_dir + "/config.json", cfg.data(), cfg.size()));
+}
+
+}  // namespace
+
+TEST_CASE(config_parse_and_validate) {
+  elmo::BertConfig c;
+  CHECK_OK(elmo::BertConfig::load(fixtures_dir() + "/bert-a-cls/config.json", &c));
+  CHECK(c.hidden_size == 96 && c.num_heads == 3 && c.num_layers == 3 && c.intermediate_size == 200);
+  CHECK(c.num_labels == 5 && c.labels.size() == 5 && c.labels[4] == "label_e");
+  CHECK(c.problem_type == elmo::ProblemType::kSingleLabel);
+  CHECK(c.architectures.size() == 1 && c.architectures[0] == "BertForSequenceClassification");
+  elmo::BertConfig m;
+  CHECK_OK(elmo::BertConfig::load(fixtures_dir() + "/bert-b-multilabel/config.json", &m));
+  CHECK(m.problem_type == elmo::ProblemType::kMultiLabel && m.num_labels == 4 && m.type_vocab_size == 1);
+  // to_json -> parse gives the same config.
+  elmo::BertConfig r;
+  CHECK_OK(elmo::BertConfig::parse(c.to_json(true, false), &r));
+  CHECK(r.hidden_size == c.hidden_size && r.labels == c.labels && r.layer_norm_eps == c.layer_norm_eps &&
+        r.problem_type == c.problem_type && r.hidden_dropout == c.hidden_dropout);
+
+  const std::string base =
+      "\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"intermediate_size\":4,"
+      "\"max_position_embeddings\":4";
+  auto bad = [&](const std::string& extra, const char* needle) {
+    elmo::BertConfig x;
+    elmo::Status st = elmo::BertConfig::parse("{" + base + extra + "}", &x);
+    CHECK(st.code() == Code::kCheckpoint);
+    if (st.message().find(needle) == std::string::npos) {
+      ++elmo_test::failures();
+      std::fprintf(stderr, "  config %s: message \"%s\" lacks \"%s\"\n", extra.c_str(), st.message().c_str(), needle);
+    }
+  };
+  elmo::BertConfig ok;
+  CHECK_OK(elmo::BertConfig::parse("{" + base + ",\"num_attention_heads\":2}", &ok));
+  CHECK(ok.num_labels == 2 && ok.type_vocab_size == 2);  // transformers defaults
+  bad(",\"num_attention_heads\":3", "not a multiple");
+  bad("", "num_attention_heads: missing");
+  bad(",\"num_attention_heads\":2,\"hidden_act\":\"relu\"", "hidden_act");
+  bad(",\"num_attention_heads\":2,\"hidden_size\":8", "duplicate");
+  bad(",\"num_attention_heads\":2.5", "expected an integer");
+  bad(",\"num_attention_heads\":-2", "outside");
+  bad(",\"num_attention_heads\":2,\"id2label\":{\"0\":\"a\",\"2\":\"b\"}", "id2label");
+  bad(",\"num_attention_heads\":2,\"id2label\":{\"0\":\"a\"},\"label2id\":{\"b\":0}", "label2id");
+  bad(",\"num_attention_heads\":2,\"id2label\":{\"0\":\"a\"},\"num_labels\":3", "num_labels");
+  bad(",\"num_attention_heads\":2,\"problem_type\":\"ranking\"", "problem_type");
+  bad(",\"num_attention_heads\":2,\"hidden_dropout_prob\":1.5", "hidden_dropout_prob");
+  bad(",\"num_attention_heads\":2,\"model_type\":\"gpt2\"", "model_type");
+  bad(",\"num_attention_heads\":2,\"position_embedding_type\":\"relative_key\"", "position_embedding_type");
+  CHECK_STATUS(elmo::BertConfig::parse("[1]", &ok), Code::kCheckpoint);
+  CHECK_STATUS(elmo::BertConfig::parse("{", &ok), Code::kCheckpoint);
+  CHECK_STATUS(elmo::BertConfig::load("/nonexistent/config.json", &ok), Code::kCheckpoint);
+}
+
+TEST_CASE(parity_with_transformers) {
+  for (const char* name : kFixtures) {
+    Fixture f;
+    if (!load_fixture(name, &f)) continue;
+    elmo_test::for_each_config([&](elmo::Backend& be, const elmo_test::Config& cfg) {
+      elmo_test::context() += std::string(" ") + name;
+      std::unique_ptr<Bert> m;
+      CHECK_OK(Bert::load(f.dir, &be, &m));
+      if (!m) return;
+      elmo::BertOutputs out;
+      CHECK_OK(m->forward(f.inputs(), {}, &out));
+      compare(be, f, "hidden", out.hidden);
+      compare(be, f, "pooled", out.pooled);
+      compare(be, f, "logits", out.logits);
+      compare(be, f, "mlm_logits", out.mlm_logits);
+      (void)cfg;
+    });
+  }
+}
+
+TEST_CASE(threads_bit_identical) {
+  Fixture f;
+  if (!load_fixture("bert-a-cls", &f)) return;
+  std::vector<std::vector<float>> results;
+  for (const auto& cfg : elmo_test::all_configs()) {
+    if (cfg.isa != elmo::best_isa()) continue;
+    auto be = elmo_test::make_backend(cfg);
+    std::unique_ptr<Bert> m;
+    CHECK_OK(Bert::load(f.dir, be.get(), &m));
+    if (!m) return;
+    elmo::BertOutputs out;
+    CHECK_OK(m->forward(f.inputs(), {}, &out));
+    if (!out.hidden.empty()) results.push_back(download(*be, out.hidden));
+  }
+  CHECK(results.size() == 2);
+  if (results.size() == 2 && results[0].size() == results[1].size())
+    elmo_test::bit_equal("hidden 1 vs 2 threads", results[0].data(), results[1].data(),
+                         static_cast<int64_t>(results[0].size()));
+}
+
+TEST_CASE(save_load_round_trip) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 2});
+  const char* keep = std::getenv("ELMO_ROUNDTRIP_OUT");  // for scripts/gen_bert_fixtures.py --check-roundtrip
+  for (const char* name : kFixtures) {
+    Fixture f;
+    if (!load_fixture(name, &f)) continue;
+    std::unique_ptr<Bert> a, b;
+    CHECK_OK(Bert::load(f.dir, be.get(), &a));
+    if (!a) continue;
+    const std::string dir = keep ? std::string(keep) + "/" + name : make_tmp_dir();
+    if (keep) ::mkdir(keep, 0755);
+    CHECK_OK(a->save(dir));
+    CHECK_OK(Bert::load(dir, be.get(), &b));
+    if (!b) continue;
+    CHECK(a->heads().pooler == b->heads().pooler && a->heads().classifier == b->heads().classifier &&
+          a->heads().mlm == b->heads().mlm);
+    CHECK(a->config().labels == b->config().labels && a->config().problem_type == b->config().problem_type);
+    CHECK(a->parameters().size() == b->parameters().size());
+    for (size_t i = 0; i < a->parameters().size() && i < b->parameters().size(); ++i) {
+      CHECK(a->parameters()[i].name == b->parameters()[i].name);
+      const auto pa = download(*be, a->parameters()[i].value), pb = download(*be, b->parameters()[i].value);
+      CHECK(pa.size() == pb.size());
+      if (pa.size() == pb.size()) elmo_test::bit_equal(a->parameters()[i].name.c_str(), pa.data(), pb.data(), static_cast<int64_t>(pa.size()));
+    }
+    elmo::BertOutputs oa, ob;
+    CHECK_OK(a->forward(f.inputs(), {}, &oa));
+    const auto ha = download(*be, oa.hidden);
+    CHECK_OK(b->forward(f.inputs(), {}, &ob));
+    const auto hb = download(*be, ob.hidden);
+    if (ha.size() == hb.size()) elmo_test::bit_equal("hidden after round trip", ha.data(), hb.data(), static_cast<int64_t>(ha.size()));
+    // The file uses HF names with Q/K/V split and no fused names.
+    std::unique_ptr<elmo::SafetensorsFile> sf;
+    CHECK_OK(elmo::SafetensorsFile::open(dir + "/model.safetensors", &sf));
+    if (sf) {
+      CHECK(sf->find("bert.encoder.layer.0.attention.self.query.weight") != nullptr);
+      CHECK(sf->find("bert.encoder.layer.0.attention.self.value.bias") != nullptr);
+      CHECK(sf->find("bert.encoder.layer.0.attention.self.qkv.weight") == nullptr);
+    }
+    if (!keep) std::system(("rm -rf " + dir).c_str());
+  }
+}
+
+TEST_CASE(bare_model_without_prefix) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 1});
+  Fixture f;
+  if (!load_fixture("bert-b-mlm", &f)) return;
+  const std::string dir = make_tmp_dir();
+  // A bare BertModel checkpoint: no "bert." prefix, no heads.
+  rewrite_checkpoint(f.dir, dir, [](std::vector<elmo::StWriteItem>* items) {
+    std::vector<elmo::StWriteItem> kept;
+    for (auto it : *items) {
+      if (it.name.compare(0, 5, "bert.") != 0) continue;
+      it.name = it.name.substr(5);
+      kept.push_back(it);
+    }
+    *items = kept;
+  }, "{\"vocab_size\":600,\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+     "\"intermediate_size\":130,\"max_position_embeddings\":48,\"type_vocab_size\":2}");
+  std::unique_ptr<Bert> m;
+  CHECK_OK(Bert::load(dir, be.get(), &m));
+  if (m) {
+    CHECK(!m->heads().pooler && !m->heads().classifier && !m->heads().mlm);
+    elmo::BertInputs in = f.inputs();
+    in.n_mlm = 0;
+    elmo::BertOutputs out;
+    CHECK_OK(m->forward(in, {}, &out));
+    compare(*be, f, "hidden", out.hidden);
+    CHECK(out.pooled.empty() && out.logits.empty() && out.mlm_logits.empty());
+    CHECK_STATUS(m->forward(f.inputs(), {}, &out), Code::kInput);  // MLM positions without the head
+  }
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE(checkpoint_errors_name_the_tensor) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 1});
+  const std::string src = fixtures_dir() + "/bert-a-cls";
+  const std::string dir = make_tmp_dir();
+  auto expect = [&](const std::function<void(std::vector<elmo::StWriteItem>*)>& edit, const char* needle,
+                    const std::string& cfg = "") {
+    rewrite_checkpoint(src, dir, edit, cfg);
+    std::unique_ptr<Bert> m;
+    elmo::Status st = Bert::load(dir, be.get(), &m);
+    CHECK(st.code() == Code::kCheckpoint && !m);
+    if (st.message().find(needle) == std::string::npos) {
+      ++elmo_test::failures();
+      std::fprintf(stderr, "  load error \"%s\" lacks \"%s\"\n", st.message().c_str(), needle);
+    }
+  };
+  auto drop = [](const char* name) {
+    return [name](std::vector<elmo::StWriteItem>* items) {
+      for (size_t i = 0; i < items->size(); ++i)
+        if ((*items)[i].name == name) items->erase(items->begin() + static_cast<std::ptrdiff_t>(i));
+    };
+  };
+  expect(drop("bert.encoder.layer.2.attention.self.key.bias"), "bert.encoder.layer.2.attention.self.key.bias: missing");
+  expect(drop("bert.embeddings.LayerNorm.weight"), "bert.embeddings.LayerNorm.weight: missing");
+  expect(drop("classifier.weight"), "classifier.weight: missing");
+  expect(drop("bert.pooler.dense.weight"), "bert.pooler.dense.weight: missing");
+  static float extra[4] = {1, 2, 3, 4};
+  expect([](std::vector<elmo::StWriteItem>* items) { items->push_back({"bert.encoder.layer.9.foo", elmo::StDType::kF32, {4}, extra}); },
+         "bert.encoder.layer.9.foo: unexpected tensor");
+  expect([](std::vector<elmo::StWriteItem>* items) {
+           for (auto& it : *items)
+             if (it.name == "bert.encoder.layer.1.intermediate.dense.bias") it.shape = {100, 2};
+         },
+         "bert.encoder.layer.1.intermediate.dense.bias: expected shape [200] but the file has [100, 2]");
+  expect([](std::vector<elmo::StWriteItem>* items) {
+           for (auto& it : *items)
+             if (it.name == "bert.pooler.dense.bias") it.dtype = elmo::StDType::kI32;
+         },
+         "bert.pooler.dense.bias: dtype I32");
+  // Config says 4 labels, the classifier has 5 rows.
+  std::string cfg = read_text(src + "/config.json");
+  elmo::BertConfig c;
+  CHECK_OK(elmo::BertConfig::parse(cfg, &c));
+  c.num_labels = 4;
+  c.labels.resize(4);
+  expect([](std::vector<elmo::StWriteItem>*) {}, "classifier.weight: has 5 rows", c.to_json(true, false));
+  // Tied decoder tensors and old buffers are accepted.
+  rewrite_checkpoint(src, dir, [](std::vector<elmo::StWriteItem>* items) {
+    static std::vector<int64_t> pos(64);
+    items->push_back({"bert.embeddings.position_ids", elmo::StDType::kI64, {1, 64}, pos.data()});
+  });
+  std::unique_ptr<Bert> m;
+  CHECK_OK(Bert::load(dir, be.get(), &m));
+  // A corrupt safetensors file is reported, not crashed on.
+  FILE* fp = std::fopen((dir + "/model.safetensors").c_str(), "r+b");
+  if (fp) {
+    const uint64_t huge = ~uint64_t(0);
+    std::fwrite(&huge, 8, 1, fp);
+    std::fclose(fp);
+  }
+  CHECK_STATUS(Bert::load(dir, be.get(), &m), Code::kCheckpoint);
+  CHECK_STATUS(Bert::load("/nonexistent", be.get(), &m), Code::kCheckpoint);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE(bad_inputs) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 1});
+  Fixture f;
+  if (!load_fixture("bert-a-cls", &f)) return;
+  std::unique_ptr<Bert> m;
+  CHECK_OK(Bert::load(f.dir, be.get(), &m));
+  if (!m) return;
+  elmo::BertOutputs out;
+  {
+    Fixture g = f;
+    g.ids[3] = 600;
+    CHECK_STATUS(m->forward(g.inputs(), {}, &out), Code::kInput);
+    g.ids[3] = -1;
+    CHECK_STATUS(m->forward(g.inputs(), {}, &out), Code::kInput);
+  }
+  {
+    Fixture g = f;
+    g.type_ids[0] = 2;
+    CHECK_STATUS(m->forward(g.inputs(), {}, &out), Code::kInput);
+  }
+  {
+    Fixture g = f;
+    g.offsets[1] = g.offsets[0];  // empty first sequence
+    CHECK_STATUS(m->forward(g.inputs(), {}, &out), Code::kInput);
+    g = f;
+    g.offsets.back() += 1;  // offsets[B] != T
+    CHECK(!m->forward(g.inputs(), {}, &out).is_ok());
+  }
+  {
+    std::vector<int32_t> ids(65, 5), offsets{0, 65};  // longer than max_position_embeddings 64
+    elmo::BertInputs in;
+    in.ids = ids.data();
+    in.offsets = offsets.data();
+    in.B = 1;
+    in.T = 65;
+    CHECK_STATUS(m->forward(in, {}, &out), Code::kInput);
+    in.ids = nullptr;
+    CHECK_STATUS(m->forward(in, {}, &out), Code::kInput);
+  }
+  // After all of that the model still works.
+  CHECK_OK(m->forward(f.inputs(), {}, &out));
+  compare(*be, f, "logits", out.logits);
+}
+
+TEST_CASE(arena_allocated_once_and_grown_on_demand) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 1});
+  Fixture f;
+  if (!load_fixture("bert-b-mlm", &f)) return;
+  std::unique_ptr<Bert> m;
+  CHECK_OK(Bert::load(f.dir, be.get(), &m));
+  if (!m) return;
+  elmo::BertOutputs out;
+  CHECK_OK(m->forward(f.inputs(), {}, &out));
+  CHECK(m->arena_allocations() == 1);
+  const size_t bytes = m->arena_bytes();
+  // Smaller batches and repeated calls reuse it.
+  elmo::BertInputs small = f.inputs();
+  small.B = 2;
+  small.T = f.offsets[2];
+  small.n_mlm = 2;
+  for (int i = 0; i < 3; ++i) CHECK_OK(m->forward(small, {}, &out));
+  CHECK_OK(m->forward(f.inputs(), {}, &out));
+  compare(*be, f, "mlm_logits", out.mlm_logits);
+  CHECK(m->arena_allocations() == 1 && m->arena_bytes() == bytes);
+  // A bigger batch grows it once.
+  std::vector<int32_t> ids, types, offsets{0};
+  for (int r = 0; r < 3; ++r) {
+    ids.insert(ids.end(), f.ids.begin(), f.ids.end());
+    types.insert(types.end(), f.type_ids.begin(), f.type_ids.end());
+    for (size_t b = 1; b < f.offsets.size(); ++b) offsets.push_back(offsets.back() + f.offsets[b] - f.offsets[b - 1]);
+  }
+  elmo::BertInputs big;
+  big.ids = ids.data();
+  big.type_ids = types.data();
+  big.offsets = offsets.data();
+  big.B = static_cast<int>(offsets.size()) - 1;
+  big.T = static_cast<int64_t>(ids.size());
+  CHECK_OK(m->forward(big, {}, &out));
+  CHECK(m->arena_allocations() == 2 && m->arena_bytes() > bytes);
+  // The repeated sequences give the same hidden rows as the original batch.
+  const auto h = download(*be, out.hidden);
+  const auto& want = f.outputs["hidden"].values;
+  const int64_t n = static_cast<int64_t>(want.size());
+  if (static_cast<int64_t>(h.size()) == 3 * n)
+    for (int r = 0; r < 3; ++r) elmo_test::all_close("repeated batch", h.data() + r * n, want.data(), n, 1e-4, 1e-4);
+}
+
+TEST_CASE(training_mode) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 2});
+  Fixture f;
+  if (!load_fixture("bert-a-cls", &f)) return;
+  std::unique_ptr<Bert> m;
+  CHECK_OK(Bert::load(f.dir, be.get(), &m));
+  if (!m) return;
+  elmo::BertOutputs out;
+  elmo::ForwardOptions train;
+  train.training = true;
+  train.seed = 42;
+  CHECK_OK(m->forward(f.inputs(), train, &out));
+  CHECK(m->arena_allocations() == 1);
+  const auto l1 = download(*be, out.logits);
+  CHECK_OK(m->forward(f.inputs(), train, &out));
+  const auto l2 = download(*be, out.logits);
+  if (l1.size() == l2.size()) elmo_test::bit_equal("same seed, same dropout", l1.data(), l2.data(), static_cast<int64_t>(l1.size()));
+  train.seed = 43;
+  CHECK_OK(m->forward(f.inputs(), train, &out));
+  const auto l3 = download(*be, out.logits);
+  CHECK(l3.size() == l1.size() && std::memcmp(l1.data(), l3.data(), l1.size() * 4) != 0);
+  for (float v : l3) CHECK(std::isfinite(v));
+  // Eval after training reuses the (larger) arena and matches the reference.
+  CHECK_OK(m->forward(f.inputs(), {}, &out));
+  compare(*be, f, "logits", out.logits);
+  CHECK(m->arena_allocations() == 1);
+
+  // With every dropout probability 0, the training graph computes the eval outputs.
+  elmo::BertConfig c = m->config();
+  c.hidden_dropout = c.attention_dropout = 0;
+  c.classifier_dropout = 0;
+  std::unique_ptr<Bert> z;
+  CHECK_OK(Bert::load_weights(f.dir + "/model.safetensors", c, be.get(), &z));
+  if (!z) return;
+  CHECK_OK(z->forward(f.inputs(), train, &out));
+  compare(*be, f, "hidden", out.hidden);
+  compare(*be, f, "logits", out.logits);
+}
+
+TEST_CASE(create_fresh_model) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 1});
+  elmo::BertConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 24;
+  c.num_layers = 2;
+  c.num_heads = 3;
+  c.intermediate_size = 37;
+  c.max_position = 16;
+  c.num_labels = 3;
+  elmo::BertHeads heads;
+  heads.classifier = true;
+  heads.mlm = true;
+  std::unique_ptr<Bert> a, b;
+  CHECK_OK(Bert::create(c, heads, 7, be.get(), &a));
+  CHECK_OK(Bert::create(c, heads, 7, be.get(), &b));
+  if (!a || !b) return;
+  CHECK(a->num_parameters() > 0);
+  // Deterministic in the seed; LayerNorm at identity, biases zero, [PAD] row zero.
+  for (size_t i = 0; i < a->parameters().size(); ++i) {
+    const auto pa = download(*be, a->parameters()[i].value), pb = download(*be, b->parameters()[i].value);
+    elmo_test::bit_equal(a->parameters()[i].name.c_str(), pa.data(), pb.data(), static_cast<int64_t>(pa.size()));
+    const std::string& n = a->parameters()[i].name;
+    if (n.find("LayerNorm.weight") != std::string::npos) CHECK(pa[0] == 1.0f);
+    if (n.find(".bias") != std::string::npos) CHECK(pa[0] == 0.0f);
+    if (n == "bert.embeddings.word_embeddings.weight") CHECK(pa[0] == 0.0f && pa[24] != 0.0f);
+  }
+  // The two parameter regions hold every parameter.
+  CHECK(a->decay_region().numel() + a->no_decay_region().numel() >= a->num_parameters());
+  std::vector<int32_t> ids{1, 5, 9, 2, 3}, offsets{0, 3, 5}, pos{1, 4};
+  elmo::BertInputs in;
+  in.ids = ids.data();
+  in.offsets = offsets.data();
+  in.B = 2;
+  in.T = 5;
+  in.mlm_positions = pos.data();
+  in.n_mlm = 2;
+  elmo::BertOutputs out;
+  CHECK_OK(a->forward(in, {}, &out));
+  CHECK(out.logits.numel() == 6 && out.mlm_logits.numel() == 100 && out.pooled.numel() == 48);
+  for (float v : download(*be, out.logits)) CHECK(std::isfinite(v));
+  elmo::BertHeads bad;
+  bad.pooler = false;
+  bad.classifier = true;
+  CHECK_STATUS(Bert::create(c, bad, 7, be.get(), &a), Code::kInput);
+  c.num_heads = 5;
+  CHECK_STATUS(Bert::create(c, heads, 7, be.get(), &a), Code::kCheckpoint);
+}
+
+int main() { return elmo_test::run_all_tests(); }
