@@ -139,6 +139,7 @@ Status BertConfig::parse(const std::string& text, BertConfig* out) {
     c.num_labels = static_cast<int>(n);
   } else {
     c.num_labels = num_labels >= 0 ? static_cast<int>(num_labels) : 2;  // the transformers default
+    for (int i = 0; i < c.num_labels; ++i) c.labels.push_back("LABEL_" + std::to_string(i));
   }
   if (const json::Value* pt = r.find("problem_type"); pt && !pt->is_null()) {
     const std::string s = pt->is_string() ? pt->as_string() : "";
