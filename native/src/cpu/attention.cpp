@@ -163,20 +163,22 @@ Status attention_forward(const Ctx& c, Tensor out, Tensor lse, Tensor qkv, const
   a.seed = seed;
   a.stream = stream;
 
-  // Work items: (sequence, query tile) x head, each of at most kTile queries.
-  std::vector<int32_t> item_b, item_qb;
+  // Work items: (sequence, head, query tile), each of at most kTile queries. The query tiles
+  // of one (sequence, head) are consecutive so that its keys and values stay in cache.
+  struct Item {
+    int32_t b, h, qb;
+  };
+  std::vector<Item> items;
   for (int b = 0; b < o.B; ++b) {
     const int len = o.host[b + 1] - o.host[b];
-    for (int qb = 0; qb * attn::kTile < len; ++qb) {
-      item_b.push_back(b);
-      item_qb.push_back(qb);
-    }
+    for (int h = 0; h < NH; ++h)
+      for (int qb = 0; qb * attn::kTile < len; ++qb) items.push_back({b, h, qb});
   }
   const ForwardFn fn = forward_fn(c.isa);
   const size_t floats = attn::forward_scratch_floats(HD);
-  c.pool->parallel_for(static_cast<int64_t>(item_b.size()) * NH, [&](int64_t w) {
-    const size_t it = static_cast<size_t>(w / NH);
-    fn(a, item_b[it], static_cast<int>(w % NH), item_qb[it], thread_scratch(floats));
+  c.pool->parallel_for(static_cast<int64_t>(items.size()), [&](int64_t w) {
+    const Item& it = items[static_cast<size_t>(w)];
+    fn(a, it.b, it.h, it.qb, thread_scratch(floats));
   });
   return Status::ok();
 }

@@ -104,6 +104,16 @@ inline void pack_cols(float* dst, int ldd, const float* src, int64_t lds, int ro
     for (int r = rows; r < rows_pad; ++r) dst[c * ldd + r] = 0.0f;
 }
 
+// Asks for rows x cols floats (rows ld apart) to be brought into cache. Rows of a head are
+// 3C floats apart, one page or more, where the hardware prefetchers do not follow.
+inline void prefetch_rows(const float* base, int64_t ld, int rows, int cols) {
+  for (int r = 0; r < rows; ++r) {
+    const float* row = base + r * ld;
+    for (int c = 0; c < cols; c += 16) __builtin_prefetch(row + c);
+    __builtin_prefetch(row + cols - 1);
+  }
+}
+
 // dst rows (ldd) = or += tile rows (ldt) * scale, rows x cols.
 inline void store_rows(float* dst, int64_t ldd, const float* tile, int ldt, int rows, int cols, float scale,
                        bool add) {
@@ -141,6 +151,9 @@ void forward_item(const Args& a, int b, int h, int qb, float* scratch) {
   float* alpha = l + L;            // (L)       rescale factor of this key tile
 
   const float* q = a.qkv + (start + q0) * ld + int64_t(h) * HD;
+  const float* kbase = a.qkv + start * ld + C + int64_t(h) * HD;
+  prefetch_rows(kbase, ld, imin(L, len), HD);
+  prefetch_rows(kbase + C, ld, imin(L, len), HD);
   pack_cols(Qt, L, q, ld, qv, LQ, HD, scale);
   for (int i = 0; i < LQ; ++i) {
     m[i] = -__builtin_inff();
@@ -151,9 +164,13 @@ void forward_item(const Args& a, int b, int h, int qb, float* scratch) {
   const int nkb = (len + L - 1) / L;
   for (int kb = 0; kb < nkb; ++kb) {
     const int k0 = kb * L, kv = imin(L, len - k0), KM = round_up(kv, V::MR);
-    const float* k = a.qkv + (start + k0) * ld + C + int64_t(h) * HD;
+    const float* k = kbase + k0 * ld;
     pack_rows(Kp, HDp, k, ld, kv, KM, HD, HD, 1.0f);
     pack_rows(Vp, HDp, k + C, ld, kv, kv, HD, HDw, 1.0f);
+    if (kb + 1 < nkb) {
+      prefetch_rows(k + L * ld, ld, imin(L, len - k0 - L), HD);
+      prefetch_rows(k + L * ld + C, ld, imin(L, len - k0 - L), HD);
+    }
     gemm_tile<V, false>(ST, L, Kp, HDp, Qt, L, KM, LQ, HD, false);
 
     // Online softmax, one query per lane.
@@ -234,6 +251,8 @@ void backward_item(const Args& a, int b, int h, float* scratch) {
   float* dvbase = dqbase + 2 * C;
 
   const int nb = (len + L - 1) / L;
+  prefetch_rows(kbase, ld, imin(L, len), HD);
+  prefetch_rows(vbase, ld, imin(L, len), HD);
   for (int qb = 0; qb < nb; ++qb) {
     const int q0 = qb * L, qv = imin(L, len - q0);
     const int LQ = round_up(qv, imax(W, V::MR));
@@ -255,8 +274,18 @@ void backward_item(const Args& a, int b, int h, float* scratch) {
       }
     }
 
+    if (qb + 1 < nb) {
+      const int q1 = q0 + L, qn = imin(L, len - q1);
+      prefetch_rows(qbase + q1 * ld, ld, qn, HD);
+      prefetch_rows(dobase + q1 * C, C, qn, HD);
+      prefetch_rows(obase + q1 * C, C, qn, HD);
+    }
     for (int kb = 0; kb < nb; ++kb) {
       const int k0 = kb * L, kv = imin(L, len - k0), KM = round_up(kv, V::MR);
+      if (qb == 0 && kb + 1 < nb) {  // first sweep: keys and values come from memory
+        prefetch_rows(kbase + (k0 + L) * ld, ld, imin(L, len - k0 - L), HD);
+        prefetch_rows(vbase + (k0 + L) * ld, ld, imin(L, len - k0 - L), HD);
+      }
       pack_rows(Kp, HDp, kbase + k0 * ld, ld, kv, KM, HD, HDw, 1.0f);
       pack_rows(Vp, HDp, vbase + k0 * ld, ld, kv, KM, HD, HD, 1.0f);
 
