@@ -1,0 +1,191 @@
+// BERT encoder forward throughput: random weights, packed batches, one JSON row per case.
+//
+//   bench_bert [--device cpu|cuda] [--models mini,small,base] [--batches 1,8,32] [--seqs 32,128]
+//              [--no-chat] [--min-ms 500] [--threads N]
+//
+// Rows: {"bench":"bert","device":..,"model":..,"batch":..,"seq":..,"tokens":..,"seq_per_s":..,
+//        "ms":..,"gflops":..}. seq is the fixed length, or "chat" for a batch of 32 utterances of
+// 5-60 tokens (seeded), packed without padding. GFLOP/s counts 2 per multiply-add of the
+// encoder and pooler GEMMs and attention.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "elmo/backend.h"
+#include "elmo/bert.h"
+#ifdef ELMO_HAVE_CUDA
+#include "elmo/cuda_backend.h"
+#endif
+
+namespace {
+
+struct ModelSpec {
+  const char* name;
+  int layers;
+  int hidden;
+  int heads;
+};
+const ModelSpec kModels[] = {{"mini", 4, 256, 4}, {"small", 4, 512, 8}, {"base", 12, 768, 12}};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(item);
+  return out;
+}
+
+struct Batch {
+  std::vector<int32_t> ids, type_ids, offsets;
+  elmo::BertInputs inputs() const {
+    elmo::BertInputs in;
+    in.ids = ids.data();
+    in.type_ids = type_ids.data();
+    in.offsets = offsets.data();
+    in.B = static_cast<int>(offsets.size()) - 1;
+    in.T = static_cast<int64_t>(ids.size());
+    return in;
+  }
+};
+
+Batch make_batch(const std::vector<int>& lens, uint64_t seed) {
+  Batch b;
+  b.offsets.push_back(0);
+  uint64_t s = seed;
+  for (int len : lens) {
+    for (int i = 0; i < len; ++i) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      b.ids.push_back(i == 0 ? 101 : static_cast<int32_t>(1000 + (s >> 33) % 29000));
+      b.type_ids.push_back(0);
+    }
+    b.offsets.push_back(static_cast<int32_t>(b.ids.size()));
+  }
+  return b;
+}
+
+int fail(const elmo::Status& st, const char* what) {
+  std::fprintf(stderr, "bench_bert: %s: %s: %s\n", what, elmo::code_name(st.code()), st.message().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string device = "cpu", models = "mini,small,base", batches = "1,8,32", seqs = "32,128";
+  bool chat = true;
+  double min_ms = 500;
+  int threads = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_bert: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--device") device = next();
+    else if (a == "--models") models = next();
+    else if (a == "--batches") batches = next();
+    else if (a == "--seqs") seqs = next();
+    else if (a == "--no-chat") chat = false;
+    else if (a == "--min-ms") min_ms = std::atof(next().c_str());
+    else if (a == "--threads") threads = std::atoi(next().c_str());
+    else {
+      std::fprintf(stderr, "usage: bench_bert [--device cpu|cuda] [--models mini,small,base] [--batches 1,8,32] "
+                           "[--seqs 32,128] [--no-chat] [--min-ms 500] [--threads N]\n");
+      return 2;
+    }
+  }
+
+  std::unique_ptr<elmo::Backend> backend;
+  if (device == "cpu") {
+    elmo::CpuOptions o;
+    o.threads = threads;
+    elmo::Status st = elmo::make_cpu_backend(&backend, o);
+    if (!st) return fail(st, "cpu backend");
+  } else if (device == "cuda") {
+#ifdef ELMO_HAVE_CUDA
+    elmo::Status st = elmo::make_cuda_backend(&backend);
+    if (!st) return fail(st, "cuda backend");
+#else
+    std::fprintf(stderr, "bench_bert: built without CUDA\n");
+    return 1;
+#endif
+  } else {
+    std::fprintf(stderr, "bench_bert: unknown device %s\n", device.c_str());
+    return 2;
+  }
+  std::fprintf(stderr, "bench_bert on %s\n", backend->name().c_str());
+
+  // The chat batch: 32 utterances of 5-60 tokens.
+  std::vector<int> chat_lens;
+  uint64_t s = 12345;
+  for (int i = 0; i < 32; ++i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    chat_lens.push_back(5 + static_cast<int>((s >> 33) % 56));
+  }
+
+  for (const std::string& mname : split(models)) {
+    const ModelSpec* spec = nullptr;
+    for (const auto& m : kModels)
+      if (mname == m.name) spec = &m;
+    if (!spec) {
+      std::fprintf(stderr, "bench_bert: unknown model %s\n", mname.c_str());
+      return 2;
+    }
+    elmo::BertConfig cfg;
+    cfg.num_layers = spec->layers;
+    cfg.hidden_size = spec->hidden;
+    cfg.num_heads = spec->heads;
+    cfg.intermediate_size = 4 * spec->hidden;
+    cfg.num_labels = 0;
+    elmo::BertHeads heads;  // encoder + pooler
+    std::unique_ptr<elmo::Bert> model;
+    elmo::Status st = elmo::Bert::create(cfg, heads, 1, backend.get(), &model);
+    if (!st) return fail(st, "create");
+
+    struct Case {
+      int batch;
+      std::string seq;
+      std::vector<int> lens;
+    };
+    std::vector<Case> cases;
+    for (const std::string& b : split(batches))
+      for (const std::string& q : split(seqs)) cases.push_back({std::atoi(b.c_str()), q, std::vector<int>(static_cast<size_t>(std::atoi(b.c_str())), std::atoi(q.c_str()))});
+    if (chat) cases.push_back({32, "chat", chat_lens});
+
+    for (const Case& c : cases) {
+      const Batch batch = make_batch(c.lens, 7);
+      const elmo::BertInputs in = batch.inputs();
+      elmo::BertOutputs out;
+      st = model->forward(in, {}, &out);  // warm-up: arena, caches
+      if (st) st = backend->sync();
+      if (!st) return fail(st, "forward");
+      int iters = 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      double ms_total = 0;
+      while (iters < 2 || ms_total < min_ms) {
+        st = model->forward(in, {}, &out);
+        if (st) st = backend->sync();
+        if (!st) return fail(st, "forward");
+        ++iters;
+        ms_total = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      }
+      const double ms = ms_total / iters;
+      const double gflops = model->forward_flops(in) / (ms * 1e6);
+      const std::string seq_json = c.seq == "chat" ? "\"chat\"" : c.seq;
+      std::printf("{\"bench\":\"bert\",\"device\":\"%s\",\"model\":\"%s\",\"batch\":%d,\"seq\":%s,\"tokens\":%lld,"
+                  "\"seq_per_s\":%.2f,\"ms\":%.3f,\"gflops\":%.2f}\n",
+                  device.c_str(), spec->name, c.batch, seq_json.c_str(), (long long)in.T, c.batch * 1000.0 / ms, ms,
+                  gflops);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
