@@ -32,8 +32,9 @@ export class NativeTensor implements Disposable {
 
   /** Allocates a zero-filled f32 tensor of 1 to 4 dimensions. */
   static alloc(shape: readonly number[]): NativeTensor {
-    if (!Array.isArray(shape)) throw expected(InputError, 'an array of 1 to 4 dimensions', 'shape', shape);
-    return new NativeTensor(new (native().TensorHandle)(shape.slice()));
+    const untyped: unknown = shape;
+    if (!Array.isArray(untyped)) throw expected(InputError, 'an array of 1 to 4 dimensions', 'shape', shape);
+    return new NativeTensor(new (native().TensorHandle)([...shape]));
   }
 
   /** The tensor's memory as a Float32Array, with no copy (the same object on every read). */
@@ -86,10 +87,11 @@ function arg(value: F32 | undefined): NativeF32 | null {
   return value instanceof NativeTensor ? value.handle : value;
 }
 
-function lengthOf(value: F32, what: string): number {
+function lengthOf(value: unknown, what: string): number {
   if (value instanceof NativeTensor) return value.size;
-  // Realm-independent: a Float32Array from another context (vm, worker) is still one.
-  if (ArrayBuffer.isView(value) && !(value instanceof DataView)) return (value as Float32Array).length;
+  // Realm-independent: a typed array from another context (vm, worker) is still one. Its kind
+  // is checked by the addon (ERR_DTYPE).
+  if (ArrayBuffer.isView(value) && 'length' in value && typeof value.length === 'number') return value.length;
   throw expected(InputError, 'a Float32Array or a tensor', what, value);
 }
 

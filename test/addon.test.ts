@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -72,7 +73,6 @@ describe('devices()', () => {
   });
 
   it('honours ELMO_NUM_THREADS and ELMO_ISA (fresh process)', () => {
-    const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
     const script = `const a = require(${JSON.stringify(addonPath)}); process.stdout.write(JSON.stringify(a.devices().cpu))`;
     const out = execFileSync(process.execPath, ['-e', script], {
       env: { ...process.env, ELMO_NUM_THREADS: '3', ELMO_ISA: 'scalar' },
@@ -123,7 +123,9 @@ describe('resolveDevice()', () => {
 
   it('anything else is an InputError in the one message shape', () => {
     expect(() => resolveDevice('gpu')).toThrow(InputError);
-    expect(() => resolveDevice('gpu')).toThrow("Expected one of 'auto', 'cpu', 'cuda' for device but received string 'gpu'");
+    expect(() => resolveDevice('gpu')).toThrow(
+      "Expected one of 'auto', 'cpu', 'cuda' for device but received string 'gpu'",
+    );
     expect(() => resolveDevice(3)).toThrow('but received number 3');
   });
 });

@@ -205,7 +205,8 @@ describe('ops.attentionForward', () => {
     ops.attentionForward({ out, lse, qkv, offsets, numHeads: NH, headDim: HD });
     const refOut = new Float64Array(T * C);
     const refLse = new Float64Array(NH * T);
-    const at = (row: number, part: number, h: number, d: number): number => qkv[row * 3 * C + part * C + h * HD + d] ?? NaN;
+    const at = (row: number, part: number, h: number, d: number): number =>
+      qkv[row * 3 * C + part * C + h * HD + d] ?? NaN;
     for (let s = 0; s + 1 < offsets.length; s++) {
       const [lo, hi] = [offsets[s] ?? 0, offsets[s + 1] ?? 0];
       for (let h = 0; h < NH; h++) {
@@ -238,9 +239,9 @@ describe('ops.attentionForward', () => {
     expect(() => ops.attentionForward({ ...ok, offsets: new Int32Array([0, 5, 4, 9]) })).toThrow(InputError);
     expect(() => ops.attentionForward({ ...ok, offsets: new Int32Array([1, 4, 9]) })).toThrow(InputError);
     expect(() => ops.attentionForward({ ...ok, offsets: new Int32Array([0, 4, 8]) })).toThrow(ShapeError);
-    expect(() =>
-      ops.attentionForward({ ...ok, offsets: new Float32Array([0, 9]) as unknown as Int32Array }),
-    ).toThrow(DTypeError);
+    expect(() => ops.attentionForward({ ...ok, offsets: new Float32Array([0, 9]) as unknown as Int32Array })).toThrow(
+      DTypeError,
+    );
     expect(() => ops.attentionForward({ ...ok, offsets: new Int32Array([0]) })).toThrow(InputError);
     expect(() => ops.attentionForward({ ...ok, dropoutP: 1 })).toThrow(InputError);
     expect(() => ops.attentionForward({ ...ok, seed: -1 })).toThrow(InputError);

@@ -40,7 +40,7 @@ describe('NativeTensor', () => {
     expect(t.disposed).toBe(true);
     expect(() => t.data).toThrow(DisposedError);
     try {
-      void t.data;
+      t.data.fill(1);
     } catch (err) {
       expect((err as DisposedError).code).toBe('ERR_DISPOSED');
     }
