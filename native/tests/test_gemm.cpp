@@ -129,28 +129,32 @@ TEST_CASE(gemm_matches_float64_reference_and_is_thread_invariant) {
 }
 
 // Larger than one task tile in every direction and more than one K block with a remainder, so
-// tiles, K blocks and epilogues meet at odd places; runs NT (the linear layer) and TN.
+// tiles, K blocks and epilogues meet at odd places; runs NT (the linear layer) and TN, with a
+// short M (all rows in one task, B packed per task) and a tall M (B packed once, shared).
 TEST_CASE(gemm_multi_tile_multi_k_block) {
-  const int64_t M = 203, N = 531, K = 601;
-  std::vector<float> a = random_vec(M * K, 11), b = random_vec(K * N, 12), bias = random_vec(N, 13);
-  std::map<int, std::vector<float>> one_thread;
-  for (GemmOp op : {GemmOp::kNT, GemmOp::kTN}) {
-    std::vector<double> want(M * N), want_pre(M * N);
-    const std::vector<double> da = to_double(a), db = to_double(b), dbias = to_double(bias);
-    ref::gemm(want.data(), want_pre.data(), da.data(), db.data(), dbias.data(), nullptr, op, Epilogue::kBiasGelu,
-              false, M, N, K);
-    for_each_config([&](Backend& be, const Config& cfg) {
-      std::vector<float> out(M * N), pre(M * N);
-      const Tensor ta = op == GemmOp::kTN ? f32(a, {K, M}) : f32(a, {M, K});
-      const Tensor tb = op == GemmOp::kNT ? f32(b, {N, K}) : f32(b, {K, N});
-      CHECK_OK(be.gemm(f32(out, {M, N}), f32(pre, {M, N}), ta, tb, f32(bias, {N}), Tensor(), op,
-                       Epilogue::kBiasGelu, false));
-      all_close("out", out.data(), want.data(), M * N, atol_for(K) + 1e-6, kRtol);
-      all_close("pre_gelu", pre.data(), want_pre.data(), M * N, atol_for(K), kRtol);
-      const int key = static_cast<int>(cfg.isa) * 8 + static_cast<int>(op);
-      if (cfg.threads == 1) one_thread[key] = out;
-      else bit_equal("1 vs 2 threads", out.data(), one_thread[key].data(), M * N);
-    });
+  for (int64_t M : {203, 389}) {
+    const int64_t N = 531, K = 601;
+    std::vector<float> a = random_vec(M * K, 11), b = random_vec(K * N, 12), bias = random_vec(N, 13);
+    std::map<int, std::vector<float>> one_thread;
+    for (GemmOp op : {GemmOp::kNT, GemmOp::kTN}) {
+      std::vector<double> want(M * N), want_pre(M * N);
+      const std::vector<double> da = to_double(a), db = to_double(b), dbias = to_double(bias);
+      ref::gemm(want.data(), want_pre.data(), da.data(), db.data(), dbias.data(), nullptr, op, Epilogue::kBiasGelu,
+                false, M, N, K);
+      for_each_config([&](Backend& be, const Config& cfg) {
+        context() += strformat(" %s M=%lld", op_name(op), (long long)M);
+        std::vector<float> out(M * N), pre(M * N);
+        const Tensor ta = op == GemmOp::kTN ? f32(a, {K, M}) : f32(a, {M, K});
+        const Tensor tb = op == GemmOp::kNT ? f32(b, {N, K}) : f32(b, {K, N});
+        CHECK_OK(be.gemm(f32(out, {M, N}), f32(pre, {M, N}), ta, tb, f32(bias, {N}), Tensor(), op,
+                         Epilogue::kBiasGelu, false));
+        all_close("out", out.data(), want.data(), M * N, atol_for(K) + 1e-6, kRtol);
+        all_close("pre_gelu", pre.data(), want_pre.data(), M * N, atol_for(K), kRtol);
+        const int key = static_cast<int>(cfg.isa) * 8 + static_cast<int>(op);
+        if (cfg.threads == 1) one_thread[key] = out;
+        else bit_equal("1 vs 2 threads", out.data(), one_thread[key].data(), M * N);
+      });
+    }
   }
 }
 

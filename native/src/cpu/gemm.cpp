@@ -20,6 +20,7 @@
 // Workspace: the packed panels live in a per-calling-thread buffer that grows to the largest
 // problem seen and is then reused (no allocation in steady state).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -129,7 +130,8 @@ class Workspace {
   float* p_ = nullptr;
   size_t cap_ = 0;
 };
-thread_local Workspace tl_workspace;
+thread_local Workspace tl_workspace;  // packed A and B of the calling thread
+thread_local Workspace tl_block;      // a task's B block (short M), per running thread
 
 void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn) {
   if (c.pool == nullptr || c.pool->threads() == 1 || n <= 1) {
@@ -153,24 +155,33 @@ struct Problem {
   const EpilogueArgs* ep;  // null: none
 };
 
-// dst [K][MR] <- rows m0.. of op(A) (times alpha), zero rows past M.
-void pack_a_panel(const Problem& p, int MR, int64_t m0, float* dst) {
+// Copies columns [c0, c0 + count*W) of a row-major [K, ld] matrix into `count` consecutive
+// micro-panels [K][W] (zero-padded past `limit` columns), scaled by alpha. k is the outer loop,
+// so each source row is read as one contiguous run: strided row-by-row reads of a single
+// W-wide panel would hit one cache set per row when ld is a multiple of 1024 floats.
+void pack_rows(const float* src, int64_t ld, int64_t K, int64_t c0, int64_t limit, int W, int64_t count,
+               float alpha, float* dst) {
+  const int64_t panel = W * K;
+  const int64_t width = std::min(count * W, limit - c0);  // valid columns in this group
+  for (int64_t k = 0; k < K; ++k) {
+    const float* s = src + k * ld + c0;
+    for (int64_t q = 0; q < count; ++q) {
+      float* d = dst + q * panel + k * W;
+      const int64_t j0 = q * W, n = std::min<int64_t>(W, width - j0);
+      if (alpha == 1.0f)
+        for (int64_t j = 0; j < n; ++j) d[j] = s[j0 + j];
+      else
+        for (int64_t j = 0; j < n; ++j) d[j] = alpha * s[j0 + j];
+      for (int64_t j = std::max<int64_t>(n, 0); j < W; ++j) d[j] = 0.0f;
+    }
+  }
+}
+
+// dst [K][MR] <- rows m0.. of a stored [M, lda] (times alpha), zero rows past M.
+void pack_a_transposed(const Problem& p, int MR, int64_t m0, float* dst) {
   const int rows = static_cast<int>(std::min<int64_t>(MR, p.M - m0));
   const float alpha = p.alpha;
-  if (p.op == GemmOp::kTN) {  // a [K, M]: each k is a contiguous slice
-    for (int64_t k = 0; k < p.K; ++k) {
-      const float* s = p.A + k * p.lda + m0;
-      float* d = dst + k * MR;
-      int i = 0;
-      if (alpha == 1.0f)
-        for (; i < rows; ++i) d[i] = s[i];
-      else
-        for (; i < rows; ++i) d[i] = alpha * s[i];
-      for (; i < MR; ++i) d[i] = 0.0f;
-    }
-    return;
-  }
-  // a [M, K]: gather MR rows, blocks of k keep the rows' cache lines hot.
+  // gather MR rows; blocks of k keep the rows' cache lines hot.
   constexpr int64_t kBlock = 64;
   for (int64_t k0 = 0; k0 < p.K; k0 += kBlock) {
     const int64_t k1 = std::min(p.K, k0 + kBlock);
@@ -188,19 +199,28 @@ void pack_a_panel(const Problem& p, int MR, int64_t m0, float* dst) {
   }
 }
 
-// dst [K][NR] <- columns n0.. of op(B), zero columns past N.
-void pack_b_panel(const Kernel& kn, const Problem& p, int64_t n0, float* dst) {
-  const int NR = kn.nr;
-  const int cols = static_cast<int>(std::min<int64_t>(NR, p.N - n0));
-  if (p.op == GemmOp::kNT) {
-    kn.pack_b_nt(dst, p.B + n0 * p.ldb, p.ldb, p.K, cols);
+// Packs A micro-panels [first, first + count).
+void pack_a_panels(const Problem& p, int MR, int64_t first, int64_t count, float* Ap) {
+  if (p.op == GemmOp::kTN) {  // a [K, M]: each k holds a contiguous run of all the panels' rows
+    pack_rows(p.A, p.lda, p.K, first * MR, p.M, MR, count, p.alpha, Ap + first * MR * p.K);
     return;
   }
-  for (int64_t k = 0; k < p.K; ++k) {  // b [K, N]: contiguous slices
-    const float* s = p.B + k * p.ldb + n0;
-    float* d = dst + k * NR;
-    std::memcpy(d, s, sizeof(float) * static_cast<size_t>(cols));
-    for (int j = cols; j < NR; ++j) d[j] = 0.0f;
+  for (int64_t i = first; i < first + count; ++i) pack_a_transposed(p, MR, i * MR, Ap + i * MR * p.K);
+}
+
+// Packs rows [pc, pc + kc) of B micro-panels [first, first + count) into dst, panel q at
+// dst + q * NR * kc.
+void pack_b_panels(const Kernel& kn, const Problem& p, int64_t pc, int64_t kc, int64_t first, int64_t count,
+                   float* dst) {
+  const int NR = kn.nr;
+  if (p.op != GemmOp::kNT) {  // b [K, N]
+    pack_rows(p.B + pc * p.ldb, p.ldb, kc, first * NR, p.N, NR, count, 1.0f, dst);
+    return;
+  }
+  for (int64_t q = 0; q < count; ++q) {
+    const int64_t n0 = (first + q) * NR;
+    kn.pack_b_nt(dst + q * NR * kc, p.B + n0 * p.ldb + pc, p.ldb, kc,
+                 static_cast<int>(std::min<int64_t>(NR, p.N - n0)));
   }
 }
 
@@ -215,15 +235,24 @@ void scale_tile(float* C, int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64
   }
 }
 
+// Up to this many rows, C is cut into column tiles only (all rows in one task) and each task
+// packs its own B block right before using it: B is then read from memory once and never
+// written back packed. Taller problems pack all of B up front and share it between row tiles.
+constexpr int64_t kShortM = 256;
+// Column tile of a task in the short-M case (a multiple of every NR).
+constexpr int64_t kShortNC = 128;
+
 Status run_gemm(const Ctx& c, const Problem& p) {
   if (p.M == 0 || p.N == 0) return Status::ok();
   const Kernel& kn = select_kernel(c.isa);
   const int MR = kn.mr, NR = kn.nr;
-  const int64_t K = p.K;
+  const int64_t K = p.K, KC = kn.kc;
+  const bool short_m = p.M <= kShortM;
+  const int64_t MC = short_m ? p.M : kn.mc, NC = short_m ? kShortNC : kn.nc;
   const int64_t m_panels = (p.M + MR - 1) / MR, n_panels = (p.N + NR - 1) / NR;
-  const int64_t a_panel = MR * K, b_panel = NR * K;  // floats per micro-panel
+  const int64_t a_panel = MR * K, b_panel = NR * K;  // floats per full-K micro-panel
   // B panels first, both regions rounded to 16 floats so every panel start stays 64-byte aligned.
-  const int64_t b_floats = (n_panels * b_panel + 15) / 16 * 16;
+  const int64_t b_floats = short_m ? 0 : (n_panels * b_panel + 15) / 16 * 16;
   const int64_t a_floats = (m_panels * a_panel + 15) / 16 * 16;
   float* ws = tl_workspace.get(static_cast<size_t>(a_floats + b_floats + 16));
   if (ws == nullptr)
@@ -232,39 +261,48 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   float* Bp = ws;
   float* Ap = ws + b_floats;
 
-  // 1. Pack, a fixed number of panels per task.
+  // 1. Pack A (and B when shared), a fixed number of panels per task.
   constexpr int64_t kPanelsPerTask = 8;
-  const int64_t b_tasks = (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  const int64_t b_tasks = short_m ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   const int64_t a_tasks = (m_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   if (K > 0) {
     run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
       if (t < b_tasks) {
-        const int64_t j1 = std::min(n_panels, (t + 1) * kPanelsPerTask);
-        for (int64_t j = t * kPanelsPerTask; j < j1; ++j) pack_b_panel(kn, p, j * NR, Bp + j * b_panel);
+        const int64_t j0 = t * kPanelsPerTask, count = std::min(n_panels, j0 + kPanelsPerTask) - j0;
+        pack_b_panels(kn, p, 0, K, j0, count, Bp + j0 * b_panel);
       } else {
-        t -= b_tasks;
-        const int64_t i1 = std::min(m_panels, (t + 1) * kPanelsPerTask);
-        for (int64_t i = t * kPanelsPerTask; i < i1; ++i) pack_a_panel(p, MR, i * MR, Ap + i * a_panel);
+        const int64_t i0 = (t - b_tasks) * kPanelsPerTask;
+        pack_a_panels(p, MR, i0, std::min(m_panels, i0 + kPanelsPerTask) - i0, Ap);
       }
     });
   }
 
   // 2. Compute, one task per MC x NC tile of C; tiles sharing columns run back to back so that
   //    their B panels are reused from cache.
-  const int64_t MC = kn.mc, NC = kn.nc, KC = kn.kc;
   const int64_t tiles_m = (p.M + MC - 1) / MC, tiles_n = (p.N + NC - 1) / NC;
   const bool add_first = p.beta != 0.0f;
+  std::atomic<bool> oom{false};
   run_parallel(c, tiles_m * tiles_n, [&](int64_t t) {
     const int64_t m0 = (t % tiles_m) * MC, n0 = (t / tiles_m) * NC;
     const int64_t m1 = std::min(p.M, m0 + MC), n1 = std::min(p.N, n0 + NC);
+    float* bt = nullptr;  // this task's B block (short M): panels [kc][NR] for columns n0..n1
+    if (short_m && K > 0) {
+      bt = tl_block.get(static_cast<size_t>(std::min(KC, K) * NC));
+      if (bt == nullptr) {
+        oom = true;
+        return;
+      }
+    }
     if (p.beta != 0.0f && p.beta != 1.0f) scale_tile(p.C, p.ldc, m0, m1, n0, n1, p.beta);
     for (int64_t pc = 0;; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       const bool last = pc + kc >= K;
       const bool add = pc > 0 || add_first;
+      if (bt) pack_b_panels(kn, p, pc, kc, n0 / NR, (n1 - n0 + NR - 1) / NR, bt);
       for (int64_t jr = n0; jr < n1; jr += NR) {
         const int cols = static_cast<int>(std::min<int64_t>(NR, n1 - jr));
-        const float* b = Bp + (jr / NR) * b_panel + pc * NR;  // (kc, NR)
+        const float* b = bt ? bt + ((jr - n0) / NR) * NR * kc                // (kc, NR)
+                            : Bp + (jr / NR) * b_panel + pc * NR;
         for (int64_t ir = m0; ir < m1; ir += MR) {
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const float* a = Ap + (ir / MR) * a_panel + pc * MR;  // (kc, MR)
@@ -276,6 +314,7 @@ Status run_gemm(const Ctx& c, const Problem& p) {
       if (last) break;
     }
   });
+  if (oom) return Status(Code::kOom, "gemm: cannot allocate the per-thread B block");
   return Status::ok();
 }
 

@@ -17,6 +17,7 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
   __m256 acc[kMR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+#pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);  // B[k, 0:16]
 #pragma GCC unroll 6

@@ -21,6 +21,7 @@ void micro_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t
   __m512 acc[kMR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+#pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);  // B[k, 0:32]
 #pragma GCC unroll 12

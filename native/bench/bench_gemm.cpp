@@ -1,0 +1,152 @@
+// GEMM throughput on the BERT shapes: out[M=T, N] = op(a) . op(b) with K inner, for T = 128 and
+// 4096, each of NN/NT/TN, with 1 thread and with all threads. One JSON object per line:
+//   {"bench":"gemm","m":4096,"n":3072,"k":768,"op":"NT","threads":1,"gflops":95.1,"ms":203.2}
+// (the same row format as scripts/bench_torch_gemm.py). Median of repeats after warm-up.
+//
+//   bench_gemm [op=NN,NT] [m=128] [n=768] [k=3072] [threads=1] [reps=7] [isa=avx2] [epilogue=bias_gelu]
+// Every filter takes a comma-separated list; rows that do not match are skipped.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "elmo/backend.h"
+#include "elmo/cpu.h"
+
+using namespace elmo;
+
+namespace {
+
+struct Row {
+  int64_t m, n, k;
+  GemmOp op;
+  int threads;
+};
+
+const char* op_name(GemmOp op) { return op == GemmOp::kNN ? "NN" : op == GemmOp::kNT ? "NT" : "TN"; }
+
+bool matches(const std::map<std::string, std::string>& filters, const char* key, const std::string& value) {
+  auto it = filters.find(key);
+  if (it == filters.end()) return true;
+  const std::string list = "," + it->second + ",";
+  return list.find("," + value + ",") != std::string::npos;
+}
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> filters;
+  for (int i = 1; i < argc; ++i) {
+    const char* eq = std::strchr(argv[i], '=');
+    if (!eq) {
+      std::fprintf(stderr, "usage: %s [op=NN,NT,TN] [m=..] [n=..] [k=..] [threads=..] [reps=N] [isa=..] "
+                   "[epilogue=none|bias|bias_gelu|residual]\n", argv[0]);
+      return 2;
+    }
+    filters[std::string(argv[i], static_cast<size_t>(eq - argv[i]))] = eq + 1;
+  }
+  const int reps = filters.count("reps") ? std::max(1, std::atoi(filters["reps"].c_str())) : 7;
+  Epilogue ep = Epilogue::kNone;
+  if (filters.count("epilogue")) {
+    const std::string e = filters["epilogue"];
+    ep = e == "bias" ? Epilogue::kBias : e == "bias_gelu" ? Epilogue::kBiasGelu
+       : e == "residual" ? Epilogue::kResidual : Epilogue::kNone;
+  }
+  const int all_threads = default_threads();
+
+  std::vector<int> thread_counts{1};
+  if (all_threads > 1) thread_counts.push_back(all_threads);
+  std::vector<Row> rows;
+  const int64_t shapes[][2] = {{3072, 768}, {768, 3072}, {768, 768}, {512, 128}, {128, 512}};  // (N, K)
+  for (int64_t T : {128, 4096})
+    for (const auto& nk : shapes)
+      for (GemmOp op : {GemmOp::kNN, GemmOp::kNT, GemmOp::kTN})
+        for (int threads : thread_counts) {
+          Row r{T, nk[0], nk[1], op, threads};
+          if (!matches(filters, "m", std::to_string(r.m)) || !matches(filters, "n", std::to_string(r.n)) ||
+              !matches(filters, "k", std::to_string(r.k)) || !matches(filters, "op", op_name(op)) ||
+              !matches(filters, "threads", std::to_string(threads)))
+            continue;
+          rows.push_back(r);
+        }
+
+  int64_t max_a = 0, max_b = 0, max_c = 0;
+  for (const Row& r : rows) {
+    max_a = std::max(max_a, r.m * r.k);
+    max_b = std::max(max_b, r.k * r.n);
+    max_c = std::max(max_c, r.m * r.n);
+  }
+  std::vector<float> a(max_a), b(max_b), c(max_c), pre(max_c), res(max_c), bias(8192);
+  uint64_t s = 88172645463325252ull;
+  auto fill = [&](std::vector<float>& v) {
+    for (float& x : v) {
+      s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+      x = static_cast<float>((s >> 40) * (1.0 / 16777216.0) - 0.5);
+    }
+  };
+  fill(a), fill(b), fill(res), fill(bias);
+
+  std::map<int, std::unique_ptr<Backend>> backends;
+  for (const Row& r : rows) {
+    auto& be = backends[r.threads];
+    if (!be) {
+      CpuOptions o;
+      o.threads = r.threads;
+      if (filters.count("isa")) o.isa = filters["isa"].c_str();
+      Status st = make_cpu_backend(&be, o);
+      if (!st.is_ok()) {
+        std::fprintf(stderr, "make_cpu_backend: %s\n", st.message().c_str());
+        return 1;
+      }
+      std::fprintf(stderr, "# %s\n", be->name().c_str());
+    }
+    const Tensor ta(a.data(), DType::kF32, {r.op == GemmOp::kTN ? r.k : r.m, r.op == GemmOp::kTN ? r.m : r.k});
+    const Tensor tb(b.data(), DType::kF32, {r.op == GemmOp::kNT ? r.n : r.k, r.op == GemmOp::kNT ? r.k : r.n});
+    const Tensor tc(c.data(), DType::kF32, {r.m, r.n});
+    const bool use_bias = ep == Epilogue::kBias || ep == Epilogue::kBiasGelu;
+    const Tensor tbias = use_bias ? Tensor(bias.data(), DType::kF32, {r.n}) : Tensor();
+    const Tensor tres = ep == Epilogue::kResidual ? Tensor(res.data(), DType::kF32, {r.m, r.n}) : Tensor();
+    const Tensor tpre = ep == Epilogue::kBiasGelu ? Tensor(pre.data(), DType::kF32, {r.m, r.n}) : Tensor();
+    auto run = [&] {
+      Status st = be->gemm(tc, tpre, ta, tb, tbias, tres, r.op, ep, false);
+      if (!st.is_ok()) {
+        std::fprintf(stderr, "gemm: %s\n", st.message().c_str());
+        std::exit(1);
+      }
+    };
+    const double flop = 2.0 * r.m * r.n * r.k;
+    // warm up (workspace, caches, clocks) for at least ~50 ms, then time `reps` runs, each
+    // long enough to measure: small problems repeat inside one sample.
+    double t0 = now_ms();
+    int inner = 0;
+    do {
+      run();
+      ++inner;
+    } while (now_ms() - t0 < 50.0 && inner < 1000);
+    const double one = (now_ms() - t0) / inner;
+    inner = std::max(1, static_cast<int>(20.0 / std::max(one, 1e-3)));
+    std::vector<double> ms;
+    for (int i = 0; i < reps; ++i) {
+      t0 = now_ms();
+      for (int j = 0; j < inner; ++j) run();
+      ms.push_back((now_ms() - t0) / inner);
+    }
+    std::sort(ms.begin(), ms.end());
+    const double med = ms[ms.size() / 2];
+    std::printf("{\"bench\":\"gemm\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"op\":\"%s\",\"threads\":%d,"
+                "\"gflops\":%.2f,\"ms\":%.4f}\n",
+                static_cast<long long>(r.m), static_cast<long long>(r.n), static_cast<long long>(r.k), op_name(r.op),
+                r.threads, flop / (med * 1e6), med);
+    std::fflush(stdout);
+  }
+  return 0;
+}
