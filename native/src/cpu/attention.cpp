@@ -111,6 +111,17 @@ float* thread_scratch(size_t floats) {
   return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
 }
 
+// Prefetches the rows [row0, row0 + kTile) of sequence b, head h, part 0 (q), 1 (k) or 2 (v).
+void prefetch_tile(const attn::Args& a, int b, int h, int row0, int part) {
+  const int64_t C = int64_t(a.NH) * a.HD, ld = 3 * C;
+  const int rows = std::min(attn::kTile, a.offsets[b + 1] - a.offsets[b] - row0);
+  const float* base = a.qkv + (a.offsets[b] + row0) * ld + part * C + int64_t(h) * a.HD;
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < a.HD; c += 16) __builtin_prefetch(base + r * ld + c);
+    __builtin_prefetch(base + r * ld + a.HD - 1);
+  }
+}
+
 constexpr int kMaxHeadDim = 1024;
 
 Status check_common(const char* op, const Tensor& qkv, const Offsets& o, int NH, int HD, float p) {
@@ -178,6 +189,16 @@ Status attention_forward(const Ctx& c, Tensor out, Tensor lse, Tensor qkv, const
   const size_t floats = attn::forward_scratch_floats(HD);
   c.pool->parallel_for(static_cast<int64_t>(items.size()), [&](int64_t w) {
     const Item& it = items[static_cast<size_t>(w)];
+    // Items are claimed in order: start bringing the next one's queries (and, when it starts
+    // a new (sequence, head), its first keys and values) in while this one computes.
+    if (static_cast<size_t>(w) + 1 < items.size()) {
+      const Item& nx = items[static_cast<size_t>(w) + 1];
+      prefetch_tile(a, nx.b, nx.h, nx.qb * attn::kTile, 0);
+      if (nx.qb == 0) {
+        prefetch_tile(a, nx.b, nx.h, 0, 1);
+        prefetch_tile(a, nx.b, nx.h, 0, 2);
+      }
+    }
     fn(a, it.b, it.h, it.qb, thread_scratch(floats));
   });
   return Status::ok();
