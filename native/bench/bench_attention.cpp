@@ -2,7 +2,9 @@
 // Prints one JSON row per (S, pass, threads):
 //   {"bench":"attention","B":..,"S":..,"NH":..,"HD":..,"pass":"fwd"|"fwd+bwd","threads":..,
 //    "tokens_per_s":..,"ms":..,"peak_scratch_bytes":..,"isa":..}
-// ms is the median over repeats. Compare with scripts/bench_torch_attention.py (same rows).
+// Tensors are allocated on 2 MB boundaries with MADV_HUGEPAGE (as an arena would; each row of a
+// head lies in its own 4 KB page otherwise, and the TLB misses show); ELMO_BENCH_HUGEPAGES=0
+// turns that off. ms is the median over repeats. Compare with scripts/bench_torch_attention.py (same rows).
 // On a shared, loaded machine ELMO_BENCH_CLOCK=thread times single-thread rows with the
 // calling thread's CPU time instead of wall time (the torch script has the same switch).
 //   bench_attention [B] [S...]      defaults: B=32, S=128 512; ELMO_ISA forces a path.
@@ -10,6 +12,8 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+
+#include <sys/mman.h>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -23,16 +27,32 @@ using namespace elmo;
 
 namespace {
 
-std::vector<float> random_vec(size_t n, uint64_t seed) {
-  std::vector<float> v(n);
+// A float buffer on 2 MB boundaries, backed by huge pages when asked and the kernel allows.
+struct Buffer {
+  float* p = nullptr;
+  size_t n = 0;
+  Buffer(size_t count, bool huge) : n(count) {
+    const size_t align = size_t(2) << 20, bytes = (count * sizeof(float) + align - 1) / align * align;
+    p = static_cast<float*>(std::aligned_alloc(align, bytes));
+    if (!p) std::abort();
+    if (huge) madvise(p, bytes, MADV_HUGEPAGE);
+    std::memset(p, 0, bytes);
+  }
+  ~Buffer() { std::free(p); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  float* data() { return p; }
+};
+
+void fill_random(Buffer& v, uint64_t seed) {
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (auto& x : v) {
+  for (size_t i = 0; i < v.n; ++i) {
+    float& x = v.p[i];
     s ^= s << 13;
     s ^= s >> 7;
     s ^= s << 17;
     x = static_cast<float>((s >> 40) * (1.0 / 16777216.0) * 2 - 1);
   }
-  return v;
 }
 
 void die(const Status& s) {
@@ -78,13 +98,17 @@ int main(int argc, char** argv) {
   const int64_t C = int64_t(NH) * HD;
   const char* clock = std::getenv("ELMO_BENCH_CLOCK");
   const bool thread_clock = clock && std::strcmp(clock, "thread") == 0;
+  const char* hp = std::getenv("ELMO_BENCH_HUGEPAGES");
+  const bool huge = !(hp && std::strcmp(hp, "0") == 0);
   std::vector<int> thread_counts = {1};
   if (default_threads() > 1) thread_counts.push_back(default_threads());
 
   for (int S : seqs) {
     const int64_t T = int64_t(B) * S;
-    std::vector<float> qkv = random_vec(size_t(T * 3 * C), 1), dout = random_vec(size_t(T * C), 2);
-    std::vector<float> out(size_t(T * C)), lse(size_t(NH * T)), dqkv(size_t(T * 3 * C));
+    Buffer qkv(size_t(T * 3 * C), huge), dout(size_t(T * C), huge), out(size_t(T * C), huge);
+    Buffer lse(size_t(NH * T), huge), dqkv(size_t(T * 3 * C), huge);
+    fill_random(qkv, 1);
+    fill_random(dout, 2);
     std::vector<int32_t> off(size_t(B) + 1);
     for (int b = 0; b <= B; ++b) off[size_t(b)] = b * S;
     Offsets o;
@@ -112,9 +136,9 @@ int main(int argc, char** argv) {
             64;
         std::printf(
             "{\"bench\":\"attention\",\"B\":%d,\"S\":%d,\"NH\":%d,\"HD\":%d,\"pass\":\"%s\",\"threads\":%d,"
-            "\"tokens_per_s\":%.1f,\"ms\":%.3f,\"peak_scratch_bytes\":%zu,\"isa\":\"%s\"}\n",
+            "\"tokens_per_s\":%.1f,\"ms\":%.3f,\"peak_scratch_bytes\":%zu,\"isa\":\"%s\",\"hugepages\":%s}\n",
             B, S, NH, HD, pass == 0 ? "fwd" : "fwd+bwd", threads, double(T) / (ms * 1e-3), ms,
-            per_thread * size_t(threads), isa);
+            per_thread * size_t(threads), isa, huge ? "true" : "false");
         std::fflush(stdout);
       }
     }
