@@ -48,7 +48,10 @@ function mismatches(tok: Tokenizer, cfg: FixtureConfig): string[] {
   const out: string[] = [];
   for (const c of cfg.cases) {
     const input = fixture.inputs[c.input] as FixtureInput;
-    const opts = { addSpecialTokens: c.addSpecialTokens, ...(c.maxSeqLen !== undefined ? { maxSeqLen: c.maxSeqLen } : {}) };
+    const opts = {
+      addSpecialTokens: c.addSpecialTokens,
+      ...(c.maxSeqLen !== undefined ? { maxSeqLen: c.maxSeqLen } : {}),
+    };
     const got = tok.encode(input.text, input.pair, opts);
     const ids = Array.from(got.ids);
     const typeIds = Array.from(got.typeIds);
@@ -121,24 +124,26 @@ describe('encodeBatch', () => {
   const texts = fixture.inputs.slice(0, 120);
   const inputs = texts.map((i) => (i.pair !== undefined ? ([i.text, i.pair] as const) : i.text));
 
-  test.each([{}, { maxSeqLen: 16 }, { maxSeqLen: 64, addSpecialTokens: false }, { truncation: false as const, maxSeqLen: 8 }])(
-    'packs the same ids as encode, options %j',
-    (opts) => {
-      const batch = tok.encodeBatch(inputs, opts);
-      expect(batch.offsets.length).toBe(inputs.length + 1);
-      expect(batch.offsets[0]).toBe(0);
-      expect(batch.offsets[inputs.length]).toBe(batch.ids.length);
-      expect(batch.typeIds.length).toBe(batch.ids.length);
-      inputs.forEach((input, b) => {
-        const one = typeof input === 'string' ? tok.encode(input, undefined, opts) : tok.encode(input[0], input[1], opts);
-        const lo = batch.offsets[b] as number;
-        const hi = batch.offsets[b + 1] as number;
-        expect(hi).toBeGreaterThanOrEqual(lo);
-        expect(Array.from(batch.ids.subarray(lo, hi))).toEqual(Array.from(one.ids));
-        expect(Array.from(batch.typeIds.subarray(lo, hi))).toEqual(Array.from(one.typeIds));
-      });
-    },
-  );
+  test.each([
+    {},
+    { maxSeqLen: 16 },
+    { maxSeqLen: 64, addSpecialTokens: false },
+    { truncation: false as const, maxSeqLen: 8 },
+  ])('packs the same ids as encode, options %j', (opts) => {
+    const batch = tok.encodeBatch(inputs, opts);
+    expect(batch.offsets.length).toBe(inputs.length + 1);
+    expect(batch.offsets[0]).toBe(0);
+    expect(batch.offsets[inputs.length]).toBe(batch.ids.length);
+    expect(batch.typeIds.length).toBe(batch.ids.length);
+    inputs.forEach((input, b) => {
+      const one = typeof input === 'string' ? tok.encode(input, undefined, opts) : tok.encode(input[0], input[1], opts);
+      const lo = batch.offsets[b] as number;
+      const hi = batch.offsets[b + 1] as number;
+      expect(hi).toBeGreaterThanOrEqual(lo);
+      expect(Array.from(batch.ids.subarray(lo, hi))).toEqual(Array.from(one.ids));
+      expect(Array.from(batch.typeIds.subarray(lo, hi))).toEqual(Array.from(one.typeIds));
+    });
+  });
 
   test('pairs get type ids 0 then 1, singles all 0', () => {
     const batch = tok.encodeBatch(['hello world', ['how are you', 'fine thanks']]);
@@ -193,7 +198,7 @@ describe('errors', () => {
   test('non-string text, pair and vocab', () => {
     const tok = Tokenizer.fromVocab(VOCAB_PATH);
     for (const bad of [undefined, null, 42, {}, ['a'], Buffer.from('a')]) {
-      expectInputError(() => tok.encode(bad as unknown as string), /Expected a string for text/);
+      expectInputError(() => tok.encode(bad as string), /Expected a string for text/);
     }
     expectInputError(() => tok.encode('a', 7 as unknown as string), /pair/);
     expectInputError(() => Tokenizer.fromVocab(3 as unknown as string));
@@ -220,12 +225,30 @@ describe('errors', () => {
       patch(j);
       return j;
     };
-    expectInputError(() => Tokenizer.fromTokenizerJson(variant((j) => ((j.model as Record<string, unknown>).type = 'BPE'))), /model type.*BPE/);
-    expectInputError(() => Tokenizer.fromTokenizerJson(variant((j) => ((j.model as Record<string, unknown>).type = 'Unigram'))), /Unigram/);
-    expectInputError(() => Tokenizer.fromTokenizerJson(variant((j) => (j.normalizer = { type: 'NFKC' }))), /normalizer/);
-    expectInputError(() => Tokenizer.fromTokenizerJson(variant((j) => (j.pre_tokenizer = { type: 'ByteLevel' }))), /pre_tokenizer/);
-    expectInputError(() => Tokenizer.fromTokenizerJson(variant((j) => (j.post_processor = { type: 'RobertaProcessing' }))), /post_processor/);
-    expectInputError(() => Tokenizer.fromTokenizerJson(variant((j) => ((j.model as Record<string, unknown>).unk_token = '<unk>'))), /unknown token/);
+    expectInputError(
+      () => Tokenizer.fromTokenizerJson(variant((j) => ((j.model as Record<string, unknown>).type = 'BPE'))),
+      /model type.*BPE/,
+    );
+    expectInputError(
+      () => Tokenizer.fromTokenizerJson(variant((j) => ((j.model as Record<string, unknown>).type = 'Unigram'))),
+      /Unigram/,
+    );
+    expectInputError(
+      () => Tokenizer.fromTokenizerJson(variant((j) => (j.normalizer = { type: 'NFKC' }))),
+      /normalizer/,
+    );
+    expectInputError(
+      () => Tokenizer.fromTokenizerJson(variant((j) => (j.pre_tokenizer = { type: 'ByteLevel' }))),
+      /pre_tokenizer/,
+    );
+    expectInputError(
+      () => Tokenizer.fromTokenizerJson(variant((j) => (j.post_processor = { type: 'RobertaProcessing' }))),
+      /post_processor/,
+    );
+    expectInputError(
+      () => Tokenizer.fromTokenizerJson(variant((j) => ((j.model as Record<string, unknown>).unk_token = '<unk>'))),
+      /unknown token/,
+    );
     expectInputError(() => Tokenizer.fromTokenizerJson('{"model": '), /Invalid tokenizer.json/);
     expectInputError(() => Tokenizer.fromTokenizerJson('{}'), /model/);
   });
@@ -233,7 +256,10 @@ describe('errors', () => {
   test('BertProcessing post-processor gives the same ids as TemplateProcessing', () => {
     const base = JSON.parse(readFileSync(TOKENIZER_JSON_PATH, 'utf8')) as Record<string, unknown>;
     const vocab = (base.model as { vocab: Record<string, number> }).vocab;
-    const withBert = { ...base, post_processor: { type: 'BertProcessing', sep: ['[SEP]', vocab['[SEP]']], cls: ['[CLS]', vocab['[CLS]']] } };
+    const withBert = {
+      ...base,
+      post_processor: { type: 'BertProcessing', sep: ['[SEP]', vocab['[SEP]']], cls: ['[CLS]', vocab['[CLS]']] },
+    };
     const a = Tokenizer.fromTokenizerJson(base);
     const b = Tokenizer.fromTokenizerJson(withBert);
     for (const input of fixture.inputs.slice(0, 200)) {
@@ -263,7 +289,10 @@ describe('behaviour', () => {
     expect(Array.from(tok.encode('a'.repeat(101), undefined, { addSpecialTokens: false }).ids)).toEqual([unk]);
     expect(tok.encode('a'.repeat(100), undefined, { addSpecialTokens: false }).ids.length).toBeGreaterThan(1);
     const small = Tokenizer.fromVocab(VOCAB_PATH, { maxInputCharsPerWord: 3 });
-    expect(Array.from(small.encode('abcd abc', undefined, { addSpecialTokens: false }).ids)).toEqual([unk, tok.tokenToId('abc')]);
+    expect(Array.from(small.encode('abcd abc', undefined, { addSpecialTokens: false }).ids)).toEqual([
+      unk,
+      tok.tokenToId('abc'),
+    ]);
   });
 
   test('longest-first truncation over a grid of segment lengths', () => {
@@ -283,7 +312,9 @@ describe('behaviour', () => {
       const budget = special === 1 ? maxSeqLen - (hasPair ? 3 : 2) : maxSeqLen;
       const [fnA, fnB] = truncateLongestFirst(Math.min(n1, maxSeqLen), Math.min(n2, maxSeqLen), hasPair, budget);
       if (gotA !== keptA || gotB !== keptB || fnA !== keptA || fnB !== keptB) {
-        bad.push(`n1=${n1} n2=${n2} maxSeqLen=${maxSeqLen} special=${special}: expected ${keptA},${keptB} got ${gotA},${gotB} (fn ${fnA},${fnB})`);
+        bad.push(
+          `n1=${n1} n2=${n2} maxSeqLen=${maxSeqLen} special=${special}: expected ${keptA},${keptB} got ${gotA},${gotB} (fn ${fnA},${fnB})`,
+        );
       }
     }
     expect(fixture.truncationGrid.length).toBeGreaterThan(3000);
@@ -319,17 +350,21 @@ describe('linear time on 10^6-character inputs', () => {
     test(name, () => {
       const small = make(100_000);
       const large = make(1_000_000);
-      tok.encode(small); // warm up
-      let t = process.hrtime.bigint();
-      tok.encode(small);
-      const tSmall = Number(process.hrtime.bigint() - t) / 1e6;
-      t = process.hrtime.bigint();
-      const enc = tok.encode(large);
-      const tLarge = Number(process.hrtime.bigint() - t) / 1e6;
-      expect(enc.ids.length).toBeGreaterThanOrEqual(3);
-      // 10x the input in well under 100x the time (quadratic would be 100x); absolute cap for CI.
-      expect(tLarge).toBeLessThan(Math.max(40 * tSmall, 50));
-      expect(tLarge).toBeLessThan(5000);
+      const time = (text: string): number => {
+        const t = process.hrtime.bigint();
+        tok.encode(text);
+        return Number(process.hrtime.bigint() - t) / 1e6;
+      };
+      time(small); // warm up
+      const tSmall = Math.min(time(small), time(small), time(small));
+      const tLarge = time(large);
+      const truncated = tok.encode(large, undefined, { maxSeqLen: 8 }).ids.length;
+      expect(truncated).toBeGreaterThanOrEqual(3);
+      expect(truncated).toBeLessThanOrEqual(8);
+      // 10x the input in well under 100x the time (quadratic would be 100x); the floor absorbs
+      // timer noise on tiny times, the cap catches pathological slowness on a loaded machine.
+      expect(tLarge).toBeLessThan(Math.max(40 * tSmall, 100));
+      expect(tLarge).toBeLessThan(20000);
     });
   }
 });

@@ -556,7 +556,7 @@ export class Tokenizer {
     if (norm.stripAccents) {
       let needNfd = false;
       let rebuild = false;
-      for (let p = start; p < end; ) {
+      for (let p = start; p < end;) {
         const cp = text.codePointAt(p) as number;
         p += cp > 0xffff ? 2 : 1;
         const f = flags[cp] as number;
@@ -566,7 +566,7 @@ export class Tokenizer {
       if (needNfd) {
         const cleaned = rebuild ? this.cleanRun(text, start, end) : text.slice(start, end);
         const decomposed = cleaned.normalize('NFD');
-        for (let p = 0; p < decomposed.length; ) {
+        for (let p = 0; p < decomposed.length;) {
           const cp = decomposed.codePointAt(p) as number;
           p += cp > 0xffff ? 2 : 1;
           // Already cleaned and CJK-spaced: only mark removal, lowercase and splitting remain.
@@ -578,7 +578,7 @@ export class Tokenizer {
       }
     }
     // No NFD needed: clean, CJK-space, lowercase and split one code point at a time.
-    for (let p = start; p < end; ) {
+    for (let p = start; p < end;) {
       let cp = text.codePointAt(p) as number;
       p += cp > 0xffff ? 2 : 1;
       const f = flags[cp] as number;
@@ -604,7 +604,7 @@ export class Tokenizer {
     const norm = this.norm;
     const cps = this.runCps;
     cps.length = 0;
-    for (let p = start; p < end; ) {
+    for (let p = start; p < end;) {
       let cp = text.codePointAt(p) as number;
       p += cp > 0xffff ? 2 : 1;
       const f = flags[cp] as number;
@@ -625,7 +625,7 @@ export class Tokenizer {
       if (typeof lower === 'number') {
         this.emit(lower, out);
       } else {
-        for (let i = 0; i < lower.length && !this.stopped; ) {
+        for (let i = 0; i < lower.length && !this.stopped;) {
           const c = lower.codePointAt(i) as number;
           i += c > 0xffff ? 2 : 1;
           this.emit(c, out);
@@ -760,7 +760,12 @@ function parseTokenizerJson(root: unknown): TokenizerConfig {
   const prefix = optString(model.continuing_subword_prefix, 'model.continuing_subword_prefix', '##');
   const maxChars = optCount(model.max_input_chars_per_word, 'model.max_input_chars_per_word', DEFAULT_MAX_CHARS);
 
-  let normalizer: NormalizerConfig = { cleanText: false, handleChineseChars: false, stripAccents: false, lowercase: false };
+  let normalizer: NormalizerConfig = {
+    cleanText: false,
+    handleChineseChars: false,
+    stripAccents: false,
+    lowercase: false,
+  };
   if (obj.normalizer !== null && obj.normalizer !== undefined) {
     const n = asObject(obj.normalizer, 'normalizer');
     if (n.type !== 'BertNormalizer') {
@@ -812,19 +817,36 @@ function parseTokenizerJson(root: unknown): TokenizerConfig {
   let defaultMaxSeqLen: number | undefined;
   if (obj.truncation !== null && obj.truncation !== undefined) {
     const t = asObject(obj.truncation, 'truncation');
-    if ((t.strategy ?? 'LongestFirst') !== 'LongestFirst' || (t.direction ?? 'Right') !== 'Right' || (t.stride ?? 0) !== 0) {
+    if (
+      (t.strategy ?? 'LongestFirst') !== 'LongestFirst' ||
+      (t.direction ?? 'Right') !== 'Right' ||
+      (t.stride ?? 0) !== 0
+    ) {
       throw new TokenizerError('Unsupported truncation in tokenizer.json: only LongestFirst, Right, stride 0');
     }
     defaultMaxSeqLen = optCount(t.max_length, 'truncation.max_length', 512);
   }
-  return { vocab, normalizer, unkToken, prefix, maxInputCharsPerWord: maxChars, addedTokens, template, defaultMaxSeqLen };
+  return {
+    vocab,
+    normalizer,
+    unkToken,
+    prefix,
+    maxInputCharsPerWord: maxChars,
+    addedTokens,
+    template,
+    defaultMaxSeqLen,
+  };
 }
 
 function parsePostProcessor(raw: unknown, vocab: ReadonlyMap<string, number>): Template {
-  if (raw === null || raw === undefined) return { single: [{ segment: 0, specialIds: [], typeId: 0 }], pair: [
-    { segment: 0, specialIds: [], typeId: 0 },
-    { segment: 1, specialIds: [], typeId: 1 },
-  ] };
+  if (raw === null || raw === undefined)
+    return {
+      single: [{ segment: 0, specialIds: [], typeId: 0 }],
+      pair: [
+        { segment: 0, specialIds: [], typeId: 0 },
+        { segment: 1, specialIds: [], typeId: 1 },
+      ],
+    };
   const pp = asObject(raw, 'post_processor');
   if (pp.type === 'BertProcessing') {
     const sep = tokenPair(pp.sep, 'post_processor.sep');
@@ -902,7 +924,7 @@ function tokenPair(raw: unknown, what: string): number {
   if (!Array.isArray(raw) || raw.length !== 2 || typeof raw[1] !== 'number' || !Number.isInteger(raw[1])) {
     throw invalid('a [token, id] pair', what, raw);
   }
-  return raw[1] as number;
+  return raw[1];
 }
 
 function typeIdOf(raw: unknown, what: string): number {

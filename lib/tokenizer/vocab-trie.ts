@@ -16,39 +16,45 @@ export class VocabTrie {
   private readonly mask: number;
 
   /** Builds the trie; a later entry for the same string replaces an earlier one. */
-  constructor(entries: Iterable<readonly [string, number]>) {
-    const edges = new Map<number, number>(); // parent * 65536 + unit -> child
-    const tokens: number[] = [-1];
-    for (const [token, id] of entries) {
-      let node = 0;
-      for (let i = 0; i < token.length; i++) {
-        const key = node * 65536 + token.charCodeAt(i);
-        let child = edges.get(key);
-        if (child === undefined) {
-          child = tokens.length;
-          tokens.push(-1);
-          edges.set(key, child);
-        }
-        node = child;
-      }
-      tokens[node] = id;
-    }
-    this.nodeToken = Int32Array.from(tokens);
+  constructor(entries: ReadonlyMap<string, number>) {
+    // Every code unit of every entry adds at most one node and one edge: size for that bound,
+    // keeping the edge table at most two-thirds full.
+    let units = 0;
+    for (const token of entries.keys()) units += token.length;
     let capacity = 16;
-    while (capacity < edges.size * 2) capacity *= 2;
+    while (capacity < units * 1.5) capacity *= 2;
     this.mask = capacity - 1;
     this.edgeParent = new Int32Array(capacity).fill(-1);
     this.edgeUnit = new Int32Array(capacity);
     this.edgeChild = new Int32Array(capacity);
-    for (const [key, child] of edges) {
-      const parent = Math.floor(key / 65536);
-      const unit = key - parent * 65536;
-      let slot = hash(parent, unit) & this.mask;
-      while (this.edgeParent[slot] !== -1) slot = (slot + 1) & this.mask;
-      this.edgeParent[slot] = parent;
-      this.edgeUnit[slot] = unit;
-      this.edgeChild[slot] = child;
+    const nodeToken = new Int32Array(units + 1).fill(-1);
+    let nodes = 1;
+    for (const [token, id] of entries) {
+      let node = 0;
+      for (let i = 0; i < token.length; i++) {
+        const unit = token.charCodeAt(i);
+        let slot = hash(node, unit) & this.mask;
+        let child = -1;
+        for (;;) {
+          const p = this.edgeParent[slot] as number;
+          if (p === -1) break;
+          if (p === node && this.edgeUnit[slot] === unit) {
+            child = this.edgeChild[slot] as number;
+            break;
+          }
+          slot = (slot + 1) & this.mask;
+        }
+        if (child < 0) {
+          child = nodes++;
+          this.edgeParent[slot] = node;
+          this.edgeUnit[slot] = unit;
+          this.edgeChild[slot] = child;
+        }
+        node = child;
+      }
+      nodeToken[node] = id;
     }
+    this.nodeToken = nodeToken.slice(0, nodes);
   }
 
   /** The child of `node` along code unit `unit`, or -1. */
@@ -81,7 +87,7 @@ export class VocabTrie {
    */
   longestMatch(node: number, units: Uint16Array, start: number, end: number, matchEnd: Int32Array): number {
     let best = -1;
-    for (let k = start; k < end; ) {
+    for (let k = start; k < end;) {
       node = this.child(node, units[k] as number);
       if (node < 0) break;
       k++;
