@@ -213,7 +213,7 @@ def read_pretrain(data, n, rng):
             text = f.read()
         sents += [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if 0 < len(s.strip()) < 600]
     with open(os.path.join(data, "pretrain_text", "moby_dick.txt"), encoding="utf-8") as f:
-        paras = [p.strip() for p in f.read().split("\n\n") if 20 < len(p.strip()) < 800]
+        paras = [p.strip() for p in f.read().split("\n\n") if 20 < len(p.strip()) < 400]
     out = rng.sample(sents, n // 2) + rng.sample(paras, n - n // 2)
     return out
 
@@ -298,6 +298,28 @@ CRAFTED_PAIRS = [
 ]
 
 
+# Code point pools for random strings: every normalizer and pre-tokenizer branch, mixed.
+FUZZ_POOLS = [
+    (0x20, 0x7E), (0x20, 0x7E), (0x20, 0x7E), (0x00, 0x1F), (0x80, 0xFF), (0x100, 0x24F),
+    (0x300, 0x36F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF), (0x900, 0x97F),
+    (0x1E00, 0x1EFF), (0x2000, 0x206F), (0x2100, 0x214F), (0x3000, 0x30FF), (0x4E00, 0x4EFF),
+    (0xAC00, 0xAD00), (0xF900, 0xFAFF), (0xFE00, 0xFE0F), (0xFF00, 0xFFEF), (0xFFF0, 0xFFFF),
+    (0x1D400, 0x1D4FF), (0x1F300, 0x1F6FF), (0x1F900, 0x1F9FF), (0x20000, 0x200FF), (0xE0000, 0xE007F),
+]
+
+
+def fuzz_strings(rng, n):
+    out = []
+    for _ in range(n):
+        chars = []
+        for _ in range(rng.randint(5, 40)):
+            lo, hi = rng.choice(FUZZ_POOLS)
+            cp = rng.randint(lo, hi)
+            chars.append(chr(cp) if not 0xD800 <= cp <= 0xDFFF else " ")
+        out.append("".join(chars))
+    return out
+
+
 def make_tokenizer(vocab_path, **kw):
     from transformers import BertTokenizerFast
     from transformers.models.bert.tokenization_bert import load_vocab
@@ -353,9 +375,14 @@ def gen_fixtures(data):
         out = []
         items = [(f"{src}#{i}", t, None) for i, (src, t) in enumerate(singles)]
         items += [(f"{src}#{i}", a, b) for i, (src, a, b) in enumerate(pairs)]
+        untruncated = {}
         for max_len, add_special in variants:
             for name, a, b in items:
                 ids, tt = encode(tok, a, b, max_len, add_special)
+                if max_len is None:
+                    untruncated[(a, b, add_special)] = ids
+                elif max_len >= 64 and untruncated.get((a, b, add_special)) == ids:
+                    continue  # nothing was cut: the untruncated case already covers it
                 case = dict(input=input_id(name, a, b), addSpecialTokens=add_special, ids=ids, typeIds=tt)
                 if max_len is not None:
                     case["maxSeqLen"] = max_len
@@ -374,7 +401,9 @@ def gen_fixtures(data):
 
     stress_pairs = [("special_pair", sprinkle(rng.choice(real)[1]), sprinkle(rng.choice(real)[1])) for _ in range(70)]
 
-    crafted_singles = [("crafted", t) for t in CRAFTED] + [(s, t) for s, t in real[::10]]
+    fuzz = [("fuzz", t) for t in fuzz_strings(rng, 60)]
+    singles += fuzz
+    crafted_singles = [("crafted", t) for t in CRAFTED] + fuzz + [(s, t) for s, t in real[::10]]
     crafted_pairs = [("crafted_pair", a, b) for a, b in CRAFTED_PAIRS]
 
     configs = []
