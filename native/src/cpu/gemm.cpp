@@ -155,6 +155,23 @@ struct Problem {
   const EpilogueArgs* ep;  // null: none
 };
 
+// The common case of pack_rows: whole panels of a compile-time width W, no scaling, so each
+// row copy is a fixed run of vector moves.
+template <int W>
+void pack_rows_full(const float* __restrict src, int64_t ld, int64_t K, int64_t count, float* __restrict dst) {
+  const int64_t panel = W * K;
+  constexpr int64_t kAhead = 8;  // rows prefetched ahead: the row stride defeats the hardware
+  for (int64_t k = 0; k < K; ++k) {
+    const float* __restrict s = src + k * ld;
+    if (k + kAhead < K)
+      for (int64_t j = 0; j < count * W; j += 16) __builtin_prefetch(s + kAhead * ld + j);
+    for (int64_t q = 0; q < count; ++q) {
+      float* __restrict d = dst + q * panel + k * W;
+      for (int j = 0; j < W; ++j) d[j] = s[q * W + j];
+    }
+  }
+}
+
 // Copies columns [c0, c0 + count*W) of a row-major [K, ld] matrix into `count` consecutive
 // micro-panels [K][W] (zero-padded past `limit` columns), scaled by alpha. k is the outer loop,
 // so each source row is read as one contiguous run: strided row-by-row reads of a single
@@ -163,6 +180,17 @@ void pack_rows(const float* src, int64_t ld, int64_t K, int64_t c0, int64_t limi
                float alpha, float* dst) {
   const int64_t panel = W * K;
   const int64_t width = std::min(count * W, limit - c0);  // valid columns in this group
+  if (alpha == 1.0f && width == count * W) {
+    switch (W) {
+      case 4: return pack_rows_full<4>(src + c0, ld, K, count, dst);
+      case 6: return pack_rows_full<6>(src + c0, ld, K, count, dst);
+      case 8: return pack_rows_full<8>(src + c0, ld, K, count, dst);
+      case 12: return pack_rows_full<12>(src + c0, ld, K, count, dst);
+      case 16: return pack_rows_full<16>(src + c0, ld, K, count, dst);
+      case 32: return pack_rows_full<32>(src + c0, ld, K, count, dst);
+      default: break;
+    }
+  }
   for (int64_t k = 0; k < K; ++k) {
     const float* s = src + k * ld + c0;
     for (int64_t q = 0; q < count; ++q) {
