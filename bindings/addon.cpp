@@ -8,6 +8,8 @@
 
 namespace elmo::node {
 
+void init_model(Napi::Env env, Napi::Object exports);  // model.cpp
+
 AddonData& addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
 std::shared_ptr<Backend> cpu_backend(Napi::Env env) {
@@ -55,6 +57,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   init_buffers(env, exports);
   init_devices(env, exports);
   init_ops(env, exports);
+  init_model(env, exports);
   exports.Set("buildInfo", Napi::Function::New(env, build_info, "buildInfo"));
   exports.Set("cpuBackendName", Napi::Function::New(env, cpu_backend_name, "cpuBackendName"));
   return exports;

@@ -1,0 +1,663 @@
+// NativeModel: a BERT encoder (elmo::Bert) with its own backend and its own worker thread.
+//
+//   new NativeModel({ device: 'cpu' | 'cuda', threads?, cudaDevice? })
+//   load(dir) -> Promise<void>          config.json + model.safetensors, on the worker thread
+//   create(config, heads, seed)         fresh weights, synchronously
+//   save(dir) -> Promise<void>          atomic writes by the native writer, on the worker thread
+//   forward(ids, typeIds | null, offsets, { hidden, pooling, scores }) -> Promise<outputs>
+//   dispose()                           idempotent; deferred while an operation runs
+//
+// Threading. Work runs on a thread the model owns, not on the libuv pool: that pool is small
+// (4 threads by default) and shared with fs, DNS and zlib, and a forward pass of a large batch
+// would hold one of its slots for the whole run. Each operation gets a thread-safe function
+// that lives exactly as long as the operation, so a pending forward keeps the event loop alive
+// and an idle model does not. One operation at a time: a second call while one runs rejects
+// with ERR_BUSY. While an operation runs the wrapper holds a strong reference to itself, so a
+// model dropped by JS mid-forward is not collected under the worker.
+//
+// Inputs (Int32Array ids / typeIds / offsets) are read in place by the worker; references to
+// them are held until the operation settles. Callers must not modify them until then.
+//
+// Outputs. The model's activation arena is reused by the next forward, so it is never handed
+// out: each output is copied (downloaded, for CUDA) once into a fresh host allocation that
+// becomes an external ArrayBuffer owned by JS (freed by its finalizer), or a JS-owned copy
+// where the runtime forbids external buffers. Pooling (CLS row or mean over each sequence's
+// tokens) and the label scores (softmax or sigmoid, plus the arg-max) are computed here on the
+// worker so that lib/ never loops over tensor elements.
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "addon.h"
+#include "elmo/bert.h"
+#ifdef ELMO_HAVE_CUDA
+#include "elmo/cuda_backend.h"
+#endif
+
+namespace elmo::node {
+namespace {
+
+// The error object `throw_error` would throw, as a value (for rejecting promises).
+Napi::Value error_value(Napi::Env env, const char* code, const std::string& message) {
+  try {
+    throw_error(env, code, message);
+  } catch (const Napi::Error& e) {
+    return e.Value();
+  }
+}
+
+Napi::Value status_error_value(Napi::Env env, const Status& status) {
+  return error_value(env, code_name(status.code()), status.message());
+}
+
+// DeviceUnavailableError takes (message, reason): built here rather than through throw_error,
+// which passes the code as the second argument.
+[[noreturn]] void throw_device_unavailable(Napi::Env env, const std::string& reason) {
+  const std::string message = "CUDA device requested but unavailable: " + reason;
+  AddonData& data = addon_data(env);
+  if (!data.error_classes.IsEmpty()) {
+    Napi::Value cls = data.error_classes.Value().Get("ERR_DEVICE_UNAVAILABLE");
+    if (cls.IsFunction()) {
+      Napi::Object err =
+          cls.As<Napi::Function>().New({Napi::String::New(env, message), Napi::String::New(env, reason)});
+      throw Napi::Error(env, err);
+    }
+  }
+  throw_error(env, "ERR_DEVICE_UNAVAILABLE", message);
+}
+
+// A host allocation handed to JS as an external ArrayBuffer (or copied where forbidden).
+struct HostBuffer {
+  void* data = nullptr;
+  size_t bytes = 0;
+
+  HostBuffer() = default;
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+  HostBuffer(HostBuffer&& o) noexcept : data(o.data), bytes(o.bytes) { o.data = nullptr, o.bytes = 0; }
+  HostBuffer& operator=(HostBuffer&& o) noexcept {
+    std::swap(data, o.data);
+    std::swap(bytes, o.bytes);
+    return *this;
+  }
+  ~HostBuffer() { std::free(data); }
+
+  Status allocate(size_t n_bytes) {
+    std::free(data);
+    bytes = n_bytes;
+    data = std::malloc(std::max<size_t>(n_bytes, 4));
+    if (data == nullptr) {
+      bytes = 0;
+      return Status(Code::kOom, strformat("cannot allocate %zu bytes of host memory for the outputs", n_bytes));
+    }
+    return Status::ok();
+  }
+  float* f32() const { return static_cast<float*>(data); }
+  int32_t* i32() const { return static_cast<int32_t*>(data); }
+
+  // Moves the memory into an ArrayBuffer: zero-copy when external buffers are allowed.
+  Napi::ArrayBuffer release_to_js(Napi::Env env) {
+    if (addon_data(env).external_buffers && bytes > 0) {
+      napi_value ab = nullptr;
+      const napi_status st = napi_create_external_arraybuffer(
+          env, data, bytes, [](napi_env, void* p, void*) { std::free(p); }, nullptr, &ab);
+      if (st == napi_ok) {
+        data = nullptr;
+        bytes = 0;
+        return Napi::ArrayBuffer(env, ab);
+      }
+      if (st != napi_no_external_buffers_allowed) throw Napi::Error::New(env);
+    }
+    Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, bytes);
+    if (bytes > 0) std::memcpy(copy.Data(), data, bytes);
+    return copy;
+  }
+};
+
+enum class Pooling : uint8_t { kNone, kCls, kMean };
+enum class Scores : uint8_t { kNone, kSoftmax, kSigmoid };
+
+// A unit of work: `run` on the worker thread (no N-API), then `finish` on the JS thread.
+struct Job;
+class Model;
+void call_js(Napi::Env env, Napi::Function, Model* model, Job* job);
+using JobTsfn = Napi::TypedThreadSafeFunction<Model, Job, call_js>;
+
+struct Job {
+  std::function<Status()> run;
+  std::function<Napi::Value(Napi::Env)> finish;  // null: resolves undefined
+  Napi::Promise::Deferred deferred;
+  std::vector<Napi::Reference<Napi::Value>> keep;  // inputs read in place by `run`
+  JobTsfn tsfn;
+  Status status;
+  explicit Job(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+};
+
+// What one forward hands back.
+struct ForwardResult {
+  int B = 0;
+  int64_t T = 0, H = 0, L = 0;
+  HostBuffer hidden, pooled, logits, embeddings, scores, best;
+};
+
+class Model : public Napi::ObjectWrap<Model> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {
+                           InstanceMethod<&Model::load>("load"),
+                           InstanceMethod<&Model::create>("create"),
+                           InstanceMethod<&Model::save>("save"),
+                           InstanceMethod<&Model::forward>("forward"),
+                           InstanceMethod<&Model::dispose>("dispose"),
+                           InstanceAccessor<&Model::get_config>("config"),
+                           InstanceAccessor<&Model::get_loaded>("loaded"),
+                           InstanceAccessor<&Model::get_busy>("busy"),
+                           InstanceAccessor<&Model::get_disposed>("disposed"),
+                           InstanceAccessor<&Model::get_device>("device"),
+                           InstanceAccessor<&Model::get_backend_name>("backendName"),
+                       });
+  }
+
+  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
+    Napi::Env env = info.Env();
+    Napi::Value opts = info[0];
+    if (!is_absent(opts) && !opts.IsObject()) throw_expected(env, "ERR_INPUT", "an object", "options", opts);
+    std::string device = "cpu";
+    int threads = 0;
+    int cuda_device = 0;
+    if (opts.IsObject()) {
+      Napi::Object o = opts.As<Napi::Object>();
+      if (!is_absent(o.Get("device"))) device = string_arg(o.Get("device"), "options.device");
+      if (!is_absent(o.Get("threads"))) threads = static_cast<int>(int_arg(o.Get("threads"), "options.threads", 0, 1024));
+      if (!is_absent(o.Get("cudaDevice")))
+        cuda_device = static_cast<int>(int_arg(o.Get("cudaDevice"), "options.cudaDevice", 0, 1023));
+    }
+    std::unique_ptr<Backend> backend;
+    if (device == "cpu") {
+      CpuOptions co;
+      co.threads = threads;
+      throw_if_error(env, make_cpu_backend(&backend, co));
+    } else if (device == "cuda") {
+#ifdef ELMO_HAVE_CUDA
+      std::vector<CudaDeviceInfo> found;
+      std::string reason;
+      const Status listed = cuda_devices(&found, &reason);
+      if (!listed.is_ok()) throw_device_unavailable(env, listed.message());
+      if (found.empty()) throw_device_unavailable(env, reason.empty() ? "no CUDA device found" : reason);
+      if (cuda_device >= static_cast<int>(found.size()))
+        throw_device_unavailable(env, strformat("device %d requested but %zu found", cuda_device, found.size()));
+      CudaOptions co;
+      co.device = cuda_device;
+      const Status made = make_cuda_backend(&backend, co);
+      if (!made.is_ok()) throw_device_unavailable(env, made.message());
+#else
+      (void)cuda_device;
+      throw_device_unavailable(env, "not compiled with CUDA (the addon was built without the CUDA backend)");
+#endif
+    } else {
+      throw_expected(env, "ERR_INPUT", "one of 'cpu', 'cuda'", "options.device", Napi::String::New(env, device));
+    }
+    backend_ = std::move(backend);
+    device_ = device;
+    worker_ = std::thread([this] { worker_loop(); });
+  }
+
+  ~Model() override { teardown(); }
+
+  void finish_job(Napi::Env env, Job* raw) {
+    std::unique_ptr<Job> job(raw);
+    try {
+      if (!job->status.is_ok()) {
+        job->deferred.Reject(status_error_value(env, job->status));
+      } else {
+        job->deferred.Resolve(job->finish ? job->finish(env) : env.Undefined());
+      }
+    } catch (const Napi::Error& e) {
+      job->deferred.Reject(e.Value());
+    }
+    job->keep.clear();
+    busy_ = false;
+    if (dispose_pending_) teardown();
+    Unref();  // may make the wrapper collectable; nothing touches `this` after this line
+  }
+
+ private:
+  // ---- lifecycle ---------------------------------------------------------------------------
+  void worker_loop() {
+    for (;;) {
+      Job* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || pending_ != nullptr; });
+        if (pending_ == nullptr) return;  // stop_ with nothing queued
+        job = pending_;
+        pending_ = nullptr;
+      }
+      job->status = job->run();
+      JobTsfn tsfn = job->tsfn;
+      // Not napi_ok only while the environment shuts down; the job is then left behind
+      // (its references cannot be released off the JS thread).
+      tsfn.BlockingCall(job);
+      tsfn.Release();
+    }
+  }
+
+  // Stops the worker and frees the model and backend. Only when no operation runs.
+  void teardown() {
+    if (torn_down_) return;
+    torn_down_ = true;
+    disposed_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+    bert_.reset();  // before the backend that owns its memory
+    backend_.reset();
+  }
+
+  // Throws ERR_DISPOSED after dispose() (including one deferred behind a running operation).
+  void check_live(Napi::Env env, const char* what) const {
+    if (disposed_ || dispose_pending_)
+      throw_error(env, kErrDisposed, std::string("Expected a live model for ") + what + " but received a disposed model");
+  }
+  void check_idle(Napi::Env env, const char* what) const {
+    if (busy_)
+      throw_error(env, kErrBusy,
+                  std::string("Expected an idle model for ") + what +
+                      " but received a model that is running another operation (one at a time per model)");
+  }
+  void check_loaded(Napi::Env env, const char* what) const {
+    if (!bert_)
+      throw_error(env, "ERR_INPUT",
+                  std::string("Expected a loaded model for ") + what + " but received a model with no weights");
+  }
+
+  // Queues `job` on the worker and returns its promise.
+  Napi::Value start(Napi::Env env, std::unique_ptr<Job> job) {
+    job->tsfn = JobTsfn::New(env, "elmo.model", 0, 1, this);
+    Napi::Promise promise = job->deferred.Promise();
+    busy_ = true;
+    Ref();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_ = job.release();
+    }
+    cv_.notify_one();
+    return promise;
+  }
+
+  // Runs `body` (which may throw a Napi::Error for bad arguments) and turns a throw into a
+  // rejected promise: promise-returning methods never throw.
+  template <typename F>
+  Napi::Value as_promise(Napi::Env env, F&& body) {
+    try {
+      return body();
+    } catch (const Napi::Error& e) {
+      Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+      d.Reject(e.Value());
+      return d.Promise();
+    }
+  }
+
+  // ---- entry points --------------------------------------------------------------------------
+  Napi::Value load(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "load");
+      check_idle(env, "load");
+      const std::string dir = string_arg(info[0], "dir");
+      auto job = std::make_unique<Job>(env);
+      auto loaded = std::make_shared<std::unique_ptr<Bert>>();
+      Backend* backend = backend_.get();
+      job->run = [dir, backend, loaded]() { return Bert::load(dir, backend, loaded.get()); };
+      job->finish = [this, loaded](Napi::Env e) -> Napi::Value {
+        bert_ = std::move(*loaded);
+        return e.Undefined();
+      };
+      return start(env, std::move(job));
+    });
+  }
+
+  // create(config, heads, seed): fresh weights (see Bert::create).
+  Napi::Value create(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_live(env, "create");
+    check_idle(env, "create");
+    if (!info[0].IsObject()) throw_expected(env, "ERR_INPUT", "an object", "config", info[0]);
+    if (!info[1].IsObject()) throw_expected(env, "ERR_INPUT", "an object", "heads", info[1]);
+    Napi::Object c = info[0].As<Napi::Object>();
+    Napi::Object h = info[1].As<Napi::Object>();
+    BertConfig cfg;
+    constexpr int64_t kMax = INT32_MAX;
+    cfg.vocab_size = int_arg(c.Get("vocabSize"), "config.vocabSize", 1, kMax);
+    cfg.hidden_size = int_arg(c.Get("hiddenSize"), "config.hiddenSize", 1, kMax);
+    cfg.num_layers = static_cast<int>(int_arg(c.Get("numLayers"), "config.numLayers", 1, 4096));
+    cfg.num_heads = static_cast<int>(int_arg(c.Get("numHeads"), "config.numHeads", 1, 4096));
+    cfg.intermediate_size = int_arg(c.Get("intermediateSize"), "config.intermediateSize", 1, kMax);
+    cfg.max_position = int_arg(c.Get("maxPositions"), "config.maxPositions", 1, kMax);
+    cfg.type_vocab_size = int_arg(c.Get("typeVocabSize"), "config.typeVocabSize", 1, kMax);
+    auto opt_float = [&](const char* key, const char* what, float* dst) {
+      Napi::Value v = c.Get(key);
+      if (!is_absent(v)) *dst = static_cast<float>(number_arg(v, what));
+    };
+    opt_float("layerNormEps", "config.layerNormEps", &cfg.layer_norm_eps);
+    opt_float("hiddenDropout", "config.hiddenDropout", &cfg.hidden_dropout);
+    opt_float("attentionDropout", "config.attentionDropout", &cfg.attention_dropout);
+    opt_float("initializerRange", "config.initializerRange", &cfg.initializer_range);
+    if (!is_absent(c.Get("padTokenId")))
+      cfg.pad_token_id = static_cast<int>(int_arg(c.Get("padTokenId"), "config.padTokenId", 0, kMax));
+    if (!is_absent(c.Get("numLabels")))
+      cfg.num_labels = static_cast<int>(int_arg(c.Get("numLabels"), "config.numLabels", 0, 1 << 20));
+    Napi::Value labels = c.Get("labels");
+    if (!is_absent(labels)) {
+      if (!labels.IsArray()) throw_expected(env, "ERR_INPUT", "an array of strings", "config.labels", labels);
+      Napi::Array arr = labels.As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); ++i) cfg.labels.push_back(string_arg(arr.Get(i), "config.labels[i]"));
+      if (cfg.num_labels == 0) cfg.num_labels = static_cast<int>(cfg.labels.size());
+      if (static_cast<int>(cfg.labels.size()) != cfg.num_labels)
+        throw_expected(env, "ERR_INPUT", strformat("%d labels (config.numLabels)", cfg.num_labels), "config.labels",
+                       labels);
+    }
+    Napi::Value pt = c.Get("problemType");
+    if (!is_absent(pt)) {
+      const std::string s = pt.IsString() ? pt.As<Napi::String>().Utf8Value() : "";
+      if (s == "single_label_classification") cfg.problem_type = ProblemType::kSingleLabel;
+      else if (s == "multi_label_classification") cfg.problem_type = ProblemType::kMultiLabel;
+      else if (s == "regression") cfg.problem_type = ProblemType::kRegression;
+      else
+        throw_expected(env, "ERR_INPUT",
+                       "one of 'single_label_classification', 'multi_label_classification', 'regression'",
+                       "config.problemType", pt);
+    }
+    BertHeads heads;
+    heads.pooler = is_absent(h.Get("pooler")) ? true : bool_arg(h.Get("pooler"), "heads.pooler");
+    heads.classifier = is_absent(h.Get("classifier")) ? cfg.num_labels > 0 : bool_arg(h.Get("classifier"), "heads.classifier");
+    heads.mlm = is_absent(h.Get("mlm")) ? false : bool_arg(h.Get("mlm"), "heads.mlm");
+    const uint64_t seed = is_absent(info[2]) ? 0 : u64_arg(info[2], "seed");
+    std::unique_ptr<Bert> fresh;
+    throw_if_error(env, Bert::create(cfg, heads, seed, backend_.get(), &fresh));
+    bert_ = std::move(fresh);
+    return env.Undefined();
+  }
+
+  Napi::Value save(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "save");
+      check_idle(env, "save");
+      check_loaded(env, "save");
+      const std::string dir = string_arg(info[0], "dir");
+      auto job = std::make_unique<Job>(env);
+      const Bert* bert = bert_.get();
+      job->run = [dir, bert]() { return bert->save(dir); };
+      return start(env, std::move(job));
+    });
+  }
+
+  static const int32_t* int32_data(Napi::Value v, const char* what, int64_t* length, int64_t min_length) {
+    Napi::Env env = v.Env();
+    if (!v.IsTypedArray()) throw_expected(env, "ERR_INPUT", "an Int32Array", what, v);
+    Napi::TypedArray ta = v.As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != napi_int32_array) throw_expected(env, "ERR_DTYPE", "an Int32Array", what, v);
+    *length = static_cast<int64_t>(ta.ElementLength());
+    if (*length < min_length)
+      throw_expected(env, "ERR_INPUT", "an Int32Array of at least " + std::to_string(min_length) + " elements", what, v);
+    return v.As<Napi::Int32Array>().Data();
+  }
+
+  // forward(ids, typeIds | null, offsets, { hidden?, pooling?, scores? })
+  Napi::Value forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "forward");
+      check_idle(env, "forward");
+      check_loaded(env, "forward");
+      int64_t T = 0, T_types = 0, n_offsets = 0;
+      BertInputs in;
+      in.ids = int32_data(info[0], "ids", &T, 1);
+      if (!is_absent(info[1])) {
+        in.type_ids = int32_data(info[1], "typeIds", &T_types, 1);
+        if (T_types != T)
+          throw_expected(env, "ERR_SHAPE", "an Int32Array of length " + std::to_string(T) + " (ids.length)", "typeIds",
+                         info[1]);
+      }
+      in.offsets = int32_data(info[2], "offsets", &n_offsets, 2);
+      if (n_offsets - 1 > INT32_MAX) throw_expected(env, "ERR_SHAPE", "at most 2^31-1 sequences", "offsets", info[2]);
+      in.B = static_cast<int>(n_offsets - 1);
+      in.T = T;
+
+      bool want_hidden = true;
+      Pooling pooling = Pooling::kNone;
+      Scores scores = Scores::kNone;
+      Napi::Value opts = info[3];
+      if (!is_absent(opts)) {
+        if (!opts.IsObject()) throw_expected(env, "ERR_INPUT", "an object", "options", opts);
+        Napi::Object o = opts.As<Napi::Object>();
+        if (!is_absent(o.Get("hidden"))) want_hidden = bool_arg(o.Get("hidden"), "options.hidden");
+        Napi::Value p = o.Get("pooling");
+        if (!is_absent(p)) {
+          const std::string s = p.IsString() ? p.As<Napi::String>().Utf8Value() : "";
+          if (s == "cls") pooling = Pooling::kCls;
+          else if (s == "mean") pooling = Pooling::kMean;
+          else if (s != "none") throw_expected(env, "ERR_INPUT", "one of 'none', 'cls', 'mean'", "options.pooling", p);
+        }
+        Napi::Value sc = o.Get("scores");
+        if (!is_absent(sc)) {
+          const std::string s = sc.IsString() ? sc.As<Napi::String>().Utf8Value() : "";
+          if (s == "softmax") scores = Scores::kSoftmax;
+          else if (s == "sigmoid") scores = Scores::kSigmoid;
+          else if (s != "none") throw_expected(env, "ERR_INPUT", "one of 'none', 'softmax', 'sigmoid'", "options.scores", sc);
+        }
+      }
+      if (scores != Scores::kNone && !bert_->heads().classifier)
+        throw_error(env, "ERR_INPUT", "Expected a model with a classifier head for options.scores but received a model without one");
+
+      auto job = std::make_unique<Job>(env);
+      for (int i = 0; i < 3; ++i)
+        if (!is_absent(info[static_cast<size_t>(i)])) job->keep.push_back(Napi::Persistent(info[static_cast<size_t>(i)]));
+      auto result = std::make_shared<ForwardResult>();
+      Bert* bert = bert_.get();
+      job->run = [bert, in, want_hidden, pooling, scores, result]() {
+        return run_forward(bert, in, want_hidden, pooling, scores, result.get());
+      };
+      job->finish = [result](Napi::Env e) -> Napi::Value { return forward_outputs(e, result.get()); };
+      return start(env, std::move(job));
+    });
+  }
+
+  // Worker thread: forward, then copy what was asked for out of the arena.
+  static Status run_forward(Bert* bert, const BertInputs& in, bool want_hidden, Pooling pooling, Scores scores,
+                            ForwardResult* r) {
+    BertOutputs out;
+    ELMO_RETURN_IF_ERROR(bert->forward(in, ForwardOptions{}, &out));
+    Backend* be = bert->backend();
+    const int B = in.B;
+    const int64_t T = in.T, H = bert->config().hidden_size;
+    r->B = B;
+    r->T = T;
+    r->H = H;
+    const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
+    // The hidden rows are needed on the host for the output or for pooling.
+    HostBuffer hidden;
+    if (want_hidden || pooling != Pooling::kNone) {
+      ELMO_RETURN_IF_ERROR(hidden.allocate(static_cast<size_t>(T) * row_bytes));
+      ELMO_RETURN_IF_ERROR(be->download(hidden.data, out.hidden, hidden.bytes));
+    }
+    if (!out.pooled.empty()) {
+      ELMO_RETURN_IF_ERROR(r->pooled.allocate(static_cast<size_t>(B) * row_bytes));
+      ELMO_RETURN_IF_ERROR(be->download(r->pooled.data, out.pooled, r->pooled.bytes));
+    }
+    if (!out.logits.empty()) {
+      r->L = out.logits.shape[1];
+      ELMO_RETURN_IF_ERROR(r->logits.allocate(static_cast<size_t>(B * r->L) * sizeof(float)));
+      ELMO_RETURN_IF_ERROR(be->download(r->logits.data, out.logits, r->logits.bytes));
+    }
+    ELMO_RETURN_IF_ERROR(be->sync());
+
+    if (pooling != Pooling::kNone) {
+      // [B, H]: the [CLS] row of each sequence, or the mean of its rows (in double).
+      ELMO_RETURN_IF_ERROR(r->embeddings.allocate(static_cast<size_t>(B) * row_bytes));
+      const float* hs = hidden.f32();   // (T, H)
+      float* emb = r->embeddings.f32();  // (B, H)
+      std::vector<double> acc(static_cast<size_t>(H));
+      for (int b = 0; b < B; ++b) {
+        const int64_t t0 = in.offsets[b], t1 = in.offsets[b + 1];
+        float* dst = emb + b * H;
+        if (pooling == Pooling::kCls) {
+          std::memcpy(dst, hs + t0 * H, row_bytes);
+          continue;
+        }
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t j = 0; j < H; ++j) acc[static_cast<size_t>(j)] += hs[t * H + j];
+        const double inv = 1.0 / static_cast<double>(t1 - t0);
+        for (int64_t j = 0; j < H; ++j) dst[j] = static_cast<float>(acc[static_cast<size_t>(j)] * inv);
+      }
+    }
+    if (scores != Scores::kNone) {
+      // [B, L] probabilities (softmax over labels, or an independent sigmoid per label) and
+      // the arg-max label per sequence (ties: the lowest index).
+      const int64_t L = r->L;
+      ELMO_RETURN_IF_ERROR(r->scores.allocate(static_cast<size_t>(B * L) * sizeof(float)));
+      ELMO_RETURN_IF_ERROR(r->best.allocate(static_cast<size_t>(B) * sizeof(int32_t)));
+      const float* logits = r->logits.f32();  // (B, L)
+      float* probs = r->scores.f32();         // (B, L)
+      for (int b = 0; b < B; ++b) {
+        const float* z = logits + b * L;
+        float* p = probs + b * L;
+        int32_t arg = 0;
+        for (int64_t l = 1; l < L; ++l)
+          if (z[l] > z[arg]) arg = static_cast<int32_t>(l);
+        r->best.i32()[b] = arg;
+        if (scores == Scores::kSigmoid) {
+          for (int64_t l = 0; l < L; ++l) p[l] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(z[l]))));
+        } else {
+          const double zmax = z[arg];
+          double sum = 0;
+          for (int64_t l = 0; l < L; ++l) sum += std::exp(static_cast<double>(z[l]) - zmax);
+          for (int64_t l = 0; l < L; ++l) p[l] = static_cast<float>(std::exp(static_cast<double>(z[l]) - zmax) / sum);
+        }
+      }
+    }
+    if (want_hidden) r->hidden = std::move(hidden);
+    return Status::ok();
+  }
+
+  // JS thread: the outputs as typed arrays over their own ArrayBuffers.
+  static Napi::Value forward_outputs(Napi::Env env, ForwardResult* r) {
+    Napi::Object out = Napi::Object::New(env);
+    auto f32 = [&](const char* key, HostBuffer& buf, size_t n) {
+      if (buf.data == nullptr) return;
+      out.Set(key, Napi::Float32Array::New(env, n, buf.release_to_js(env), 0));
+    };
+    const size_t B = static_cast<size_t>(r->B), T = static_cast<size_t>(r->T), H = static_cast<size_t>(r->H),
+                 L = static_cast<size_t>(r->L);
+    f32("hidden", r->hidden, T * H);
+    f32("pooled", r->pooled, B * H);
+    f32("logits", r->logits, B * L);
+    f32("embeddings", r->embeddings, B * H);
+    f32("scores", r->scores, B * L);
+    if (r->best.data != nullptr) out.Set("best", Napi::Int32Array::New(env, B, r->best.release_to_js(env), 0));
+    return out;
+  }
+
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    if (busy_) dispose_pending_ = true;  // torn down when the running operation settles
+    else teardown();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value get_config(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_live(env, "config");
+    if (!bert_) return env.Null();
+    const BertConfig& c = bert_->config();
+    const BertHeads& h = bert_->heads();
+    Napi::Object o = Napi::Object::New(env);
+    auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
+    // A float field as the shortest decimal that round-trips (1e-12, not 9.99999996e-13).
+    auto f2d = [](float f) {
+      for (int digits = 6; digits < 9; ++digits) {
+        const double d = std::stod(strformat("%.*g", digits, static_cast<double>(f)));
+        if (static_cast<float>(d) == f) return d;
+      }
+      return static_cast<double>(f);
+    };
+    num("vocabSize", static_cast<double>(c.vocab_size));
+    num("hiddenSize", static_cast<double>(c.hidden_size));
+    num("numLayers", c.num_layers);
+    num("numHeads", c.num_heads);
+    num("intermediateSize", static_cast<double>(c.intermediate_size));
+    num("maxPositions", static_cast<double>(c.max_position));
+    num("typeVocabSize", static_cast<double>(c.type_vocab_size));
+    num("layerNormEps", f2d(c.layer_norm_eps));
+    num("hiddenDropout", f2d(c.hidden_dropout));
+    num("attentionDropout", f2d(c.attention_dropout));
+    num("initializerRange", f2d(c.initializer_range));
+    num("padTokenId", c.pad_token_id);
+    num("numLabels", h.classifier ? c.num_labels : 0);
+    Napi::Array labels = Napi::Array::New(env);
+    if (h.classifier)
+      for (int i = 0; i < c.num_labels; ++i)
+        labels.Set(static_cast<uint32_t>(i),
+                   Napi::String::New(env, i < static_cast<int>(c.labels.size()) ? c.labels[static_cast<size_t>(i)]
+                                                                                 : "LABEL_" + std::to_string(i)));
+    o.Set("labels", labels);
+    o.Set("problemType", c.problem_type == ProblemType::kNone ? env.Null()
+                                                               : Napi::String::New(env, problem_type_name(c.problem_type)));
+    Napi::Object heads = Napi::Object::New(env);
+    heads.Set("pooler", Napi::Boolean::New(env, h.pooler));
+    heads.Set("classifier", Napi::Boolean::New(env, h.classifier));
+    heads.Set("mlm", Napi::Boolean::New(env, h.mlm));
+    o.Set("heads", heads);
+    num("numParameters", static_cast<double>(bert_->num_parameters()));
+    return o;
+  }
+
+  Napi::Value get_loaded(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), bert_ != nullptr); }
+  Napi::Value get_busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
+  Napi::Value get_disposed(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), disposed_ || dispose_pending_);
+  }
+  Napi::Value get_device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), device_); }
+  Napi::Value get_backend_name(const Napi::CallbackInfo& info) {
+    check_live(info.Env(), "backendName");
+    return Napi::String::New(info.Env(), backend_->name());
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Bert> bert_;  // null until load() or create()
+  std::string device_;
+  bool busy_ = false;             // JS thread only
+  bool disposed_ = false;         // JS thread only
+  bool dispose_pending_ = false;  // dispose() called while busy
+  bool torn_down_ = false;
+
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Job* pending_ = nullptr;  // guarded by mu_
+  bool stop_ = false;       // guarded by mu_
+};
+
+void call_js(Napi::Env env, Napi::Function, Model* model, Job* job) {
+  if (env == nullptr || model == nullptr) return;  // environment shutting down: left behind
+  model->finish_job(env, job);
+}
+
+}  // namespace
+
+void init_model(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeModel", Model::define(env));
+}
+
+}  // namespace elmo::node
