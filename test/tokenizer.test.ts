@@ -208,7 +208,11 @@ describe('errors', () => {
     const tok = Tokenizer.fromVocab(VOCAB_PATH);
     expectInputError(() => tok.encode('a', undefined, { maxSeqLen: -1 }), /maxSeqLen/);
     expectInputError(() => tok.encode('a', undefined, { maxSeqLen: 2.5 }), /maxSeqLen/);
-    expectInputError(() => tok.encode('a', undefined, { maxSeqLen: 2 }), /at least 3/);
+    expectInputError(() => tok.encode('a', 'b', { maxSeqLen: 2 }), /at least 3/);
+    expectInputError(() => tok.encode('a', undefined, { maxSeqLen: 1 }), /at least 2/);
+    expectInputError(() => tok.encodeBatch(['a', ['b', 'c']], { maxSeqLen: 2 }), /at least 3/);
+    expect(tok.encode('a b c', undefined, { maxSeqLen: 2 }).ids.length).toBe(2);
+    expect(tok.encode('a b c', undefined, { maxSeqLen: 0, addSpecialTokens: false }).ids.length).toBe(0);
     expectInputError(() => tok.encode('a', undefined, { truncation: 'only_first' as unknown as false }), /truncation/);
     expectInputError(() => Tokenizer.fromVocab(VOCAB_PATH, { lowercase: 'yes' as unknown as boolean }), /lowercase/);
   });

@@ -396,11 +396,6 @@ export class Tokenizer {
     const maxSeqLen =
       options.maxSeqLen === undefined ? this.defaultMaxSeqLen : optCount(options.maxSeqLen, 'options.maxSeqLen', 0);
     if (trunc === false || maxSeqLen === undefined) return { maxLen: -1, special };
-    if (special && maxSeqLen < this.nAddedPair) {
-      throw new TokenizerError(
-        `Expected options.maxSeqLen of at least ${this.nAddedPair} (the special tokens) but received ${maxSeqLen}`,
-      );
-    }
     return { maxLen: maxSeqLen, special };
   }
 
@@ -425,6 +420,11 @@ export class Tokenizer {
 
     const pieces = hasPair ? this.template.pair : this.template.single;
     const nAdded = hasPair ? this.nAddedPair : this.nAddedSingle;
+    if (plan.maxLen >= 0 && plan.special && plan.maxLen < nAdded) {
+      throw new TokenizerError(
+        `Expected options.maxSeqLen of at least ${nAdded} (the special tokens) but received ${plan.maxLen}`,
+      );
+    }
     let lenA = a.length;
     let lenB = b.length;
     if (plan.maxLen >= 0) {
