@@ -431,6 +431,10 @@ Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tenso
   return run_gemm(c, p);
 }
 
+// Runs on c.pool (never call it from inside a parallel_for task of that same pool); a Ctx with
+// pool == nullptr runs it on the calling thread alone, which is what a kernel that already
+// parallelizes over heads or sequences wants. sgemm cannot report a failed workspace
+// allocation (gemm() returns ERR_OOM); C is then left wholly or partly unwritten.
 void sgemm(const Ctx& c, GemmOp op, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   // alpha == 0: C = beta C, A and B are not read.
