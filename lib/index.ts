@@ -1,12 +1,29 @@
 /**
  * elmo-chat: pretrain, fine-tune and run BERT encoders from Node.js on CPU and CUDA.
  *
- * What exists today: device discovery, native tensors with zero-copy views, a few CPU kernels
- * run in place on typed arrays, and the error classes. The model API (`Bert.load`, `forward`,
- * `fineTune`, ...) is planned; see README.md.
+ * What exists today: the model API for inference ({@link Bert}: `load`, `create`, `save`,
+ * `forward`, `predict`, `embed`), the WordPiece {@link Tokenizer}, device discovery, native
+ * tensors with zero-copy views, a few CPU kernels run in place on typed arrays, and the error
+ * classes. Training (`pretrain`, `fineTune`) is planned; see README.md.
  *
  * @packageDocumentation
  */
+export { Bert } from './bert';
+export type {
+  BertConfig,
+  BertCreateOptions,
+  BertInput,
+  BertLoadOptions,
+  BertModelInfo,
+  BertOutput,
+  BertRunOptions,
+  EmbedOptions,
+  PackedIds,
+  Prediction,
+  ProblemType,
+} from './bert';
+export { Tokenizer, TokenizerError } from './tokenizer';
+export type { BatchEncoding, EncodeOptions, Encoding, TokenizerInput, TokenizerOptions } from './tokenizer';
 export { devices, resolveDevice } from './devices';
 export type { CpuInfo, CudaDevice, CudaInfo, DeviceKind, DeviceRequest, DevicesInfo } from './devices';
 export { NativeTensor, ops } from './tensor';

@@ -113,6 +113,110 @@ export interface NativeOps {
   ): void;
 }
 
+/** Options of the {@link NativeModel} constructor. */
+export interface NativeModelOptions {
+  device?: 'cpu' | 'cuda';
+  /** CPU threads of the model's own pool (0: ELMO_NUM_THREADS or the machine's cores). */
+  threads?: number;
+  /** CUDA device index. */
+  cudaDevice?: number;
+}
+
+/** Architecture and heads of a loaded or created model, as bindings/model.cpp reports them. */
+export interface NativeModelConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  intermediateSize: number;
+  maxPositions: number;
+  typeVocabSize: number;
+  layerNormEps: number;
+  hiddenDropout: number;
+  attentionDropout: number;
+  initializerRange: number;
+  padTokenId: number;
+  /** Classifier outputs; 0 without a classifier head. */
+  numLabels: number;
+  /** Label names in id order (`LABEL_i` where the config names none). */
+  labels: string[];
+  problemType: 'single_label_classification' | 'multi_label_classification' | 'regression' | null;
+  heads: { pooler: boolean; classifier: boolean; mlm: boolean };
+  numParameters: number;
+}
+
+/** What {@link NativeModel.create} takes (camelCase names of config.json fields). */
+export interface NativeCreateConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  intermediateSize: number;
+  maxPositions: number;
+  typeVocabSize: number;
+  numLabels?: number;
+  labels?: string[];
+  problemType?: 'single_label_classification' | 'multi_label_classification' | 'regression';
+  layerNormEps?: number;
+  hiddenDropout?: number;
+  attentionDropout?: number;
+  initializerRange?: number;
+  padTokenId?: number;
+}
+
+/** Options of {@link NativeModel.forward}: what to compute and hand back. */
+export interface NativeForwardOptions {
+  /** Return the [T, H] last hidden state (default true). */
+  hidden?: boolean;
+  /** Also return `embeddings` [B, H]: the [CLS] row or the mean of each sequence's rows. */
+  pooling?: 'none' | 'cls' | 'mean';
+  /** Also return `scores` [B, L] (softmax or sigmoid of the logits) and `best` [B] (arg-max). */
+  scores?: 'none' | 'softmax' | 'sigmoid';
+}
+
+/** Outputs of one forward, each over its own ArrayBuffer (external native memory or a copy). */
+export interface NativeForwardResult {
+  hidden?: Float32Array;
+  pooled?: Float32Array;
+  logits?: Float32Array;
+  embeddings?: Float32Array;
+  scores?: Float32Array;
+  best?: Int32Array;
+}
+
+/**
+ * The native BERT model (bindings/model.cpp): its own backend and worker thread, one operation
+ * at a time (`ERR_BUSY`), promise methods reject and never throw, `dispose()` idempotent and
+ * deferred while an operation runs.
+ */
+export interface NativeModel {
+  /** config.json + model.safetensors of `dir`, read on the model's thread. */
+  load(dir: string): Promise<void>;
+  /** Fresh weights as transformers initializes them, deterministic in `seed`. */
+  create(
+    config: NativeCreateConfig,
+    heads: { pooler?: boolean; classifier?: boolean; mlm?: boolean },
+    seed?: number | bigint,
+  ): void;
+  /** Writes dir/config.json and dir/model.safetensors, each atomically. */
+  save(dir: string): Promise<void>;
+  /** Inputs are read in place until the promise settles: do not modify them before. */
+  forward(
+    ids: Int32Array,
+    typeIds: Int32Array | null,
+    offsets: Int32Array,
+    options?: NativeForwardOptions,
+  ): Promise<NativeForwardResult>;
+  dispose(): void;
+  /** null before load() / create(). */
+  readonly config: NativeModelConfig | null;
+  readonly loaded: boolean;
+  readonly busy: boolean;
+  readonly disposed: boolean;
+  readonly device: 'cpu' | 'cuda';
+  readonly backendName: string;
+}
+
 /** Hooks for the package's own tests. */
 export interface NativeTesting {
   /** Native buffers alive in this process (each freed by its last owner or finalizer). */
@@ -133,6 +237,7 @@ export interface NativeAddon {
   cpuBackendName(): string;
   TensorHandle: new (shape: number[]) => NativeTensorHandle;
   ops: NativeOps;
+  NativeModel: new (options?: NativeModelOptions) => NativeModel;
   testing: NativeTesting;
 }
 
