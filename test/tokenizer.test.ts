@@ -5,6 +5,7 @@
 import { readFileSync } from 'fs';
 import { join } from 'path';
 
+import { ElmoError } from '../lib/errors';
 import { Tokenizer, TokenizerError, truncateLongestFirst } from '../lib/tokenizer';
 import type { TokenizerOptions } from '../lib/tokenizer';
 
@@ -74,6 +75,7 @@ function expectInputError(fn: () => unknown, message?: RegExp): void {
     caught = e;
   }
   expect(caught).toBeInstanceOf(TokenizerError);
+  expect(caught).toBeInstanceOf(ElmoError);
   expect((caught as TokenizerError).code).toBe('ERR_INPUT');
   if (message !== undefined) expect((caught as Error).message).toMatch(message);
 }

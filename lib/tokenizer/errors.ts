@@ -1,16 +1,13 @@
-/**
- * Error thrown by the tokenizer for invalid input or configuration.
- *
- * Carries the same `code` strings as the rest of the package (`ERR_INPUT`). Kept local to the
- * tokenizer so that it has no dependency on the native addon.
- */
-export class TokenizerError extends Error {
-  readonly code: 'ERR_INPUT';
+import { InputError } from '../errors';
 
+/**
+ * Error thrown by the tokenizer for invalid input or configuration: an {@link InputError}
+ * (code `ERR_INPUT`), so `instanceof ElmoError` holds as for every error of the package.
+ */
+export class TokenizerError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'TokenizerError';
-    this.code = 'ERR_INPUT';
   }
 }
 
