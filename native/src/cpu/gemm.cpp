@@ -269,6 +269,9 @@ void scale_tile(float* C, int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64
 constexpr int64_t kShortM = 256;
 // Column tile of a task in the short-M case (a multiple of every NR).
 constexpr int64_t kShortNC = 128;
+// Short problems with fewer column tiles than this are also cut along M (each row tile packs
+// the B block again, which is cheap next to leaving cores idle). Depends on the shape only.
+constexpr int64_t kShortMinTasks = 4;
 
 Status run_gemm(const Ctx& c, const Problem& p) {
   if (p.M == 0 || p.N == 0) return Status::ok();
@@ -276,8 +279,15 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   const int MR = kn.mr, NR = kn.nr;
   const int64_t K = p.K, KC = kn.kc;
   const bool short_m = p.M <= kShortM;
-  const int64_t MC = short_m ? p.M : kn.mc, NC = short_m ? kShortNC : kn.nc;
   const int64_t m_panels = (p.M + MR - 1) / MR, n_panels = (p.N + NR - 1) / NR;
+  const int64_t NC = short_m ? kShortNC : kn.nc;
+  int64_t MC = kn.mc;
+  if (short_m) {
+    const int64_t col_tiles = (p.N + NC - 1) / NC;
+    const int64_t row_tiles =
+        col_tiles >= kShortMinTasks ? 1 : std::min(m_panels, (kShortMinTasks + col_tiles - 1) / col_tiles);
+    MC = (m_panels + row_tiles - 1) / row_tiles * MR;
+  }
   const int64_t a_panel = MR * K, b_panel = NR * K;  // floats per full-K micro-panel
   // B panels first, both regions rounded to 16 floats so every panel start stays 64-byte aligned.
   const int64_t b_floats = short_m ? 0 : (n_panels * b_panel + 15) / 16 * 16;
