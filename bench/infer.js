@@ -1,0 +1,649 @@
+#!/usr/bin/env node
+// `npm run bench:infer`: BERT inference on the CPU, elmo-chat next to onnxruntime-node and
+// PyTorch, in one run.
+//
+//   node bench/infer.js [--models=mini,small,base] [--engines=elmo,ort,pytorch] [--repeat=N]
+//                       [--budget-ms=1500] [--no-build] [--no-check]
+//
+// Models (scripts/export_bench_models.py writes them into bench/models/<name>/ when missing):
+// seeded random BERT mini (L4 H256), small (L4 H512), base (L12 H768), with pooler; the same
+// weights for every engine (model.safetensors for elmo and PyTorch, model.onnx for ORT).
+// Cases per model: batch 1/8/32 x seq 32/128, and a chat batch of 32 sequences of 5-60 tokens
+// (seeded). Token ids and chat lengths are drawn from the same generators as native/bench/bench_bert.
+//
+// Engines, each in its own child process per model (so peak RSS is per engine and model):
+//   elmo     the Node API (Bert.load + forwardIds over packed batches) when dist/ exports it,
+//            else the native build-bench/bench_bert executable (packed batches, random weights
+//            of the same shapes; its ms is the mean over >= 2 runs of at least budget-ms);
+//   ort      onnxruntime-node, CPU provider, intraOpNumThreads = cores, graphOptimizationLevel
+//            'all', batches padded to the longest sequence with an attention mask;
+//   pytorch  scripts/bench_torch_bert_cpu.py with .venv/bin/python (transformers BertModel,
+//            SDPA attention, torch.inference_mode, set_num_threads = cores), padded likewise.
+// Timing: warm-up (>= 200 ms, at least one forward), then the median of N forwards with
+// N = clamp(budget / warm-up time, 3, 25), or 2 when one forward takes over 4 s. With --repeat=N
+// the whole set runs N times (engines interleaved) and each row keeps its best (lowest ms).
+//
+// GFLOP/s counts only the real tokens (padding is work an engine chose to do):
+//   FLOPs = sum over sequences of length n: L * (2n(4H^2 + 2HI) + 4n^2 H)  +  B * 2H^2 (pooler)
+// % of peak is against cores x 32 fp32 FLOP/cycle (two 256-bit FMA pipes) x the clock read from
+// lscpu (max MHz) or /proc/cpuinfo.
+//
+// Numerical check: on the chat batch of every model, pooled output and the last hidden state of
+// the real tokens, engine against engine: max |diff| must be <= 1e-3.
+//
+// Writes bench/results/infer-latest.json and prints a table and the goal summary.
+'use strict';
+
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const buildDir = path.join(root, 'build-bench');
+const modelsDir = path.join(__dirname, 'models');
+const python = path.join(root, '.venv', 'bin', 'python');
+const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+
+const MODELS = { mini: { L: 4, H: 256, NH: 4 }, small: { L: 4, H: 512, NH: 8 }, base: { L: 12, H: 768, NH: 12 } };
+const TOLERANCE = 1e-3;
+
+function option(name, fallback) {
+  const hit = process.argv.slice(2).find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (hit === undefined) return fallback;
+  return hit.includes('=') ? hit.slice(hit.indexOf('=') + 1) : true;
+}
+
+// ---- inputs: the generators of bench_bert (64-bit LCG) -------------------------------------
+const MASK64 = (1n << 64n) - 1n;
+const lcg = (s) => (s * 6364136223846793005n + 1442695040888963407n) & MASK64;
+
+function chatLengths() {
+  const lens = [];
+  let s = 12345n;
+  for (let i = 0; i < 32; ++i) {
+    s = lcg(s);
+    lens.push(5 + Number((s >> 33n) % 56n));
+  }
+  return lens;
+}
+
+// Token ids per sequence: [CLS] then ids in [1000, 29000), one generator across the batch.
+function makeIds(lens, seed = 7n) {
+  let s = seed;
+  return lens.map((len) => {
+    const ids = [];
+    for (let i = 0; i < len; ++i) {
+      s = lcg(s);
+      ids.push(i === 0 ? 101 : 1000 + Number((s >> 33n) % 29000n));
+    }
+    return ids;
+  });
+}
+
+function makeCases() {
+  const cases = [];
+  for (const batch of [1, 8, 32]) {
+    for (const seq of [32, 128]) {
+      const lens = new Array(batch).fill(seq);
+      cases.push({ name: `b${batch}-s${seq}`, batch, seq, lens, ids: makeIds(lens) });
+    }
+  }
+  const lens = chatLengths();
+  cases.push({ name: 'chat', batch: 32, seq: 'chat', lens, ids: makeIds(lens) });
+  return cases;
+}
+
+function flops(m, lens) {
+  const { L, H } = MODELS[m];
+  const I = 4 * H;
+  let f = 2 * H * H * lens.length;
+  for (const n of lens) f += L * (2 * n * (4 * H * H + 2 * H * I) + 4 * n * n * H);
+  return f;
+}
+
+// ---- timing loop shared by the Node children -----------------------------------------------
+async function timeCase(forward, timing) {
+  const times = [];
+  const t0 = performance.now();
+  do {
+    const s = performance.now();
+    await forward();
+    times.push(performance.now() - s);
+  } while (performance.now() - t0 < 200);
+  const est = Math.min(...times);
+  const runs =
+    est > timing.long_ms
+      ? 2
+      : Math.max(timing.min_runs, Math.min(timing.max_runs, Math.ceil(timing.budget_ms / est)));
+  const ms = [];
+  for (let i = 0; i < runs; ++i) {
+    const s = performance.now();
+    await forward();
+    ms.push(performance.now() - s);
+  }
+  ms.sort((a, b) => a - b);
+  const median = runs % 2 ? ms[(runs - 1) / 2] : (ms[runs / 2 - 1] + ms[runs / 2]) / 2;
+  return { ms: median, runs };
+}
+
+function writeF32(file, arrays) {
+  fs.writeFileSync(file, Buffer.concat(arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
+}
+
+function emitRss(rssStart) {
+  const peak = process.resourceUsage().maxRSS / 1024;
+  console.log(JSON.stringify({ rss: { peak_mb: +peak.toFixed(1), start_mb: +rssStart.toFixed(1) } }));
+}
+
+// ---- child: onnxruntime-node ---------------------------------------------------------------
+async function ortChild(spec) {
+  const ort = require('onnxruntime-node');
+  const rssStart = process.memoryUsage().rss / 2 ** 20;
+  const session = await ort.InferenceSession.create(spec.onnx, {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: spec.threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+  });
+  let version = '';
+  try {
+    version = require('onnxruntime-node/package.json').version;
+  } catch {
+    // version unknown
+  }
+  console.error(`onnxruntime-node ${version}, ${spec.threads} intra-op threads`);
+  const feeds = (seqs) => {
+    const B = seqs.length;
+    const S = Math.max(...seqs.map((s) => s.length));
+    const ids = new BigInt64Array(B * S);
+    const mask = new BigInt64Array(B * S);
+    seqs.forEach((s, b) =>
+      s.forEach((id, i) => {
+        ids[b * S + i] = BigInt(id);
+        mask[b * S + i] = 1n;
+      }),
+    );
+    const all = {
+      input_ids: new ort.Tensor('int64', ids, [B, S]),
+      attention_mask: new ort.Tensor('int64', mask, [B, S]),
+      token_type_ids: new ort.Tensor('int64', new BigInt64Array(B * S), [B, S]),
+    };
+    const f = {};
+    for (const n of session.inputNames) f[n] = all[n];
+    return { f, S };
+  };
+  if (spec.check) {
+    const seqs = spec.check.ids;
+    const { f, S } = feeds(seqs);
+    const out = await session.run(f);
+    const H = out.pooler_output.dims[1];
+    const hid = out.last_hidden_state.data;
+    const T = seqs.reduce((a, s) => a + s.length, 0);
+    const packed = new Float32Array(T * H);
+    let t = 0;
+    seqs.forEach((s, b) => {
+      packed.set(hid.subarray(b * S * H, (b * S + s.length) * H), t * H);
+      t += s.length;
+    });
+    writeF32(spec.check.out, [out.pooler_output.data, packed]);
+  }
+  for (const c of spec.cases) {
+    const { f, S } = feeds(c.ids);
+    const r = await timeCase(() => session.run(f), spec.timing);
+    console.log(JSON.stringify({ engine: 'ort', case: c.name, ms: +r.ms.toFixed(3), runs: r.runs, padded_tokens: c.ids.length * S }));
+  }
+  await session.release();
+  emitRss(rssStart);
+}
+
+// ---- child: elmo through the Node API ------------------------------------------------------
+function elmoApi() {
+  try {
+    const api = require(path.join(root, 'dist'));
+    if (api && api.Bert && typeof api.Bert.load === 'function' && typeof api.Bert.prototype.forwardIds === 'function') {
+      return api;
+    }
+  } catch {
+    // not built, or no addon
+  }
+  return null;
+}
+
+async function elmoChild(spec) {
+  const api = elmoApi();
+  if (!api) throw new Error('dist/ does not export Bert with forwardIds');
+  const rssStart = process.memoryUsage().rss / 2 ** 20;
+  const model = await api.Bert.load(spec.model_dir, { device: 'cpu' });
+  const packed = (seqs) => {
+    const offsets = new Int32Array(seqs.length + 1);
+    seqs.forEach((s, b) => (offsets[b + 1] = offsets[b] + s.length));
+    const ids = new Int32Array(offsets[seqs.length]);
+    seqs.forEach((s, b) => ids.set(s, offsets[b]));
+    return { ids, typeIds: new Int32Array(ids.length), offsets };
+  };
+  if (spec.check) {
+    const out = await model.forwardIds(packed(spec.check.ids));
+    writeF32(spec.check.out, [Float32Array.from(out.pooled), Float32Array.from(out.hidden)]);
+  }
+  for (const c of spec.cases) {
+    const inputs = packed(c.ids);
+    const r = await timeCase(() => model.forwardIds(inputs), spec.timing);
+    console.log(JSON.stringify({ engine: 'elmo', case: c.name, ms: +r.ms.toFixed(3), runs: r.runs, padded_tokens: inputs.ids.length }));
+  }
+  if (typeof model.dispose === 'function') model.dispose();
+  emitRss(rssStart);
+}
+
+// ---- orchestration --------------------------------------------------------------------------
+function sh(cmd, args, opts = {}) {
+  return spawnSync(cmd, args, { cwd: root, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, ...opts });
+}
+
+function hostInfo() {
+  const cpuinfo = fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const field = (name) => {
+    const m = cpuinfo.match(new RegExp(`^${name}\\s*:\\s*(.+)$`, 'm'));
+    return m ? m[1].trim() : null;
+  };
+  let mhz = null;
+  let clockSource = null;
+  const lscpu = sh('lscpu', []);
+  const max = lscpu.status === 0 ? (lscpu.stdout.match(/^CPU max MHz:\s*([\d.]+)/m) || [])[1] : undefined;
+  if (max) {
+    mhz = parseFloat(max);
+    clockSource = 'lscpu CPU max MHz';
+  } else if (field('cpu MHz')) {
+    mhz = parseFloat(field('cpu MHz'));
+    clockSource = '/proc/cpuinfo cpu MHz';
+  }
+  const flags = field('flags') || '';
+  const avx512 = / avx512f /.test(` ${flags} `);
+  const flopsPerCycle = avx512 ? 64 : 32;
+  return {
+    cpu: field('model name') || (os.cpus()[0] || {}).model || 'unknown',
+    cores,
+    mhz,
+    clock_source: clockSource,
+    flops_per_cycle: flopsPerCycle,
+    peak_gflops: mhz ? (cores * flopsPerCycle * mhz) / 1e3 : null,
+    ram_gb: +(os.totalmem() / 2 ** 30).toFixed(1),
+    platform: `${os.platform()} ${os.arch()}`,
+    node: process.version,
+  };
+}
+
+function parseRows(stdout) {
+  const rows = [];
+  let rss = null;
+  for (const line of (stdout || '').split('\n')) {
+    const t = line.trim();
+    if (!t.startsWith('{')) continue;
+    try {
+      const o = JSON.parse(t);
+      if (o.rss) rss = o.rss;
+      else rows.push(o);
+    } catch {
+      // not a row
+    }
+  }
+  return { rows, rss };
+}
+
+function ensureModels(names, problems) {
+  const missing = names.filter((m) =>
+    ['config.json', 'model.safetensors', 'model.onnx'].some((f) => !fs.existsSync(path.join(modelsDir, m, f))),
+  );
+  if (missing.length === 0) return;
+  if (!fs.existsSync(python)) {
+    problems.push(`bench/models/{${missing.join(',')}} missing and .venv not found to export them`);
+    return;
+  }
+  console.log(`exporting ${missing.join(', ')} (scripts/export_bench_models.py) ...`);
+  const r = sh(python, [path.join(root, 'scripts', 'export_bench_models.py'), '--models', missing.join(',')], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  if (r.status !== 0) problems.push('export_bench_models.py failed');
+}
+
+function buildNative(problems, needBench) {
+  if (!fs.existsSync(path.join(buildDir, 'CMakeCache.txt'))) {
+    const r = sh('cmake', ['-S', '.', '-B', buildDir, '-DELMO_ADDON=OFF', '-DELMO_WERROR=ON', '-DELMO_TESTS=OFF'], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    if (r.status !== 0) return problems.push('cmake configure of build-bench failed');
+  }
+  const targets = needBench ? ['--target', 'elmo', '--target', 'bench_bert'] : ['--target', 'elmo'];
+  let r = sh('cmake', ['--build', buildDir, '-j', String(cores), ...targets], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) return problems.push('native build failed');
+  const exe = path.join(buildDir, 'elmo_forward');
+  const src = path.join(__dirname, 'elmo_forward.cpp');
+  const lib = path.join(buildDir, 'libelmo.a');
+  const stale = (f) => !fs.existsSync(exe) || fs.statSync(exe).mtimeMs < fs.statSync(f).mtimeMs;
+  if (stale(src) || stale(lib)) {
+    const cxx = process.env.CXX || 'g++';
+    r = sh(cxx, ['-std=c++17', '-O2', '-Wall', '-Wextra', '-Werror', `-I${path.join(root, 'native', 'include')}`, src, lib, '-pthread', '-o', exe], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    if (r.status !== 0) problems.push('elmo_forward build failed');
+  }
+}
+
+// Peak RSS of a native child: /usr/bin/time -f %M when present.
+function runMeasured(cmd, args) {
+  const timeBin = '/usr/bin/time';
+  if (fs.existsSync(timeBin)) {
+    const file = path.join(os.tmpdir(), `elmo-infer-rss-${process.pid}.txt`);
+    const r = sh(timeBin, ['-f', '%M', '-o', file, cmd, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let peak = null;
+    try {
+      peak = parseInt(fs.readFileSync(file, 'utf8').trim().split('\n').pop(), 10) / 1024;
+      fs.unlinkSync(file);
+    } catch {
+      // no measurement
+    }
+    return { r, peak };
+  }
+  return { r: sh(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] }), peak: null };
+}
+
+function runEngine(engine, m, cases, timing, check, problems, useApi) {
+  const dir = path.join(modelsDir, m);
+  const spec = {
+    model: m,
+    model_dir: dir,
+    onnx: path.join(dir, 'model.onnx'),
+    threads: cores,
+    timing,
+    cases: cases.map((c) => ({ name: c.name, ids: c.ids })),
+    check,
+  };
+  const specFile = path.join(os.tmpdir(), `elmo-infer-${process.pid}-${engine}-${m}.json`);
+  fs.writeFileSync(specFile, JSON.stringify(spec));
+  let r;
+  if (engine === 'elmo' && !useApi) {
+    const exe = path.join(buildDir, 'bench_bert');
+    const measured = runMeasured(exe, ['--models', m, '--threads', String(cores), '--min-ms', String(timing.budget_ms)]);
+    r = measured.r;
+    const peak = measured.peak;
+    const rows = parseRows(r.stdout).rows.map((o) => ({
+      engine: 'elmo',
+      case: o.seq === 'chat' ? 'chat' : `b${o.batch}-s${o.seq}`,
+      ms: o.ms,
+      runs: null,
+      padded_tokens: o.tokens,
+    }));
+    if (check) {
+      const batch = check.ids;
+      const offsets = [0];
+      for (const s of batch) offsets.push(offsets[offsets.length - 1] + s.length);
+      const T = offsets[offsets.length - 1];
+      const ids = batch.flat();
+      const buf = Int32Array.from([batch.length, T, ...offsets, ...ids, ...new Array(T).fill(0)]);
+      const binFile = `${specFile}.bin`;
+      fs.writeFileSync(binFile, Buffer.from(buf.buffer));
+      const c = sh(path.join(buildDir, 'elmo_forward'), [dir, binFile, check.out], { stdio: ['ignore', 'inherit', 'inherit'] });
+      if (c.status !== 0) problems.push(`elmo_forward failed on ${m}`);
+      fs.rmSync(binFile, { force: true });
+    }
+    fs.rmSync(specFile, { force: true });
+    if (r.status !== 0) problems.push(`bench_bert failed on ${m} (${r.error ? r.error.message : `exit ${r.status}`})`);
+    return { rows, rss: peak === null ? null : { peak_mb: +peak.toFixed(1), start_mb: null } };
+  }
+  if (engine === 'pytorch') {
+    r = sh(python, [path.join(root, 'scripts', 'bench_torch_bert_cpu.py'), '--spec', specFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  } else {
+    r = sh(process.execPath, [__filename, `--child=${engine}`, `--spec=${specFile}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  }
+  fs.rmSync(specFile, { force: true });
+  if (r.status !== 0) problems.push(`${engine} failed on ${m} (${r.error ? r.error.message : `exit ${r.status}`})`);
+  return parseRows(r.stdout);
+}
+
+function readF32(file) {
+  const b = fs.readFileSync(file);
+  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+}
+
+function compare(m, files, check, problems) {
+  const H = MODELS[m].H;
+  const B = check.ids.length;
+  const out = [];
+  const engines = Object.keys(files).filter((e) => fs.existsSync(files[e]));
+  for (let i = 0; i < engines.length; ++i) {
+    for (let j = i + 1; j < engines.length; ++j) {
+      const a = readF32(files[engines[i]]);
+      const b = readF32(files[engines[j]]);
+      if (a.length !== b.length) {
+        problems.push(`check ${m}: ${engines[i]} and ${engines[j]} wrote different sizes (${a.length} vs ${b.length})`);
+        continue;
+      }
+      let pooled = 0;
+      let hidden = 0;
+      for (let k = 0; k < a.length; ++k) {
+        const d = Math.abs(a[k] - b[k]);
+        if (Number.isNaN(d)) {
+          if (k < B * H) pooled = Infinity;
+          else hidden = Infinity;
+        } else if (k < B * H) pooled = Math.max(pooled, d);
+        else hidden = Math.max(hidden, d);
+      }
+      const ok = pooled <= TOLERANCE && hidden <= TOLERANCE;
+      if (!ok) problems.push(`check ${m}: ${engines[i]} vs ${engines[j]} differ (pooled ${pooled}, hidden ${hidden})`);
+      out.push({ model: m, a: engines[i], b: engines[j], pooled_max_abs: pooled, hidden_max_abs: hidden, ok });
+    }
+  }
+  return out;
+}
+
+function fmt(x, digits = 3) {
+  if (typeof x !== 'number' || !Number.isFinite(x)) return '-';
+  if (Math.abs(x) >= 100) return x.toFixed(0);
+  return x.toPrecision(digits);
+}
+
+async function main() {
+  const t0 = Date.now();
+  const models = String(option('models', 'mini,small,base')).split(',').filter(Boolean);
+  for (const m of models) if (!MODELS[m]) throw new Error(`unknown model ${m}`);
+  const engines = String(option('engines', 'elmo,ort,pytorch')).split(',').filter(Boolean);
+  const repeat = Math.max(1, parseInt(option('repeat', '1'), 10));
+  const timing = { budget_ms: parseFloat(option('budget-ms', '1500')), min_runs: 3, max_runs: 25, long_ms: 4000 };
+  const problems = [];
+  const skipped = {};
+  const host = hostInfo();
+  console.log(`${host.cpu}, ${host.cores} cores at ${host.mhz} MHz (${host.clock_source}); fp32 peak ` +
+      `${fmt(host.peak_gflops)} GFLOP/s = ${host.cores} x ${host.flops_per_cycle} FLOP/cycle x clock`);
+
+  const active = [];
+  const api = engines.includes('elmo') ? elmoApi() : null;
+  if (engines.includes('elmo')) {
+    if (api) console.log('elmo: Node API (dist/: Bert.load + forwardIds)');
+    else console.log('elmo: native bench_bert (the Node API Bert.forwardIds is not built in dist/)');
+    active.push('elmo');
+  }
+  if (engines.includes('ort')) active.push('ort');
+  if (engines.includes('pytorch')) {
+    if (fs.existsSync(python)) active.push('pytorch');
+    else {
+      console.log('pytorch: skipped (.venv not found)');
+      skipped.pytorch = '.venv not found';
+    }
+  }
+  ensureModels(models, problems);
+  if (active.includes('elmo') && !option('no-build', false)) buildNative(problems, !api);
+
+  const cases = makeCases();
+  const checkDir = fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-infer-check-'));
+  const results = {}; // model -> case -> engine -> {ms, runs, padded_tokens}
+  const rss = {}; // model -> engine -> {peak_mb, start_mb}
+  const checks = [];
+  const doCheck = !option('no-check', false);
+  for (let round = 0; round < repeat; ++round) {
+    for (const m of models) {
+      const files = {};
+      for (const e of active) {
+        const check = doCheck && round === 0 ? { ids: cases[cases.length - 1].ids, out: path.join(checkDir, `${m}-${e}.bin`) } : null;
+        if (check) files[e] = check.out;
+        const ts = Date.now();
+        const out = runEngine(e, m, cases, timing, check, problems, !!api);
+        console.log(`  ${e} ${m} (round ${round + 1}/${repeat}): ${out.rows.length} rows, ${((Date.now() - ts) / 1e3).toFixed(0)} s` +
+            (out.rss ? `, peak RSS ${fmt(out.rss.peak_mb)} MB` : ''));
+        for (const row of out.rows) {
+          results[m] = results[m] || {};
+          results[m][row.case] = results[m][row.case] || {};
+          const prev = results[m][row.case][e];
+          if (!prev || row.ms < prev.ms) results[m][row.case][e] = { ms: row.ms, runs: row.runs, padded_tokens: row.padded_tokens };
+        }
+        if (out.rss) {
+          rss[m] = rss[m] || {};
+          const prev = rss[m][e];
+          if (!prev || out.rss.peak_mb > prev.peak_mb) rss[m][e] = out.rss;
+        }
+      }
+      if (doCheck && round === 0) {
+        const c = compare(m, files, { ids: cases[cases.length - 1].ids }, problems);
+        checks.push(...c);
+        for (const x of c) {
+          console.log(`  check ${m} chat batch: ${x.a} vs ${x.b}: max |diff| pooled ${x.pooled_max_abs.toExponential(2)}, ` +
+              `hidden ${x.hidden_max_abs.toExponential(2)} ${x.ok ? 'ok' : 'FAIL'}`);
+        }
+      }
+    }
+  }
+  fs.rmSync(checkDir, { recursive: true, force: true });
+
+  // ---- rows ----------------------------------------------------------------------------------
+  const rows = [];
+  for (const m of models) {
+    for (const c of cases) {
+      const tokens = c.lens.reduce((a, b) => a + b, 0);
+      const f = flops(m, c.lens);
+      const row = { model: m, batch: c.batch, seq: c.seq, tokens, gflop: +(f / 1e9).toFixed(4) };
+      for (const e of active) {
+        const r = results[m] && results[m][c.name] && results[m][c.name][e];
+        if (!r) continue;
+        const gflops = f / (r.ms * 1e6);
+        row[e] = {
+          ms: +r.ms.toFixed(3),
+          seq_per_s: +((c.batch * 1000) / r.ms).toFixed(2),
+          gflops: +gflops.toFixed(2),
+          pct_peak: host.peak_gflops ? +((100 * gflops) / host.peak_gflops).toFixed(1) : null,
+          padded_tokens: r.padded_tokens,
+          runs: r.runs,
+        };
+      }
+      if (row.elmo && row.ort) row.elmo_over_ort = +(row.elmo.seq_per_s / row.ort.seq_per_s).toFixed(3);
+      if (row.elmo && row.pytorch) row.elmo_over_pytorch = +(row.elmo.seq_per_s / row.pytorch.seq_per_s).toFixed(3);
+      rows.push(row);
+    }
+  }
+
+  // ---- goals -----------------------------------------------------------------------------------
+  const goals = [];
+  const ratioGoal = (name, target, pick) => {
+    const sel = rows.filter(pick).filter((r) => typeof r.elmo_over_ort === 'number');
+    if (sel.length === 0) return goals.push({ goal: name, target, met: null, detail: 'no elmo+ort rows' });
+    const worst = Math.min(...sel.map((r) => r.elmo_over_ort));
+    goals.push({
+      goal: name,
+      target,
+      met: worst >= target,
+      worst: +worst.toFixed(3),
+      detail: sel.map((r) => `${r.model} b${r.batch} ${r.seq === 'chat' ? 'chat' : `s${r.seq}`}: ${r.elmo_over_ort.toFixed(2)}x`).join(', '),
+    });
+  };
+  ratioGoal('elmo/ORT on large fixed-length rows (>= 1024 tokens)', 1.05, (r) => r.seq !== 'chat' && r.tokens >= 1024);
+  ratioGoal('elmo/ORT at batch 1', 1.3, (r) => r.batch === 1);
+  ratioGoal('elmo/ORT on the chat batch', 2.0, (r) => r.seq === 'chat');
+  if (rss.base && rss.base.elmo) {
+    // weights: f32 parameters; activations: the inference working set of the largest row
+    // (32 x 128 tokens): residual stream in + out, qkv, attention context, FFN inner, 4 bytes each.
+    const { L, H } = MODELS.base;
+    const I = 4 * H;
+    const params = 30522 * H + 512 * H + 2 * H + 2 * H + L * (4 * H * H + 4 * H + 2 * H * I + I + H + 4 * H) + H * H + H;
+    const T = 32 * 128;
+    const weightsMb = (4 * params) / 2 ** 20;
+    const actsMb = (4 * T * (2 * H + 3 * H + H + I)) / 2 ** 20;
+    const budget = 1.3 * (weightsMb + actsMb);
+    goals.push({
+      goal: 'elmo peak RSS, base, <= 1.3 x (weights + activations)',
+      target: +budget.toFixed(1),
+      met: rss.base.elmo.peak_mb <= budget,
+      detail: `peak ${fmt(rss.base.elmo.peak_mb)} MB vs 1.3 x (${weightsMb.toFixed(0)} MB weights + ${actsMb.toFixed(0)} MB activations) = ${budget.toFixed(0)} MB`,
+    });
+  }
+
+  const versions = { node: process.version };
+  try {
+    versions['onnxruntime-node'] = require('onnxruntime-node/package.json').version;
+  } catch {
+    // not installed
+  }
+  if (active.includes('pytorch')) {
+    const v = sh(python, ['-c', 'import torch, transformers; print(torch.__version__, transformers.__version__)']);
+    if (v.status === 0) [versions.torch, versions.transformers] = v.stdout.trim().split(' ');
+  }
+  const result = {
+    date: new Date().toISOString(),
+    host,
+    versions,
+    elmo_path: active.includes('elmo') ? (api ? 'node-api' : 'bench_bert') : null,
+    timing: { ...timing, repeat, reduce: repeat > 1 ? 'best of rounds (lowest ms)' : 'single round' },
+    flops_formula: 'sum over sequences of length n: L*(2n(4H^2+2HI) + 4n^2 H) + B*2H^2 (pooler); real tokens only',
+    rows,
+    rss,
+    checks,
+    goals,
+    skipped,
+    problems,
+    wall_s: Math.round((Date.now() - t0) / 1e3),
+  };
+  const outDir = path.join(__dirname, 'results');
+  fs.mkdirSync(outDir, { recursive: true });
+  fs.writeFileSync(path.join(outDir, 'infer-latest.json'), `${JSON.stringify(result, null, 2)}\n`);
+
+  // ---- table -------------------------------------------------------------------------------
+  const head = ['model', 'batch', 'seq', 'tokens'];
+  for (const e of active) head.push(`${e} seq/s`, `${e} ms`, `${e} GF/s (%pk)`);
+  if (active.includes('elmo') && active.includes('ort')) head.push('elmo/ORT');
+  if (active.includes('elmo') && active.includes('pytorch')) head.push('elmo/PT');
+  const body = rows.map((r) => {
+    const cells = [r.model, String(r.batch), String(r.seq), String(r.tokens)];
+    for (const e of active) {
+      const x = r[e];
+      cells.push(x ? fmt(x.seq_per_s) : '-', x ? fmt(x.ms) : '-', x ? `${fmt(x.gflops)} (${fmt(x.pct_peak, 2)}%)` : '-');
+    }
+    if (head.includes('elmo/ORT')) cells.push(fmt(r.elmo_over_ort));
+    if (head.includes('elmo/PT')) cells.push(fmt(r.elmo_over_pytorch));
+    return cells;
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells) => `| ${cells.map((c, i) => c.padStart(widths[i])).join(' | ')} |`;
+  console.log('');
+  console.log(line(head));
+  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+  for (const b of body) console.log(line(b));
+  console.log('');
+  for (const m of Object.keys(rss)) {
+    console.log(`peak RSS ${m}: ${Object.entries(rss[m]).map(([e, x]) => `${e} ${fmt(x.peak_mb)} MB` + (x.start_mb ? ` (runtime before model ${fmt(x.start_mb)} MB)` : '')).join(', ')}`);
+  }
+  for (const g of goals) console.log(`goal: ${g.goal} (target ${g.target}): ${g.met === null ? 'n/a' : g.met ? 'MET' : 'NOT MET'}; ${g.detail}`);
+  for (const p of problems) console.log(`! ${p}`);
+  console.log(`wrote bench/results/infer-latest.json (${result.wall_s} s)`);
+  if (problems.length > 0) process.exitCode = 1;
+}
+
+const child = option('child', null);
+if (child) {
+  const spec = JSON.parse(fs.readFileSync(String(option('spec', '')), 'utf8'));
+  (child === 'ort' ? ortChild(spec) : elmoChild(spec)).catch((e) => {
+    console.error(e && e.stack ? e.stack : String(e));
+    process.exit(1);
+  });
+} else {
+  main().catch((e) => {
+    console.error(e && e.stack ? e.stack : String(e));
+    process.exit(1);
+  });
+}
