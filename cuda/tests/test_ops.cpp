@@ -751,11 +751,15 @@ TEST_CASE(memory_and_errors) {
   CHECK(g_gpu->device() == Device::kCuda);
   CHECK(g_gpu->name().find("cuda:0") == 0);
   // An absurd allocation fails with ERR_OOM naming the bytes, and the backend keeps working.
-  Tensor huge;
-  Status s = g_gpu->alloc(&huge, DType::kF32, {int64_t(1) << 22, int64_t(1) << 22});
-  CHECK(s.code() == Code::kOom);
-  CHECK(s.message().find("bytes") != std::string::npos);
-  CHECK(huge.empty());
+  // Under compute-sanitizer (ELMO_TEST_QUICK, scripts/gpu-check.sh) the failed cudaMalloc is
+  // reported as an API error, so the case is left out there.
+  if (std::getenv("ELMO_TEST_QUICK") == nullptr) {
+    Tensor huge;
+    Status s = g_gpu->alloc(&huge, DType::kF32, {int64_t(1) << 22, int64_t(1) << 22});
+    CHECK(s.code() == Code::kOom);
+    CHECK(s.message().find("bytes") != std::string::npos);
+    CHECK(huge.empty());
+  }
   Arena a(*g_gpu);
   std::vector<float> v = random_vec(1000, 5);
   Tensor t = a.up(v, {1000});
