@@ -78,6 +78,8 @@ int fail(const elmo::Status& st, const char* what) {
 int main(int argc, char** argv) {
   std::string device = "cpu", models = "mini,small,base", batches = "1,8,32", seqs = "32,128";
   bool chat = true;
+  int chat_batch = 32;
+  std::string precision = "fp32";
   double min_ms = 500;
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
@@ -94,11 +96,14 @@ int main(int argc, char** argv) {
     else if (a == "--batches") batches = next();
     else if (a == "--seqs") seqs = next();
     else if (a == "--no-chat") chat = false;
+    else if (a == "--chat-batch") chat_batch = std::atoi(next().c_str());
+    else if (a == "--precision") precision = next();
     else if (a == "--min-ms") min_ms = std::atof(next().c_str());
     else if (a == "--threads") threads = std::atoi(next().c_str());
     else {
       std::fprintf(stderr, "usage: bench_bert [--device cpu|cuda] [--models mini,small,base] [--batches 1,8,32] "
-                           "[--seqs 32,128] [--no-chat] [--min-ms 500] [--threads N]\n");
+                           "[--seqs 32,128] [--no-chat] [--chat-batch 32] [--precision fp32|bf16 (cuda)] [--min-ms 500] "
+                           "[--threads N]\n");
       return 2;
     }
   }
@@ -111,7 +116,9 @@ int main(int argc, char** argv) {
     if (!st) return fail(st, "cpu backend");
   } else if (device == "cuda") {
 #ifdef ELMO_HAVE_CUDA
-    elmo::Status st = elmo::make_cuda_backend(&backend);
+    elmo::CudaOptions o;
+    o.compute = precision == "bf16" ? elmo::DType::kBF16 : elmo::DType::kF32;
+    elmo::Status st = elmo::make_cuda_backend(&backend, o);
     if (!st) return fail(st, "cuda backend");
 #else
     std::fprintf(stderr, "bench_bert: built without CUDA\n");
@@ -123,10 +130,11 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "bench_bert on %s\n", backend->name().c_str());
 
-  // The chat batch: 32 utterances of 5-60 tokens.
+  // The chat batch: chat_batch utterances of 5-60 tokens (the same lengths as
+  // scripts/bench_torch_bert_gpu.py draws).
   std::vector<int> chat_lens;
   uint64_t s = 12345;
-  for (int i = 0; i < 32; ++i) {
+  for (int i = 0; i < chat_batch; ++i) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     chat_lens.push_back(5 + static_cast<int>((s >> 33) % 56));
   }
@@ -158,7 +166,7 @@ int main(int argc, char** argv) {
     std::vector<Case> cases;
     for (const std::string& b : split(batches))
       for (const std::string& q : split(seqs)) cases.push_back({std::atoi(b.c_str()), q, std::vector<int>(static_cast<size_t>(std::atoi(b.c_str())), std::atoi(q.c_str()))});
-    if (chat) cases.push_back({32, "chat", chat_lens});
+    if (chat) cases.push_back({chat_batch, "chat", chat_lens});
 
     for (const Case& c : cases) {
       const Batch batch = make_batch(c.lens, 7);
@@ -180,9 +188,9 @@ int main(int argc, char** argv) {
       const double ms = ms_total / iters;
       const double gflops = model->forward_flops(in) / (ms * 1e6);
       const std::string seq_json = c.seq == "chat" ? "\"chat\"" : c.seq;
-      std::printf("{\"bench\":\"bert\",\"device\":\"%s\",\"model\":\"%s\",\"batch\":%d,\"seq\":%s,\"tokens\":%lld,"
+      std::printf("{\"bench\":\"bert\",\"device\":\"%s\",\"precision\":\"%s\",\"model\":\"%s\",\"batch\":%d,\"seq\":%s,\"tokens\":%lld,"
                   "\"seq_per_s\":%.2f,\"ms\":%.3f,\"gflops\":%.2f}\n",
-                  device.c_str(), spec->name, c.batch, seq_json.c_str(), (long long)in.T, c.batch * 1000.0 / ms, ms,
+                  device.c_str(), precision.c_str(), spec->name, c.batch, seq_json.c_str(), (long long)in.T, c.batch * 1000.0 / ms, ms,
                   gflops);
       std::fflush(stdout);
     }

@@ -1,0 +1,184 @@
+// The whole BERT graph on the CUDA backend against the transformers fixtures
+// (test/fixtures/bert-*: checkpoint, packed inputs, float64 expected outputs), and against the
+// CPU backend on the same inputs:
+//   * fp32 compute (exact SIMT GEMM, fp32 attention): 1e-4 relative, as the CPU parity test;
+//   * bf16 compute (tensor cores, fp32 accumulate and statistics): 2e-2 of the tensor's scale.
+// Exit code 77 with "SKIP: no CUDA device (...)" when there is no usable device.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "elmo/bert.h"
+#include "elmo/cuda_backend.h"
+#include "elmo/json.h"
+#include "tests/harness.h"
+
+namespace {
+
+std::string fixtures_dir() {
+  const char* e = std::getenv("ELMO_FIXTURES");
+  return e ? e : "test/fixtures";
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct Fixture {
+  std::string dir;
+  std::vector<int32_t> ids, type_ids, offsets, mlm_positions;
+  std::map<std::string, std::vector<float>> outputs;  // name -> float64 reference rounded to f32
+  elmo::BertInputs inputs() const {
+    elmo::BertInputs in;
+    in.ids = ids.data();
+    in.type_ids = type_ids.data();
+    in.offsets = offsets.data();
+    in.B = static_cast<int>(offsets.size()) - 1;
+    in.T = static_cast<int64_t>(ids.size());
+    in.mlm_positions = mlm_positions.empty() ? nullptr : mlm_positions.data();
+    in.n_mlm = static_cast<int>(mlm_positions.size());
+    return in;
+  }
+};
+
+std::vector<int32_t> ints(const elmo::json::Value* v) {
+  std::vector<int32_t> out;
+  if (v)
+    for (const auto& x : v->items()) out.push_back(static_cast<int32_t>(x.as_int()));
+  return out;
+}
+
+bool load_fixture(const std::string& name, Fixture* f) {
+  f->dir = fixtures_dir() + "/" + name;
+  elmo::json::Value m;
+  elmo::Status st = elmo::json::parse(read_text(f->dir + "/manifest.json"), &m);
+  if (!st.is_ok()) {
+    ++elmo_test::failures();
+    std::fprintf(stderr, "  %s: manifest: %s\n", name.c_str(), st.message().c_str());
+    return false;
+  }
+  f->ids = ints(m.find("ids"));
+  f->type_ids = ints(m.find("type_ids"));
+  f->offsets = ints(m.find("offsets"));
+  f->mlm_positions = ints(m.find("mlm_positions"));
+  for (const auto& kv : m.find("outputs")->members()) {
+    const std::string bytes = read_text(f->dir + "/" + kv.second.find("file")->as_string());
+    std::vector<float> v(bytes.size() / 4);
+    std::memcpy(v.data(), bytes.data(), v.size() * 4);
+    f->outputs[kv.first] = std::move(v);
+  }
+  return true;
+}
+
+std::vector<float> download(elmo::Backend& be, const elmo::Tensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  CHECK_OK(be.download(v.data(), t, v.size() * 4));
+  return v;
+}
+
+// |got - want| <= tol * (max|want| + |want|) elementwise: relative to the element and to the
+// tensor's scale (bf16 rounding error scales with the operands, not with each output).
+void compare_scaled(const std::string& what, const std::vector<float>& got, const std::vector<float>& want,
+                    double tol) {
+  CHECK(got.size() == want.size());
+  if (got.size() != want.size()) return;
+  double scale = 0, worst = 0;
+  size_t at = 0;
+  for (float w : want) scale = std::max(scale, static_cast<double>(std::fabs(w)));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+    const double excess = std::isnan(err) ? 1e300 : err - tol * (scale + std::fabs(want[i]));
+    if (excess > worst) worst = excess, at = i;
+  }
+  if (worst > 0) {
+    ++elmo_test::failures();
+    std::fprintf(stderr, "  %s: mismatch at %zu: got %.7g want %.7g (tol %g, scale %g)\n", what.c_str(), at,
+                 got[at], want[at], tol, scale);
+  }
+}
+
+const char* kFixtures[] = {"bert-a-cls", "bert-b-mlm", "bert-b-multilabel"};
+std::string g_skip;
+
+void run_fixtures(elmo::DType compute, double tol) {
+  elmo::CudaOptions opts;
+  opts.compute = compute;
+  std::unique_ptr<elmo::Backend> gpu;
+  CHECK_OK(elmo::make_cuda_backend(&gpu, opts));
+  if (!gpu) return;
+  for (const char* name : kFixtures) {
+    Fixture f;
+    if (!load_fixture(name, &f)) continue;
+    elmo_test::context() = std::string("[") + name + " " + elmo::dtype_name(compute) + "]";
+    std::unique_ptr<elmo::Bert> m;
+    CHECK_OK(elmo::Bert::load(f.dir, gpu.get(), &m));
+    if (!m) continue;
+    elmo::BertOutputs out;
+    CHECK_OK(m->forward(f.inputs(), {}, &out));
+    CHECK_OK(gpu->sync());
+    const std::pair<const char*, elmo::Tensor*> outs[] = {
+        {"hidden", &out.hidden}, {"pooled", &out.pooled}, {"logits", &out.logits}, {"mlm_logits", &out.mlm_logits}};
+    for (const auto& o : outs) {
+      auto it = f.outputs.find(o.first);
+      if (it == f.outputs.end()) continue;
+      CHECK(!o.second->empty());
+      if (o.second->empty()) continue;
+      compare_scaled(std::string(name) + " " + o.first + " " + elmo::dtype_name(compute), download(*gpu, *o.second),
+                     it->second, tol);
+    }
+    // Twice on the same model: the arena is reused and the result is the same bits.
+    elmo::BertOutputs again;
+    CHECK_OK(m->forward(f.inputs(), {}, &again));
+    const std::vector<float> h1 = download(*gpu, again.hidden);
+    CHECK_OK(m->forward(f.inputs(), {}, &again));
+    const std::vector<float> h2 = download(*gpu, again.hidden);
+    elmo_test::bit_equal((std::string(name) + " repeat").c_str(), h1.data(), h2.data(),
+                         static_cast<int64_t>(h1.size()));
+  }
+  elmo_test::context().clear();
+}
+
+}  // namespace
+
+TEST_CASE(bert_fp32_matches_transformers) { run_fixtures(elmo::DType::kF32, 1e-4); }
+
+TEST_CASE(bert_bf16_matches_transformers) { run_fixtures(elmo::DType::kBF16, 2e-2); }
+
+TEST_CASE(bert_cpu_and_cuda_agree) {
+  Fixture f;
+  if (!load_fixture("bert-a-cls", &f)) return;
+  std::unique_ptr<elmo::Backend> gpu, cpu;
+  CHECK_OK(elmo::make_cuda_backend(&gpu));
+  CHECK_OK(elmo::make_cpu_backend(&cpu));
+  if (!gpu || !cpu) return;
+  std::unique_ptr<elmo::Bert> mg, mc;
+  CHECK_OK(elmo::Bert::load(f.dir, gpu.get(), &mg));
+  CHECK_OK(elmo::Bert::load(f.dir, cpu.get(), &mc));
+  if (!mg || !mc) return;
+  elmo::BertOutputs og, oc;
+  CHECK_OK(mg->forward(f.inputs(), {}, &og));
+  CHECK_OK(mc->forward(f.inputs(), {}, &oc));
+  compare_scaled("cpu vs cuda logits", download(*gpu, og.logits), download(*cpu, oc.logits), 1e-5);
+  compare_scaled("cpu vs cuda hidden", download(*gpu, og.hidden), download(*cpu, oc.hidden), 1e-5);
+}
+
+int main() {
+  std::vector<elmo::CudaDeviceInfo> devs;
+  std::string reason;
+  elmo::Status st = elmo::cuda_devices(&devs, &reason);
+  if (!st.is_ok() || devs.empty()) {
+    std::printf("SKIP: no CUDA device (%s)\n", st.is_ok() ? reason.c_str() : st.message().c_str());
+    return 77;
+  }
+  return elmo_test::run_all_tests();
+}
