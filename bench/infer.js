@@ -4,6 +4,7 @@
 //
 //   node bench/infer.js [--models=mini,small,base] [--engines=elmo,ort,pytorch] [--repeat=N]
 //                       [--budget-ms=1500] [--no-build] [--no-check]
+//   node bench/infer.js --merge=run1.json,run2.json     (best of earlier runs, runs nothing)
 //
 // Models (scripts/export_bench_models.py writes them into bench/models/<name>/ when missing):
 // seeded random BERT mini (L4 H256), small (L4 H512), base (L12 H768), with pooler; the same
@@ -214,7 +215,7 @@ async function elmoChild(spec) {
   const api = elmoApi();
   if (!api) throw new Error('dist/ does not export Bert with forwardIds');
   const rssStart = process.memoryUsage().rss / 2 ** 20;
-  const model = await api.Bert.load(spec.model_dir, { device: 'cpu' });
+  const model = await api.Bert.load(spec.model_dir, { device: 'cpu', threads: spec.threads });
   const packed = (seqs) => {
     const offsets = new Int32Array(seqs.length + 1);
     seqs.forEach((s, b) => (offsets[b + 1] = offsets[b] + s.length));
@@ -292,7 +293,7 @@ function parseRows(stdout) {
 
 function ensureModels(names, problems) {
   const missing = names.filter((m) =>
-    ['config.json', 'model.safetensors', 'model.onnx'].some((f) => !fs.existsSync(path.join(modelsDir, m, f))),
+    ['config.json', 'model.safetensors', 'tokenizer.json', 'model.onnx'].some((f) => !fs.existsSync(path.join(modelsDir, m, f))),
   );
   if (missing.length === 0) return;
   if (!fs.existsSync(python)) {
@@ -471,7 +472,9 @@ async function main() {
     }
   }
   ensureModels(models, problems);
-  if (active.includes('elmo') && !option('no-build', false)) buildNative(problems, !api);
+  // The Node API runs the addon as built (npm run build:addon, npm run build); bench_bert and
+  // elmo_forward are built here.
+  if (active.includes('elmo') && !api && !option('no-build', false)) buildNative(problems, true);
 
   const cases = makeCases();
   const checkDir = fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-infer-check-'));
@@ -513,6 +516,45 @@ async function main() {
   }
   fs.rmSync(checkDir, { recursive: true, force: true });
 
+  const versions = { node: process.version };
+  if (api && typeof api.buildInfo === 'function') {
+    try {
+      versions.elmo_addon = api.buildInfo();
+    } catch {
+      // no build info
+    }
+  }
+  try {
+    versions['onnxruntime-node'] = require('onnxruntime-node/package.json').version;
+  } catch {
+    // not installed
+  }
+  if (active.includes('pytorch')) {
+    const v = sh(python, ['-c', 'import torch, transformers; print(torch.__version__, transformers.__version__)']);
+    if (v.status === 0) [versions.torch, versions.transformers] = v.stdout.trim().split(' ');
+  }
+  report({
+    date: new Date().toISOString(),
+    host,
+    versions,
+    elmo_path: active.includes('elmo') ? (api ? 'node-api' : 'bench_bert') : null,
+    timing: { ...timing, repeat, reduce: repeat > 1 ? 'best of rounds (lowest ms)' : 'single round' },
+    models,
+    active,
+    results,
+    rss,
+    checks,
+    skipped,
+    problems,
+    wall_s: Math.round((Date.now() - t0) / 1e3),
+  });
+}
+
+// Rows (seq/s, GFLOP/s, % of peak, ratios), goals; writes bench/results/infer-latest.json and
+// prints the table. results: model -> case -> engine -> {ms, runs, padded_tokens}.
+function report(ctx) {
+  const { host, models, active, results, rss, problems } = ctx;
+  const cases = makeCases();
   // ---- rows ----------------------------------------------------------------------------------
   const rows = [];
   for (const m of models) {
@@ -574,31 +616,23 @@ async function main() {
     });
   }
 
-  const versions = { node: process.version };
-  try {
-    versions['onnxruntime-node'] = require('onnxruntime-node/package.json').version;
-  } catch {
-    // not installed
-  }
-  if (active.includes('pytorch')) {
-    const v = sh(python, ['-c', 'import torch, transformers; print(torch.__version__, transformers.__version__)']);
-    if (v.status === 0) [versions.torch, versions.transformers] = v.stdout.trim().split(' ');
-  }
   const result = {
-    date: new Date().toISOString(),
+    date: ctx.date,
     host,
-    versions,
-    elmo_path: active.includes('elmo') ? (api ? 'node-api' : 'bench_bert') : null,
-    timing: { ...timing, repeat, reduce: repeat > 1 ? 'best of rounds (lowest ms)' : 'single round' },
+    versions: ctx.versions,
+    elmo_path: ctx.elmo_path,
+    timing: ctx.timing,
+    engines: active,
     flops_formula: 'sum over sequences of length n: L*(2n(4H^2+2HI) + 4n^2 H) + B*2H^2 (pooler); real tokens only',
     rows,
     rss,
-    checks,
+    checks: ctx.checks,
     goals,
-    skipped,
+    skipped: ctx.skipped,
     problems,
-    wall_s: Math.round((Date.now() - t0) / 1e3),
+    wall_s: ctx.wall_s,
   };
+  if (ctx.merged_from) result.merged_from = ctx.merged_from;
   const outDir = path.join(__dirname, 'results');
   fs.mkdirSync(outDir, { recursive: true });
   fs.writeFileSync(path.join(outDir, 'infer-latest.json'), `${JSON.stringify(result, null, 2)}\n`);
@@ -634,6 +668,52 @@ async function main() {
   if (problems.length > 0) process.exitCode = 1;
 }
 
+// --merge=a.json,b.json: the best (lowest ms) of earlier runs' rows, peak RSS the highest, every
+// check kept; rewrites infer-latest.json and prints the table. Runs nothing.
+function merge(files) {
+  const runs = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')));
+  const results = {};
+  const rss = {};
+  const models = [];
+  const active = [];
+  for (const run of runs) {
+    for (const row of run.rows) {
+      if (!models.includes(row.model)) models.push(row.model);
+      const name = row.seq === 'chat' ? 'chat' : `b${row.batch}-s${row.seq}`;
+      for (const e of run.engines || []) {
+        if (!active.includes(e)) active.push(e);
+        const x = row[e];
+        if (!x) continue;
+        results[row.model] = results[row.model] || {};
+        results[row.model][name] = results[row.model][name] || {};
+        const prev = results[row.model][name][e];
+        if (!prev || x.ms < prev.ms) results[row.model][name][e] = { ms: x.ms, runs: x.runs, padded_tokens: x.padded_tokens };
+      }
+    }
+    for (const [m, byEngine] of Object.entries(run.rss || {})) {
+      rss[m] = rss[m] || {};
+      for (const [e, x] of Object.entries(byEngine)) if (!rss[m][e] || x.peak_mb > rss[m][e].peak_mb) rss[m][e] = x;
+    }
+  }
+  const first = runs[0];
+  report({
+    date: new Date().toISOString(),
+    host: first.host,
+    versions: first.versions,
+    elmo_path: first.elmo_path,
+    timing: { ...first.timing, repeat: runs.reduce((a, r) => a + ((r.timing && r.timing.repeat) || 1), 0), reduce: `best of ${files.length} runs (lowest ms)` },
+    models,
+    active,
+    results,
+    rss,
+    checks: runs.flatMap((r) => r.checks || []),
+    skipped: first.skipped,
+    problems: runs.flatMap((r) => r.problems || []),
+    wall_s: runs.reduce((a, r) => a + (r.wall_s || 0), 0),
+    merged_from: files.map((f) => path.basename(f)),
+  });
+}
+
 const child = option('child', null);
 if (child) {
   const spec = JSON.parse(fs.readFileSync(String(option('spec', '')), 'utf8'));
@@ -641,6 +721,8 @@ if (child) {
     console.error(e && e.stack ? e.stack : String(e));
     process.exit(1);
   });
+} else if (option('merge', null)) {
+  merge(String(option('merge', '')).split(',').filter(Boolean));
 } else {
   main().catch((e) => {
     console.error(e && e.stack ? e.stack : String(e));

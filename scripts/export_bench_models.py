@@ -6,6 +6,9 @@
 For each model, bench/models/<name>/ gets
   config.json + model.safetensors   transformers BertModel (with pooler), save_pretrained: the
                                     weights elmo loads and PyTorch runs;
+  tokenizer.json                    BertTokenizerFast over the bert-base-uncased vocabulary
+                                    (/work/shared/data/bert_vocab), so the directory is a complete
+                                    model as elmo's Bert.load expects one;
   model.onnx                        the same model exported with dynamic batch/sequence axes
                                     (inputs input_ids, attention_mask, token_type_ids; outputs
                                     last_hidden_state, pooler_output; opset 17), then passed through
@@ -28,6 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "models")
 
 # name: (layers, hidden, heads); intermediate = 4 * hidden, vocab 30522, 512 positions.
+VOCAB = os.environ.get("ELMO_BENCH_VOCAB", "/work/shared/data/bert_vocab/vocab.txt")
+
 MODELS = {"mini": (4, 256, 4), "small": (4, 512, 8), "base": (12, 768, 12)}
 SEED = {"mini": 11, "small": 12, "base": 13}
 
@@ -160,6 +165,14 @@ def export_onnx(model, name, path):
           f"max |onnx - torch| hidden {dh:.1e} pooled {dp:.1e}")
 
 
+def save_tokenizer(d):
+    from transformers import BertTokenizerFast
+
+    if not os.path.exists(VOCAB):
+        sys.exit(f"vocabulary {VOCAB} not found (set ELMO_BENCH_VOCAB to a BERT vocab.txt)")
+    BertTokenizerFast(vocab_file=VOCAB, do_lower_case=True).save_pretrained(d)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="mini,small,base")
@@ -172,10 +185,16 @@ def main():
         st = os.path.join(d, "model.safetensors")
         onx = os.path.join(d, "model.onnx")
         have_hf = os.path.exists(st) and os.path.exists(os.path.join(d, "config.json"))
-        if have_hf and os.path.exists(onx) and not args.force:
+        have_tok = os.path.exists(os.path.join(d, "tokenizer.json"))
+        if have_hf and have_tok and os.path.exists(onx) and not args.force:
             print(f"{name}: {d} up to date")
             continue
         os.makedirs(d, exist_ok=True)
+        if not have_tok or args.force:
+            save_tokenizer(d)
+            print(f"{name}: tokenizer.json")
+        if have_hf and os.path.exists(onx) and not args.force:
+            continue
         model = build(name)
         if not have_hf or args.force:
             model.save_pretrained(d, safe_serialization=True)
