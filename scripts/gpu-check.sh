@@ -83,7 +83,9 @@ if [ "${STEP[build]}" = ok ] && command -v compute-sanitizer >/dev/null; then
 fi
 
 step "node"
-if [ -f .node/node.xz ] && [ -f build/Release/elmo.node ]; then
+# An addon built with the CUDA backend next to the executables takes the place of build/Release's.
+if [ -f "$BUILD/elmo.node" ]; then mkdir -p build/Release && cp "$BUILD/elmo.node" build/Release/elmo.node; fi
+if [ -f .node/node.xz ] && [ -f build/Release/elmo.node ] && [ -d dist ]; then
   mkdir -p /tmp/elmo-node && xz -dc .node/node.xz >/tmp/elmo-node/node && chmod +x /tmp/elmo-node/node
   if [ -f scripts/gpu-node-smoke.js ]; then
     timeout 300 /tmp/elmo-node/node scripts/gpu-node-smoke.js >"$REPORT_DIR/node.log" 2>&1 && STEP[node]=ok || STEP[node]=failed
