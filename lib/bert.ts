@@ -28,6 +28,13 @@ import type { NativeForwardOptions, NativeForwardResult, NativeModel, NativeMode
 import { Tokenizer, TokenizerError } from './tokenizer';
 import type { TokenizerInput, TokenizerOptions } from './tokenizer';
 
+// Node defines Symbol.dispose as the registered symbol 'nodejs.dispose', but a vm context (a
+// jest test, a REPL sandbox) may lack it; the same registered symbol there keeps `using` and
+// `[Symbol.dispose]()` working and equal across realms.
+if (typeof Symbol.dispose !== 'symbol') {
+  Object.defineProperty(Symbol, 'dispose', { value: Symbol.for('nodejs.dispose') });
+}
+
 /** One model input: a text, or a pair of texts encoded as `[CLS] A [SEP] B [SEP]`. */
 export type BertInput = TokenizerInput;
 
@@ -252,6 +259,14 @@ export class Bert {
     ] as const) {
       const v = config[key];
       if (!Number.isInteger(v) || v < 1) throw expected(InputError, 'a positive integer', `config.${key}`, v);
+    }
+    if (config.hiddenSize % config.numHeads !== 0) {
+      throw expected(
+        InputError,
+        `a multiple of config.numHeads (${String(config.numHeads)})`,
+        'config.hiddenSize',
+        config.hiddenSize,
+      );
     }
     if (options.tokenizer.vocabSize > config.vocabSize) {
       throw new InputError(
@@ -479,11 +494,16 @@ export class Bert {
     if (!Array.isArray(inputs) || inputs.length === 0) {
       throw expected(InputError, 'a non-empty array of strings or [string, string] pairs', 'inputs', inputs);
     }
+    const pairs = this.#info.typeVocabSize > 1;
     for (let b = 0; b < inputs.length; b++) {
       const item: unknown = inputs[b];
       if (typeof item === 'string') continue;
       if (Array.isArray(item) && item.length === 2 && typeof item[0] === 'string' && typeof item[1] === 'string') {
-        continue;
+        if (pairs) continue;
+        throw new InputError(
+          `Expected a single text (the model's type_vocab_size is ${String(this.#info.typeVocabSize)}) ` +
+            `for inputs[${String(b)}] but received a [string, string] pair`,
+        );
       }
       throw expected(InputError, 'a string or a [string, string] pair', `inputs[${String(b)}]`, item);
     }
