@@ -16,6 +16,7 @@ import {
   Tokenizer,
   devices,
 } from '../lib';
+import { native } from '../lib/native';
 import { expectClose } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
@@ -132,6 +133,19 @@ describe.each(FIXTURE_DIRS)('Bert on fixture %s', (name) => {
     const second = await model.forward(['something else entirely', 'x']);
     expect(second.hidden.buffer).not.toBe(first.hidden.buffer);
     expect(bitEqual(first.hidden, copy)).toBe(true);
+  });
+
+  it('where external buffers are forbidden, outputs are equal copies', async () => {
+    const zeroCopy = await model.forwardIds(packed(m));
+    native().testing.setExternalBuffers(false);
+    try {
+      const copied = await model.forwardIds(packed(m));
+      expect(bitEqual(copied.hidden, zeroCopy.hidden)).toBe(true);
+      expect(bitEqual(copied.pooled, zeroCopy.pooled)).toBe(true);
+      expect(bitEqual(copied.logits, zeroCopy.logits)).toBe(true);
+    } finally {
+      native().testing.setExternalBuffers(true);
+    }
   });
 
   it('embed pools in native code: mean over real tokens, or the [CLS] row', async () => {
