@@ -17,7 +17,7 @@ import {
   devices,
 } from '../lib';
 import { native } from '../lib/native';
-import { expectClose } from './helpers';
+import { collectUntil, expectClose, gcFunction } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 const FIXTURE_DIRS = ['bert-a-cls', 'bert-b-mlm', 'bert-b-multilabel'];
@@ -393,6 +393,32 @@ describe('Bert lifecycle and concurrency', () => {
     expect(out.hidden.length).toBe(8 * 256 * 128);
     expect(out.hidden.every((v) => Number.isFinite(v))).toBe(true);
     expect((await rejection(model.forward(['hi']))).code).toBe('ERR_DISPOSED');
+  });
+});
+
+describe('Bert and the garbage collector', () => {
+  it('a model dropped by JS during a forward still settles, then is collected', async () => {
+    const tokenizer = Tokenizer.fromVocab(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'));
+    const config = {
+      vocabSize: tokenizer.vocabSize,
+      hiddenSize: 64,
+      numLayers: 2,
+      numHeads: 2,
+      intermediateSize: 128,
+      maxPositions: 128,
+      typeVocabSize: 2,
+    };
+    const texts = Array.from({ length: 8 }, () => 'a b c d e f g h i j k l m n o p q r s t u v w x y z'.repeat(4));
+    // Each model owns a worker thread (and a CPU pool): the finalizer must join them.
+    const threads = (): number => (fs.existsSync('/proc/self/task') ? fs.readdirSync('/proc/self/task').length : 0);
+    const pending = Array.from({ length: 3 }, (_, i) => Bert.create(config, { tokenizer, seed: i }).forward(texts));
+    const during = threads();
+    const gc = gcFunction();
+    gc();
+    const outs = await Promise.all(pending);
+    for (const out of outs) expect(out.hidden.every((v) => Number.isFinite(v))).toBe(true);
+    const collected = await collectUntil(() => threads() <= during - 3);
+    if (during > 0) expect(collected).toBe(true);
   });
 });
 
