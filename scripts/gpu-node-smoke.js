@@ -15,7 +15,10 @@ async function main() {
   if (!info.cuda.available) throw new Error(`no CUDA device: ${info.cuda.reason}`);
   const dir = path.join(root, 'test', 'fixtures', 'bert-a-cls');
   const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
-  const expected = new Float32Array(fs.readFileSync(path.join(dir, manifest.outputs.logits.file)).buffer.slice(0));
+  // A small file's Buffer is a view into a shared pool: copy exactly its bytes.
+  const bytes = fs.readFileSync(path.join(dir, manifest.outputs.logits.file));
+  const expected = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  if (expected.length !== manifest.outputs.logits.shape.reduce((a, b) => a * b, 1)) throw new Error('bad fixture');
   for (const device of ['cuda', 'cpu']) {
     const model = await elmo.Bert.load(dir, { device });
     const out = await model.forwardIds({
@@ -23,6 +26,7 @@ async function main() {
       typeIds: Int32Array.from(manifest.type_ids),
       offsets: Int32Array.from(manifest.offsets),
     });
+    if (!out.logits || out.logits.length !== expected.length) throw new Error(`${device}: logits missing or short`);
     let worst = 0;
     for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(out.logits[i] - expected[i]));
     console.log(JSON.stringify({ device: model.device, logits: expected.length, maxAbsDiff: worst }));

@@ -2,7 +2,11 @@
 // (test/fixtures/bert-*: checkpoint, packed inputs, float64 expected outputs), and against the
 // CPU backend on the same inputs:
 //   * fp32 compute (exact SIMT GEMM, fp32 attention): 1e-4 relative, as the CPU parity test;
-//   * bf16 compute (tensor cores, fp32 accumulate and statistics): 2e-2 of the tensor's scale.
+//   * bf16 compute (tensor cores, fp32 accumulate and statistics): 8e-2 of the tensor's scale.
+//     The fixtures' random weights (std 0.2, a saturated tanh pooler) amplify rounding: the same
+//     checkpoint in PyTorch with only the Linear operands rounded to bf16 (fp32 accumulate)
+//     already moves pooled by 0.043 and logits by 0.040 (scales 1.0 and 3.9); attention in bf16
+//     adds to that (0.066 on pooled was measured on an H200). A wrong kernel is off by O(scale).
 // Exit code 77 with "SKIP: no CUDA device (...)" when there is no usable device.
 #include <algorithm>
 #include <cmath>
@@ -152,7 +156,7 @@ void run_fixtures(elmo::DType compute, double tol) {
 
 TEST_CASE(bert_fp32_matches_transformers) { run_fixtures(elmo::DType::kF32, 1e-4); }
 
-TEST_CASE(bert_bf16_matches_transformers) { run_fixtures(elmo::DType::kBF16, 2e-2); }
+TEST_CASE(bert_bf16_matches_transformers) { run_fixtures(elmo::DType::kBF16, 8e-2); }
 
 TEST_CASE(bert_cpu_and_cuda_agree) {
   Fixture f;
