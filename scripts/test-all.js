@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // `npm test`: every test of the project, one summary.
 //
-//   1. configure + build the native tree (build-native-ci: -DELMO_ADDON=OFF -DELMO_WERROR=ON,
-//      ELMO_CUDA=AUTO so the CUDA backend compiles with -Werror wherever nvcc exists);
+//   1. configure + build the native tests with -DELMO_WERROR=ON, ELMO_CUDA=AUTO (the CUDA backend
+//      compiles with -Werror wherever nvcc exists), in the addon's tree build/ when `npm install`
+//      made one (the libraries then compile once), else in build-native-ci;
 //   2. ctest --output-on-failure; each native test executable prints "N passed, N failed",
 //      which is summed here (an executable that exits 77 is a visible SKIP, not a pass);
 //   3. jest with test/reporter.js (builds the addon first if it is missing);
@@ -62,8 +63,13 @@ function lastSummary(text) {
 // ---- native ------------------------------------------------------------------------------
 function native() {
   const result = { passed: 0, failed: 0, skipped: 0, skippedNames: [], problems: [] };
-  const dir = path.join(root, asan ? 'build-asan' : 'build-native-ci');
-  const configure = ['-S', '.', '-B', dir, '-DELMO_ADDON=OFF', '-DELMO_WERROR=ON'];
+  // The addon's build tree (cmake-js, build/) is reused when it exists: the tests are added to
+  // it, so the libraries (CUDA included) compile once for `npm ci` and `npm test` together.
+  const addonTree = path.join(root, 'build', 'CMakeCache.txt');
+  const reuse = !asan && fs.existsSync(addonTree) && /CMAKE_JS_INC/.test(fs.readFileSync(addonTree, 'utf8'));
+  const dir = path.join(root, asan ? 'build-asan' : reuse ? 'build' : 'build-native-ci');
+  const configure = ['-S', '.', '-B', dir, '-DELMO_WERROR=ON', '-DELMO_TESTS=ON', '-DELMO_BENCH=ON'];
+  if (!reuse) configure.push('-DELMO_ADDON=OFF');
   if (asan) configure.push('-DELMO_ASAN=ON', '-DELMO_CUDA=OFF', '-DCMAKE_BUILD_TYPE=RelWithDebInfo');
   else configure.push(`-DELMO_CUDA=${process.env.ELMO_CUDA || 'AUTO'}`);
   if (!fs.existsSync(path.join(dir, 'CMakeCache.txt'))) {
