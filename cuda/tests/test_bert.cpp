@@ -22,67 +22,13 @@
 #include "elmo/bert.h"
 #include "elmo/cuda_backend.h"
 #include "elmo/json.h"
+#include "tests/bert_fixture.h"
 #include "tests/harness.h"
 
+using bert_fixture::Fixture;
+using bert_fixture::load_fixture;
+
 namespace {
-
-std::string fixtures_dir() {
-  const char* e = std::getenv("ELMO_FIXTURES");
-  return e ? e : "test/fixtures";
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct Fixture {
-  std::string dir;
-  std::vector<int32_t> ids, type_ids, offsets, mlm_positions;
-  std::map<std::string, std::vector<float>> outputs;  // name -> float64 reference rounded to f32
-  elmo::BertInputs inputs() const {
-    elmo::BertInputs in;
-    in.ids = ids.data();
-    in.type_ids = type_ids.data();
-    in.offsets = offsets.data();
-    in.B = static_cast<int>(offsets.size()) - 1;
-    in.T = static_cast<int64_t>(ids.size());
-    in.mlm_positions = mlm_positions.empty() ? nullptr : mlm_positions.data();
-    in.n_mlm = static_cast<int>(mlm_positions.size());
-    return in;
-  }
-};
-
-std::vector<int32_t> ints(const elmo::json::Value* v) {
-  std::vector<int32_t> out;
-  if (v)
-    for (const auto& x : v->items()) out.push_back(static_cast<int32_t>(x.as_int()));
-  return out;
-}
-
-bool load_fixture(const std::string& name, Fixture* f) {
-  f->dir = fixtures_dir() + "/" + name;
-  elmo::json::Value m;
-  elmo::Status st = elmo::json::parse(read_text(f->dir + "/manifest.json"), &m);
-  if (!st.is_ok()) {
-    ++elmo_test::failures();
-    std::fprintf(stderr, "  %s: manifest: %s\n", name.c_str(), st.message().c_str());
-    return false;
-  }
-  f->ids = ints(m.find("ids"));
-  f->type_ids = ints(m.find("type_ids"));
-  f->offsets = ints(m.find("offsets"));
-  f->mlm_positions = ints(m.find("mlm_positions"));
-  for (const auto& kv : m.find("outputs")->members()) {
-    const std::string bytes = read_text(f->dir + "/" + kv.second.find("file")->as_string());
-    std::vector<float> v(bytes.size() / 4);
-    std::memcpy(v.data(), bytes.data(), v.size() * 4);
-    f->outputs[kv.first] = std::move(v);
-  }
-  return true;
-}
 
 std::vector<float> download(elmo::Backend& be, const elmo::Tensor& t) {
   std::vector<float> v(static_cast<size_t>(t.numel()));
@@ -138,7 +84,7 @@ void run_fixtures(elmo::DType compute, double tol) {
       CHECK(!o.second->empty());
       if (o.second->empty()) continue;
       compare_scaled(std::string(name) + " " + o.first + " " + elmo::dtype_name(compute), download(*gpu, *o.second),
-                     it->second, tol);
+                     it->second.values, tol);
     }
     // Twice on the same model: the arena is reused and the result is the same bits.
     elmo::BertOutputs again;
