@@ -172,15 +172,22 @@ class Model : public Napi::ObjectWrap<Model> {
     std::string device = "cpu";
     int threads = 0;
     int cuda_device = 0;
+    std::string precision = "fp32";
     if (opts.IsObject()) {
       Napi::Object o = opts.As<Napi::Object>();
       if (!is_absent(o.Get("device"))) device = string_arg(o.Get("device"), "options.device");
       if (!is_absent(o.Get("threads"))) threads = static_cast<int>(int_arg(o.Get("threads"), "options.threads", 0, 1024));
       if (!is_absent(o.Get("cudaDevice")))
         cuda_device = static_cast<int>(int_arg(o.Get("cudaDevice"), "options.cudaDevice", 0, 1023));
+      if (!is_absent(o.Get("precision"))) precision = string_arg(o.Get("precision"), "options.precision");
     }
+    if (precision != "fp32" && precision != "bf16")
+      throw_expected(env, "ERR_INPUT", "one of 'fp32', 'bf16'", "options.precision", Napi::String::New(env, precision));
     std::unique_ptr<Backend> backend;
     if (device == "cpu") {
+      // The CPU kernels are f32; bf16 GEMM on avx512_bf16 is not built yet.
+      if (precision != "fp32")
+        throw_if_error(env, Status(Code::kUnsupported, "precision 'bf16' is available on CUDA only"));
       CpuOptions co;
       co.threads = threads;
       throw_if_error(env, make_cpu_backend(&backend, co));
@@ -195,6 +202,7 @@ class Model : public Napi::ObjectWrap<Model> {
         throw_device_unavailable(env, strformat("device %d requested but %zu found", cuda_device, found.size()));
       CudaOptions co;
       co.device = cuda_device;
+      co.compute = precision == "bf16" ? DType::kBF16 : DType::kF32;
       const Status made = make_cuda_backend(&backend, co);
       if (!made.is_ok()) throw_device_unavailable(env, made.message());
 #else

@@ -90,6 +90,13 @@ export interface BertRunOptions {
   truncation?: boolean;
   /** CPU threads of this model's pool; default ELMO_NUM_THREADS or the machine's cores. */
   threads?: number;
+  /**
+   * Matrix-product precision. `'fp32'` (default): exact fp32 everywhere. `'bf16'` (CUDA only):
+   * GEMM and attention operands in bf16 on the tensor cores, fp32 accumulation, fp32 weights
+   * kept and fp32 LayerNorm/softmax statistics. On the CPU `'bf16'` is refused with
+   * `ERR_UNSUPPORTED`.
+   */
+  precision?: 'fp32' | 'bf16';
 }
 
 /** Options of {@link Bert.load}. */
@@ -556,7 +563,10 @@ export class Bert {
 
 function checkRunOptions(options: BertRunOptions): void {
   if (typeof options !== 'object' || options === null) throw expected(InputError, 'an object', 'options', options);
-  const { maxSeqLen, truncation, threads } = options;
+  const { maxSeqLen, truncation, threads, precision } = options;
+  if (precision !== undefined && precision !== 'fp32' && precision !== 'bf16') {
+    throw expected(InputError, "one of 'fp32', 'bf16'", 'options.precision', precision);
+  }
   if (maxSeqLen !== undefined && (!Number.isInteger(maxSeqLen) || maxSeqLen < 3)) {
     throw expected(InputError, 'an integer >= 3', 'options.maxSeqLen', maxSeqLen);
   }
@@ -570,7 +580,11 @@ function checkRunOptions(options: BertRunOptions): void {
 
 function newNativeModel(options: BertRunOptions): NativeModel {
   const device = resolveDevice(options.device ?? 'auto');
-  return new (native().NativeModel)({ device, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
+  return new (native().NativeModel)({
+    device,
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.precision !== undefined ? { precision: options.precision } : {}),
+  });
 }
 
 function checkInt32(v: unknown, what: string): void {

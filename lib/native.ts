@@ -120,6 +120,8 @@ export interface NativeModelOptions {
   threads?: number;
   /** CUDA device index. */
   cudaDevice?: number;
+  /** GEMM/attention operand precision: `'fp32'` (exact) or `'bf16'` (CUDA only). */
+  precision?: 'fp32' | 'bf16';
 }
 
 /** Architecture and heads of a loaded or created model, as bindings/model.cpp reports them. */

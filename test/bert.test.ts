@@ -536,6 +536,17 @@ describe('Bert.load failures', () => {
     expect(err.message).toContain(reason);
   });
 
+  it('precision is checked: bf16 is CUDA-only, anything else is ERR_INPUT', async () => {
+    const dir = path.join(FIXTURES, 'bert-a-cls');
+    const bad = await rejection(Bert.load(dir, { device: 'cpu', precision: 'fp16' as never }));
+    expect(bad).toBeInstanceOf(InputError);
+    expect(bad.message).toMatch(/Expected one of 'fp32', 'bf16' for options.precision/);
+    const cpuBf16 = await rejection(Bert.load(dir, { device: 'cpu', precision: 'bf16' }));
+    expect(cpuBf16.code).toBe('ERR_UNSUPPORTED');
+    using exact = await Bert.load(dir, { device: 'cpu', precision: 'fp32' });
+    expect(exact.device).toBe('cpu');
+  });
+
   function copyFixture(): string {
     const dir = tmpDir();
     for (const f of ['config.json', 'model.safetensors', 'vocab.txt']) {
