@@ -132,9 +132,12 @@ function writeF32(file, arrays) {
   fs.writeFileSync(file, Buffer.concat(arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
 }
 
-function emitRss(rssStart) {
-  const peak = process.resourceUsage().maxRSS / 1024;
-  console.log(JSON.stringify({ rss: { peak_mb: +peak.toFixed(1), start_mb: +rssStart.toFixed(1) } }));
+const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
+
+// start: resident before the model (the runtime); load: peak right after loading the model.
+function emitRss(rssStart, loadPeak) {
+  const rss = { peak_mb: +peakRssMb().toFixed(1), start_mb: +rssStart.toFixed(1), load_peak_mb: +loadPeak.toFixed(1) };
+  console.log(JSON.stringify({ rss }));
 }
 
 // ---- child: onnxruntime-node ---------------------------------------------------------------
@@ -147,6 +150,7 @@ async function ortChild(spec) {
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
   });
+  const loadPeak = peakRssMb();
   let version = '';
   try {
     version = require('onnxruntime-node/package.json').version;
@@ -195,7 +199,7 @@ async function ortChild(spec) {
     console.log(JSON.stringify({ engine: 'ort', case: c.name, ms: +r.ms.toFixed(3), runs: r.runs, padded_tokens: c.ids.length * S }));
   }
   await session.release();
-  emitRss(rssStart);
+  emitRss(rssStart, loadPeak);
 }
 
 // ---- child: elmo through the Node API ------------------------------------------------------
@@ -216,6 +220,7 @@ async function elmoChild(spec) {
   if (!api) throw new Error('dist/ does not export Bert with forwardIds');
   const rssStart = process.memoryUsage().rss / 2 ** 20;
   const model = await api.Bert.load(spec.model_dir, { device: 'cpu', threads: spec.threads });
+  const loadPeak = peakRssMb();
   const packed = (seqs) => {
     const offsets = new Int32Array(seqs.length + 1);
     seqs.forEach((s, b) => (offsets[b + 1] = offsets[b] + s.length));
@@ -233,7 +238,7 @@ async function elmoChild(spec) {
     console.log(JSON.stringify({ engine: 'elmo', case: c.name, ms: +r.ms.toFixed(3), runs: r.runs, padded_tokens: inputs.ids.length }));
   }
   if (typeof model.dispose === 'function') model.dispose();
-  emitRss(rssStart);
+  emitRss(rssStart, loadPeak);
 }
 
 // ---- orchestration --------------------------------------------------------------------------
@@ -660,7 +665,7 @@ function report(ctx) {
   for (const b of body) console.log(line(b));
   console.log('');
   for (const m of Object.keys(rss)) {
-    console.log(`peak RSS ${m}: ${Object.entries(rss[m]).map(([e, x]) => `${e} ${fmt(x.peak_mb)} MB` + (x.start_mb ? ` (runtime before model ${fmt(x.start_mb)} MB)` : '')).join(', ')}`);
+    console.log(`peak RSS ${m}: ${Object.entries(rss[m]).map(([e, x]) => `${e} ${fmt(x.peak_mb)} MB` + (x.start_mb ? ` (runtime ${fmt(x.start_mb)} MB, peak after load ${fmt(x.load_peak_mb)} MB)` : '')).join(', ')}`);
   }
   for (const g of goals) console.log(`goal: ${g.goal} (target ${g.target}): ${g.met === null ? 'n/a' : g.met ? 'MET' : 'NOT MET'}; ${g.detail}`);
   for (const p of problems) console.log(`! ${p}`);
@@ -692,7 +697,12 @@ function merge(files) {
     }
     for (const [m, byEngine] of Object.entries(run.rss || {})) {
       rss[m] = rss[m] || {};
-      for (const [e, x] of Object.entries(byEngine)) if (!rss[m][e] || x.peak_mb > rss[m][e].peak_mb) rss[m][e] = x;
+      for (const [e, x] of Object.entries(byEngine)) {
+        const prev = rss[m][e] || {};
+        const most = (k) => Math.max(...[prev[k], x[k]].filter((v) => typeof v === 'number'), -Infinity);
+        rss[m][e] = { peak_mb: most('peak_mb'), start_mb: x.start_mb ?? prev.start_mb ?? null };
+        if (most('load_peak_mb') > -Infinity) rss[m][e].load_peak_mb = most('load_peak_mb');
+      }
     }
   }
   const first = runs[0];

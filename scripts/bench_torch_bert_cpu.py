@@ -11,7 +11,8 @@ the model uses transformers' default attention (SDPA), torch.inference_mode, fp3
 Timing per case: warm-up until ~200 ms have passed (at least one forward), then the median of
 `runs` forwards, runs = clamp(budget_ms / warm-up time, min_runs, max_runs); 2 when one forward
 takes longer than long_ms. Prints one JSON row per case, then {"rss": ...}: peak resident set of
-this process (ru_maxrss) and the resident set before the model was loaded. With "check" in the
+this process (ru_maxrss), the resident set before the model was loaded (torch imported) and the
+peak right after loading it. With "check" in the
 spec, also writes pooled [B, H] and the unpadded last hidden rows [T, H] of that batch as f32.
 """
 import argparse
@@ -45,6 +46,7 @@ def main():
     except RuntimeError:
         pass
     model = BertModel.from_pretrained(spec["model_dir"], dtype=torch.float32).eval()
+    load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"pytorch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"attention {model.config._attn_implementation}", file=sys.stderr)
 
@@ -97,7 +99,8 @@ def main():
                               "padded_tokens": int(batch[0].numel())}), flush=True)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rss": {"peak_mb": round(peak, 1), "start_mb": round(rss_start, 1)}}), flush=True)
+    print(json.dumps({"rss": {"peak_mb": round(peak, 1), "start_mb": round(rss_start, 1),
+                              "load_peak_mb": round(load_peak, 1)}}), flush=True)
 
 
 if __name__ == "__main__":
