@@ -306,4 +306,56 @@ TEST_CASE(sgemm_alpha_beta_leading_dims) {
   context().clear();
 }
 
+// Few-row NT (x . W^T with M <= 64) runs without packing on AVX2: every row tail (M mod 4),
+// column tail (N mod 3, task width 48), K tail (K mod 8, K < 8) and the 64-row boundary, through
+// sgemm with padded leading dimensions and beta 0 / 1, and through gemm with every epilogue.
+TEST_CASE(gemm_nt_few_rows_tails) {
+  std::map<std::string, std::vector<float>> one_thread;
+  for (const Config& cfg : all_configs()) {
+    ThreadPool pool(cfg.threads);
+    const cpu::Ctx ctx{&pool, cfg.isa};
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 31, 64, 65})
+      for (int64_t N : {1, 2, 4, 47, 49, 98})
+        for (int64_t K : {1, 7, 8, 9, 77})
+          for (float beta : {0.0f, 1.0f}) {
+            const int64_t lda = K + 3, ldb = K + 5, ldc = N + 2;
+            const uint64_t seed = static_cast<uint64_t>(M * 100000 + N * 100 + K) * 2 + (beta != 0.0f);
+            std::vector<float> A = random_vec(M * lda, seed + 1), B = random_vec(N * ldb, seed + 2);
+            std::vector<float> Cm = random_vec(M * ldc, seed + 3);
+            if (beta == 0.0f)
+              for (int64_t m = 0; m < M; ++m)
+                for (int64_t n = 0; n < N; ++n) Cm[m * ldc + n] = std::nanf("");  // not read
+            std::vector<double> want = to_double(Cm);
+            ref::sgemm(GemmOp::kNT, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, beta, want.data(), ldc);
+            context() = strformat("[isa=%s threads=%d] NT M=%lld N=%lld K=%lld beta=%g", isa_name(cfg.isa),
+                                  cfg.threads, (long long)M, (long long)N, (long long)K, beta);
+            cpu::sgemm(ctx, GemmOp::kNT, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, beta, Cm.data(), ldc);
+            all_close("C", Cm.data(), want.data(), M * ldc, atol_for(K), kRtol);  // padding untouched too
+            const std::string key = strformat("%d/%lld/%g", static_cast<int>(cfg.isa), (long long)seed, beta);
+            if (cfg.threads == 1) one_thread[key] = Cm;
+            else bit_equal("C vs 1 thread", Cm.data(), one_thread[key].data(), M * ldc);
+          }
+  }
+  for_each_config([&](Backend& be, const Config& cfg) {
+    const int64_t M = 37, N = 101, K = 333;  // 9 row blocks + 1, 2 tasks + 5 columns, K mod 8 = 5
+    for (Epilogue ep : {Epilogue::kBias, Epilogue::kBiasGelu, Epilogue::kResidual, Epilogue::kBiasResidual}) {
+      std::vector<float> a = random_vec(M * K, 31), b = random_vec(N * K, 32), bias = random_vec(N, 33),
+                         res = random_vec(M * N, 34), out(M * N, std::nanf("")), pre(M * N, std::nanf(""));
+      std::vector<double> want(M * N, 0.0), want_pre(M * N, 0.0);
+      const std::vector<double> da = to_double(a), db = to_double(b), dbias = to_double(bias), dres = to_double(res);
+      ref::gemm(want.data(), want_pre.data(), da.data(), db.data(), dbias.data(), dres.data(), GemmOp::kNT, ep,
+                false, M, N, K);
+      const bool use_res = ep == Epilogue::kResidual || ep == Epilogue::kBiasResidual;
+      const bool gelu = ep == Epilogue::kBiasGelu;
+      context() = strformat("[isa=%s threads=%d] NT ep=%s", isa_name(cfg.isa), cfg.threads, ep_name(ep));
+      CHECK_OK(be.gemm(f32(out, {M, N}), gelu ? f32(pre, {M, N}) : Tensor(), f32(a, {M, K}), f32(b, {N, K}),
+                       ep == Epilogue::kResidual ? Tensor() : f32(bias, {N}), use_res ? f32(res, {M, N}) : Tensor(),
+                       GemmOp::kNT, ep, false));
+      all_close("out", out.data(), want.data(), M * N, atol_for(K) + (gelu ? 1e-6 : 0.0), kRtol);
+      if (gelu) all_close("pre_gelu", pre.data(), want_pre.data(), M * N, atol_for(K), kRtol);
+    }
+  });
+  context().clear();
+}
+
 int main() { return run_all_tests(); }

@@ -92,7 +92,7 @@ void pack_b_nt_scalar(float* dst, const float* src, int64_t ldb, int64_t K, int 
 }
 
 const Kernel& kernel_scalar() {
-  static const Kernel k{kScalarMR, kScalarNR, 256, 64, 256, &micro_scalar, &epilogue_scalar, &pack_b_nt_scalar8};
+  static const Kernel k{kScalarMR, kScalarNR, 256, 64, 256, &micro_scalar, &epilogue_scalar, &pack_b_nt_scalar8, nullptr};
   return k;
 }
 
@@ -273,9 +273,29 @@ constexpr int64_t kShortNC = 128;
 // the B block again, which is cheap next to leaving cores idle). Depends on the shape only.
 constexpr int64_t kShortMinTasks = 4;
 
+// Up to this many rows, NT (x . W^T) runs without packing when the kernel has nt_stream: each
+// task streams kStreamNC rows of W once and forms their dot products with every row of x, which
+// stays in cache. Packing W would copy the whole weight per call for a product that uses each
+// packed element only ceil(M / MR) times.
+constexpr int64_t kStreamM = 64;
+constexpr int64_t kStreamNC = 48;  // columns of C per task (a multiple of the 3-column dot block)
+
+Status run_stream_nt(const Ctx& c, const Kernel& kn, const Problem& p) {
+  const bool add = p.beta != 0.0f;
+  run_parallel(c, (p.N + kStreamNC - 1) / kStreamNC, [&](int64_t t) {
+    const int64_t n0 = t * kStreamNC, n1 = std::min(p.N, n0 + kStreamNC);
+    kn.nt_stream(p.A, p.lda, p.B, p.ldb, p.C, p.ldc, p.M, n0, n1, p.K, add);
+    if (p.ep) kn.epilogue(*p.ep, p.C + n0, p.ldc, 0, n0, static_cast<int>(p.M), static_cast<int>(n1 - n0));
+  });
+  return Status::ok();
+}
+
 Status run_gemm(const Ctx& c, const Problem& p) {
   if (p.M == 0 || p.N == 0) return Status::ok();
   const Kernel& kn = select_kernel(c.isa);
+  if (kn.nt_stream && p.op == GemmOp::kNT && p.M <= kStreamM && p.K > 0 && p.alpha == 1.0f &&
+      (p.beta == 0.0f || p.beta == 1.0f))
+    return run_stream_nt(c, kn, p);
   const int MR = kn.mr, NR = kn.nr;
   const int64_t K = p.K, KC = kn.kc;
   const bool short_m = p.M <= kShortM;

@@ -170,10 +170,105 @@ void pack_b_nt_avx2(float* dst, const float* src, int64_t ldb, int64_t K, int co
     for (int j = 0; j < kNR; ++j) dst[k * kNR + j] = src[j * ldb + k];
 }
 
+// Sum of the 8 lanes, always in the same order.
+inline float hsum8(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // 4
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));                                  // 2
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+// C[0:MB, 0:NB] (ldc) = (add ? C : 0) + a[0:MB, 0:K] . b[0:NB, 0:K]^T: MB x NB dot products with
+// 8-lane accumulators, K tail through a masked load (zeros), lanes summed at the end.
+// pf: `pf_lines` cache lines to prefetch (one per k step), the next b rows this thread reads:
+// spread over the row blocks so the weight streams at an even rate instead of in bursts.
+template <int MB, int NB>
+void dot_tile(const float* a, int64_t lda, const float* b, int64_t ldb, float* C, int64_t ldc, int64_t K, bool add,
+              const float* pf, int64_t pf_lines) {
+  __m256 acc[MB][NB];
+#pragma GCC unroll 4
+  for (int i = 0; i < MB; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_setzero_ps();
+  constexpr int64_t kAhead = 256;  // floats: b rows stream from memory, prefetched this far ahead
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    if ((k & 15) == 0)
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + j * ldb + k + kAhead), _MM_HINT_T0);
+    if (pf_lines > 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+      pf += 16;
+      --pf_lines;
+    }
+    __m256 bv[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) bv[j] = _mm256_loadu_ps(b + j * ldb + k);
+#pragma GCC unroll 4
+    for (int i = 0; i < MB; ++i) {
+      const __m256 av = _mm256_loadu_ps(a + i * lda + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  if (k < K) {
+    alignas(32) int32_t lanes[8];
+    for (int q = 0; q < 8; ++q) lanes[q] = k + q < K ? -1 : 0;
+    const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+    __m256 bv[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) bv[j] = _mm256_maskload_ps(b + j * ldb + k, mask);
+#pragma GCC unroll 4
+    for (int i = 0; i < MB; ++i) {
+      const __m256 av = _mm256_maskload_ps(a + i * lda + k, mask);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MB; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      const float v = hsum8(acc[i][j]);
+      C[i * ldc + j] = add ? C[i * ldc + j] + v : v;
+    }
+}
+
+// Rows in blocks of 4, columns in blocks of 3 (12 accumulators + 3 b vectors + 1 a vector):
+// for each 3 rows of b (the weight), every row block of a runs while those rows sit in L1/L2.
+// pf_end: end of the next b rows to prefetch (from b + NB * ldb), null for none.
+template <int NB>
+void dot_rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t K,
+              bool add, const float* pf_end) {
+  const float* pf = b + NB * ldb;
+  const int64_t lines = pf_end ? (pf_end - pf + 15) / 16 : 0, blocks = (M + 3) / 4;
+  const int64_t per_block = (lines + blocks - 1) / blocks;
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4, pf += per_block * 16)
+    dot_tile<4, NB>(a + m * lda, lda, b, ldb, C + m * ldc, ldc, K, add, pf, per_block);
+  switch (M - m) {
+    case 3: dot_tile<3, NB>(a + m * lda, lda, b, ldb, C + m * ldc, ldc, K, add, pf, per_block); break;
+    case 2: dot_tile<2, NB>(a + m * lda, lda, b, ldb, C + m * ldc, ldc, K, add, pf, per_block); break;
+    case 1: dot_tile<1, NB>(a + m * lda, lda, b, ldb, C + m * ldc, ldc, K, add, pf, per_block); break;
+    default: break;
+  }
+}
+
+void nt_stream_avx2(const float* a, int64_t lda, const float* b, int64_t ldb, float* C, int64_t ldc, int64_t M,
+                    int64_t n0, int64_t n1, int64_t K, bool add) {
+  int64_t n = n0;
+  // Prefetch hints only (never dereferenced): they stay inside this call's rows of b.
+  auto next_end = [&](int64_t next) {  // end of the next 3-row block, null past n1
+    return next < n1 ? b + ((next + 3 < n1 ? next + 3 : n1) - 1) * ldb + K : nullptr;
+  };
+  for (; n + 3 <= n1; n += 3) dot_rows<3>(a, lda, b + n * ldb, ldb, C + n, ldc, M, K, add, next_end(n + 3));
+  if (n1 - n == 2) dot_rows<2>(a, lda, b + n * ldb, ldb, C + n, ldc, M, K, add, nullptr);
+  if (n1 - n == 1) dot_rows<1>(a, lda, b + n * ldb, ldb, C + n, ldc, M, K, add, nullptr);
+}
+
 }  // namespace
 
 const Kernel& kernel_avx2() {
-  static const Kernel k{kMR, kNR, 256, 72, 256, &micro_6x16, &epilogue_avx2, &pack_b_nt_avx2};
+  static const Kernel k{kMR, kNR, 256, 72, 256, &micro_6x16, &epilogue_avx2, &pack_b_nt_avx2, &nt_stream_avx2};
   return k;
 }
 

@@ -39,6 +39,11 @@ struct Kernel {
   // Packs one B micro-panel from b stored [N, ldb] (the NT case): dst[k][j] = b[(n0+j)*ldb + k]
   // for j < cols (zeros past cols), k < K. src points at b[n0*ldb].
   void (*pack_b_nt)(float* dst, const float* src, int64_t ldb, int64_t K, int cols);
+  // Optional (null: not available). Few-row NT without packing: C[m, n] = (add ? C[m, n] : 0) +
+  // sum_k a[m*lda + k] * b[n*ldb + k] for m < M, n0 <= n < n1, summed in an order fixed by K
+  // alone. b rows stream from memory once per call while the few rows of a stay in cache.
+  void (*nt_stream)(const float* a, int64_t lda, const float* b, int64_t ldb, float* C, int64_t ldc, int64_t M,
+                    int64_t n0, int64_t n1, int64_t K, bool add);
 };
 
 const Kernel& kernel_scalar();
