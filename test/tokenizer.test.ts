@@ -340,7 +340,11 @@ describe('behaviour', () => {
   });
 });
 
-describe('linear time on 10^6-character inputs', () => {
+// 10^6-character inputs of every shape that could make a tokenizer quadratic (long words,
+// prefix-heavy words, runs of punctuation, CJK, combining marks). They must encode, and
+// truncate, correctly; a quadratic path would not finish within jest's timeout. Speed itself is
+// measured by bench/tokenizer-bench.js, not here.
+describe('10^6-character inputs', () => {
   const tok = Tokenizer.fromVocab(VOCAB_PATH);
   const shapes: [string, (n: number) => string][] = [
     ['one long word', (n) => 'a'.repeat(n)],
@@ -354,23 +358,17 @@ describe('linear time on 10^6-character inputs', () => {
   ];
   for (const [name, make] of shapes) {
     test(name, () => {
-      const small = make(100_000);
       const large = make(1_000_000);
-      const time = (text: string): number => {
-        const t = process.hrtime.bigint();
-        tok.encode(text);
-        return Number(process.hrtime.bigint() - t) / 1e6;
-      };
-      time(small); // warm up
-      const tSmall = Math.min(time(small), time(small), time(small));
-      const tLarge = time(large);
-      const truncated = tok.encode(large, undefined, { maxSeqLen: 8 }).ids.length;
-      expect(truncated).toBeGreaterThanOrEqual(3);
-      expect(truncated).toBeLessThanOrEqual(8);
-      // 10x the input in well under 100x the time (quadratic would be 100x); the floor absorbs
-      // timer noise on tiny times, the cap catches pathological slowness on a loaded machine.
-      expect(tLarge).toBeLessThan(Math.max(40 * tSmall, 100));
-      expect(tLarge).toBeLessThan(20000);
+      const full = tok.encode(large);
+      expect(full.ids.length).toBeGreaterThanOrEqual(3);
+      expect(full.ids[0]).toBe(tok.tokenToId('[CLS]'));
+      expect(full.ids[full.ids.length - 1]).toBe(tok.tokenToId('[SEP]'));
+      const truncated = tok.encode(large, undefined, { maxSeqLen: 8 });
+      expect(truncated.ids.length).toBeGreaterThanOrEqual(3);
+      expect(truncated.ids.length).toBeLessThanOrEqual(8);
+      expect(Array.from(truncated.ids.subarray(0, truncated.ids.length - 1))).toEqual(
+        Array.from(full.ids.subarray(0, truncated.ids.length - 1)),
+      );
     });
   }
 });
