@@ -3,7 +3,7 @@
 // PyTorch, in one run.
 //
 //   node bench/infer.js [--models=mini,small,base] [--engines=elmo,ort,pytorch] [--repeat=N]
-//                       [--budget-ms=1500] [--no-build] [--no-check]
+//                       [--budget-ms=1500] [--elmo=auto|api|native] [--no-build] [--no-check]
 //   node bench/infer.js --merge=run1.json,run2.json     (best of earlier runs, runs nothing)
 //
 // Models (scripts/export_bench_models.py writes them into bench/models/<name>/ when missing):
@@ -16,6 +16,7 @@
 //   elmo     the Node API (Bert.load + forwardIds over packed batches) when dist/ exports it,
 //            else the native build-bench/bench_bert executable (packed batches, random weights
 //            of the same shapes; its ms is the mean over >= 2 runs of at least budget-ms);
+//            --elmo=native forces the executable, --elmo=api the Node API;
 //   ort      onnxruntime-node, CPU provider, intraOpNumThreads = cores, graphOptimizationLevel
 //            'all', batches padded to the longest sequence with an attention mask;
 //   pytorch  scripts/bench_torch_bert_cpu.py with .venv/bin/python (transformers BertModel,
@@ -462,7 +463,10 @@ async function main() {
       `${fmt(host.peak_gflops)} GFLOP/s = ${host.cores} x ${host.flops_per_cycle} FLOP/cycle x clock`);
 
   const active = [];
-  const api = engines.includes('elmo') ? elmoApi() : null;
+  const elmoVia = String(option('elmo', 'auto'));
+  if (!['auto', 'api', 'native'].includes(elmoVia)) throw new Error(`--elmo=${elmoVia}: expected auto, api or native`);
+  const api = engines.includes('elmo') && elmoVia !== 'native' ? elmoApi() : null;
+  if (elmoVia === 'api' && engines.includes('elmo') && !api) throw new Error('--elmo=api: dist/ does not export Bert.forwardIds');
   if (engines.includes('elmo')) {
     if (api) console.log('elmo: Node API (dist/: Bert.load + forwardIds)');
     else console.log('elmo: native bench_bert (the Node API Bert.forwardIds is not built in dist/)');
