@@ -306,15 +306,15 @@ TEST_CASE(sgemm_alpha_beta_leading_dims) {
   context().clear();
 }
 
-// Few-row NT (x . W^T with M <= 64) runs without packing on AVX2: every row tail (M mod 4),
-// column tail (N mod 3, task width 48), K tail (K mod 8, K < 8) and the 64-row boundary, through
+// Few-row NT (x . W^T with M <= 32) runs without packing on AVX2: every row tail (M mod 4),
+// column tail (N mod 3, task width 48), K tail (K mod 8, K < 8) and the 32-row boundary, through
 // sgemm with padded leading dimensions and beta 0 / 1, and through gemm with every epilogue.
 TEST_CASE(gemm_nt_few_rows_tails) {
   std::map<std::string, std::vector<float>> one_thread;
   for (const Config& cfg : all_configs()) {
     ThreadPool pool(cfg.threads);
     const cpu::Ctx ctx{&pool, cfg.isa};
-    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 31, 64, 65})
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 31, 32, 33})
       for (int64_t N : {1, 2, 4, 47, 49, 98})
         for (int64_t K : {1, 7, 8, 9, 77})
           for (float beta : {0.0f, 1.0f}) {
@@ -337,7 +337,7 @@ TEST_CASE(gemm_nt_few_rows_tails) {
           }
   }
   for_each_config([&](Backend& be, const Config& cfg) {
-    const int64_t M = 37, N = 101, K = 333;  // 9 row blocks + 1, 2 tasks + 5 columns, K mod 8 = 5
+    const int64_t M = 29, N = 101, K = 333;  // 7 row blocks + 1, 2 tasks + 5 columns, K mod 8 = 5
     for (Epilogue ep : {Epilogue::kBias, Epilogue::kBiasGelu, Epilogue::kResidual, Epilogue::kBiasResidual}) {
       std::vector<float> a = random_vec(M * K, 31), b = random_vec(N * K, 32), bias = random_vec(N, 33),
                          res = random_vec(M * N, 34), out(M * N, std::nanf("")), pre(M * N, std::nanf(""));

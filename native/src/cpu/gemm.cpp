@@ -277,7 +277,7 @@ constexpr int64_t kShortMinTasks = 4;
 // task streams kStreamNC rows of W once and forms their dot products with every row of x, which
 // stays in cache. Packing W would copy the whole weight per call for a product that uses each
 // packed element only ceil(M / MR) times.
-constexpr int64_t kStreamM = 64;
+constexpr int64_t kStreamM = 32;
 constexpr int64_t kStreamNC = 48;  // columns of C per task (a multiple of the 3-column dot block)
 
 Status run_stream_nt(const Ctx& c, const Kernel& kn, const Problem& p) {
