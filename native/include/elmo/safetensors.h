@@ -75,6 +75,11 @@ class SafetensorsFile {
   const std::vector<StTensor>& tensors() const { return index_.tensors; }
   const StTensor* find(const std::string& name) const { return index_.find(name); }
   const std::string& path() const { return path_; }
+  // Hints that `t`'s bytes were consumed: the pages wholly inside its range are dropped from
+  // this process's resident set (they are file-backed and clean; a later read faults them back
+  // in from the file). Loading calls it after each tensor is copied, so the mapping and the
+  // weights in backend memory are never both resident in full.
+  void release(const StTensor& t) const;
 
  private:
   SafetensorsFile() = default;

@@ -276,6 +276,7 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
       Tensor dst = make_view(p.value.data, static_cast<size_t>(pc.elem_offset) * 4, DType::kF32, {n}, backend->device());
       if (t->dtype == StDType::kF32) {
         ELMO_RETURN_IF_ERROR(backend->upload(dst, t->data, t->nbytes()));
+        file->release(*t);
         continue;
       }
       const DType src_dtype = t->dtype == StDType::kF16 ? DType::kF16 : DType::kBF16;
@@ -290,6 +291,7 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
         backend->free(&tmp);
         ELMO_RETURN_IF_ERROR(st);
       }
+      file->release(*t);
     }
   }
   // Everything else must be a known buffer or a tied/unused tensor.
