@@ -77,7 +77,10 @@ for (const b of BENCHES.filter((x) => wanted(x) && !present.includes(x))) {
 }
 if (present.length > 0 && !flag('--no-build')) {
   if (!fs.existsSync(path.join(buildDir, 'CMakeCache.txt'))) {
-    const r = sh('cmake', ['-S', '.', '-B', buildDir, '-DELMO_ADDON=OFF', '-DELMO_WERROR=ON'], { stdio: 'inherit' });
+    // CPU benchmarks: the CUDA backend is left out unless ELMO_CUDA asks for it (the GPU
+    // benchmarks run through scripts/gpu-check.sh on a GPU machine).
+    const cuda = `-DELMO_CUDA=${process.env.ELMO_CUDA || 'OFF'}`;
+    const r = sh('cmake', ['-S', '.', '-B', buildDir, '-DELMO_ADDON=OFF', '-DELMO_WERROR=ON', cuda], { stdio: 'inherit' });
     if (r.status !== 0) problems.push('cmake configure failed');
   }
   const jobs = String(typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length);
