@@ -49,7 +49,6 @@ __global__ void fill_kernel(uint16_t* p, size_t n, uint32_t seed) {
   }
 }
 
-const char* op_name(GemmOp op) { return op == GemmOp::kNN ? "NN" : op == GemmOp::kNT ? "NT" : "TN"; }
 
 void bench(GemmOp op, int64_t M, int64_t N, int64_t K, int64_t l2_bytes) {
   const size_t a_elems = static_cast<size_t>(M * K), b_elems = static_cast<size_t>(N * K);
@@ -97,7 +96,7 @@ void bench(GemmOp op, int64_t M, int64_t N, int64_t K, int64_t l2_bytes) {
   const double tflops = 2.0 * M * N * K / (med * 1e-3) / 1e12;
   std::printf("{\"bench\":\"cuda_gemm\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"op\":\"%s\",\"dtype\":\"bf16\",\"tflops\":%.2f,"
               "\"ms\":%.4f}\n",
-              static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), op_name(op), tflops, med);
+              static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), elmo::gemm_op_name(op), tflops, med);
   std::fflush(stdout);
   BENCH_CUDA(cudaEventDestroy(start));
   BENCH_CUDA(cudaEventDestroy(stop));

@@ -120,17 +120,6 @@ struct DevBuf {
 
 Tensor dev_tensor(void* p, DType t, int64_t d0, int64_t d1) { return Tensor(p, t, {d0, d1}, Device::kCuda); }
 
-const char* op_name(GemmOp op) { return op == GemmOp::kNN ? "NN" : op == GemmOp::kNT ? "NT" : "TN"; }
-const char* ep_name(Epilogue e) {
-  switch (e) {
-    case Epilogue::kNone: return "none";
-    case Epilogue::kBias: return "bias";
-    case Epilogue::kBiasGelu: return "bias_gelu";
-    case Epilogue::kResidual: return "residual";
-    case Epilogue::kBiasResidual: return "bias_residual";
-  }
-  return "?";
-}
 
 // C[m][n] = sum_k A[m][k] B[k][n] in double; A [M][K], B [K][N] logical (already rounded).
 std::vector<double> reference_product(const std::vector<double>& A, const std::vector<double>& B, int64_t M,
@@ -266,8 +255,8 @@ void run_op(GemmOp op, DType t) {
         for (const Variant& v : kVariants) {
           char ctx[256];
           std::snprintf(ctx, sizeof ctx, "[op=%s a=%s b=%s out=%s ep=%s%s%s pre=%s M=%lld N=%lld K=%lld]",
-                        op_name(op), elmo::dtype_name(st.first), elmo::dtype_name(st.second),
-                        elmo::dtype_name(tout), ep_name(v.ep), v.accumulate ? "+accumulate" : "",
+                        elmo::gemm_op_name(op), elmo::dtype_name(st.first), elmo::dtype_name(st.second),
+                        elmo::dtype_name(tout), elmo::epilogue_name(v.ep), v.accumulate ? "+accumulate" : "",
                         v.alias_residual ? "(aliased)" : "", v.pre == DType::kI32 ? "-" : elmo::dtype_name(v.pre),
                         static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K));
           context() = ctx;

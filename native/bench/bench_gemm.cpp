@@ -30,7 +30,6 @@ struct Row {
   int threads;
 };
 
-const char* op_name(GemmOp op) { return op == GemmOp::kNN ? "NN" : op == GemmOp::kNT ? "NT" : "TN"; }
 
 bool matches(const std::map<std::string, std::string>& filters, const char* key, const std::string& value) {
   auto it = filters.find(key);
@@ -101,7 +100,7 @@ int main(int argc, char** argv) {
         for (int threads : thread_counts) {
           Row r{T, nk[0], nk[1], op, threads};
           if (!matches(filters, "m", std::to_string(r.m)) || !matches(filters, "n", std::to_string(r.n)) ||
-              !matches(filters, "k", std::to_string(r.k)) || !matches(filters, "op", op_name(op)) ||
+              !matches(filters, "k", std::to_string(r.k)) || !matches(filters, "op", elmo::gemm_op_name(op)) ||
               !matches(filters, "threads", std::to_string(threads)))
             continue;
           rows.push_back(r);
@@ -177,7 +176,7 @@ int main(int argc, char** argv) {
     const double cpu_best = cpu[0] / r.threads;
     std::printf("{\"bench\":\"gemm\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"op\":\"%s\",\"threads\":%d,"
                 "\"gflops\":%.2f,\"ms\":%.4f,\"cpu_gflops\":%.2f}\n",
-                static_cast<long long>(r.m), static_cast<long long>(r.n), static_cast<long long>(r.k), op_name(r.op),
+                static_cast<long long>(r.m), static_cast<long long>(r.n), static_cast<long long>(r.k), elmo::gemm_op_name(r.op),
                 r.threads, flop / (med * 1e6), med, flop / (cpu_best * 1e6));
     std::fflush(stdout);
   }

@@ -109,6 +109,26 @@ Status make_offsets(Offsets* out, const int32_t* host, const int32_t* dev, int B
   return Status::ok();
 }
 
+const char* gemm_op_name(GemmOp op) {
+  switch (op) {
+    case GemmOp::kNN: return "NN";
+    case GemmOp::kNT: return "NT";
+    case GemmOp::kTN: return "TN";
+  }
+  return "?";
+}
+
+const char* epilogue_name(Epilogue ep) {
+  switch (ep) {
+    case Epilogue::kNone: return "none";
+    case Epilogue::kBias: return "bias";
+    case Epilogue::kBiasGelu: return "bias_gelu";
+    case Epilogue::kResidual: return "residual";
+    case Epilogue::kBiasResidual: return "bias_residual";
+  }
+  return "?";
+}
+
 float clip_factor(double sum_of_squares, float max_norm, double* total_norm) {
   const double norm = sum_of_squares > 0 ? __builtin_sqrt(sum_of_squares) : 0.0;
   if (total_norm) *total_norm = norm;

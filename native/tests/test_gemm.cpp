@@ -26,17 +26,6 @@ const std::vector<Shape> kShapes = {
     {5, 300, 2}, {64, 48, 256}, {100, 70, 513}, {150, 530, 200}, {13, 1, 9},  {2, 40, 0},
 };
 
-const char* op_name(GemmOp op) { return op == GemmOp::kNN ? "NN" : op == GemmOp::kNT ? "NT" : "TN"; }
-const char* ep_name(Epilogue e) {
-  switch (e) {
-    case Epilogue::kNone: return "none";
-    case Epilogue::kBias: return "bias";
-    case Epilogue::kBiasGelu: return "bias_gelu";
-    case Epilogue::kResidual: return "residual";
-    case Epilogue::kBiasResidual: return "bias_residual";
-  }
-  return "?";
-}
 
 // fp32 summation error grows like sqrt(K) for random-sign data of unit size.
 double atol_for(int64_t K) { return 2e-6 * std::sqrt(static_cast<double>(K) + 1.0); }
@@ -105,8 +94,8 @@ TEST_CASE(gemm_matches_float64_reference_and_is_thread_invariant) {
         Tensor tout = f32(out, {M, N});
         const Tensor tres = !use_res ? Tensor() : v.residual_alias ? tout : f32(res, {M, N});
         const Tensor tpre = v.with_pre ? f32(pre, {M, N}) : Tensor();
-        context() = ctx0 + strformat(" %s ep=%s acc=%d pre=%d alias=%d M=%lld N=%lld K=%lld", op_name(v.op),
-                                     ep_name(v.ep), v.accumulate, v.with_pre, v.residual_alias, (long long)M,
+        context() = ctx0 + strformat(" %s ep=%s acc=%d pre=%d alias=%d M=%lld N=%lld K=%lld", elmo::gemm_op_name(v.op),
+                                     elmo::epilogue_name(v.ep), v.accumulate, v.with_pre, v.residual_alias, (long long)M,
                                      (long long)N, (long long)K);
         CHECK_OK(be.gemm(tout, tpre, ta, tb, use_bias ? f32(bias, {N}) : Tensor(), tres, v.op, v.ep, v.accumulate));
         // GELU's vectorized erf has |error| <= 1.5e-7 (scaled by |x|/2 <= a few units here).
@@ -142,7 +131,7 @@ TEST_CASE(gemm_multi_tile_multi_k_block) {
       ref::gemm(want.data(), want_pre.data(), da.data(), db.data(), dbias.data(), nullptr, op, Epilogue::kBiasGelu,
                 false, M, N, K);
       for_each_config([&](Backend& be, const Config& cfg) {
-        context() += strformat(" %s M=%lld", op_name(op), (long long)M);
+        context() += strformat(" %s M=%lld", elmo::gemm_op_name(op), (long long)M);
         std::vector<float> out(M * N), pre(M * N);
         const Tensor ta = op == GemmOp::kTN ? f32(a, {K, M}) : f32(a, {M, K});
         const Tensor tb = op == GemmOp::kNT ? f32(b, {N, K}) : f32(b, {K, N});
@@ -288,7 +277,7 @@ TEST_CASE(sgemm_alpha_beta_leading_dims) {
             std::vector<double> want = to_double(Cm);
             ref::sgemm(op, M, N, K, cases[ci].alpha, A.data(), lda, B.data(), ldb, cases[ci].beta, want.data(), ldc);
             context() = strformat("[isa=%s threads=%d pool=%d] %s M=%lld N=%lld K=%lld alpha=%g beta=%g",
-                                  isa_name(cfg.isa), cfg.threads, use_pool, op_name(op), (long long)M, (long long)N,
+                                  isa_name(cfg.isa), cfg.threads, use_pool, elmo::gemm_op_name(op), (long long)M, (long long)N,
                                   (long long)K, cases[ci].alpha, cases[ci].beta);
             cpu::sgemm(ctx, op, M, N, K, cases[ci].alpha, A.data(), lda, B.data(), ldb, cases[ci].beta, Cm.data(),
                        ldc);
@@ -347,7 +336,7 @@ TEST_CASE(gemm_nt_few_rows_tails) {
                 false, M, N, K);
       const bool use_res = ep == Epilogue::kResidual || ep == Epilogue::kBiasResidual;
       const bool gelu = ep == Epilogue::kBiasGelu;
-      context() = strformat("[isa=%s threads=%d] NT ep=%s", isa_name(cfg.isa), cfg.threads, ep_name(ep));
+      context() = strformat("[isa=%s threads=%d] NT ep=%s", isa_name(cfg.isa), cfg.threads, elmo::epilogue_name(ep));
       CHECK_OK(be.gemm(f32(out, {M, N}), gelu ? f32(pre, {M, N}) : Tensor(), f32(a, {M, K}), f32(b, {N, K}),
                        ep == Epilogue::kResidual ? Tensor() : f32(bias, {N}), use_res ? f32(res, {M, N}) : Tensor(),
                        GemmOp::kNT, ep, false));

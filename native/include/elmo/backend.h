@@ -45,6 +45,8 @@ enum class GemmOp : uint8_t { kNN = 0, kNT, kTN };
 // Applied in this order: acc += bias[n]; pre_gelu = acc, acc = gelu(acc); acc += residual[m,n];
 // out = accumulate ? out + acc : acc.
 enum class Epilogue : uint8_t { kNone = 0, kBias, kBiasGelu, kResidual, kBiasResidual };
+const char* gemm_op_name(GemmOp op);     // "NN", "NT", "TN"
+const char* epilogue_name(Epilogue ep);  // "none", "bias", "bias_gelu", "residual", "bias_residual"
 
 struct AdamWParams {
   float lr = 1e-3f;

@@ -382,15 +382,6 @@ bool overlaps(const void* p, size_t n, const void* q, size_t m) {
   return n > 0 && m > 0 && a < b + m && b < a + n;
 }
 
-const char* op_name(GemmOp op) {
-  switch (op) {
-    case GemmOp::kNN: return "NN";
-    case GemmOp::kNT: return "NT";
-    case GemmOp::kTN: return "TN";
-  }
-  return "?";
-}
-
 }  // namespace
 
 Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op,
@@ -410,7 +401,7 @@ Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tenso
   const int64_t N = tb ? b.shape[0] : b.shape[1];
   const int64_t Kb = tb ? b.shape[1] : b.shape[0];
   if (Kb != K)
-    return shape_error(strformat("gemm %s: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld", op_name(op),
+    return shape_error(strformat("gemm %s: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld", gemm_op_name(op),
                                  a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
                                  static_cast<long long>(Kb)));
   ELMO_RETURN_IF_ERROR(check_tensor(out, "gemm out", DType::kF32, {M, N}));
