@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "elmo/cuda_backend.h"
+#include "elmo/half.h"
 #include "elmo/philox.h"
 #include "tests/harness.h"
 
@@ -44,20 +45,7 @@ std::set<std::string> g_cpu_missing;
 
 // ---- host helpers ----------------------------------------------------------------------------
 
-uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-float bf16_value(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-float round_bf16(float f) { return bf16_value(bf16_bits(f)); }
+float round_bf16(float f) { return elmo::bf16_to_f32(elmo::f32_to_bf16(f)); }
 std::vector<float> bf16_vec(std::vector<float> v) {
   for (auto& x : v) x = round_bf16(x);
   return v;
@@ -86,7 +74,7 @@ struct Arena {
     Tensor t = alloc(dt, dims);
     if (dt == DType::kBF16) {
       std::vector<uint16_t> h(v.size());
-      for (size_t i = 0; i < v.size(); ++i) h[i] = bf16_bits(v[i]);
+      for (size_t i = 0; i < v.size(); ++i) h[i] = elmo::f32_to_bf16(v[i]);
       CHECK_OK(b.upload(t, h.data(), h.size() * 2));
     } else {
       CHECK_OK(b.upload(t, v.data(), v.size() * 4));
@@ -109,7 +97,7 @@ struct Arena {
     if (t.dtype == DType::kBF16) {
       std::vector<uint16_t> h(v.size());
       CHECK_OK(b.download(h.data(), t, h.size() * 2));
-      for (size_t i = 0; i < v.size(); ++i) v[i] = bf16_value(h[i]);
+      for (size_t i = 0; i < v.size(); ++i) v[i] = elmo::bf16_to_f32(h[i]);
     } else {
       CHECK_OK(b.download(v.data(), t, v.size() * 4));
     }
