@@ -24,7 +24,14 @@ import { resolveDevice } from './devices';
 import type { DeviceKind, DeviceRequest } from './devices';
 import { CheckpointError, DisposedError, ElmoError, InputError, describeValue, expected } from './errors';
 import { native } from './native';
-import type { NativeForwardOptions, NativeForwardResult, NativeModel, NativeModelConfig } from './native';
+import type {
+  NativeCreateConfig,
+  NativeForwardOptions,
+  NativeForwardResult,
+  NativeModel,
+  NativeModelConfig,
+  NativeProblemType,
+} from './native';
 import { Tokenizer, TokenizerError } from './tokenizer';
 import type { TokenizerInput, TokenizerOptions } from './tokenizer';
 
@@ -39,37 +46,14 @@ if (typeof Symbol.dispose !== 'symbol') {
 export type BertInput = TokenizerInput;
 
 /** Classification problem types, spelled as `config.json`'s `problem_type`. */
-export type ProblemType = 'single_label_classification' | 'multi_label_classification' | 'regression';
+export type ProblemType = NativeProblemType;
 
 /**
  * Architecture of a model made with {@link Bert.create} (the `config.json` fields of
  * Hugging Face, camelCased; `numLayers` is `num_hidden_layers`, `maxPositions` is
  * `max_position_embeddings`).
  */
-export interface BertConfig {
-  vocabSize: number;
-  hiddenSize: number;
-  numLayers: number;
-  numHeads: number;
-  intermediateSize: number;
-  maxPositions: number;
-  typeVocabSize: number;
-  /** Classifier outputs; 0 or absent: no classification head. Defaults to `labels.length`. */
-  numLabels?: number;
-  /** Label names in id order (`id2label`); default `LABEL_0`, `LABEL_1`, ... */
-  labels?: string[];
-  /** Default `'single_label_classification'` when there are labels. */
-  problemType?: ProblemType;
-  /** Default 1e-12. */
-  layerNormEps?: number;
-  /** Default 0.1. */
-  hiddenDropout?: number;
-  /** Default 0.1. */
-  attentionDropout?: number;
-  /** Standard deviation of the initial weights, default 0.02. */
-  initializerRange?: number;
-  padTokenId?: number;
-}
+export type BertConfig = NativeCreateConfig;
 
 /** What a loaded or created model reports about itself (see {@link Bert.config}). */
 export type BertModelInfo = NativeModelConfig;

@@ -124,6 +124,9 @@ export interface NativeModelOptions {
   precision?: 'fp32' | 'bf16';
 }
 
+/** Classification problem types, spelled as `config.json`'s `problem_type`. */
+export type NativeProblemType = 'single_label_classification' | 'multi_label_classification' | 'regression';
+
 /** Architecture and heads of a loaded or created model, as bindings/model.cpp reports them. */
 export interface NativeModelConfig {
   vocabSize: number;
@@ -142,12 +145,16 @@ export interface NativeModelConfig {
   numLabels: number;
   /** Label names in id order (`LABEL_i` where the config names none). */
   labels: string[];
-  problemType: 'single_label_classification' | 'multi_label_classification' | 'regression' | null;
+  problemType: NativeProblemType | null;
   heads: { pooler: boolean; classifier: boolean; mlm: boolean };
   numParameters: number;
 }
 
-/** What {@link NativeModel.create} takes (camelCase names of config.json fields). */
+/**
+ * What {@link NativeModel.create} takes: the `config.json` fields of Hugging Face, camelCased
+ * (`numLayers` is `num_hidden_layers`, `maxPositions` is `max_position_embeddings`). Public as
+ * `BertConfig`.
+ */
 export interface NativeCreateConfig {
   vocabSize: number;
   hiddenSize: number;
@@ -156,12 +163,19 @@ export interface NativeCreateConfig {
   intermediateSize: number;
   maxPositions: number;
   typeVocabSize: number;
+  /** Classifier outputs; 0 or absent: no classification head. Defaults to `labels.length`. */
   numLabels?: number;
+  /** Label names in id order (`id2label`); default `LABEL_0`, `LABEL_1`, ... */
   labels?: string[];
-  problemType?: 'single_label_classification' | 'multi_label_classification' | 'regression';
+  /** Default `'single_label_classification'` when there are labels. */
+  problemType?: NativeProblemType;
+  /** Default 1e-12. */
   layerNormEps?: number;
+  /** Default 0.1. */
   hiddenDropout?: number;
+  /** Default 0.1. */
   attentionDropout?: number;
+  /** Standard deviation of the initial weights, default 0.02. */
   initializerRange?: number;
   padTokenId?: number;
 }
