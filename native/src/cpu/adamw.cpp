@@ -113,7 +113,13 @@ Status sum_squares(const Ctx& ctx, double* result, Tensor x) {
              dtype_name(x.dtype));
   const int64_t n = x.numel();
   const int64_t nchunks = (n + kSumChunk - 1) / kSumChunk;
-  std::vector<double> part(static_cast<size_t>(nchunks));
+  // Per-chunk partials; the buffer is kept per calling thread and only grows, so a training
+  // step's clipping allocates nothing after the first step.
+  // (The workers write through `part`, a pointer: naming the thread_local inside the lambda
+  // would give each worker its own vector.)
+  static thread_local std::vector<double> buf;
+  buf.assign(static_cast<size_t>(nchunks), 0.0);
+  double* part = buf.data();
   const float* xs = x.f32();
   ctx.pool->parallel_for(nchunks, [&](int64_t c) {
     const int64_t b = c * kSumChunk, e = std::min(n, b + kSumChunk);
@@ -122,10 +128,10 @@ Status sum_squares(const Ctx& ctx, double* result, Tensor x) {
     for (; i + 4 <= e; i += 4)
       for (int l = 0; l < 4; ++l) s[l] += static_cast<double>(xs[i + l]) * xs[i + l];
     for (; i < e; ++i) s[0] += static_cast<double>(xs[i]) * xs[i];
-    part[static_cast<size_t>(c)] = (s[0] + s[1]) + (s[2] + s[3]);
+    part[c] = (s[0] + s[1]) + (s[2] + s[3]);
   });
   double total = 0;
-  for (double s : part) total += s;
+  for (int64_t c = 0; c < nchunks; ++c) total += part[c];
   *result += total;
   return Status::ok();
 }
