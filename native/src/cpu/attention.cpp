@@ -179,7 +179,11 @@ Status attention_forward(const Ctx& c, Tensor out, Tensor lse, Tensor qkv, const
   struct Item {
     int32_t b, h, qb;
   };
-  std::vector<Item> items;
+  // The work list lives in a grow-once buffer of the calling thread (no allocation per step);
+  // `items` is a reference, so the workers read the caller's list.
+  static thread_local std::vector<Item> items_buf;
+  std::vector<Item>& items = items_buf;
+  items.clear();
   for (int b = 0; b < o.B; ++b) {
     const int len = o.host[b + 1] - o.host[b];
     for (int h = 0; h < NH; ++h)
@@ -232,11 +236,15 @@ Status attention_backward(const Ctx& c, Tensor dqkv, Tensor dout, Tensor qkv, Te
   a.stream = stream;
 
   // Work items: (sequence, head), longest sequences first so the last items to finish are short.
-  std::vector<int32_t> order;
+  static thread_local std::vector<int32_t> order_buf;  // grow-once, as in the forward
+  std::vector<int32_t>& order = order_buf;
+  order.clear();
   for (int b = 0; b < o.B; ++b)
     if (o.host[b + 1] > o.host[b]) order.push_back(b);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) {
-    return o.host[x + 1] - o.host[x] > o.host[y + 1] - o.host[y];
+  // Longest first, ties by index: the stable order without stable_sort's temporary buffer.
+  std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) {
+    const int32_t lx = o.host[x + 1] - o.host[x], ly = o.host[y + 1] - o.host[y];
+    return lx != ly ? lx > ly : x < y;
   });
   const BackwardFn fn = backward_fn(c.isa);
   const size_t floats = attn::backward_scratch_floats(HD);
