@@ -1,5 +1,7 @@
 // Core pieces: Status, Tensor checks, offsets validation, ISA parsing, the thread pool, Philox.
 #include <atomic>
+#include <chrono>
+#include <thread>
 
 #include "elmo/philox.h"
 #include "tests/harness.h"
@@ -48,6 +50,26 @@ TEST_CASE(thread_pool_runs_every_index_once) {
       for (auto& h : hits) h = 0;
       pool.parallel_for(n, [&](int64_t i) { hits[static_cast<size_t>(i)]++; });
       for (auto& h : hits) CHECK(h.load() == 1);
+    }
+  }
+}
+
+// Back-to-back jobs (workers still polling) and jobs after pauses longer than the polling
+// window (workers asleep on the condition variable): every index runs exactly once, every
+// job's writes are visible when parallel_for returns, and the pool shuts down in either state.
+TEST_CASE(thread_pool_polling_and_sleeping_workers) {
+  for (int threads : {2, 3, 5}) {
+    for (int pause_us : {0, 3 * ThreadPool::kSpinMicros}) {
+      ThreadPool pool(threads);
+      std::vector<int64_t> slot(257);
+      for (int job = 0; job < (pause_us ? 6 : 3000); ++job) {
+        const int64_t n = 1 + job % 257;
+        pool.parallel_for(n, [&](int64_t i) { slot[static_cast<size_t>(i)] = job * 1000 + i; });
+        bool ok = true;
+        for (int64_t i = 0; i < n; ++i) ok = ok && slot[static_cast<size_t>(i)] == job * 1000 + i;
+        CHECK(ok);
+        if (pause_us) std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
+      }
     }
   }
 }

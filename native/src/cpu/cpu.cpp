@@ -2,6 +2,8 @@
 
 #include <cpuid.h>
 
+#include <chrono>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -77,17 +79,50 @@ int default_threads() {
   return hc == 0 ? 1 : static_cast<int>(hc);
 }
 
+namespace {
+
+// Polls `done` for about `micros` microseconds; true when it became true.
+template <typename Done>
+bool spin_until(Done done, int micros) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= until) return done();
+  }
+}
+
+}  // namespace
+
 ThreadPool::ThreadPool(int threads) : threads_(threads < 1 ? 1 : threads) {
   for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
+  stop_.store(true);
+  generation_.fetch_add(1);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
   }
   cv_start_.notify_all();
   for (auto& w : workers_) w.join();
+}
+
+// A state change (generation_, busy_) is stored before sleepers_ is read, and a sleeper
+// increments sleepers_ before it re-checks the state under mu_ (all sequentially
+// consistent): either the waker sees the sleeper and notifies under mu_, or the sleeper sees
+// the new state and does not block. No wake-up is lost.
+void ThreadPool::wake_sleepers() {
+  if (sleepers_.load() == 0) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+  }
+  cv_start_.notify_all();
+  cv_done_.notify_all();
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
@@ -96,39 +131,45 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    job_n_ = n;
-    next_.store(0);
-    busy_ = static_cast<int>(workers_.size());
-    ++generation_;
-  }
-  cv_start_.notify_all();
+  // Every worker has left the previous job (busy_ reached 0 before it returned), so the job
+  // fields can be rewritten; workers read them only after seeing the new generation.
+  job_ = &fn;
+  job_n_ = n;
+  next_.store(0);
+  busy_.store(static_cast<int>(workers_.size()));
+  generation_.fetch_add(1);
+  wake_sleepers();
   for (int64_t i; (i = next_.fetch_add(1)) < n;) fn(i);
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_done_.wait(lock, [this] { return busy_ == 0; });
+  auto done = [this] { return busy_.load() == 0; };
+  if (!spin_until(done, kSpinMicros)) {
+    sleepers_.fetch_add(1);
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_done_.wait(lock, done);
+    }
+    sleepers_.fetch_sub(1);
+  }
   job_ = nullptr;
 }
 
 void ThreadPool::worker_loop(int /*id*/) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int64_t)>* job;
-    int64_t n;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
+    auto ready = [&] { return generation_.load() != seen; };
+    if (!spin_until(ready, kSpinMicros)) {
+      sleepers_.fetch_add(1);
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_start_.wait(lock, ready);
+      }
+      sleepers_.fetch_sub(1);
     }
+    seen = generation_.load();
+    if (stop_.load()) return;
+    const std::function<void(int64_t)>* job = job_;
+    const int64_t n = job_n_;
     for (int64_t i; (i = next_.fetch_add(1)) < n;) (*job)(i);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--busy_ == 0) cv_done_.notify_one();
-    }
+    if (busy_.fetch_sub(1) == 1) wake_sleepers();
   }
 }
 
