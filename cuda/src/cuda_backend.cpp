@@ -270,6 +270,8 @@ class CudaBackend final : public Backend {
   Status gemm(Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op,
               Epilogue ep, bool accumulate) override {
     ELMO_RETURN_IF_ERROR(on_device("gemm", {&out, &pre_gelu, &a, &b, &bias, &residual}));
+    if (a.panel != 0 || b.panel != 0)
+      return Status(Code::kInput, "gemm: the CUDA backend reads row-major operands, received a packed weight");
     size_t lead = 0;
     // compute = bf16: f32 operands run on the bf16 tensor cores (fp32 accumulate).
     const bool to_bf16 = compute_ == DType::kBF16 && a.dtype == DType::kF32 && b.dtype == DType::kF32 &&
@@ -292,6 +294,13 @@ class CudaBackend final : public Backend {
     cfg.workspace = static_cast<char*>(gemm_ws_) + lead;
     cfg.workspace_bytes = gemm_ws_bytes_ - lead;
     return cuda::gemm(stream_, cfg, out, pre_gelu, a2, b2, bias, residual, op, ep, accumulate);
+  }
+  // The tensor-core GEMM reads row-major weights directly (weight_panel() == 0).
+  Status pack_weight(Tensor* w, bool packed) override {
+    if (w == nullptr) return Status(Code::kInput, "pack_weight: null tensor");
+    if (packed || w->panel != 0)
+      return Status(Code::kUnsupported, "pack_weight: the CUDA backend keeps weights row-major");
+    return Status::ok();
   }
   Status bias_backward(Tensor dbias, Tensor dout) override {
     ELMO_RETURN_IF_ERROR(on_device("bias_backward", {&dbias, &dout}));

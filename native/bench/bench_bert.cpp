@@ -1,7 +1,9 @@
 // BERT encoder forward throughput: random weights, packed batches, one JSON row per case.
 //
 //   bench_bert [--device cpu|cuda] [--models mini,small,base] [--batches 1,8,32] [--seqs 32,128]
-//              [--no-chat] [--min-ms 500] [--threads N]
+//              [--no-chat] [--min-ms 500] [--threads N] [--row-major-weights]
+// --row-major-weights: the CPU GEMM repacks each weight per call instead of reading the
+// packed copy Bert keeps by default (Bert::set_weights_packed), to measure what packing buys.
 //
 // Rows: {"bench":"bert","device":..,"model":..,"batch":..,"seq":..,"tokens":..,"seq_per_s":..,
 //        "ms":..,"gflops":..}. seq is the fixed length, or "chat" for a batch of 32 utterances of
@@ -78,6 +80,7 @@ int fail(const elmo::Status& st, const char* what) {
 int main(int argc, char** argv) {
   std::string device = "cpu", models = "mini,small,base", batches = "1,8,32", seqs = "32,128";
   bool chat = true;
+  bool row_major = false;
   int chat_batch = 32;
   std::string precision = "fp32";
   double min_ms = 500;
@@ -100,10 +103,11 @@ int main(int argc, char** argv) {
     else if (a == "--precision") precision = next();
     else if (a == "--min-ms") min_ms = std::atof(next().c_str());
     else if (a == "--threads") threads = std::atoi(next().c_str());
+    else if (a == "--row-major-weights") row_major = true;
     else {
       std::fprintf(stderr, "usage: bench_bert [--device cpu|cuda] [--models mini,small,base] [--batches 1,8,32] "
                            "[--seqs 32,128] [--no-chat] [--chat-batch 32] [--precision fp32|bf16 (cuda)] [--min-ms 500] "
-                           "[--threads N]\n");
+                           "[--threads N] [--row-major-weights]\n");
       return 2;
     }
   }
@@ -157,6 +161,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<elmo::Bert> model;
     elmo::Status st = elmo::Bert::create(cfg, heads, 1, backend.get(), &model);
     if (!st) return fail(st, "create");
+    if (row_major && !(st = model->set_weights_packed(false))) return fail(st, "set_weights_packed");
 
     struct Case {
       int batch;

@@ -68,16 +68,19 @@ int main(int argc, char** argv) {
     const char* eq = std::strchr(argv[i], '=');
     if (!eq) {
       std::fprintf(stderr, "usage: %s [op=NN,NT,TN] [m=..] [n=..] [k=..] [threads=..] [reps=N] [isa=..] "
-                   "[epilogue=none|bias|bias_gelu|residual]\n", argv[0]);
+                   "[epilogue=none|bias|bias_gelu|bias_gelu_nopre|residual] [packed=0|1]\n", argv[0]);
       return 2;
     }
     filters[std::string(argv[i], static_cast<size_t>(eq - argv[i]))] = eq + 1;
   }
   const int reps = filters.count("reps") ? std::max(1, std::atoi(filters["reps"].c_str())) : 7;
   Epilogue ep = Epilogue::kNone;
+  const bool packed = filters.count("packed") && filters["packed"] == "1";
+  bool save_pre = true;  // bias_gelu_nopre: GELU without keeping the pre-activation (inference)
   if (filters.count("epilogue")) {
     const std::string e = filters["epilogue"];
-    ep = e == "bias" ? Epilogue::kBias : e == "bias_gelu" ? Epilogue::kBiasGelu
+    save_pre = e != "bias_gelu_nopre";
+    ep = e == "bias" ? Epilogue::kBias : (e == "bias_gelu" || !save_pre) ? Epilogue::kBiasGelu
        : e == "residual" ? Epilogue::kResidual : Epilogue::kNone;
   }
   const int all_threads = default_threads();
@@ -137,12 +140,20 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "# %s\n", be->name().c_str());
     }
     const Tensor ta(a.data(), DType::kF32, {r.op == GemmOp::kTN ? r.k : r.m, r.op == GemmOp::kTN ? r.m : r.k});
-    const Tensor tb(b.data(), DType::kF32, {r.op == GemmOp::kNT ? r.n : r.k, r.op == GemmOp::kNT ? r.k : r.n});
+    Tensor tb(b.data(), DType::kF32, {r.op == GemmOp::kNT ? r.n : r.k, r.op == GemmOp::kNT ? r.k : r.n});
+    // packed=1: NT rows read a weight kept packed (Backend::pack_weight), as BERT inference does.
+    std::unique_ptr<float, decltype(&std::free)> bpacked(nullptr, &std::free);
+    if (packed && r.op == GemmOp::kNT && r.n % be->weight_panel() == 0) {
+      bpacked.reset(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((r.n * r.k * 4 + 63) / 64 * 64))));
+      std::copy(b.begin(), b.begin() + r.n * r.k, bpacked.get());
+      tb.data = bpacked.get();
+      if (!be->pack_weight(&tb, true).is_ok()) return 1;
+    }
     const Tensor tc(c.data(), DType::kF32, {r.m, r.n});
     const bool use_bias = ep == Epilogue::kBias || ep == Epilogue::kBiasGelu;
     const Tensor tbias = use_bias ? Tensor(bias.data(), DType::kF32, {r.n}) : Tensor();
     const Tensor tres = ep == Epilogue::kResidual ? Tensor(res.data(), DType::kF32, {r.m, r.n}) : Tensor();
-    const Tensor tpre = ep == Epilogue::kBiasGelu ? Tensor(pre.data(), DType::kF32, {r.m, r.n}) : Tensor();
+    const Tensor tpre = ep == Epilogue::kBiasGelu && save_pre ? Tensor(pre.data(), DType::kF32, {r.m, r.n}) : Tensor();
     auto run = [&] {
       Status st = be->gemm(tc, tpre, ta, tb, tbias, tres, r.op, ep, false);
       if (!st.is_ok()) {
@@ -175,9 +186,9 @@ int main(int argc, char** argv) {
     // Best CPU time per thread: the least disturbed sample on a shared machine.
     const double cpu_best = cpu[0] / r.threads;
     std::printf("{\"bench\":\"gemm\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"op\":\"%s\",\"threads\":%d,"
-                "\"gflops\":%.2f,\"ms\":%.4f,\"cpu_gflops\":%.2f}\n",
+                "\"packed\":%s,\"gflops\":%.2f,\"ms\":%.4f,\"cpu_gflops\":%.2f}\n",
                 static_cast<long long>(r.m), static_cast<long long>(r.n), static_cast<long long>(r.k), elmo::gemm_op_name(r.op),
-                r.threads, flop / (med * 1e6), med, flop / (cpu_best * 1e6));
+                r.threads, bpacked ? "true" : "false", flop / (med * 1e6), med, flop / (cpu_best * 1e6));
     std::fflush(stdout);
   }
   return 0;

@@ -46,7 +46,9 @@ std::string Tensor::describe() const {
     if (i) s += ", ";
     s += std::to_string(shape[i]);
   }
-  return s + "]";
+  s += "]";
+  if (panel > 0) s += strformat(" packed in panels of %d rows", panel);
+  return s;
 }
 
 static std::string describe_dims(std::initializer_list<int64_t> dims) {
@@ -61,6 +63,9 @@ static std::string describe_dims(std::initializer_list<int64_t> dims) {
 
 Status check_tensor(const Tensor& t, const char* what, DType dtype, std::initializer_list<int64_t> dims) {
   if (t.data == nullptr) return input_error(strformat("%s: tensor is missing (null data)", what));
+  if (t.panel != 0)
+    return input_error(strformat("%s: received a weight packed for the GEMM (%s); only gemm's b with op NT reads "
+                                 "that layout", what, t.describe().c_str()));
   if (t.dtype != dtype)
     return dtype_error(strformat("%s: expected dtype %s but received %s", what, dtype_name(dtype), dtype_name(t.dtype)));
   bool ok = t.ndim == static_cast<int>(dims.size());

@@ -130,12 +130,19 @@ TEST_CASE(parity_with_transformers) {
       std::unique_ptr<Bert> m;
       CHECK_OK(Bert::load(f.dir, &be, &m));
       if (!m) return;
-      elmo::BertOutputs out;
-      CHECK_OK(m->forward(f.inputs(), {}, &out));
-      compare(be, f, "hidden", out.hidden);
-      compare(be, f, "pooled", out.pooled);
-      compare(be, f, "logits", out.logits);
-      compare(be, f, "mlm_logits", out.mlm_logits);
+      // The CPU keeps the linear weights packed for its GEMM; both layouts must match PyTorch.
+      CHECK(m->weights_packed() == (be.weight_panel() > 0));
+      const std::string ctx = elmo_test::context();
+      for (bool packed : {true, false}) {
+        CHECK_OK(m->set_weights_packed(packed));
+        elmo_test::context() = ctx + (packed ? " packed" : " row-major");
+        elmo::BertOutputs out;
+        CHECK_OK(m->forward(f.inputs(), {}, &out));
+        compare(be, f, "hidden", out.hidden);
+        compare(be, f, "pooled", out.pooled);
+        compare(be, f, "logits", out.logits);
+        compare(be, f, "mlm_logits", out.mlm_logits);
+      }
       (void)cfg;
     });
   }
@@ -191,6 +198,14 @@ TEST_CASE(save_load_round_trip) {
     CHECK_OK(b->forward(f.inputs(), {}, &ob));
     const auto hb = download(*be, ob.hidden);
     if (ha.size() == hb.size()) elmo_test::bit_equal("hidden after round trip", ha.data(), hb.data(), static_cast<int64_t>(ha.size()));
+    // save() wrote row-major matrices: unpacked, the reloaded weights equal the original's.
+    CHECK_OK(a->set_weights_packed(false));
+    CHECK_OK(b->set_weights_packed(false));
+    for (size_t i = 0; i < a->parameters().size() && i < b->parameters().size(); ++i) {
+      CHECK(a->parameters()[i].value.panel == 0 && b->parameters()[i].value.panel == 0);
+      const auto pa = download(*be, a->parameters()[i].value), pb = download(*be, b->parameters()[i].value);
+      if (pa.size() == pb.size()) elmo_test::bit_equal(a->parameters()[i].name.c_str(), pa.data(), pb.data(), static_cast<int64_t>(pa.size()));
+    }
     // The file uses HF names with Q/K/V split and no fused names.
     std::unique_ptr<elmo::SafetensorsFile> sf;
     CHECK_OK(elmo::SafetensorsFile::open(dir + "/model.safetensors", &sf));

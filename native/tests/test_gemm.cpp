@@ -2,6 +2,7 @@
 // on every ISA with 1 and 2 threads; 1 and 2 threads must agree bit for bit.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <string>
@@ -343,6 +344,84 @@ TEST_CASE(gemm_nt_few_rows_tails) {
       all_close("out", out.data(), want.data(), M * N, atol_for(K) + (gelu ? 1e-6 : 0.0), kRtol);
       if (gelu) all_close("pre_gelu", pre.data(), want_pre.data(), M * N, atol_for(K), kRtol);
     }
+  });
+  context().clear();
+}
+
+// Weights kept packed (Backend::pack_weight): packing is in place and undone bit for bit; a
+// packed b gives the float64 reference's result on every ISA and thread count, bit-identical to
+// the row-major b where both take the packed path (M > 32), and every epilogue applies; any
+// op that reads a packed tensor as rows refuses it.
+TEST_CASE(gemm_with_packed_weight) {
+  struct Aligned {  // packed panels are read with aligned vector loads: 64-byte aligned memory
+    explicit Aligned(int64_t n) : p(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((n * 4 + 63) / 64 * 64)))), n(n) {}
+    ~Aligned() { std::free(p); }
+    float* p;
+    int64_t n;
+  };
+  std::map<std::string, std::vector<float>> one_thread;
+  for_each_config([&](Backend& be, const Config& cfg) {
+    const int nr = be.weight_panel();
+    CHECK(nr > 0);
+    for (int64_t M : {1, 5, 31, 33, 100, 300})
+      for (int64_t N : {int64_t(nr), int64_t(3 * nr), int64_t(5 * nr)})
+        for (int64_t K : {1, 7, 64, 300})
+          for (Epilogue ep : {Epilogue::kNone, Epilogue::kBias, Epilogue::kBiasGelu, Epilogue::kBiasResidual}) {
+            const uint64_t seed = static_cast<uint64_t>(M * 100000 + N * 100 + K) * 8 + static_cast<uint64_t>(ep);
+            std::vector<float> a = random_vec(M * K, seed + 1), w = random_vec(N * K, seed + 2);
+            std::vector<float> bias = random_vec(N, seed + 3), res = random_vec(M * N, seed + 4);
+            std::vector<float> out(M * N, std::nanf("")), out_rows(M * N, std::nanf(""));
+            Aligned wp(N * K);
+            std::copy(w.begin(), w.end(), wp.p);
+            Tensor tw(wp.p, DType::kF32, {N, K});
+            context() = strformat("[isa=%s threads=%d] packed NT ep=%s M=%lld N=%lld K=%lld", isa_name(cfg.isa),
+                                  cfg.threads, elmo::epilogue_name(ep), (long long)M, (long long)N, (long long)K);
+            const bool use_bias = ep != Epilogue::kNone, use_res = ep == Epilogue::kBiasResidual;
+            const Tensor tbias = use_bias ? f32(bias, {N}) : Tensor(), tres = use_res ? f32(res, {M, N}) : Tensor();
+            CHECK_OK(be.gemm(f32(out_rows, {M, N}), Tensor(), f32(a, {M, K}), tw, tbias, tres, GemmOp::kNT, ep, false));
+            CHECK_OK(be.pack_weight(&tw, true));
+            CHECK(tw.panel == nr);
+            CHECK_OK(be.gemm(f32(out, {M, N}), Tensor(), f32(a, {M, K}), tw, tbias, tres, GemmOp::kNT, ep, false));
+            std::vector<double> want(M * N, 0.0), want_pre(M * N, 0.0);
+            const std::vector<double> da = to_double(a), dw = to_double(w), dbias = to_double(bias),
+                                      dres = to_double(res);
+            ref::gemm(want.data(), want_pre.data(), da.data(), dw.data(), dbias.data(), dres.data(), GemmOp::kNT, ep,
+                      false, M, N, K);
+            all_close("out", out.data(), want.data(), M * N, atol_for(K) + (ep == Epilogue::kBiasGelu ? 1e-6 : 0.0),
+                      kRtol);
+            if (M > 32) bit_equal("packed vs row-major b", out.data(), out_rows.data(), M * N);
+            const std::string key = strformat("%d/%lld", static_cast<int>(cfg.isa), (long long)seed);
+            if (cfg.threads == 1) one_thread[key] = out;
+            else bit_equal("out vs 1 thread", out.data(), one_thread[key].data(), M * N);
+            CHECK_OK(be.pack_weight(&tw, false));
+            CHECK(tw.panel == 0);
+            bit_equal("unpacked weight", wp.p, w.data(), N * K);
+          }
+    // Misuse: a packed b with another op, a packed tensor anywhere else, unpackable shapes.
+    context() = strformat("[isa=%s threads=%d] packed misuse", isa_name(cfg.isa), cfg.threads);
+    const int64_t N = 2 * nr, K = 8;
+    Aligned wp(N * K + 16);
+    std::vector<float> w = random_vec(N * K, 5), x = random_vec(4 * K, 6), out(4 * N), y(N * K);
+    std::copy(w.begin(), w.end(), wp.p);
+    Tensor tw(wp.p, DType::kF32, {N, K});
+    CHECK_OK(be.pack_weight(&tw, true));
+    Tensor tw_nn = tw;
+    tw_nn.shape[0] = K;
+    tw_nn.shape[1] = N;
+    CHECK_STATUS(be.gemm(f32(out, {4, N}), Tensor(), f32(x, {4, K}), tw_nn, Tensor(), Tensor(), GemmOp::kNN,
+                         Epilogue::kNone, false), Code::kInput);
+    std::vector<int32_t> idx{0, 1};  // an op that reads rows refuses the packed layout
+    CHECK_STATUS(be.gather_rows(f32(y, {2, K}), tw, Tensor(idx.data(), DType::kI32, {2})), Code::kInput);
+    Tensor other = tw;
+    other.panel = nr == 8 ? 16 : 8;  // packed for another kernel
+    CHECK_STATUS(be.gemm(f32(out, {4, N}), Tensor(), f32(x, {4, K}), other, Tensor(), Tensor(), GemmOp::kNT,
+                         Epilogue::kNone, false), Code::kInput);
+    Tensor odd(wp.p, DType::kF32, {N - 1, K});
+    CHECK_STATUS(be.pack_weight(&odd, true), Code::kShape);
+    Tensor misaligned(wp.p + 1, DType::kF32, {N, K});
+    CHECK_STATUS(be.pack_weight(&misaligned, true), Code::kInput);
+    CHECK_OK(be.pack_weight(&tw, false));
+    bit_equal("unpacked after misuse", wp.p, w.data(), N * K);
   });
   context().clear();
 }

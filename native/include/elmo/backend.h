@@ -102,6 +102,18 @@ class Backend {
   // dbias [N] += column sums of dout [M,N].
   virtual Status bias_backward(Tensor dbias, Tensor dout) = 0;
 
+  // ---- weight layout for the linear-layer GEMM ----------------------------------------------
+  // A linear layer reads its weight W [N, K] as gemm's b with op kNT on every call. A backend
+  // whose GEMM repacks b into micro-panels each call (the CPU) can keep W packed instead:
+  // weight_panel() is that panel width (0: nothing to gain, W stays row-major), and
+  // pack_weight rewrites W in place, with no second copy, into N / panel panels [K][panel]
+  // (packed = true) or back to row-major (false), setting w->panel to match. N must be a
+  // multiple of the panel width and W 64-byte aligned. As a matrix, a packed W is read only by
+  // gemm (b, op kNT); ops that read rows refuse it (check_tensor). Elementwise ops (AdamW, fill)
+  // do not depend on the order. Unpack before a backward pass or before reading W as rows.
+  virtual int weight_panel() const { return 0; }
+  virtual Status pack_weight(Tensor* w, bool packed) = 0;
+
   // ---- attention (fused, FlashAttention-style) --------------------------------------------
   // qkv [T, 3C] with C = NH*HD holds rows [q | k | v], head h at columns h*HD.. of each part.
   // For each sequence and head: P = softmax(q kᵀ / sqrt(HD)) over the sequence's own keys,

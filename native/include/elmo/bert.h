@@ -127,6 +127,14 @@ class Bert {
     bool decay;      // takes weight decay
   };
   const std::vector<Param>& parameters() const { return params_; }
+
+  // The linear layers' weights (Q/K/V, attention output, FFN, pooler, MLM transform, and the
+  // classifier when its rows fit) kept in the backend's GEMM layout (Backend::pack_weight), in
+  // place: no copy of the weights. load() and create() pack them on backends that gain from it
+  // (the CPU); parameters() then shows those tensors with panel > 0. save() writes row-major
+  // either way. Unpack (false) before reading them as matrices, e.g. for a backward pass.
+  Status set_weights_packed(bool packed);
+  bool weights_packed() const { return packed_; }
   int64_t num_parameters() const;
   // The two flat regions (decay, no-decay) as 1-D f32 views.
   Tensor decay_region() const { return decay_region_; }
@@ -196,6 +204,7 @@ class Bert {
   Tensor param_buf_;
   Tensor decay_region_, no_decay_region_;
   std::vector<Param> params_;
+  bool packed_ = false;
   Weights w_;
   Tensor arena_;
   size_t arena_bytes_ = 0;

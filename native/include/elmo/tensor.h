@@ -26,6 +26,10 @@ struct Tensor {
   Device device = Device::kCpu;
   int ndim = 0;
   int64_t shape[kMaxDims] = {0, 0, 0, 0};
+  // 0: row-major (every tensor but one kind). > 0: a 2-D weight [N, K] that a backend packed
+  // for its GEMM (Backend::pack_weight): N / panel micro-panels, each [K][panel]. Only
+  // Backend::gemm's b operand with op kNT accepts it; check_tensor refuses it everywhere else.
+  int panel = 0;
 
   Tensor() = default;
   Tensor(void* d, DType t, std::initializer_list<int64_t> dims, Device dev = Device::kCpu);

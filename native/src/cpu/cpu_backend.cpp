@@ -106,6 +106,8 @@ class CpuBackend final : public Backend {
     return cpu::gemm(ctx_, out, pre_gelu, a, b, bias, residual, op, ep, accumulate);
   }
   Status bias_backward(Tensor dbias, Tensor dout) override { return cpu::bias_backward(ctx_, dbias, dout); }
+  int weight_panel() const override { return cpu::gemm_weight_panel(ctx_); }
+  Status pack_weight(Tensor* w, bool packed) override { return cpu::pack_weight(ctx_, w, packed); }
   Status attention_forward(Tensor out, Tensor lse, Tensor qkv, const Offsets& o, int NH, int HD, float p,
                            uint64_t seed, uint64_t stream) override {
     return cpu::attention_forward(ctx_, out, lse, qkv, o, NH, HD, p, seed, stream);

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 
 #include "cpu/gemm_kernels.h"
@@ -153,6 +154,7 @@ struct Problem {
   float* C;        // [M, ldc]
   int64_t ldc;
   const EpilogueArgs* ep;  // null: none
+  const float* Bpanels = nullptr;  // NT only: B already packed, N / NR panels [K][NR] (B unused)
 };
 
 // The common case of pack_rows: whole panels of a compile-time width W, no scaling, so each
@@ -293,7 +295,8 @@ Status run_stream_nt(const Ctx& c, const Kernel& kn, const Problem& p) {
 Status run_gemm(const Ctx& c, const Problem& p) {
   if (p.M == 0 || p.N == 0) return Status::ok();
   const Kernel& kn = select_kernel(c.isa);
-  if (kn.nt_stream && p.op == GemmOp::kNT && p.M <= kStreamM && p.K > 0 && p.alpha == 1.0f &&
+  const bool prepacked = p.Bpanels != nullptr;
+  if (!prepacked && kn.nt_stream && p.op == GemmOp::kNT && p.M <= kStreamM && p.K > 0 && p.alpha == 1.0f &&
       (p.beta == 0.0f || p.beta == 1.0f))
     return run_stream_nt(c, kn, p);
   const int MR = kn.mr, NR = kn.nr;
@@ -310,24 +313,24 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   }
   const int64_t a_panel = MR * K, b_panel = NR * K;  // floats per full-K micro-panel
   // B panels first, both regions rounded to 16 floats so every panel start stays 64-byte aligned.
-  const int64_t b_floats = short_m ? 0 : (n_panels * b_panel + 15) / 16 * 16;
+  const int64_t b_floats = (short_m || prepacked) ? 0 : (n_panels * b_panel + 15) / 16 * 16;
   const int64_t a_floats = (m_panels * a_panel + 15) / 16 * 16;
   float* ws = tl_workspace.get(static_cast<size_t>(a_floats + b_floats + 16));
   if (ws == nullptr)
     return Status(Code::kOom, strformat("gemm: cannot allocate %lld bytes of packing workspace",
                                         static_cast<long long>((a_floats + b_floats) * 4)));
-  float* Bp = ws;
+  const float* Bp = prepacked ? p.Bpanels : ws;
   float* Ap = ws + b_floats;
 
   // 1. Pack A (and B when shared), a fixed number of panels per task.
   constexpr int64_t kPanelsPerTask = 8;
-  const int64_t b_tasks = short_m ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  const int64_t b_tasks = (short_m || prepacked) ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   const int64_t a_tasks = (m_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   if (K > 0) {
     run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
       if (t < b_tasks) {
         const int64_t j0 = t * kPanelsPerTask, count = std::min(n_panels, j0 + kPanelsPerTask) - j0;
-        pack_b_panels(kn, p, 0, K, j0, count, Bp + j0 * b_panel);
+        pack_b_panels(kn, p, 0, K, j0, count, ws + j0 * b_panel);
       } else {
         const int64_t i0 = (t - b_tasks) * kPanelsPerTask;
         pack_a_panels(p, MR, i0, std::min(m_panels, i0 + kPanelsPerTask) - i0, Ap);
@@ -344,7 +347,7 @@ Status run_gemm(const Ctx& c, const Problem& p) {
     const int64_t m0 = (t % tiles_m) * MC, n0 = (t / tiles_m) * NC;
     const int64_t m1 = std::min(p.M, m0 + MC), n1 = std::min(p.N, n0 + NC);
     float* bt = nullptr;  // this task's B block (short M): panels [kc][NR] for columns n0..n1
-    if (short_m && K > 0) {
+    if (short_m && !prepacked && K > 0) {
       bt = tl_block.get(static_cast<size_t>(std::min(KC, K) * NC));
       if (bt == nullptr) {
         oom = true;
@@ -394,7 +397,21 @@ Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tenso
   if (accumulate && ep != Epilogue::kNone)
     return input_error("gemm: accumulate is only allowed with Epilogue::kNone");
   ELMO_RETURN_IF_ERROR(check_tensor(a, "gemm a", DType::kF32, {-1, -1}));
-  ELMO_RETURN_IF_ERROR(check_tensor(b, "gemm b", DType::kF32, {-1, -1}));
+  // b may be a weight kept packed by pack_weight (op NT only): its panels are used as they are.
+  Tensor b_rows = b;
+  b_rows.panel = 0;
+  if (b.panel != 0) {
+    if (op != GemmOp::kNT)
+      return input_error(strformat("gemm %s: b is a packed weight (%s), which only op NT reads", gemm_op_name(op),
+                                   b.describe().c_str()));
+    const int nr = select_kernel(c.isa).nr;
+    if (b.panel != nr)
+      return input_error(strformat("gemm: b is packed in panels of %d rows but the %s kernel reads panels of %d; "
+                                   "pack it with this backend", b.panel, isa_name(c.isa), nr));
+  }
+  ELMO_RETURN_IF_ERROR(check_tensor(b_rows, "gemm b", DType::kF32, {-1, -1}));
+  if (b.panel != 0 && (b.shape[0] % b.panel != 0 || reinterpret_cast<uintptr_t>(b.data) % 64 != 0))
+    return shape_error(strformat("gemm: packed b %s: not whole 64-byte aligned panels", b.describe().c_str()));
   const bool ta = op == GemmOp::kTN, tb = op == GemmOp::kNT;
   const int64_t M = ta ? a.shape[1] : a.shape[0];
   const int64_t K = ta ? a.shape[0] : a.shape[1];
@@ -449,7 +466,70 @@ Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tenso
   Problem p{op,   M,   N, K, 1.0f, a.f32(), ta ? M : K, b.f32(), tb ? K : N,
             // In-place residual: out already holds the residual, so the product is added to it.
             (accumulate || residual_in_place) ? 1.0f : 0.0f, out.f32(), N, any_epilogue ? &e : nullptr};
+  if (b.panel != 0) p.Bpanels = b.f32();
   return run_gemm(c, p);
+}
+
+int gemm_weight_panel(const Ctx& c) { return select_kernel(c.isa).nr; }
+
+namespace {
+
+// Rewrites each group of `nr` rows of a [N, K] matrix (N a multiple of nr) between row-major
+// and its micro-panel [K][nr], in place: the group's nr x K floats are exactly the memory of
+// its panel, so a copy of the group (the only extra memory: nr x K floats per task) is
+// transposed back into place.
+Status repack_groups(const Ctx& c, const Kernel& kn, float* base, int64_t N, int64_t K, int nr, bool to_panels) {
+  constexpr int64_t kGroupsPerTask = 4;
+  const int64_t groups = N / nr, tasks = (groups + kGroupsPerTask - 1) / kGroupsPerTask;
+  std::atomic<bool> oom{false};
+  run_parallel(c, tasks, [&](int64_t t) {
+    std::unique_ptr<float[]> tmp(new (std::nothrow) float[static_cast<size_t>(nr * K)]);
+    if (!tmp) {
+      oom = true;
+      return;
+    }
+    for (int64_t g = t * kGroupsPerTask; g < std::min(groups, (t + 1) * kGroupsPerTask); ++g) {
+      float* group = base + g * nr * K;
+      std::memcpy(tmp.get(), group, static_cast<size_t>(nr * K) * sizeof(float));
+      if (to_panels) {
+        kn.pack_b_nt(group, tmp.get(), K, K, nr);
+      } else {
+        for (int j = 0; j < nr; ++j)
+          for (int64_t k = 0; k < K; ++k) group[j * K + k] = tmp[static_cast<size_t>(k * nr + j)];
+      }
+    }
+  });
+  if (oom) return Status(Code::kOom, strformat("pack_weight: cannot allocate %lld bytes", (long long)(nr * K * 4)));
+  return Status::ok();
+}
+
+}  // namespace
+
+Status pack_weight(const Ctx& c, Tensor* w, bool packed) {
+  if (w == nullptr) return input_error("pack_weight: null tensor");
+  Tensor rows = *w;
+  rows.panel = 0;
+  ELMO_RETURN_IF_ERROR(check_tensor(rows, "pack_weight w", DType::kF32, {-1, -1}));
+  if (w->device != Device::kCpu) return input_error("pack_weight: tensor must be in CPU memory");
+  if (reinterpret_cast<uintptr_t>(w->data) % 64 != 0)  // the kernels load panels with aligned moves
+    return input_error("pack_weight: the weight's memory must be 64-byte aligned");
+  const Kernel& kn = select_kernel(c.isa);
+  const int want = packed ? kn.nr : 0;
+  if (w->panel == want) return Status::ok();
+  const int64_t N = w->shape[0], K = w->shape[1];
+  if (w->panel != 0) {  // back to row-major first (also when packed for another kernel)
+    if (w->panel < 0 || N % w->panel != 0)
+      return shape_error(strformat("pack_weight: %s is not a whole number of panels", w->describe().c_str()));
+    ELMO_RETURN_IF_ERROR(repack_groups(c, kn, w->f32(), N, K, w->panel, false));
+    w->panel = 0;
+  }
+  if (want == 0) return Status::ok();
+  if (N % want != 0)
+    return shape_error(strformat("pack_weight: %s has %lld rows, not a multiple of the panel width %d",
+                                 w->describe().c_str(), static_cast<long long>(N), want));
+  ELMO_RETURN_IF_ERROR(repack_groups(c, kn, w->f32(), N, K, want, true));
+  w->panel = want;
+  return Status::ok();
 }
 
 // Runs on c.pool (never call it from inside a parallel_for task of that same pool); a Ctx with

@@ -75,11 +75,16 @@ inline __m256 exp_neg(__m256 x) {
 
 // erf(z) by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7):
 // erf(a) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-a^2), t = 1 / (1 + p a), a = |z|.
+// t comes from the approximate reciprocal refined by one Newton step (relative error ~1e-7,
+// inside the formula's own): a divide has a long latency and a low throughput on every x86
+// core, and GELU evaluates this for every element of the FFN's widest activation.
 inline __m256 erf8(__m256 z) {
   const __m256 sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0f));
   const __m256 a = _mm256_min_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), z), _mm256_set1_ps(6.0f));
   const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+  const __m256 d = _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one);  // in [1, 3]
+  __m256 t = _mm256_rcp_ps(d);
+  t = _mm256_mul_ps(t, _mm256_fnmadd_ps(d, t, _mm256_set1_ps(2.0f)));  // t (2 - d t)
   __m256 p = _mm256_set1_ps(1.061405429f);
   p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
   p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
@@ -90,44 +95,85 @@ inline __m256 erf8(__m256 z) {
   return _mm256_or_ps(y, sign);
 }
 
-// 8 output columns: v = c (+ bias); pre = v, v = gelu(v); v += residual.
-inline __m256 epilogue8(const EpilogueArgs& e, __m256 v, const float* bias, float* pre, const float* res) {
-  if (e.bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias));
-  if (e.gelu) {
-    if (e.pre_gelu) _mm256_storeu_ps(pre, v);
-    const __m256 cdf = _mm256_fmadd_ps(erf8(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f))),
-                                       _mm256_set1_ps(0.5f), _mm256_set1_ps(0.5f));
-    v = _mm256_mul_ps(v, cdf);
+inline __m256 gelu8(__m256 v) {
+  const __m256 cdf = _mm256_fmadd_ps(erf8(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f))),
+                                     _mm256_set1_ps(0.5f), _mm256_set1_ps(0.5f));
+  return _mm256_mul_ps(v, cdf);
+}
+
+// One row of the epilogue over 8-column vectors, `kGroup` vectors at a time: GELU is a long
+// dependency chain per vector, so independent vectors are interleaved to fill the pipes.
+// The steps are template flags, so the inner loop carries no tests.
+template <bool kBias, bool kGelu, bool kPre, bool kRes>
+void epilogue_row(float* c, const float* bias, float* pre, const float* res, int cols) {
+  constexpr int kGroup = 4;
+  auto step = [&](int j, __m256 v) {
+    if (kBias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+    if (kGelu) {
+      if (kPre) _mm256_storeu_ps(pre + j, v);
+      v = gelu8(v);
+    }
+    if (kRes) v = _mm256_add_ps(v, _mm256_loadu_ps(res + j));
+    return v;
+  };
+  int j = 0;
+  for (; j + 8 * kGroup <= cols; j += 8 * kGroup) {
+    __m256 v[kGroup];
+#pragma GCC unroll 4
+    for (int q = 0; q < kGroup; ++q) v[q] = step(j + 8 * q, _mm256_loadu_ps(c + j + 8 * q));
+#pragma GCC unroll 4
+    for (int q = 0; q < kGroup; ++q) _mm256_storeu_ps(c + j + 8 * q, v[q]);
   }
-  if (e.residual) v = _mm256_add_ps(v, _mm256_loadu_ps(res));
-  return v;
+  for (; j + 8 <= cols; j += 8) _mm256_storeu_ps(c + j, step(j, _mm256_loadu_ps(c + j)));
+  if (j < cols) {  // tail: through zero-padded buffers, same arithmetic as full vectors
+    const int n = cols - j;
+    alignas(32) float cv[8] = {}, bv[8] = {}, pv[8] = {}, rv[8] = {};
+    for (int q = 0; q < n; ++q) {
+      cv[q] = c[j + q];
+      if (kBias) bv[q] = bias[j + q];
+      if (kRes) rv[q] = res[j + q];
+    }
+    __m256 v = _mm256_load_ps(cv);
+    if (kBias) v = _mm256_add_ps(v, _mm256_load_ps(bv));
+    if (kGelu) {
+      _mm256_store_ps(pv, v);
+      v = gelu8(v);
+    }
+    if (kRes) v = _mm256_add_ps(v, _mm256_load_ps(rv));
+    _mm256_store_ps(cv, v);
+    for (int q = 0; q < n; ++q) {
+      c[j + q] = cv[q];
+      if (kPre) pre[j + q] = pv[q];
+    }
+  }
+}
+
+template <bool kBias, bool kGelu, bool kPre, bool kRes>
+void epilogue_tile(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols) {
+  const float* bias = kBias ? e.bias + n0 : nullptr;
+  for (int i = 0; i < rows; ++i) {
+    float* pre = kPre ? e.pre_gelu + (m0 + i) * e.ld_pre + n0 : nullptr;
+    const float* res = kRes ? e.residual + (m0 + i) * e.ld_res + n0 : nullptr;
+    epilogue_row<kBias, kGelu, kPre, kRes>(C + i * ldc, bias, pre, res, cols);
+  }
 }
 
 void epilogue_avx2(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols) {
-  const float* bias = e.bias ? e.bias + n0 : nullptr;
-  for (int i = 0; i < rows; ++i) {
-    float* c = C + i * ldc;
-    float* pre = e.pre_gelu ? e.pre_gelu + (m0 + i) * e.ld_pre + n0 : nullptr;
-    const float* res = e.residual ? e.residual + (m0 + i) * e.ld_res + n0 : nullptr;
-    int j = 0;
-    for (; j + 8 <= cols; j += 8)
-      _mm256_storeu_ps(c + j, epilogue8(e, _mm256_loadu_ps(c + j), bias ? bias + j : nullptr,
-                                        pre ? pre + j : nullptr, res ? res + j : nullptr));
-    if (j < cols) {  // tail: through zero-padded buffers, same arithmetic as full vectors
-      const int n = cols - j;
-      alignas(32) float cv[8] = {}, bv[8] = {}, pv[8] = {}, rv[8] = {};
-      for (int q = 0; q < n; ++q) {
-        cv[q] = c[j + q];
-        if (bias) bv[q] = bias[j + q];
-        if (res) rv[q] = res[j + q];
-      }
-      _mm256_store_ps(cv, epilogue8(e, _mm256_load_ps(cv), bv, pv, rv));
-      for (int q = 0; q < n; ++q) {
-        c[j + q] = cv[q];
-        if (pre) pre[j + q] = pv[q];
-      }
-    }
-  }
+  using Fn = void (*)(const EpilogueArgs&, float*, int64_t, int64_t, int64_t, int, int);
+  // Indexed by bias | gelu << 1 | pre << 2 | residual << 3 (pre only with gelu).
+  static constexpr Fn kTable[16] = {
+      epilogue_tile<false, false, false, false>, epilogue_tile<true, false, false, false>,
+      epilogue_tile<false, true, false, false>,  epilogue_tile<true, true, false, false>,
+      nullptr,                                   nullptr,
+      epilogue_tile<false, true, true, false>,   epilogue_tile<true, true, true, false>,
+      epilogue_tile<false, false, false, true>,  epilogue_tile<true, false, false, true>,
+      epilogue_tile<false, true, false, true>,   epilogue_tile<true, true, false, true>,
+      nullptr,                                   nullptr,
+      epilogue_tile<false, true, true, true>,    epilogue_tile<true, true, true, true>,
+  };
+  const bool pre = e.gelu && e.pre_gelu != nullptr;
+  const int idx = (e.bias ? 1 : 0) | (e.gelu ? 2 : 0) | (pre ? 4 : 0) | (e.residual ? 8 : 0);
+  kTable[idx](e, C, ldc, m0, n0, rows, cols);
 }
 
 // In-register transpose of an 8x8 block: rows r[0..7] become columns.

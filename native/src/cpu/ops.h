@@ -27,6 +27,10 @@ Status layernorm_backward(const Ctx& c, Tensor dinp, Tensor dweight, Tensor dbia
 Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op,
             Epilogue ep, bool accumulate);
 Status bias_backward(const Ctx& c, Tensor dbias, Tensor dout);
+// The panel width of this context's GEMM kernel (its NR), and the in-place weight packing of
+// Backend::pack_weight.
+int gemm_weight_panel(const Ctx& c);
+Status pack_weight(const Ctx& c, Tensor* w, bool packed);
 // Raw single-precision GEMM on row-major pointers, for kernels that need one internally:
 // C[M,N] (ldc) = alpha * op(A) op(B) + beta * C, op per GemmOp as in backend.h; lda/ldb are the
 // row strides of A and B as stored. Deterministic for any thread count.

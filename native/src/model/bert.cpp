@@ -91,6 +91,18 @@ struct InitRng {
 
 Status ckpt(const std::string& name, const std::string& msg) { return Status(Code::kCheckpoint, name + ": " + msg); }
 
+// A host copy of a weight packed by Backend::pack_weight ([N/panel][K][panel]) back to
+// row-major [N, K], one panel at a time.
+void unpack_panels(float* w, int64_t N, int64_t K, int panel) {
+  std::vector<float> tmp(static_cast<size_t>(panel * K));
+  for (int64_t g = 0; g < N / panel; ++g) {
+    float* group = w + g * panel * K;
+    std::copy(group, group + panel * K, tmp.begin());
+    for (int j = 0; j < panel; ++j)
+      for (int64_t k = 0; k < K; ++k) group[j * K + k] = tmp[static_cast<size_t>(k * panel + j)];
+  }
+}
+
 }  // namespace
 
 Bert::Bert(const BertConfig& config, const BertHeads& heads, Backend* backend)
@@ -209,7 +221,27 @@ Status Bert::create(const BertConfig& config, const BertHeads& heads, uint64_t s
     }
     ELMO_RETURN_IF_ERROR(backend->upload(p.value, host.data(), host.size() * 4));
   }
+  ELMO_RETURN_IF_ERROR(m->set_weights_packed(true));
   *out = std::move(m);
+  return Status::ok();
+}
+
+Status Bert::set_weights_packed(bool packed) {
+  const int panel = backend_->weight_panel();
+  if (panel == 0 && !packed_) return Status::ok();  // nothing to gain on this backend
+  std::vector<Tensor*> linear;
+  for (Layer& ly : w_.layers)
+    for (Tensor* t : {&ly.qkv_w, &ly.attn_out_w, &ly.ffn_in_w, &ly.ffn_out_w}) linear.push_back(t);
+  for (Tensor* t : {&w_.pool_w, &w_.cls_w, &w_.mlm_w})
+    if (!t->empty()) linear.push_back(t);
+  for (Tensor* t : linear) {
+    if (packed && t->shape[0] % panel != 0) continue;  // e.g. a classifier with 3 labels stays row-major
+    ELMO_RETURN_IF_ERROR(backend_->pack_weight(t, packed));
+    for (Param& p : params_)
+      if (p.value.data == t->data) p.value.panel = t->panel;
+  }
+  ELMO_RETURN_IF_ERROR(backend_->sync());
+  packed_ = packed;
   return Status::ok();
 }
 
@@ -311,6 +343,7 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
     return ckpt(t.name, "unexpected tensor in " + path);
   }
   ELMO_RETURN_IF_ERROR(backend->sync());
+  ELMO_RETURN_IF_ERROR(m->set_weights_packed(true));
   *out = std::move(m);
   return Status::ok();
 }
@@ -325,6 +358,7 @@ Status Bert::save(const std::string& dir) const {
     const Param& p = params_[i];
     host[i].resize(static_cast<size_t>(p.value.numel()));
     ELMO_RETURN_IF_ERROR(backend_->download(host[i].data(), p.value, host[i].size() * 4));
+    if (p.value.panel > 0) unpack_panels(host[i].data(), p.value.shape[0], p.value.shape[1], p.value.panel);
     for (const Piece& pc : pieces_of(p, prefix, config_.hidden_size))
       items.push_back({pc.file_name, StDType::kF32, pc.dims, host[i].data() + pc.elem_offset});
   }
