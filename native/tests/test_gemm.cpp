@@ -148,6 +148,35 @@ TEST_CASE(gemm_multi_tile_multi_k_block) {
   }
 }
 
+// Taller than the row block every kernel runs at a time (8 MC tiles: 512 to 768 rows), so a
+// problem is cut into blocks with a short last one; residual and pre_gelu rows follow the block.
+TEST_CASE(gemm_row_blocks) {
+  const int64_t M = 1300, N = 40, K = 70;
+  std::vector<float> a = random_vec(M * K, 21), b = random_vec(K * N, 22), bias = random_vec(N, 23),
+                     res = random_vec(M * N, 24);
+  std::map<std::string, std::vector<float>> one_thread;
+  for (GemmOp op : {GemmOp::kNN, GemmOp::kNT, GemmOp::kTN})
+    for (Epilogue ep : {Epilogue::kBiasGelu, Epilogue::kBiasResidual}) {
+      std::vector<double> want(M * N), want_pre(M * N);
+      const std::vector<double> da = to_double(a), db = to_double(b), dbias = to_double(bias), dres = to_double(res);
+      ref::gemm(want.data(), want_pre.data(), da.data(), db.data(), dbias.data(), dres.data(), op, ep, false, M, N, K);
+      for_each_config([&](Backend& be, const Config& cfg) {
+        context() += strformat(" %s ep=%s M=%lld", elmo::gemm_op_name(op), elmo::epilogue_name(ep), (long long)M);
+        std::vector<float> out(M * N, std::nanf("")), pre(M * N, std::nanf(""));
+        const Tensor ta = op == GemmOp::kTN ? f32(a, {K, M}) : f32(a, {M, K});
+        const Tensor tb = op == GemmOp::kNT ? f32(b, {N, K}) : f32(b, {K, N});
+        const bool gelu = ep == Epilogue::kBiasGelu;
+        CHECK_OK(be.gemm(f32(out, {M, N}), gelu ? f32(pre, {M, N}) : Tensor(), ta, tb, f32(bias, {N}),
+                         gelu ? Tensor() : f32(res, {M, N}), op, ep, false));
+        all_close("out", out.data(), want.data(), M * N, atol_for(K) + 1e-6, kRtol);
+        if (gelu) all_close("pre_gelu", pre.data(), want_pre.data(), M * N, atol_for(K), kRtol);
+        const std::string key = strformat("%d/%d/%d", static_cast<int>(cfg.isa), static_cast<int>(op), static_cast<int>(ep));
+        if (cfg.threads == 1) one_thread[key] = out;
+        else bit_equal("1 vs 2 threads", out.data(), one_thread[key].data(), M * N);
+      });
+    }
+}
+
 TEST_CASE(gemm_gelu_epilogue_over_wide_range) {
   // Drive the pre-activations across [-12, 12] (erf saturation, sign handling, exp range).
   const int64_t M = 9, N = 37, K = 1;

@@ -196,6 +196,7 @@ class Bert {
   Bert(const BertConfig& config, const BertHeads& heads, Backend* backend);
   Status allocate_parameters();
   Status ensure_arena(int64_t T, int B, int N, bool training);
+  size_t layout_acts(char* base, int64_t T, int B, int N, bool training, Acts* a) const;
   Status check_inputs(const BertInputs& in) const;
 
   BertConfig config_;

@@ -77,9 +77,10 @@ class SafetensorsFile {
   const std::string& path() const { return path_; }
   // Hints that `t`'s bytes were consumed: the pages wholly inside its range are dropped from
   // this process's resident set (they are file-backed and clean; a later read faults them back
-  // in from the file). Loading calls it after each tensor is copied, so the mapping and the
-  // weights in backend memory are never both resident in full.
+  // in from the file). Loading calls it as each tensor is copied, a few MB at a time, so the
+  // mapping and the weights in backend memory are never both resident in full.
   void release(const StTensor& t) const;
+  void release(const void* p, size_t n) const;  // any byte range of the mapping
 
  private:
   SafetensorsFile() = default;

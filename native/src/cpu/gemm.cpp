@@ -292,9 +292,35 @@ Status run_stream_nt(const Ctx& c, const Kernel& kn, const Problem& p) {
   return Status::ok();
 }
 
+Status run_gemm(const Ctx& c, const Problem& p);
+
+// Tall problems run as a sequence of row blocks of this many MC tiles, so the packed-A
+// workspace holds one block (BERT-base's FFN output at 4096 tokens: 7 MB instead of 50 MB).
+// Each element's K order is unchanged, so results do not depend on the blocking.
+constexpr int64_t kRowBlockTiles = 8;
+
+Status run_row_blocks(const Ctx& c, const Problem& p, int64_t rows) {
+  for (int64_t m0 = 0; m0 < p.M; m0 += rows) {
+    Problem q = p;
+    q.M = std::min(rows, p.M - m0);
+    q.A = p.op == GemmOp::kTN ? p.A + m0 : p.A + m0 * p.lda;  // TN: a is [K, M], rows are columns
+    q.C = p.C + m0 * p.ldc;
+    EpilogueArgs e;
+    if (p.ep) {
+      e = *p.ep;
+      if (e.pre_gelu) e.pre_gelu += m0 * e.ld_pre;
+      if (e.residual) e.residual += m0 * e.ld_res;
+      q.ep = &e;
+    }
+    ELMO_RETURN_IF_ERROR(run_gemm(c, q));
+  }
+  return Status::ok();
+}
+
 Status run_gemm(const Ctx& c, const Problem& p) {
   if (p.M == 0 || p.N == 0) return Status::ok();
   const Kernel& kn = select_kernel(c.isa);
+  if (p.M > kRowBlockTiles * kn.mc && p.K > 0) return run_row_blocks(c, p, kRowBlockTiles * kn.mc);
   const bool prepacked = p.Bpanels != nullptr;
   if (!prepacked && kn.nt_stream && p.op == GemmOp::kNT && p.M <= kStreamM && p.K > 0 && p.alpha == 1.0f &&
       (p.beta == 0.0f || p.beta == 1.0f))

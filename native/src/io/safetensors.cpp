@@ -226,10 +226,12 @@ Status SafetensorsFile::open(const std::string& path, std::unique_ptr<Safetensor
   return Status::ok();
 }
 
-void SafetensorsFile::release(const StTensor& t) const {
-  if (!map_ || t.data == nullptr) return;
+void SafetensorsFile::release(const StTensor& t) const { release(t.data, t.nbytes()); }
+
+void SafetensorsFile::release(const void* p, size_t n) const {
+  if (!map_ || p == nullptr) return;
   const uintptr_t base = reinterpret_cast<uintptr_t>(map_);
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data), end = begin + t.nbytes();
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p), end = begin + n;
   if (begin < base || end > base + size_) return;
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t lo = (begin + page - 1) / page * page, hi = end / page * page;

@@ -306,16 +306,30 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
       int64_t n = 1;
       for (int64_t d : pc.dims) n *= d;
       Tensor dst = make_view(p.value.data, static_cast<size_t>(pc.elem_offset) * 4, DType::kF32, {n}, backend->device());
+      // Copied in slices, each slice's file pages dropped right after, so the largest tensor
+      // (the word embeddings, 94 MB in BERT-base) is never resident twice.
+      constexpr int64_t kSlice = int64_t(1) << 20;  // elements
       if (t->dtype == StDType::kF32) {
-        ELMO_RETURN_IF_ERROR(backend->upload(dst, t->data, t->nbytes()));
+        for (int64_t e0 = 0; e0 < n; e0 += kSlice) {
+          const int64_t len = std::min(kSlice, n - e0);
+          Tensor part = make_view(dst.data, static_cast<size_t>(e0) * 4, DType::kF32, {len}, backend->device());
+          ELMO_RETURN_IF_ERROR(backend->upload(part, t->data + e0 * 4, static_cast<size_t>(len) * 4));
+          file->release(t->data + e0 * 4, static_cast<size_t>(len) * 4);
+        }
         file->release(*t);
         continue;
       }
       const DType src_dtype = t->dtype == StDType::kF16 ? DType::kF16 : DType::kBF16;
       if (backend->device() == Device::kCpu && reinterpret_cast<uintptr_t>(t->data) % 2 == 0) {
         // Straight from the mapping into backend memory.
-        Tensor src = make_view(const_cast<uint8_t*>(t->data), 0, src_dtype, {n}, Device::kCpu);
-        ELMO_RETURN_IF_ERROR(backend->convert(dst, src));
+        for (int64_t e0 = 0; e0 < n; e0 += kSlice) {
+          const int64_t len = std::min(kSlice, n - e0);
+          Tensor part = make_view(dst.data, static_cast<size_t>(e0) * 4, DType::kF32, {len}, Device::kCpu);
+          Tensor src = make_view(const_cast<uint8_t*>(t->data), static_cast<size_t>(e0) * 2, src_dtype, {len},
+                                 Device::kCpu);
+          ELMO_RETURN_IF_ERROR(backend->convert(part, src));
+          file->release(t->data + e0 * 2, static_cast<size_t>(len) * 2);
+        }
       } else {
         ELMO_RETURN_IF_ERROR(backend->alloc(&tmp, src_dtype, {n}));
         Status st = backend->upload(tmp, t->data, t->nbytes());
@@ -403,35 +417,98 @@ Status Bert::check_inputs(const BertInputs& in) const {
   return Status::ok();
 }
 
-// Lays the activations out in `base` (nullptr: only measure). Returns the bytes used.
-static size_t plan_sizes(int64_t T, int64_t B, int64_t N, int sets, bool training, int64_t H, int64_t I, int64_t NH,
-                         int64_t L, int64_t V, bool pooler, bool classifier, bool mlm) {
-  size_t total = 0;
-  auto take = [&total](int64_t n, size_t esize) { total += round_up(static_cast<size_t>(n) * esize); };
-  take(T, 4); take(T, 4); take(B + 1, 4); take(B, 4); take(N, 4);
-  take(T * H, 4); take(T * H, 4); if (training) take(T * H, 4);
-  take(T, 4); take(T, 4);
-  for (int s = 0; s < sets; ++s) {
-    take(T * 3 * H, 4); take(T * H, 4); take(NH * T, 4);
-    if (training) take(T * H, 4);
-    take(T * H, 4); take(T, 4); take(T, 4); take(T * H, 4);
-    if (training) take(T * I, 4);
-    take(T * I, 4);
-    if (training) take(T * H, 4);
-    take(T * H, 4); take(T, 4); take(T, 4); take(T * H, 4);
+// Lays the activations of a batch (T tokens, B sequences, N masked positions) out from `base`
+// and returns the bytes used; base == nullptr only measures (the views are then not usable).
+// Training keeps every layer's activations for backward. Inference keeps one set of layer
+// buffers and lets short-lived ones share memory, in the order the forward uses them:
+//   scratch [T, max(4H, I)] holds qkv [T,3H] then att [T,H] after it (attention reads qkv
+//   while writing att); ln1_in reuses qkv's first rows once attention is done; act [T,I]
+//   reuses all of it once ln1_in has been normalized into h1;
+//   ln2_in reuses emb_sum, dead since the embeddings' LayerNorm.
+// For BERT-base at T = 4096 that is 101 MB instead of 177 MB.
+size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Acts* a) const {
+  const BertConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, NH = c.num_heads, L = c.num_labels, V = c.vocab_size;
+  const Device dev = backend_->device();
+  size_t off = 0;
+  auto take = [&](DType dt, std::vector<int64_t> dims) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    Tensor t = base ? make_view(base, off, dt, dims, dev) : Tensor();
+    off += round_up(static_cast<size_t>(n) * 4);
+    return t;
+  };
+  auto view_at = [&](const Tensor& region, int64_t elem_offset, std::vector<int64_t> dims) {
+    return base ? make_view(region.data, static_cast<size_t>(elem_offset) * 4, DType::kF32, dims, dev) : Tensor();
+  };
+  const DType F = DType::kF32, I32 = DType::kI32;
+  *a = Acts();
+  a->ids = take(I32, {T});
+  a->type_ids = take(I32, {T});
+  a->offsets = take(I32, {B + 1});
+  a->cls_idx = take(I32, {B});
+  a->mlm_pos = take(I32, {N});
+  a->emb_sum = take(F, {T, H});
+  a->emb_out = take(F, {T, H});
+  if (training) a->emb_drop = take(F, {T, H});
+  a->emb_mean = take(F, {T});
+  a->emb_rstd = take(F, {T});
+  if (training) {
+    a->layers.resize(static_cast<size_t>(c.num_layers));
+    for (LayerActs& la : a->layers) {
+      la.qkv = take(F, {T, 3 * H});
+      la.att = take(F, {T, H});
+      la.lse = take(F, {NH, T});
+      la.proj = take(F, {T, H});
+      la.ln1_in = take(F, {T, H});
+      la.ln1_mean = take(F, {T});
+      la.ln1_rstd = take(F, {T});
+      la.h1 = take(F, {T, H});
+      la.pre_gelu = take(F, {T, I});
+      la.act = take(F, {T, I});
+      la.ffn = take(F, {T, H});
+      la.ln2_in = take(F, {T, H});
+      la.ln2_mean = take(F, {T});
+      la.ln2_rstd = take(F, {T});
+      la.h2 = take(F, {T, H});
+    }
+  } else {
+    a->layers.resize(1);
+    LayerActs& la = a->layers[0];
+    const Tensor scratch = take(F, {T, std::max(4 * H, I)});
+    la.qkv = view_at(scratch, 0, {T, 3 * H});
+    la.att = view_at(scratch, T * 3 * H, {T, H});
+    la.ln1_in = view_at(scratch, 0, {T, H});
+    la.act = view_at(scratch, 0, {T, I});
+    la.lse = take(F, {NH, T});
+    la.ln1_mean = take(F, {T});
+    la.ln1_rstd = take(F, {T});
+    la.h1 = take(F, {T, H});
+    la.ln2_in = a->emb_sum;
+    la.ln2_mean = take(F, {T});
+    la.ln2_rstd = take(F, {T});
+    la.h2 = take(F, {T, H});
   }
-  if (pooler) { take(B * H, 4); take(B * H, 4); take(B * H, 4); if (training) take(B * H, 4); }
-  if (classifier) take(B * L, 4);
-  if (mlm) {
-    take(N * H, 4); if (training) take(N * H, 4); take(N * H, 4); take(N * H, 4);
-    take(N, 4); take(N, 4); take(N * V, 4);
+  if (heads_.pooler) {
+    a->cls = take(F, {B, H});
+    a->pool_pre = take(F, {B, H});
+    a->pooled = take(F, {B, H});
+    if (training) a->pooled_drop = take(F, {B, H});
   }
-  return total;
+  if (heads_.classifier) a->logits = take(F, {B, L});
+  if (heads_.mlm) {
+    a->mlm_in = take(F, {N, H});
+    if (training) a->mlm_pre = take(F, {N, H});
+    a->mlm_act = take(F, {N, H});
+    a->mlm_ln = take(F, {N, H});
+    a->mlm_mean = take(F, {N});
+    a->mlm_rstd = take(F, {N});
+    a->mlm_logits = take(F, {N, V});
+  }
+  return off;
 }
 
 Status Bert::ensure_arena(int64_t T, int B, int N, bool training) {
-  const BertConfig& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, NH = c.num_heads, L = c.num_labels, V = c.vocab_size;
   const bool grow = T > cap_T_ || B > cap_B_ || N > cap_N_ || (training && !cap_training_) || arena_.empty();
   if (grow) {
     // Grow with headroom so a slowly rising batch size does not reallocate every call.
@@ -439,74 +516,18 @@ Status Bert::ensure_arena(int64_t T, int B, int N, bool training) {
     cap_B_ = std::max(B, cap_B_ > 0 && B > cap_B_ ? cap_B_ * 3 / 2 : cap_B_);
     cap_N_ = std::max(N, cap_N_ > 0 && N > cap_N_ ? cap_N_ * 3 / 2 : cap_N_);
     cap_training_ = cap_training_ || training;
-    const int sets = cap_training_ ? c.num_layers : 1;
-    const size_t bytes = plan_sizes(cap_T_, cap_B_, cap_N_, sets, cap_training_, H, I, NH, L, V, heads_.pooler,
-                                    heads_.classifier, heads_.mlm);
+    Acts sizing;
+    const size_t bytes = layout_acts(nullptr, cap_T_, cap_B_, cap_N_, cap_training_, &sizing);
     backend_->free(&arena_);
     arena_bytes_ = 0;
     ELMO_RETURN_IF_ERROR(backend_->alloc(&arena_, DType::kF32, {static_cast<int64_t>(bytes / 4)}));
     arena_bytes_ = bytes;
     ++arena_allocs_;
   }
-  // Carve views of the actual sizes; they fit since every size is <= its capacity.
-  const Device dev = backend_->device();
-  size_t off = 0;
-  auto take = [&](DType dt, std::vector<int64_t> dims) {
-    int64_t n = 1;
-    for (int64_t d : dims) n *= d;
-    Tensor t = make_view(arena_.data, off, dt, dims, dev);
-    off += round_up(static_cast<size_t>(n) * 4);
-    return t;
-  };
-  const DType F = DType::kF32, I32 = DType::kI32;
-  Acts& a = a_;
-  a = Acts();
-  a.ids = take(I32, {T});
-  a.type_ids = take(I32, {T});
-  a.offsets = take(I32, {B + 1});
-  a.cls_idx = take(I32, {B});
-  a.mlm_pos = take(I32, {N});
-  a.emb_sum = take(F, {T, H});
-  a.emb_out = take(F, {T, H});
-  if (training) a.emb_drop = take(F, {T, H});
-  a.emb_mean = take(F, {T});
-  a.emb_rstd = take(F, {T});
-  const int sets = training ? c.num_layers : 1;
-  a.layers.resize(static_cast<size_t>(sets));
-  for (LayerActs& la : a.layers) {
-    la.qkv = take(F, {T, 3 * H});
-    la.att = take(F, {T, H});
-    la.lse = take(F, {NH, T});
-    if (training) la.proj = take(F, {T, H});
-    la.ln1_in = take(F, {T, H});
-    la.ln1_mean = take(F, {T});
-    la.ln1_rstd = take(F, {T});
-    la.h1 = take(F, {T, H});
-    if (training) la.pre_gelu = take(F, {T, I});
-    la.act = take(F, {T, I});
-    if (training) la.ffn = take(F, {T, H});
-    la.ln2_in = take(F, {T, H});
-    la.ln2_mean = take(F, {T});
-    la.ln2_rstd = take(F, {T});
-    la.h2 = take(F, {T, H});
-  }
-  if (heads_.pooler) {
-    a.cls = take(F, {B, H});
-    a.pool_pre = take(F, {B, H});
-    a.pooled = take(F, {B, H});
-    if (training) a.pooled_drop = take(F, {B, H});
-  }
-  if (heads_.classifier) a.logits = take(F, {B, L});
-  if (heads_.mlm) {
-    a.mlm_in = take(F, {N, H});
-    if (training) a.mlm_pre = take(F, {N, H});
-    a.mlm_act = take(F, {N, H});
-    a.mlm_ln = take(F, {N, H});
-    a.mlm_mean = take(F, {N});
-    a.mlm_rstd = take(F, {N});
-    a.mlm_logits = take(F, {N, V});
-  }
-  if (off > arena_bytes_) return Status(Code::kShape, "Bert: activation arena layout overflow");  // invariant
+  // The inference layout of a batch never exceeds the training layout of the same capacity, and
+  // every layout grows with T, B and N, so the actual sizes fit.
+  const size_t used = layout_acts(static_cast<char*>(arena_.data), T, B, N, training, &a_);
+  if (used > arena_bytes_) return Status(Code::kShape, "Bert: activation arena layout overflow");  // invariant
   return Status::ok();
 }
 
