@@ -390,7 +390,20 @@ Status run_gemm(const Ctx& c, const Problem& p) {
         const int cols = static_cast<int>(std::min<int64_t>(NR, n1 - jr));
         const float* b = bt ? bt + ((jr - n0) / NR) * NR * kc                // (kc, NR)
                             : Bp + (jr / NR) * b_panel + pc * NR;
+        // The next B micro-panel slice is fetched while this one is in use, spread over the
+        // row panels: read straight from a packed weight it would otherwise come from memory
+        // at the pace of the first micro-kernel call, which then waits on it.
+        const char* next = nullptr;
+        int64_t next_bytes = 0, per_call = 0;
+        if (!bt && jr + NR < n1) {
+          next = reinterpret_cast<const char*>(b + b_panel);
+          next_bytes = kc * NR * static_cast<int64_t>(sizeof(float));
+          const int64_t calls = (m1 - m0 + MR - 1) / MR;
+          per_call = (next_bytes / 64 + calls - 1) / calls * 64;
+        }
         for (int64_t ir = m0; ir < m1; ir += MR) {
+          for (int64_t o = 0; o < per_call && next_bytes > 0; o += 64, next += 64, next_bytes -= 64)
+            __builtin_prefetch(next, 0, 3);
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const float* a = Ap + (ir / MR) * a_panel + pc * MR;  // (kc, MR)
           float* ct = p.C + ir * p.ldc + jr;
