@@ -12,16 +12,19 @@ namespace {
 
 constexpr int kMR = 6, kNR = 16;
 
-void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                bool add) {
-  __m256 acc[kMR][2];
+// C[rows, cols] (+)= A[kc][kMR] . B[kc][kNR] over the first R rows of the A panel. R < kMR
+// serves a panel's short tail (a 32-row batch is five full panels and one of 2 rows) at the cost
+// of its own rows instead of all six.
+template <int R>
+void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add) {
+  __m256 acc[R][2];
 #pragma GCC unroll 6
-  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);  // B[k, 0:16]
 #pragma GCC unroll 6
-    for (int i = 0; i < kMR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m256 a = _mm256_broadcast_ss(Ap + i);  // A[i, k]
       acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
       acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
@@ -29,9 +32,9 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     Ap += kMR;
     Bp += kNR;
   }
-  if (rows == kMR && cols == kNR) {
+  if (rows == R && cols == kNR) {
 #pragma GCC unroll 6
-    for (int i = 0; i < kMR; ++i) {
+    for (int i = 0; i < R; ++i) {
       float* c = C + i * ldc;
       if (add) {
         acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(c), acc[i][0]);
@@ -42,9 +45,9 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     }
     return;
   }
-  alignas(32) float tile[kMR][kNR];
+  alignas(32) float tile[R][kNR];
 #pragma GCC unroll 6
-  for (int i = 0; i < kMR; ++i) {
+  for (int i = 0; i < R; ++i) {
     _mm256_store_ps(tile[i], acc[i][0]);
     _mm256_store_ps(tile[i] + 8, acc[i][1]);
   }
@@ -52,6 +55,14 @@ void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     float* c = C + i * ldc;
     for (int j = 0; j < cols; ++j) c[j] = add ? c[j] + tile[i][j] : tile[i][j];
   }
+}
+
+// The 6x16 micro-kernel: 12 ymm accumulators, 2 B loads and 6 broadcasts of A per k.
+void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
+                bool add) {
+  if (rows <= 2) return micro_rows<2>(kc, Ap, Bp, C, ldc, rows, cols, add);
+  if (rows <= 4) return micro_rows<4>(kc, Ap, Bp, C, ldc, rows, cols, add);
+  micro_rows<kMR>(kc, Ap, Bp, C, ldc, rows, cols, add);
 }
 
 // exp(x) for x in [-88, 0]: x = n ln2 + r, |r| <= ln2/2, exp(r) by its degree-7 Taylor
