@@ -103,6 +103,9 @@ class CpuBackend final : public Backend {
   }
   Status gemm(Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op,
               Epilogue ep, bool accumulate) override {
+    // A bf16 operand (a model's bf16 weight copy as b) has its own kernels; f32 stays on gemm.
+    if (a.dtype == DType::kBF16 || b.dtype == DType::kBF16)
+      return cpu::gemm_bf16(ctx_, out, pre_gelu, a, b, bias, residual, op, ep, accumulate);
     return cpu::gemm(ctx_, out, pre_gelu, a, b, bias, residual, op, ep, accumulate);
   }
   Status bias_backward(Tensor dbias, Tensor dout) override { return cpu::bias_backward(ctx_, dbias, dout); }

@@ -31,6 +31,12 @@ Status bias_backward(const Ctx& c, Tensor dbias, Tensor dout);
 // Backend::pack_weight.
 int gemm_weight_panel(const Ctx& c);
 Status pack_weight(const Ctx& c, Tensor* w, bool packed);
+// gemm_bf16.cpp: out[M,N] = a[M,K] (f32, rounded to bf16) . b[N,K]^T (bf16), op NT only, fp32
+// sums, the epilogues of gemm. Any other operand combination with bf16 is ERR_DTYPE.
+Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual,
+                 GemmOp op, Epilogue ep, bool accumulate);
+// The kernel gemm_bf16 runs on the given path: "avx512_bf16", "avx2" or "scalar".
+const char* gemm_bf16_kernel_name(Isa isa);
 // Raw single-precision GEMM on row-major pointers, for kernels that need one internally:
 // C[M,N] (ldc) = alpha * op(A) op(B) + beta * C, op per GemmOp as in backend.h; lda/ldb are the
 // row strides of A and B as stored. Deterministic for any thread count.

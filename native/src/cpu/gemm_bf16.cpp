@@ -1,0 +1,344 @@
+// CPU GEMM with a bf16 weight: out[M,N] = a[M,K] . b[N,K]^T, a f32 (activations), b bf16 (a
+// linear layer's weight copy), op NT only, with the epilogues of elmo/backend.h:
+//   v = acc (+ bias[n]); pre_gelu = v, v = gelu_erf(v); v += residual[m,n]; out = v
+//   accumulate (kNone only): out += acc
+//
+// Numerics, the same on every ISA path: each element of a is rounded to bf16 (round to nearest
+// even, NaN stays NaN) before it is multiplied; a product of two bf16 values is exact in fp32;
+// products are summed in fp32. So the result is the f32 GEMM of the bf16-rounded operands, and
+// the paths differ only in the order of the fp32 sums (and on AVX512-BF16, whose vdpbf16ps treats
+// subnormal inputs and results as zero).
+//
+// Kernels, chosen at run time: AVX512-BF16 (vdpbf16ps, k pairs, fp32 accumulate) when the CPU
+// has it and the backend runs the avx512 path; else AVX2+FMA (bf16 widened to f32 in registers,
+// fp32 FMA); else scalar. The epilogues are those of the f32 GEMM (gemm_kernels.h).
+//
+// Algorithm: as gemm.cpp. Up to kStreamM rows of a, each task streams a band of weight rows
+// once, straight from their bf16 storage (half the bytes of the f32 weight), against the rounded
+// rows of a held in cache. Taller a: BLIS-style packing (A rounded into micro-panels once per
+// call, B packed per task for short M or once and shared for tall M), MC x NC tiles, one task
+// each, K walked in KC blocks. Every output element is summed over K in an order fixed by the
+// shape, never split across threads: 1 and N threads give bit-identical results.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+
+#include "cpu/gemm_bf16_kernels.h"
+#include "cpu/gemm_kernels.h"
+#include "cpu/ops.h"
+#include "elmo/half.h"
+
+namespace elmo::cpu {
+namespace gemm_bf16_detail {
+
+void round_to_bf16(float* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
+}
+
+void round_to_bf16_bits(uint16_t* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
+void pack_a_rounded_f32(float* dst, const float* a, int64_t lda, int64_t K, int rows, int mr) {
+  // Gathers mr rows; blocks of k keep the rows' cache lines hot.
+  constexpr int64_t kBlock = 64;
+  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+    const int64_t k1 = std::min(K, k0 + kBlock);
+    for (int i = 0; i < mr; ++i) {
+      const float* s = a + i * lda;
+      for (int64_t k = k0; k < k1; ++k) dst[k * mr + i] = i < rows ? bf16_to_f32(f32_to_bf16(s[k])) : 0.0f;
+    }
+  }
+}
+
+// ---- scalar kernel (the reference-quality path; CPUs without AVX2) ---------------------------
+
+namespace {
+
+constexpr int kScalarMR = 4, kScalarNR = 8;
+
+void pack_a_scalar(void* dst, const float* a, int64_t lda, int64_t K, int rows) {
+  pack_a_rounded_f32(static_cast<float*>(dst), a, lda, K, rows, kScalarMR);
+}
+
+void pack_b_scalar(uint16_t* dst, const uint16_t* src, int64_t ldb, int64_t kc, int cols) {
+  for (int j = 0; j < kScalarNR; ++j)
+    for (int64_t k = 0; k < kc; ++k) dst[k * kScalarNR + j] = j < cols ? src[j * ldb + k] : 0;
+}
+
+void micro_scalar(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
+                  bool add) {
+  const float* ap = static_cast<const float*>(Ap);
+  float acc[kScalarMR][kScalarNR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* a = ap + k * kScalarMR;  // (MR)
+    float b[kScalarNR];
+    for (int j = 0; j < kScalarNR; ++j) b[j] = bf16_to_f32(Bp[k * kScalarNR + j]);
+    for (int i = 0; i < kScalarMR; ++i)
+      for (int j = 0; j < kScalarNR; ++j) acc[i][j] += a[i] * b[j];
+  }
+  for (int i = 0; i < rows; ++i) {
+    float* c = C + i * ldc;
+    for (int j = 0; j < cols; ++j) c[j] = add ? c[j] + acc[i][j] : acc[i][j];
+  }
+}
+
+}  // namespace
+
+const Bf16Kernel& bf16_kernel_scalar() {
+  static const Bf16Kernel k{"scalar",      kScalarMR,      kScalarNR,     256,     64,      256,
+                            1,             4,              &pack_a_scalar, &pack_b_scalar, &micro_scalar,
+                            nullptr,       nullptr,        nullptr};
+  return k;
+}
+
+}  // namespace gemm_bf16_detail
+
+namespace {
+
+using gemm_bf16_detail::Bf16Kernel;
+using gemm_detail::EpilogueArgs;
+using EpilogueFn = void (*)(const EpilogueArgs&, float*, int64_t, int64_t, int64_t, int, int);
+
+// A kernel and the f32 GEMM epilogue of the same ISA.
+struct Path {
+  const Bf16Kernel* kn;
+  EpilogueFn epilogue;
+};
+
+Path select_path(Isa isa) {
+  if (isa == Isa::kAvx512 && cpu_features().avx512_bf16)
+    return {&gemm_bf16_detail::bf16_kernel_avx512_bf16(), gemm_detail::kernel_avx512().epilogue};
+  if (isa != Isa::kScalar) return {&gemm_bf16_detail::bf16_kernel_avx2(), gemm_detail::kernel_avx2().epilogue};
+  return {&gemm_bf16_detail::bf16_kernel_scalar(), gemm_detail::kernel_scalar().epilogue};
+}
+
+// A 64-byte aligned buffer per calling thread, grown on demand and kept.
+class Workspace {
+ public:
+  ~Workspace() { std::free(p_); }
+  char* get(size_t bytes) {
+    if (bytes > cap_) {
+      std::free(p_);
+      const size_t rounded = (bytes + 63) / 64 * 64;
+      p_ = static_cast<char*>(std::aligned_alloc(64, rounded));
+      cap_ = p_ ? rounded : 0;
+    }
+    return p_;
+  }
+
+ private:
+  char* p_ = nullptr;
+  size_t cap_ = 0;
+};
+thread_local Workspace tl_workspace;  // rounded/packed A (and shared packed B) of the calling thread
+thread_local Workspace tl_block;      // a task's B block (short M), per running thread
+
+void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn) {
+  if (c.pool == nullptr || c.pool->threads() == 1 || n <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+  } else {
+    c.pool->parallel_for(n, fn);
+  }
+}
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+struct Problem {
+  int64_t M, N, K;
+  const float* A;     // [M, K]
+  const uint16_t* B;  // [N, K] bf16
+  bool add;           // C is added to (accumulate, or the residual already in out)
+  float* C;           // [M, N]
+  const EpilogueArgs* ep;  // null: none
+};
+
+// The tiling constants of gemm.cpp, for the same reasons (see there).
+constexpr int64_t kShortM = 256;
+constexpr int64_t kShortNC = 128;
+constexpr int64_t kShortMinTasks = 4;
+constexpr int64_t kStreamM = 32;
+constexpr int64_t kStreamNC = 48;  // weight rows per task (a multiple of the 3-row dot block)
+
+Status run_stream(const Ctx& c, const Path& path, const Problem& p) {
+  const Bf16Kernel& kn = *path.kn;
+  const int64_t ld = kn.stream_ld(p.K);
+  void* a = tl_workspace.get(static_cast<size_t>(p.M * ld * kn.a_bytes));
+  if (a == nullptr)
+    return Status(Code::kOom, strformat("gemm: cannot allocate %lld bytes for the rounded rows of a",
+                                        static_cast<long long>(p.M * ld * kn.a_bytes)));
+  kn.prep_a(a, p.A, p.K, p.M, p.K);
+  run_parallel(c, (p.N + kStreamNC - 1) / kStreamNC, [&](int64_t t) {
+    const int64_t n0 = t * kStreamNC, n1 = std::min(p.N, n0 + kStreamNC);
+    kn.nt_stream(a, p.B, p.K, p.C, p.N, p.M, n0, n1, p.K, p.add);
+    if (p.ep) path.epilogue(*p.ep, p.C + n0, p.N, 0, n0, static_cast<int>(p.M), static_cast<int>(n1 - n0));
+  });
+  return Status::ok();
+}
+
+Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
+  const Bf16Kernel& kn = *path.kn;
+  const int MR = kn.mr, NR = kn.nr;
+  const int64_t K = p.K, KC = kn.kc, Kp = round_up(K, kn.kstep);
+  const int64_t lda = K, ldb = K, ldc = p.N;
+  const bool short_m = p.M <= kShortM;
+  const int64_t m_panels = (p.M + MR - 1) / MR, n_panels = (p.N + NR - 1) / NR;
+  const int64_t NC = short_m ? kShortNC : kn.nc;
+  int64_t MC = kn.mc;
+  if (short_m) {
+    const int64_t col_tiles = (p.N + NC - 1) / NC;
+    const int64_t row_tiles =
+        col_tiles >= kShortMinTasks ? 1 : std::min(m_panels, (kShortMinTasks + col_tiles - 1) / col_tiles);
+    MC = (m_panels + row_tiles - 1) / row_tiles * MR;
+  }
+  const int64_t a_panel = MR * Kp * kn.a_bytes;  // bytes per full-K A micro-panel
+  const int64_t b_panel = NR * Kp;               // bf16 elements per full-K B micro-panel
+  // Shared B panels first; both regions rounded to 64 bytes so every panel start stays aligned.
+  const int64_t b_bytes = short_m ? 0 : round_up(n_panels * b_panel * 2, 64);
+  const int64_t a_bytes = round_up(m_panels * a_panel, 64);
+  char* ws = tl_workspace.get(static_cast<size_t>(a_bytes + b_bytes + 64));
+  if (ws == nullptr)
+    return Status(Code::kOom, strformat("gemm: cannot allocate %lld bytes of packing workspace",
+                                        static_cast<long long>(a_bytes + b_bytes)));
+  uint16_t* Bp = reinterpret_cast<uint16_t*>(ws);
+  char* Ap = ws + b_bytes;
+
+  // 1. Pack (and round) A, and B when shared, a fixed number of panels per task.
+  constexpr int64_t kPanelsPerTask = 8;
+  const int64_t b_tasks = short_m ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  const int64_t a_tasks = (m_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  if (K > 0) {
+    run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
+      const bool is_b = t < b_tasks;
+      const int64_t first = (is_b ? t : t - b_tasks) * kPanelsPerTask;
+      const int64_t last = std::min(is_b ? n_panels : m_panels, first + kPanelsPerTask);
+      for (int64_t q = first; q < last; ++q) {
+        if (is_b)
+          kn.pack_b(Bp + q * b_panel, p.B + q * NR * ldb, ldb, K, static_cast<int>(std::min<int64_t>(NR, p.N - q * NR)));
+        else
+          kn.pack_a(Ap + q * a_panel, p.A + q * MR * lda, lda, K, static_cast<int>(std::min<int64_t>(MR, p.M - q * MR)));
+      }
+    });
+  }
+
+  // 2. Compute, one task per MC x NC tile of C; tiles sharing columns run back to back.
+  const int64_t tiles_m = (p.M + MC - 1) / MC, tiles_n = (p.N + NC - 1) / NC;
+  std::atomic<bool> oom{false};
+  run_parallel(c, tiles_m * tiles_n, [&](int64_t t) {
+    const int64_t m0 = (t % tiles_m) * MC, n0 = (t / tiles_m) * NC;
+    const int64_t m1 = std::min(p.M, m0 + MC), n1 = std::min(p.N, n0 + NC);
+    uint16_t* bt = nullptr;  // this task's B block (short M): panels [kc][NR] for columns n0..n1
+    if (short_m && K > 0) {
+      bt = reinterpret_cast<uint16_t*>(tl_block.get(static_cast<size_t>(std::min(KC, Kp) * NC * 2)));
+      if (bt == nullptr) {
+        oom = true;
+        return;
+      }
+    }
+    for (int64_t pc = 0;; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc), kcp = round_up(kc, kn.kstep);
+      const bool last = pc + kc >= K;
+      const bool add = pc > 0 || p.add;
+      if (bt)
+        for (int64_t jr = n0; jr < n1; jr += NR)
+          kn.pack_b(bt + (jr - n0) / NR * NR * kcp, p.B + jr * ldb + pc, ldb, kc,
+                    static_cast<int>(std::min<int64_t>(NR, p.N - jr)));
+      for (int64_t jr = n0; jr < n1; jr += NR) {
+        const int cols = static_cast<int>(std::min<int64_t>(NR, n1 - jr));
+        const uint16_t* b = bt ? bt + (jr - n0) / NR * NR * kcp : Bp + jr / NR * b_panel + pc * NR;
+        for (int64_t ir = m0; ir < m1; ir += MR) {
+          const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
+          const char* a = Ap + ir / MR * a_panel + pc * MR * kn.a_bytes;
+          float* ct = p.C + ir * ldc + jr;
+          kn.micro(kc, a, b, ct, ldc, rows, cols, add);
+          if (last && p.ep) path.epilogue(*p.ep, ct, ldc, ir, jr, rows, cols);
+        }
+      }
+      if (last) break;
+    }
+  });
+  if (oom) return Status(Code::kOom, "gemm: cannot allocate the per-thread B block");
+  return Status::ok();
+}
+
+// True when [p, p+n) and [q, q+m) (bytes) overlap.
+bool overlaps(const void* p, size_t n, const void* q, size_t m) {
+  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
+  return n > 0 && m > 0 && a < b + m && b < a + n;
+}
+
+}  // namespace
+
+const char* gemm_bf16_kernel_name(Isa isa) { return select_path(isa).kn->name; }
+
+// Argument checks as gemm.cpp's gemm(), for this one operand combination.
+Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual,
+                 GemmOp op, Epilogue ep, bool accumulate) {
+  if (op != GemmOp::kNN && op != GemmOp::kNT && op != GemmOp::kTN)
+    return input_error(strformat("gemm: unknown op %d", static_cast<int>(op)));
+  if (op != GemmOp::kNT || a.dtype != DType::kF32 || b.dtype != DType::kBF16)
+    return dtype_error(strformat("gemm %s: a %s, b %s is not supported on the CPU: bf16 is taken for b only (a "
+                                 "weight [N,K], op NT) with an f32 a",
+                                 gemm_op_name(op), dtype_name(a.dtype), dtype_name(b.dtype)));
+  if (ep != Epilogue::kNone && ep != Epilogue::kBias && ep != Epilogue::kBiasGelu && ep != Epilogue::kResidual &&
+      ep != Epilogue::kBiasResidual)
+    return input_error(strformat("gemm: unknown epilogue %d", static_cast<int>(ep)));
+  if (accumulate && ep != Epilogue::kNone)
+    return input_error("gemm: accumulate is only allowed with Epilogue::kNone");
+  ELMO_RETURN_IF_ERROR(check_tensor(a, "gemm a", DType::kF32, {-1, -1}));
+  ELMO_RETURN_IF_ERROR(check_tensor(b, "gemm b", DType::kBF16, {-1, -1}));
+  const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[0];
+  if (b.shape[1] != K)
+    return shape_error(strformat("gemm NT: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld",
+                                 a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
+                                 static_cast<long long>(b.shape[1])));
+  ELMO_RETURN_IF_ERROR(check_tensor(out, "gemm out", DType::kF32, {M, N}));
+  const bool use_bias = ep == Epilogue::kBias || ep == Epilogue::kBiasGelu || ep == Epilogue::kBiasResidual;
+  const bool use_residual = ep == Epilogue::kResidual || ep == Epilogue::kBiasResidual;
+  const bool use_pre = ep == Epilogue::kBiasGelu && !pre_gelu.empty();
+  if (use_bias) ELMO_RETURN_IF_ERROR(check_tensor(bias, "gemm bias", DType::kF32, {N}));
+  if (use_residual) ELMO_RETURN_IF_ERROR(check_tensor(residual, "gemm residual", DType::kF32, {M, N}));
+  if (use_pre) ELMO_RETURN_IF_ERROR(check_tensor(pre_gelu, "gemm pre_gelu", DType::kF32, {M, N}));
+  for (const Tensor* t : {&out, &a, &b})
+    if (t->device != Device::kCpu) return input_error("gemm: tensors must be in CPU memory");
+  if ((use_bias && bias.device != Device::kCpu) || (use_residual && residual.device != Device::kCpu) ||
+      (use_pre && pre_gelu.device != Device::kCpu))
+    return input_error("gemm: tensors must be in CPU memory");
+  const size_t out_bytes = out.nbytes();
+  if (overlaps(out.data, out_bytes, a.data, a.nbytes()) || overlaps(out.data, out_bytes, b.data, b.nbytes()))
+    return input_error("gemm: out overlaps an input (a or b)");
+  if (use_bias && overlaps(out.data, out_bytes, bias.data, bias.nbytes()))
+    return input_error("gemm: out overlaps bias");
+  if (use_pre && (overlaps(out.data, out_bytes, pre_gelu.data, pre_gelu.nbytes()) ||
+                  overlaps(pre_gelu.data, pre_gelu.nbytes(), a.data, a.nbytes()) ||
+                  overlaps(pre_gelu.data, pre_gelu.nbytes(), b.data, b.nbytes())))
+    return input_error("gemm: pre_gelu overlaps out or an input");
+  const bool residual_in_place = use_residual && residual.data == out.data;
+  if (use_residual && !residual_in_place && overlaps(out.data, out_bytes, residual.data, residual.nbytes()))
+    return input_error("gemm: residual partly overlaps out (it may only be out itself)");
+
+  EpilogueArgs e;
+  if (use_bias) e.bias = bias.f32();
+  if (ep == Epilogue::kBiasGelu) {
+    e.gelu = true;
+    if (use_pre) {
+      e.pre_gelu = pre_gelu.f32();
+      e.ld_pre = N;
+    }
+  }
+  if (use_residual && !residual_in_place) {
+    e.residual = residual.f32();
+    e.ld_res = N;
+  }
+  const bool any_epilogue = e.bias || e.gelu || e.residual;
+  // In-place residual: out already holds the residual, so the product is added to it.
+  const Problem p{M, N, K, a.f32(), b.u16(), accumulate || residual_in_place, out.f32(), any_epilogue ? &e : nullptr};
+  if (M == 0 || N == 0) return Status::ok();
+  const Path path = select_path(c.isa);
+  if (path.kn->nt_stream && M <= kStreamM && K > 0) return run_stream(c, path, p);
+  return run_packed(c, path, p);
+}
+
+}  // namespace elmo::cpu
