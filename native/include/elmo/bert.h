@@ -5,6 +5,8 @@
 // weight decay (matrices, embeddings) then those that do not (biases, LayerNorm), so a fused
 // optimizer can run over each region in one call. Q, K and V are fused at load into one
 // [3H, H] weight and [3H] bias (rows q | k | v) so attention reads qkv [T, 3H].
+// With bf16 precision (BertOptions) the model also keeps bf16 copies of its GEMM weights in one
+// more buffer; the f32 parameters stay the master copy.
 //
 // Forward runs over packed batches (ids, type_ids, offsets: B sequences, T tokens, no padding)
 // into an activation arena allocated once per capacity and grown only when a batch needs more.
@@ -15,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "elmo/backend.h"
@@ -87,6 +90,21 @@ struct BertOutputs {
   Tensor mlm_logits;  // [n_mlm, V] or empty
 };
 
+// How a model runs; given to Bert::load / load_weights / create.
+struct BertOptions {
+  // Matrix-product precision.
+  //   kF32 (default): the f32 parameters are the GEMM operands.
+  //   kBF16: the model also keeps bf16 copies of its GEMM weight matrices (each layer's Q/K/V,
+  //     attention output and both FFN matrices; the pooler, classifier and MLM transform) in one
+  //     contiguous buffer, and every linear layer runs as gemm(a = f32 activations, b = bf16
+  //     copy): bf16 operands (the backend rounds a), fp32 sums, half the weight bytes read. The
+  //     f32 parameters remain the master copy: save() writes them, an optimizer updates them, and
+  //     refresh_compute_weights() re-derives the copies. The word embeddings (read by the lookup
+  //     and by the tied MLM decoder) stay f32 only: a copy would add a [V, H] table used by the
+  //     pretraining head alone.
+  DType precision = DType::kF32;
+};
+
 // Dropout RNG streams of the forward (the backward recomputes masks from the same ones).
 inline uint64_t bert_dropout_stream(int layer, int site) { return (static_cast<uint64_t>(layer) + 1) * 8 + site; }
 enum : int { kStreamEmbedding = 0, kStreamClassifier = 1 };  // with layer = -1
@@ -97,15 +115,16 @@ class Bert {
   // dir/config.json + dir/model.safetensors. f32/f16/bf16 weights (converted to f32), HF names,
   // with or without the "bert." prefix. Missing or unexpected tensors and shape mismatches are
   // ERR_CHECKPOINT naming the tensor.
-  static Status load(const std::string& dir, Backend* backend, std::unique_ptr<Bert>* out);
+  static Status load(const std::string& dir, Backend* backend, std::unique_ptr<Bert>* out,
+                     const BertOptions& opts = {});
   // Weights from a safetensors file under a given config; heads inferred from the tensors
   // when the config names no architecture.
   static Status load_weights(const std::string& safetensors_path, const BertConfig& config, Backend* backend,
-                             std::unique_ptr<Bert>* out);
+                             std::unique_ptr<Bert>* out, const BertOptions& opts = {});
   // Fresh weights as HF initializes them: N(0, initializer_range) matrices and embeddings,
   // zero biases, unit LayerNorm. Deterministic in `seed`.
   static Status create(const BertConfig& config, const BertHeads& heads, uint64_t seed, Backend* backend,
-                       std::unique_ptr<Bert>* out);
+                       std::unique_ptr<Bert>* out, const BertOptions& opts = {});
   ~Bert();
   Bert(const Bert&) = delete;
   Bert& operator=(const Bert&) = delete;
@@ -119,6 +138,14 @@ class Bert {
   const BertConfig& config() const { return config_; }
   const BertHeads& heads() const { return heads_; }
   Backend* backend() const { return backend_; }
+  DType precision() const { return opts_.precision; }
+
+  // Precision bf16: re-makes the bf16 weight copies from the f32 parameters (f32: nothing to do).
+  // forward reads the copies, so call this after changing parameters in place, e.g. after an
+  // optimizer step or a write through parameters().
+  Status refresh_compute_weights();
+  // Bytes held by the bf16 weight copies (0 with f32 precision).
+  size_t compute_weight_bytes() const { return compute_buf_.nbytes(); }
 
   // One parameter: `name` is the HF name except the fused ".attention.self.qkv.{weight,bias}".
   struct Param {
@@ -133,6 +160,7 @@ class Bert {
   // place: no copy of the weights. load() and create() pack them on backends that gain from it
   // (the CPU); parameters() then shows those tensors with panel > 0. save() writes row-major
   // either way. Unpack (false) before reading them as matrices, e.g. for a backward pass.
+  // A bf16 model (BertOptions) packs nothing: its GEMMs read the bf16 copies, kept row-major.
   Status set_weights_packed(bool packed);
   bool weights_packed() const { return packed_; }
   int64_t num_parameters() const;
@@ -154,6 +182,8 @@ class Bert {
     Tensor ffn_in_w, ffn_in_b;  // [I, H], [I]
     Tensor ffn_out_w, ffn_out_b;  // [H, I], [H]
     Tensor ln2_w, ln2_b;        // [H]
+    // The GEMM operand of each matrix: the f32 parameter itself, or its bf16 copy.
+    Tensor qkv_wc, attn_out_wc, ffn_in_wc, ffn_out_wc;
   };
   struct Weights {
     Tensor wte, wpe, wtt;       // [V, H], [P, H], [TV, H]
@@ -164,6 +194,7 @@ class Bert {
     Tensor mlm_w, mlm_b;        // [H, H], [H]
     Tensor mlm_ln_w, mlm_ln_b;  // [H]
     Tensor mlm_bias;            // [V] (decoder bias; decoder weight = wte)
+    Tensor pool_wc, cls_wc, mlm_wc;  // GEMM operands, as Layer::qkv_wc
   };
   // Activations of one encoder layer; one set in inference, one per layer in training.
   struct LayerActs {
@@ -193,8 +224,11 @@ class Bert {
     Tensor mlm_logits;                                // [N, V]
   };
 
-  Bert(const BertConfig& config, const BertHeads& heads, Backend* backend);
+  Bert(const BertConfig& config, const BertHeads& heads, Backend* backend, const BertOptions& opts);
   Status allocate_parameters();
+  Status make_compute_weights();  // once the parameters hold their values
+  // Every weight read as a GEMM's b (op NT), with the GEMM operand the forward passes for it.
+  std::vector<std::pair<Tensor*, Tensor*>> gemm_weights();
   Status ensure_arena(int64_t T, int B, int N, bool training);
   size_t layout_acts(char* base, int64_t T, int B, int N, bool training, Acts* a) const;
   Status check_inputs(const BertInputs& in) const;
@@ -202,11 +236,18 @@ class Bert {
   BertConfig config_;
   BertHeads heads_;
   Backend* backend_;
+  BertOptions opts_;
   Tensor param_buf_;
   Tensor decay_region_, no_decay_region_;
   std::vector<Param> params_;
   bool packed_ = false;
   Weights w_;
+  // Precision bf16: one buffer of bf16 weight copies, and each (f32 master, bf16 copy) pair.
+  Tensor compute_buf_;
+  struct ComputeCopy {
+    Tensor master, copy;
+  };
+  std::vector<ComputeCopy> compute_copies_;
   Tensor arena_;
   size_t arena_bytes_ = 0;
   int arena_allocs_ = 0;

@@ -9,6 +9,8 @@
 //   ln2_in = h1 + dropout(act W2ᵀ + b2)               [T, H]
 //   h2     = LayerNorm2(ln2_in)                       [T, H]   -> next layer input
 // Without dropout the residual adds fuse into the GEMM epilogue (kBiasResidual).
+// Every weight matrix W above is the GEMM's b operand as the model's precision says: the f32
+// parameter, or its bf16 copy (BertOptions).
 #include "elmo/bert.h"
 
 #include <sys/stat.h>
@@ -17,6 +19,7 @@
 #include <cmath>
 #include <cstring>
 #include <unordered_set>
+#include <utility>
 
 #include "elmo/safetensors.h"
 
@@ -105,14 +108,60 @@ void unpack_panels(float* w, int64_t N, int64_t K, int panel) {
 
 }  // namespace
 
-Bert::Bert(const BertConfig& config, const BertHeads& heads, Backend* backend)
-    : config_(config), heads_(heads), backend_(backend) {}
+Bert::Bert(const BertConfig& config, const BertHeads& heads, Backend* backend, const BertOptions& opts)
+    : config_(config), heads_(heads), backend_(backend), opts_(opts) {}
 
 Bert::~Bert() {
   if (backend_) {
     backend_->free(&arena_);
+    backend_->free(&compute_buf_);
     backend_->free(&param_buf_);
   }
+}
+
+static Status check_options(const BertOptions& opts) {
+  ELMO_CHECK(opts.precision == DType::kF32 || opts.precision == DType::kBF16, Code::kInput,
+             "Expected f32 or bf16 for BertOptions::precision but received %s", dtype_name(opts.precision));
+  return Status::ok();
+}
+
+std::vector<std::pair<Tensor*, Tensor*>> Bert::gemm_weights() {
+  std::vector<std::pair<Tensor*, Tensor*>> mats;
+  for (Layer& ly : w_.layers) {
+    mats.push_back({&ly.qkv_w, &ly.qkv_wc});
+    mats.push_back({&ly.attn_out_w, &ly.attn_out_wc});
+    mats.push_back({&ly.ffn_in_w, &ly.ffn_in_wc});
+    mats.push_back({&ly.ffn_out_w, &ly.ffn_out_wc});
+  }
+  if (heads_.pooler) mats.push_back({&w_.pool_w, &w_.pool_wc});
+  if (heads_.classifier) mats.push_back({&w_.cls_w, &w_.cls_wc});
+  if (heads_.mlm) mats.push_back({&w_.mlm_w, &w_.mlm_wc});
+  return mats;
+}
+
+Status Bert::make_compute_weights() {
+  const std::vector<std::pair<Tensor*, Tensor*>> mats = gemm_weights();
+  if (opts_.precision == DType::kF32) {
+    for (const auto& m : mats) *m.second = *m.first;  // the parameter itself
+    return Status::ok();
+  }
+  size_t total = 0;
+  for (const auto& m : mats) total += round_up(m.first->nbytes() / 2);
+  ELMO_RETURN_IF_ERROR(backend_->alloc(&compute_buf_, DType::kBF16, {static_cast<int64_t>(total / 2)}));
+  size_t off = 0;
+  compute_copies_.clear();
+  for (const auto& m : mats) {
+    const Tensor& w = *m.first;
+    *m.second = make_view(compute_buf_.data, off, DType::kBF16, {w.shape[0], w.shape[1]}, backend_->device());
+    compute_copies_.push_back({w, *m.second});
+    off += round_up(w.nbytes() / 2);
+  }
+  return refresh_compute_weights();
+}
+
+Status Bert::refresh_compute_weights() {
+  for (const ComputeCopy& c : compute_copies_) ELMO_RETURN_IF_ERROR(backend_->convert(c.copy, c.master));
+  return Status::ok();
 }
 
 int64_t Bert::num_parameters() const {
@@ -200,12 +249,13 @@ Status Bert::allocate_parameters() {
 }
 
 Status Bert::create(const BertConfig& config, const BertHeads& heads, uint64_t seed, Backend* backend,
-                    std::unique_ptr<Bert>* out) {
+                    std::unique_ptr<Bert>* out, const BertOptions& opts) {
   ELMO_CHECK(backend != nullptr && out != nullptr, Code::kInput, "Bert::create: null backend or output");
+  ELMO_RETURN_IF_ERROR(check_options(opts));
   ELMO_RETURN_IF_ERROR(config.validate());
   ELMO_CHECK(!heads.classifier || (heads.pooler && config.num_labels > 0), Code::kInput,
              "Bert::create: a classifier needs the pooler and num_labels > 0");
-  std::unique_ptr<Bert> m(new Bert(config, heads, backend));
+  std::unique_ptr<Bert> m(new Bert(config, heads, backend, opts));
   ELMO_RETURN_IF_ERROR(m->allocate_parameters());
   InitRng rng{seed * 0x2545F4914F6CDD1Dull + 0x1234567ull};
   std::vector<float> host;
@@ -221,12 +271,16 @@ Status Bert::create(const BertConfig& config, const BertHeads& heads, uint64_t s
     }
     ELMO_RETURN_IF_ERROR(backend->upload(p.value, host.data(), host.size() * 4));
   }
+  ELMO_RETURN_IF_ERROR(m->make_compute_weights());
   ELMO_RETURN_IF_ERROR(m->set_weights_packed(true));
   *out = std::move(m);
   return Status::ok();
 }
 
 Status Bert::set_weights_packed(bool packed) {
+  // A bf16 model's GEMMs read its bf16 copies, which stay row-major, and the copies are made
+  // from row-major f32 weights: nothing to pack.
+  if (opts_.precision != DType::kF32) return Status::ok();
   const int panel = backend_->weight_panel();
   if (panel == 0 && !packed_) return Status::ok();  // nothing to gain on this backend
   std::vector<Tensor*> linear;
@@ -242,18 +296,20 @@ Status Bert::set_weights_packed(bool packed) {
   }
   ELMO_RETURN_IF_ERROR(backend_->sync());
   packed_ = packed;
+  for (const auto& [w, operand] : gemm_weights()) *operand = *w;  // the GEMM operands follow the layout
   return Status::ok();
 }
 
-Status Bert::load(const std::string& dir, Backend* backend, std::unique_ptr<Bert>* out) {
+Status Bert::load(const std::string& dir, Backend* backend, std::unique_ptr<Bert>* out, const BertOptions& opts) {
   BertConfig config;
   ELMO_RETURN_IF_ERROR(BertConfig::load(dir + "/config.json", &config));
-  return load_weights(dir + "/model.safetensors", config, backend, out);
+  return load_weights(dir + "/model.safetensors", config, backend, out, opts);
 }
 
 Status Bert::load_weights(const std::string& path, const BertConfig& config, Backend* backend,
-                          std::unique_ptr<Bert>* out) {
+                          std::unique_ptr<Bert>* out, const BertOptions& opts) {
   ELMO_CHECK(backend != nullptr && out != nullptr, Code::kInput, "Bert::load: null backend or output");
+  ELMO_RETURN_IF_ERROR(check_options(opts));
   ELMO_RETURN_IF_ERROR(config.validate());
   std::unique_ptr<SafetensorsFile> file;
   ELMO_RETURN_IF_ERROR(SafetensorsFile::open(path, &file));
@@ -281,7 +337,7 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
   }
   if (heads.classifier && !heads.pooler) return ckpt(prefix + "pooler.dense.weight", "missing (the classifier reads the pooled row)");
 
-  std::unique_ptr<Bert> m(new Bert(config, heads, backend));
+  std::unique_ptr<Bert> m(new Bert(config, heads, backend, opts));
   if (heads.classifier) {
     // num_labels comes from the config; the weight must agree.
     const StTensor* cw = file->find("classifier.weight");
@@ -356,6 +412,7 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
     if (starts_with(t.name, "cls.seq_relationship.")) continue;  // next-sentence head of pretraining checkpoints
     return ckpt(t.name, "unexpected tensor in " + path);
   }
+  ELMO_RETURN_IF_ERROR(m->make_compute_weights());
   ELMO_RETURN_IF_ERROR(backend->sync());
   ELMO_RETURN_IF_ERROR(m->set_weights_packed(true));
   *out = std::move(m);
@@ -575,32 +632,32 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = w_.layers[static_cast<size_t>(l)];
     LayerActs& la = a.layers[train ? static_cast<size_t>(l) : 0];
-    ELMO_RETURN_IF_ERROR(be.gemm(la.qkv, Tensor(), x, w.qkv_w, w.qkv_b, Tensor(), GemmOp::kNT, Epilogue::kBias, false));
+    ELMO_RETURN_IF_ERROR(be.gemm(la.qkv, Tensor(), x, w.qkv_wc, w.qkv_b, Tensor(), GemmOp::kNT, Epilogue::kBias, false));
     ELMO_RETURN_IF_ERROR(be.attention_forward(la.att, la.lse, la.qkv, offs, NH, HD, p_att, seed,
                                               bert_dropout_stream(l, kSiteAttention)));
     if (p_hidden > 0) {
       // ln1_in holds the projection until the LayerNorm overwrites it with x + dropout(proj).
-      ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_w, w.attn_out_b, Tensor(), GemmOp::kNT,
+      ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_wc, w.attn_out_b, Tensor(), GemmOp::kNT,
                                    Epilogue::kBias, false));
       ELMO_RETURN_IF_ERROR(be.dropout_forward(la.proj, la.ln1_in, p_hidden, seed, bert_dropout_stream(l, kSiteAttnOut)));
       ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h1, la.ln1_in, la.ln1_mean, la.ln1_rstd, la.proj, x, w.ln1_w,
                                                 w.ln1_b, eps));
     } else {
-      ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_w, w.attn_out_b, x, GemmOp::kNT,
+      ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_wc, w.attn_out_b, x, GemmOp::kNT,
                                    Epilogue::kBiasResidual, false));
       ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h1, Tensor(), la.ln1_mean, la.ln1_rstd, la.ln1_in, Tensor(),
                                                 w.ln1_w, w.ln1_b, eps));
     }
-    ELMO_RETURN_IF_ERROR(be.gemm(la.act, la.pre_gelu, la.h1, w.ffn_in_w, w.ffn_in_b, Tensor(), GemmOp::kNT,
+    ELMO_RETURN_IF_ERROR(be.gemm(la.act, la.pre_gelu, la.h1, w.ffn_in_wc, w.ffn_in_b, Tensor(), GemmOp::kNT,
                                  Epilogue::kBiasGelu, false));
     if (p_hidden > 0) {
-      ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_w, w.ffn_out_b, Tensor(), GemmOp::kNT,
+      ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_wc, w.ffn_out_b, Tensor(), GemmOp::kNT,
                                    Epilogue::kBias, false));
       ELMO_RETURN_IF_ERROR(be.dropout_forward(la.ffn, la.ln2_in, p_hidden, seed, bert_dropout_stream(l, kSiteFfnOut)));
       ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h2, la.ln2_in, la.ln2_mean, la.ln2_rstd, la.ffn, la.h1, w.ln2_w,
                                                 w.ln2_b, eps));
     } else {
-      ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_w, w.ffn_out_b, la.h1, GemmOp::kNT,
+      ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_wc, w.ffn_out_b, la.h1, GemmOp::kNT,
                                    Epilogue::kBiasResidual, false));
       ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h2, Tensor(), la.ln2_mean, la.ln2_rstd, la.ln2_in, Tensor(),
                                                 w.ln2_w, w.ln2_b, eps));
@@ -612,7 +669,7 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
 
   if (heads_.pooler) {
     ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls, x, a.cls_idx));
-    ELMO_RETURN_IF_ERROR(be.gemm(a.pool_pre, Tensor(), a.cls, w_.pool_w, w_.pool_b, Tensor(), GemmOp::kNT,
+    ELMO_RETURN_IF_ERROR(be.gemm(a.pool_pre, Tensor(), a.cls, w_.pool_wc, w_.pool_b, Tensor(), GemmOp::kNT,
                                  Epilogue::kBias, false));
     ELMO_RETURN_IF_ERROR(be.tanh_forward(a.pooled, a.pool_pre));
     out->pooled = a.pooled;
@@ -623,14 +680,14 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
                                                 bert_dropout_stream(-1, kStreamClassifier)));
         pin = a.pooled_drop;
       }
-      ELMO_RETURN_IF_ERROR(be.gemm(a.logits, Tensor(), pin, w_.cls_w, w_.cls_b, Tensor(), GemmOp::kNT, Epilogue::kBias,
+      ELMO_RETURN_IF_ERROR(be.gemm(a.logits, Tensor(), pin, w_.cls_wc, w_.cls_b, Tensor(), GemmOp::kNT, Epilogue::kBias,
                                    false));
       out->logits = a.logits;
     }
   }
   if (heads_.mlm && N > 0) {
     ELMO_RETURN_IF_ERROR(be.gather_rows(a.mlm_in, x, a.mlm_pos));
-    ELMO_RETURN_IF_ERROR(be.gemm(a.mlm_act, a.mlm_pre, a.mlm_in, w_.mlm_w, w_.mlm_b, Tensor(), GemmOp::kNT,
+    ELMO_RETURN_IF_ERROR(be.gemm(a.mlm_act, a.mlm_pre, a.mlm_in, w_.mlm_wc, w_.mlm_b, Tensor(), GemmOp::kNT,
                                  Epilogue::kBiasGelu, false));
     ELMO_RETURN_IF_ERROR(be.layernorm_forward(a.mlm_ln, Tensor(), a.mlm_mean, a.mlm_rstd, a.mlm_act, Tensor(),
                                               w_.mlm_ln_w, w_.mlm_ln_b, eps));
