@@ -1,11 +1,13 @@
 // devices(): what this process can run on. The CPU entry reports the ISA path and thread
-// count the CPU backend uses (ELMO_ISA / ELMO_NUM_THREADS honoured); the CUDA entry lists
+// count the CPU backend uses (ELMO_ISA / ELMO_NUM_THREADS honoured) and the kernel of bf16
+// matrix products; the CUDA entry lists
 // devices when the addon was built with the CUDA backend, and otherwise (or with no driver,
 // no device) says why not. A failed device query means zero devices, never a crash.
 #include <cstdlib>
 #include <vector>
 
 #include "addon.h"
+#include "cpu/ops.h"
 #include "elmo/cpu.h"
 #ifdef ELMO_HAVE_CUDA
 #include "elmo/cuda_backend.h"
@@ -33,6 +35,7 @@ Napi::Object cpu_info(Napi::Env env) {
   cpu.Set("bestIsa", Napi::String::New(env, isa_name(best_isa())));
   cpu.Set("threads", Napi::Number::New(env, default_threads()));
   cpu.Set("features", features);
+  cpu.Set("bf16Kernel", Napi::String::New(env, cpu::gemm_bf16_kernel_name(isa)));
   return cpu;
 }
 

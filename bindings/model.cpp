@@ -1,6 +1,6 @@
 // NativeModel: a BERT encoder (elmo::Bert) with its own backend and its own worker thread.
 //
-//   new NativeModel({ device: 'cpu' | 'cuda', threads?, cudaDevice? })
+//   new NativeModel({ device: 'cpu' | 'cuda', threads?, cudaDevice?, precision?: 'fp32' | 'bf16' })
 //   load(dir) -> Promise<void>          config.json + model.safetensors, on the worker thread
 //   create(config, heads, seed)         fresh weights, synchronously
 //   save(dir) -> Promise<void>          atomic writes by the native writer, on the worker thread
@@ -183,11 +183,11 @@ class Model : public Napi::ObjectWrap<Model> {
     }
     if (precision != "fp32" && precision != "bf16")
       throw_expected(env, "ERR_INPUT", "one of 'fp32', 'bf16'", "options.precision", Napi::String::New(env, precision));
+    // bf16: the model keeps bf16 copies of its GEMM weights (BertOptions); on CUDA attention
+    // also runs on bf16 operands (CudaOptions::compute).
+    options_.precision = precision == "bf16" ? DType::kBF16 : DType::kF32;
     std::unique_ptr<Backend> backend;
     if (device == "cpu") {
-      // The CPU kernels are f32; bf16 GEMM on avx512_bf16 is not built yet.
-      if (precision != "fp32")
-        throw_if_error(env, Status(Code::kUnsupported, "precision 'bf16' is available on CUDA only"));
       CpuOptions co;
       co.threads = threads;
       throw_if_error(env, make_cpu_backend(&backend, co));
@@ -326,7 +326,8 @@ class Model : public Napi::ObjectWrap<Model> {
       auto job = std::make_unique<Job>(env);
       auto loaded = std::make_shared<std::unique_ptr<Bert>>();
       Backend* backend = backend_.get();
-      job->run = [dir, backend, loaded]() { return Bert::load(dir, backend, loaded.get()); };
+      const BertOptions options = options_;
+      job->run = [dir, backend, loaded, options]() { return Bert::load(dir, backend, loaded.get(), options); };
       job->finish = [this, loaded](Napi::Env e) -> Napi::Value {
         bert_ = std::move(*loaded);
         return e.Undefined();
@@ -392,7 +393,7 @@ class Model : public Napi::ObjectWrap<Model> {
     heads.mlm = is_absent(h.Get("mlm")) ? false : bool_arg(h.Get("mlm"), "heads.mlm");
     const uint64_t seed = is_absent(info[2]) ? 0 : u64_arg(info[2], "seed");
     std::unique_ptr<Bert> fresh;
-    throw_if_error(env, Bert::create(cfg, heads, seed, backend_.get(), &fresh));
+    throw_if_error(env, Bert::create(cfg, heads, seed, backend_.get(), &fresh, options_));
     bert_ = std::move(fresh);
     return env.Undefined();
   }
@@ -644,6 +645,7 @@ class Model : public Napi::ObjectWrap<Model> {
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Bert> bert_;  // null until load() or create()
+  BertOptions options_;         // how load() and create() make the model
   std::string device_;
   bool busy_ = false;             // JS thread only
   bool disposed_ = false;         // JS thread only

@@ -75,10 +75,22 @@ export interface BertRunOptions {
   /** CPU threads of this model's pool; default ELMO_NUM_THREADS or the machine's cores. */
   threads?: number;
   /**
-   * Matrix-product precision. `'fp32'` (default): exact fp32 everywhere. `'bf16'` (CUDA only):
-   * GEMM and attention operands in bf16 on the tensor cores, fp32 accumulation, fp32 weights
-   * kept and fp32 LayerNorm/softmax statistics. On the CPU `'bf16'` is refused with
-   * `ERR_UNSUPPORTED`.
+   * Matrix-product precision. `'fp32'` (default): exact fp32 everywhere.
+   *
+   * `'bf16'`: the model keeps a bf16 copy of each linear layer's weight (encoder, pooler,
+   * classifier, MLM transform) beside the fp32 weights, which stay the master copy (`save()`
+   * writes them). Every linear layer multiplies activations rounded to bf16 by that copy and
+   * sums in fp32; LayerNorm, softmax, GELU and the embeddings stay fp32. Outputs move by about
+   * bf16 rounding (docs/api.md, "Precision"). Where it runs:
+   * - CPUs with AVX512_BF16 (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later):
+   *   native bf16 dot products (`vdpbf16ps`: two products per fp32 lane per instruction) and
+   *   half the weight bytes read.
+   * - AVX2-only CPUs: the bf16 weights are widened to fp32 in registers and multiplied with fp32
+   *   FMA, so speed is about that of `'fp32'`; large batches gain nothing, small ones read half
+   *   the weight bytes. The numbers are the same as on AVX512_BF16 up to fp32 summation order.
+   * - CUDA: the tensor cores, with attention's q/k/v in bf16 too.
+   *
+   * `devices().cpu.bf16Kernel` tells which CPU kernel runs.
    */
   precision?: 'fp32' | 'bf16';
 }

@@ -45,6 +45,7 @@ function info(json: boolean, write: (line: string) => void): void {
   write(`  build:    ${build.flags} (${build.compiler}, N-API ${String(build.napiVersion)})`);
   write(`  cpu:      ${devices.cpu.isa} kernels (best ${devices.cpu.bestIsa}), ${String(devices.cpu.threads)} threads`);
   write(`  features: ${devices.cpu.features.length > 0 ? devices.cpu.features.join(' ') : '(none)'}`);
+  write(`  bf16:     ${bf16Line(devices.cpu.bf16Kernel, devices.cpu.features.includes('avx512_bf16'))}`);
   if (devices.cuda.available) {
     for (const d of devices.cuda.devices) {
       const gib = (d.memoryBytes / 2 ** 30).toFixed(1);
@@ -53,6 +54,13 @@ function info(json: boolean, write: (line: string) => void): void {
   } else {
     write(`  cuda:     unavailable (${devices.cuda.reason ?? 'unknown reason'})`);
   }
+}
+
+/** What `precision: 'bf16'` runs on this CPU, and whether the CPU has AVX512_BF16 at all. */
+function bf16Line(kernel: string, hasAvx512Bf16: boolean): string {
+  if (kernel === 'avx512_bf16') return 'avx512_bf16 kernels (bf16 dot products)';
+  const why = hasAvx512Bf16 ? 'avx512_bf16 present but not selected' : 'no avx512_bf16';
+  return `${kernel} kernels (${why}: bf16 weights widened to fp32)`;
 }
 
 /** Options of `predict` and `embed`. */

@@ -14,8 +14,14 @@ export interface CpuInfo {
   bestIsa: string;
   /** Threads of the CPU backend's pool (ELMO_NUM_THREADS or the machine's cores). */
   threads: number;
-  /** Instruction-set extensions detected (`'avx2'`, `'fma'`, `'avx512f'`, ...). */
+  /** Instruction-set extensions detected (`'avx2'`, `'fma'`, `'avx512f'`, `'avx512_bf16'`, ...). */
   features: string[];
+  /**
+   * The kernel that runs matrix products of a `precision: 'bf16'` model on this CPU:
+   * `'avx512_bf16'` (bf16 dot-product instructions), `'avx2'` (bf16 weights widened to fp32 in
+   * registers) or `'scalar'`.
+   */
+  bf16Kernel: string;
 }
 
 /** One CUDA device. */
@@ -120,7 +126,7 @@ export interface NativeModelOptions {
   threads?: number;
   /** CUDA device index. */
   cudaDevice?: number;
-  /** GEMM/attention operand precision: `'fp32'` (exact) or `'bf16'` (CUDA only). */
+  /** Matrix-product precision: `'fp32'` (exact) or `'bf16'` (bf16 weight copies; on CUDA also bf16 attention). */
   precision?: 'fp32' | 'bf16';
 }
 

@@ -49,6 +49,9 @@ describe('devices()', () => {
     expect(Array.isArray(info.cpu.features)).toBe(true);
     if (info.cpu.bestIsa === 'avx2') expect(info.cpu.features).toEqual(expect.arrayContaining(['avx2', 'fma']));
     if (info.cpu.bestIsa === 'avx512') expect(info.cpu.features).toContain('avx512f');
+    // bf16 products: AVX512-BF16 on the avx512 path of a CPU that has it, else AVX2, else scalar.
+    const native16 = info.cpu.isa === 'avx512' && info.cpu.features.includes('avx512_bf16');
+    expect(info.cpu.bf16Kernel).toBe(info.cpu.isa === 'scalar' ? 'scalar' : native16 ? 'avx512_bf16' : 'avx2');
   });
 
   it('the CPU entry agrees with the backend the ops use', () => {
@@ -85,7 +88,7 @@ describe('devices()', () => {
 
 describe('resolveDevice()', () => {
   const cpuOnly: DevicesInfo = {
-    cpu: { isa: 'avx2', bestIsa: 'avx2', threads: 2, features: [] },
+    cpu: { isa: 'avx2', bestIsa: 'avx2', threads: 2, features: [], bf16Kernel: 'avx2' },
     cuda: { compiled: true, available: false, devices: [], reason: 'no CUDA driver' },
   };
   const withGpu: DevicesInfo = {

@@ -20,6 +20,8 @@ describe('elmo CLI', () => {
     expect(code).toBe(0);
     expect(text).toContain(`${info.cpu.isa} kernels`);
     expect(text).toContain(`${String(info.cpu.threads)} threads`);
+    expect(text).toContain(`bf16:     ${info.cpu.bf16Kernel} kernels`);
+    expect(text).toContain(info.cpu.features.includes('avx512_bf16') ? 'avx512_bf16' : 'no avx512_bf16');
     expect(text).toMatch(/build: +Release|build: +\S+/);
     expect(text).toContain('cuda');
     if (!info.cuda.available) expect(text).toContain(info.cuda.reason ?? 'unavailable');
