@@ -273,7 +273,10 @@ class CudaBackend final : public Backend {
     if (a.panel != 0 || b.panel != 0)
       return Status(Code::kInput, "gemm: the CUDA backend reads row-major operands, received a packed weight");
     size_t lead = 0;
-    // compute = bf16: f32 operands run on the bf16 tensor cores (fp32 accumulate).
+    // compute = bf16 with two f32 operands (a model without bf16 weight copies, a backward GEMM):
+    // both are rounded into the workspace here and run on the bf16 tensor cores (fp32
+    // accumulate). A bf16 operand, e.g. a model's bf16 weight copy as b, is never converted
+    // again: cuda::gemm rounds only the f32 side into its share of the workspace.
     const bool to_bf16 = compute_ == DType::kBF16 && a.dtype == DType::kF32 && b.dtype == DType::kF32 &&
                          !a.empty() && !b.empty();
     if (to_bf16) lead = round_up(a.numel() * 2) + round_up(b.numel() * 2);

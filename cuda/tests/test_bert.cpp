@@ -2,11 +2,14 @@
 // (test/fixtures/bert-*: checkpoint, packed inputs, float64 expected outputs), and against the
 // CPU backend on the same inputs:
 //   * fp32 compute (exact SIMT GEMM, fp32 attention): 1e-4 relative, as the CPU parity test;
-//   * bf16 compute (tensor cores, fp32 accumulate and statistics): 8e-2 of the tensor's scale.
+//   * bf16 (a bf16 model: bf16 weight copies as the GEMMs' b, bf16 attention operands; tensor
+//     cores, fp32 accumulate and statistics): 8e-2 of the tensor's scale.
 //     The fixtures' random weights (std 0.2, a saturated tanh pooler) amplify rounding: the same
 //     checkpoint in PyTorch with only the Linear operands rounded to bf16 (fp32 accumulate)
 //     already moves pooled by 0.043 and logits by 0.040 (scales 1.0 and 3.9); attention in bf16
 //     adds to that (0.066 on pooled was measured on an H200). A wrong kernel is off by O(scale).
+// A bf16 model with fp32 attention computes what the CPU bf16 model computes (a rounded to bf16,
+// bf16 weights, fp32 sums) up to summation order: 1e-3 of the scale.
 // Exit code 77 with "SKIP: no CUDA device (...)" when there is no usable device.
 #include <algorithm>
 #include <cmath>
@@ -60,9 +63,12 @@ void compare_scaled(const std::string& what, const std::vector<float>& got, cons
 const char* kFixtures[] = {"bert-a-cls", "bert-b-mlm", "bert-b-multilabel"};
 std::string g_skip;
 
+// compute: the backend's operand precision and the model's (BertOptions), as the addon sets them.
 void run_fixtures(elmo::DType compute, double tol) {
   elmo::CudaOptions opts;
   opts.compute = compute;
+  elmo::BertOptions model_opts;
+  model_opts.precision = compute;
   std::unique_ptr<elmo::Backend> gpu;
   CHECK_OK(elmo::make_cuda_backend(&gpu, opts));
   if (!gpu) return;
@@ -71,8 +77,9 @@ void run_fixtures(elmo::DType compute, double tol) {
     if (!load_fixture(name, &f)) continue;
     elmo_test::context() = std::string("[") + name + " " + elmo::dtype_name(compute) + "]";
     std::unique_ptr<elmo::Bert> m;
-    CHECK_OK(elmo::Bert::load(f.dir, gpu.get(), &m));
+    CHECK_OK(elmo::Bert::load(f.dir, gpu.get(), &m, model_opts));
     if (!m) continue;
+    CHECK((compute == elmo::DType::kBF16) == (m->compute_weight_bytes() > 0));
     elmo::BertOutputs out;
     CHECK_OK(m->forward(f.inputs(), {}, &out));
     CHECK_OK(gpu->sync());
@@ -120,6 +127,31 @@ TEST_CASE(bert_cpu_and_cuda_agree) {
   CHECK_OK(mc->forward(f.inputs(), {}, &oc));
   compare_scaled("cpu vs cuda logits", download(*gpu, og.logits), download(*cpu, oc.logits), 1e-5);
   compare_scaled("cpu vs cuda hidden", download(*gpu, og.hidden), download(*cpu, oc.hidden), 1e-5);
+}
+
+TEST_CASE(bert_bf16_weights_cpu_and_cuda_agree) {
+  elmo::BertOptions bf16;
+  bf16.precision = elmo::DType::kBF16;
+  std::unique_ptr<elmo::Backend> gpu, cpu;
+  CHECK_OK(elmo::make_cuda_backend(&gpu));  // fp32 attention: only the GEMMs are bf16
+  CHECK_OK(elmo::make_cpu_backend(&cpu));
+  if (!gpu || !cpu) return;
+  for (const char* name : kFixtures) {
+    Fixture f;
+    if (!load_fixture(name, &f)) continue;
+    std::unique_ptr<elmo::Bert> mg, mc;
+    CHECK_OK(elmo::Bert::load(f.dir, gpu.get(), &mg, bf16));
+    CHECK_OK(elmo::Bert::load(f.dir, cpu.get(), &mc, bf16));
+    if (!mg || !mc) continue;
+    elmo::BertOutputs og, oc;
+    CHECK_OK(mg->forward(f.inputs(), {}, &og));
+    CHECK_OK(mc->forward(f.inputs(), {}, &oc));
+    compare_scaled(std::string(name) + " bf16 cpu vs cuda hidden", download(*gpu, og.hidden), download(*cpu, oc.hidden),
+                   1e-3);
+    if (!oc.logits.empty())
+      compare_scaled(std::string(name) + " bf16 cpu vs cuda logits", download(*gpu, og.logits),
+                     download(*cpu, oc.logits), 1e-3);
+  }
 }
 
 int main() {

@@ -27,7 +27,9 @@ Status cuda_devices(std::vector<CudaDeviceInfo>* out, std::string* reason);
 struct CudaOptions {
   int device = 0;
   // GEMM/attention operand precision for f32 tensors handed to the backend:
-  // kF32 runs the exact fp32 path (parity), kBF16 converts operands to bf16 (fp32 accumulate).
+  // kF32 runs the exact fp32 path (parity), kBF16 converts f32 operands to bf16 (fp32
+  // accumulate). Either way a GEMM with one bf16 operand (a bf16 model's weight copy,
+  // BertOptions) rounds only its f32 operand and runs on the tensor cores.
   DType compute = DType::kF32;
 };
 Status make_cuda_backend(std::unique_ptr<Backend>* out, const CudaOptions& opts = {});
