@@ -93,7 +93,8 @@ void pack_b_nt_scalar(float* dst, const float* src, int64_t ldb, int64_t K, int 
 }
 
 const Kernel& kernel_scalar() {
-  static const Kernel k{kScalarMR, kScalarNR, 256, 64, 256, &micro_scalar, &epilogue_scalar, &pack_b_nt_scalar8, nullptr};
+  static const Kernel k{kScalarMR, kScalarNR, 256, 64, 256, &micro_scalar, &epilogue_scalar, &pack_b_nt_scalar8, nullptr,
+                        nullptr};
   return k;
 }
 
@@ -230,12 +231,19 @@ void pack_a_transposed(const Problem& p, int MR, int64_t m0, float* dst) {
 }
 
 // Packs A micro-panels [first, first + count).
-void pack_a_panels(const Problem& p, int MR, int64_t first, int64_t count, float* Ap) {
+void pack_a_panels(const Kernel& kn, const Problem& p, int64_t first, int64_t count, float* Ap) {
+  const int MR = kn.mr;
   if (p.op == GemmOp::kTN) {  // a [K, M]: each k holds a contiguous run of all the panels' rows
     pack_rows(p.A, p.lda, p.K, first * MR, p.M, MR, count, p.alpha, Ap + first * MR * p.K);
     return;
   }
-  for (int64_t i = first; i < first + count; ++i) pack_a_transposed(p, MR, i * MR, Ap + i * MR * p.K);
+  for (int64_t i = first; i < first + count; ++i) {
+    if (kn.pack_a && p.alpha == 1.0f)
+      kn.pack_a(Ap + i * MR * p.K, p.A + i * MR * p.lda, p.lda, p.K,
+                static_cast<int>(std::min<int64_t>(MR, p.M - i * MR)));
+    else
+      pack_a_transposed(p, MR, i * MR, Ap + i * MR * p.K);
+  }
 }
 
 // Packs rows [pc, pc + kc) of B micro-panels [first, first + count) into dst, panel q at
@@ -359,7 +367,7 @@ Status run_gemm(const Ctx& c, const Problem& p) {
         pack_b_panels(kn, p, 0, K, j0, count, ws + j0 * b_panel);
       } else {
         const int64_t i0 = (t - b_tasks) * kPanelsPerTask;
-        pack_a_panels(p, MR, i0, std::min(m_panels, i0 + kPanelsPerTask) - i0, Ap);
+        pack_a_panels(kn, p, i0, std::min(m_panels, i0 + kPanelsPerTask) - i0, Ap);
       }
     });
   }

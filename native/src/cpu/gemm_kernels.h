@@ -44,6 +44,9 @@ struct Kernel {
   // alone. b rows stream from memory once per call while the few rows of a stay in cache.
   void (*nt_stream)(const float* a, int64_t lda, const float* b, int64_t ldb, float* C, int64_t ldc, int64_t M,
                     int64_t n0, int64_t n1, int64_t K, bool add);
+  // Optional (null: the driver's scalar gather). Packs one A micro-panel from `rows` <= mr rows
+  // of a row-major [rows, lda] source: dst[k][i] = src[i*lda + k], zeros for i >= rows.
+  void (*pack_a)(float* dst, const float* src, int64_t lda, int64_t K, int rows);
 };
 
 const Kernel& kernel_scalar();
