@@ -148,10 +148,10 @@ TEST_CASE(gemm_multi_tile_multi_k_block) {
   }
 }
 
-// Taller than the row block every kernel runs at a time (8 MC tiles: 512 to 768 rows), so a
+// Taller than the row block every kernel runs at a time (16 MC tiles: 1024 to 1536 rows), so a
 // problem is cut into blocks with a short last one; residual and pre_gelu rows follow the block.
 TEST_CASE(gemm_row_blocks) {
-  const int64_t M = 1300, N = 40, K = 70;
+  const int64_t M = 1700, N = 40, K = 70;
   std::vector<float> a = random_vec(M * K, 21), b = random_vec(K * N, 22), bias = random_vec(N, 23),
                      res = random_vec(M * N, 24);
   std::map<std::string, std::vector<float>> one_thread;
