@@ -435,8 +435,9 @@ bool overlaps(const void* p, size_t n, const void* q, size_t m) {
 
 }  // namespace
 
-Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op,
-            Epilogue ep, bool accumulate) {
+namespace gemm_detail {
+
+Status check_op_and_epilogue(GemmOp op, Epilogue ep, bool accumulate) {
   if (op != GemmOp::kNN && op != GemmOp::kNT && op != GemmOp::kTN)
     return input_error(strformat("gemm: unknown op %d", static_cast<int>(op)));
   if (ep != Epilogue::kNone && ep != Epilogue::kBias && ep != Epilogue::kBiasGelu && ep != Epilogue::kResidual &&
@@ -444,6 +445,60 @@ Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tenso
     return input_error(strformat("gemm: unknown epilogue %d", static_cast<int>(ep)));
   if (accumulate && ep != Epilogue::kNone)
     return input_error("gemm: accumulate is only allowed with Epilogue::kNone");
+  return Status::ok();
+}
+
+Status check_outputs(Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, Epilogue ep,
+                     int64_t M, int64_t N, EpilogueArgs* e, bool* residual_in_place) {
+  ELMO_RETURN_IF_ERROR(check_tensor(out, "gemm out", DType::kF32, {M, N}));
+  const bool use_bias = ep == Epilogue::kBias || ep == Epilogue::kBiasGelu || ep == Epilogue::kBiasResidual;
+  const bool use_residual = ep == Epilogue::kResidual || ep == Epilogue::kBiasResidual;
+  const bool use_pre = ep == Epilogue::kBiasGelu && !pre_gelu.empty();
+  if (use_bias) ELMO_RETURN_IF_ERROR(check_tensor(bias, "gemm bias", DType::kF32, {N}));
+  if (use_residual) ELMO_RETURN_IF_ERROR(check_tensor(residual, "gemm residual", DType::kF32, {M, N}));
+  if (use_pre) ELMO_RETURN_IF_ERROR(check_tensor(pre_gelu, "gemm pre_gelu", DType::kF32, {M, N}));
+  for (const Tensor* t : {&out, &a, &b}) {
+    if (t->device != Device::kCpu) return input_error("gemm: tensors must be in CPU memory");
+  }
+  if ((use_bias && bias.device != Device::kCpu) || (use_residual && residual.device != Device::kCpu) ||
+      (use_pre && pre_gelu.device != Device::kCpu))
+    return input_error("gemm: tensors must be in CPU memory");
+  // out is written while a, b, bias and pre_gelu are read or written: they must not share memory
+  // with it. residual may be out itself (an in-place residual add), but not partly overlap it.
+  const size_t out_bytes = out.nbytes();
+  if (overlaps(out.data, out_bytes, a.data, a.nbytes()) || overlaps(out.data, out_bytes, b.data, b.nbytes()))
+    return input_error("gemm: out overlaps an input (a or b)");
+  if (use_bias && overlaps(out.data, out_bytes, bias.data, bias.nbytes()))
+    return input_error("gemm: out overlaps bias");
+  if (use_pre && (overlaps(out.data, out_bytes, pre_gelu.data, pre_gelu.nbytes()) ||
+                  overlaps(pre_gelu.data, pre_gelu.nbytes(), a.data, a.nbytes()) ||
+                  overlaps(pre_gelu.data, pre_gelu.nbytes(), b.data, b.nbytes())))
+    return input_error("gemm: pre_gelu overlaps out or an input");
+  *residual_in_place = use_residual && residual.data == out.data;
+  if (use_residual && !*residual_in_place && overlaps(out.data, out_bytes, residual.data, residual.nbytes()))
+    return input_error("gemm: residual partly overlaps out (it may only be out itself)");
+
+  *e = EpilogueArgs();
+  if (use_bias) e->bias = bias.f32();
+  if (ep == Epilogue::kBiasGelu) {
+    e->gelu = true;
+    if (use_pre) {
+      e->pre_gelu = pre_gelu.f32();
+      e->ld_pre = N;
+    }
+  }
+  if (use_residual && !*residual_in_place) {
+    e->residual = residual.f32();
+    e->ld_res = N;
+  }
+  return Status::ok();
+}
+
+}  // namespace gemm_detail
+
+Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, GemmOp op,
+            Epilogue ep, bool accumulate) {
+  ELMO_RETURN_IF_ERROR(gemm_detail::check_op_and_epilogue(op, ep, accumulate));
   ELMO_RETURN_IF_ERROR(check_tensor(a, "gemm a", DType::kF32, {-1, -1}));
   // b may be a weight kept packed by pack_weight (op NT only): its panels are used as they are.
   Tensor b_rows = b;
@@ -469,47 +524,10 @@ Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tenso
     return shape_error(strformat("gemm %s: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld", gemm_op_name(op),
                                  a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
                                  static_cast<long long>(Kb)));
-  ELMO_RETURN_IF_ERROR(check_tensor(out, "gemm out", DType::kF32, {M, N}));
-  const bool use_bias = ep == Epilogue::kBias || ep == Epilogue::kBiasGelu || ep == Epilogue::kBiasResidual;
-  const bool use_residual = ep == Epilogue::kResidual || ep == Epilogue::kBiasResidual;
-  const bool use_pre = ep == Epilogue::kBiasGelu && !pre_gelu.empty();
-  if (use_bias) ELMO_RETURN_IF_ERROR(check_tensor(bias, "gemm bias", DType::kF32, {N}));
-  if (use_residual) ELMO_RETURN_IF_ERROR(check_tensor(residual, "gemm residual", DType::kF32, {M, N}));
-  if (use_pre) ELMO_RETURN_IF_ERROR(check_tensor(pre_gelu, "gemm pre_gelu", DType::kF32, {M, N}));
-  for (const Tensor* t : {&out, &a, &b}) {
-    if (t->device != Device::kCpu) return input_error("gemm: tensors must be in CPU memory");
-  }
-  if ((use_bias && bias.device != Device::kCpu) || (use_residual && residual.device != Device::kCpu) ||
-      (use_pre && pre_gelu.device != Device::kCpu))
-    return input_error("gemm: tensors must be in CPU memory");
-  // out is written while a, b, bias and pre_gelu are read or written: they must not share memory
-  // with it. residual may be out itself (an in-place residual add), but not partly overlap it.
-  const size_t out_bytes = out.nbytes();
-  if (overlaps(out.data, out_bytes, a.data, a.nbytes()) || overlaps(out.data, out_bytes, b.data, b.nbytes()))
-    return input_error("gemm: out overlaps an input (a or b)");
-  if (use_bias && overlaps(out.data, out_bytes, bias.data, bias.nbytes()))
-    return input_error("gemm: out overlaps bias");
-  if (use_pre && (overlaps(out.data, out_bytes, pre_gelu.data, pre_gelu.nbytes()) ||
-                  overlaps(pre_gelu.data, pre_gelu.nbytes(), a.data, a.nbytes()) ||
-                  overlaps(pre_gelu.data, pre_gelu.nbytes(), b.data, b.nbytes())))
-    return input_error("gemm: pre_gelu overlaps out or an input");
-  const bool residual_in_place = use_residual && residual.data == out.data;
-  if (use_residual && !residual_in_place && overlaps(out.data, out_bytes, residual.data, residual.nbytes()))
-    return input_error("gemm: residual partly overlaps out (it may only be out itself)");
-
   EpilogueArgs e;
-  if (use_bias) e.bias = bias.f32();
-  if (ep == Epilogue::kBiasGelu) {
-    e.gelu = true;
-    if (use_pre) {
-      e.pre_gelu = pre_gelu.f32();
-      e.ld_pre = N;
-    }
-  }
-  if (use_residual && !residual_in_place) {
-    e.residual = residual.f32();
-    e.ld_res = N;
-  }
+  bool residual_in_place = false;
+  ELMO_RETURN_IF_ERROR(
+      gemm_detail::check_outputs(out, pre_gelu, a, b, bias, residual, ep, M, N, &e, &residual_in_place));
   const bool any_epilogue = e.bias || e.gelu || e.residual;
   Problem p{op,   M,   N, K, 1.0f, a.f32(), ta ? M : K, b.f32(), tb ? K : N,
             // In-place residual: out already holds the residual, so the product is added to it.

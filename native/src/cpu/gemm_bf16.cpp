@@ -263,30 +263,18 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
   return Status::ok();
 }
 
-// True when [p, p+n) and [q, q+m) (bytes) overlap.
-bool overlaps(const void* p, size_t n, const void* q, size_t m) {
-  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
-  return n > 0 && m > 0 && a < b + m && b < a + n;
-}
-
 }  // namespace
 
 const char* gemm_bf16_kernel_name(Isa isa) { return select_path(isa).kn->name; }
 
-// Argument checks as gemm.cpp's gemm(), for this one operand combination.
+// Argument checks shared with gemm.cpp's gemm() (gemm_kernels.h), for this operand combination.
 Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual,
                  GemmOp op, Epilogue ep, bool accumulate) {
-  if (op != GemmOp::kNN && op != GemmOp::kNT && op != GemmOp::kTN)
-    return input_error(strformat("gemm: unknown op %d", static_cast<int>(op)));
+  ELMO_RETURN_IF_ERROR(gemm_detail::check_op_and_epilogue(op, ep, accumulate));
   if (op != GemmOp::kNT || a.dtype != DType::kF32 || b.dtype != DType::kBF16)
     return dtype_error(strformat("gemm %s: a %s, b %s is not supported on the CPU: bf16 is taken for b only (a "
                                  "weight [N,K], op NT) with an f32 a",
                                  gemm_op_name(op), dtype_name(a.dtype), dtype_name(b.dtype)));
-  if (ep != Epilogue::kNone && ep != Epilogue::kBias && ep != Epilogue::kBiasGelu && ep != Epilogue::kResidual &&
-      ep != Epilogue::kBiasResidual)
-    return input_error(strformat("gemm: unknown epilogue %d", static_cast<int>(ep)));
-  if (accumulate && ep != Epilogue::kNone)
-    return input_error("gemm: accumulate is only allowed with Epilogue::kNone");
   ELMO_RETURN_IF_ERROR(check_tensor(a, "gemm a", DType::kF32, {-1, -1}));
   ELMO_RETURN_IF_ERROR(check_tensor(b, "gemm b", DType::kBF16, {-1, -1}));
   const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[0];
@@ -294,44 +282,10 @@ Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, 
     return shape_error(strformat("gemm NT: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld",
                                  a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
                                  static_cast<long long>(b.shape[1])));
-  ELMO_RETURN_IF_ERROR(check_tensor(out, "gemm out", DType::kF32, {M, N}));
-  const bool use_bias = ep == Epilogue::kBias || ep == Epilogue::kBiasGelu || ep == Epilogue::kBiasResidual;
-  const bool use_residual = ep == Epilogue::kResidual || ep == Epilogue::kBiasResidual;
-  const bool use_pre = ep == Epilogue::kBiasGelu && !pre_gelu.empty();
-  if (use_bias) ELMO_RETURN_IF_ERROR(check_tensor(bias, "gemm bias", DType::kF32, {N}));
-  if (use_residual) ELMO_RETURN_IF_ERROR(check_tensor(residual, "gemm residual", DType::kF32, {M, N}));
-  if (use_pre) ELMO_RETURN_IF_ERROR(check_tensor(pre_gelu, "gemm pre_gelu", DType::kF32, {M, N}));
-  for (const Tensor* t : {&out, &a, &b})
-    if (t->device != Device::kCpu) return input_error("gemm: tensors must be in CPU memory");
-  if ((use_bias && bias.device != Device::kCpu) || (use_residual && residual.device != Device::kCpu) ||
-      (use_pre && pre_gelu.device != Device::kCpu))
-    return input_error("gemm: tensors must be in CPU memory");
-  const size_t out_bytes = out.nbytes();
-  if (overlaps(out.data, out_bytes, a.data, a.nbytes()) || overlaps(out.data, out_bytes, b.data, b.nbytes()))
-    return input_error("gemm: out overlaps an input (a or b)");
-  if (use_bias && overlaps(out.data, out_bytes, bias.data, bias.nbytes()))
-    return input_error("gemm: out overlaps bias");
-  if (use_pre && (overlaps(out.data, out_bytes, pre_gelu.data, pre_gelu.nbytes()) ||
-                  overlaps(pre_gelu.data, pre_gelu.nbytes(), a.data, a.nbytes()) ||
-                  overlaps(pre_gelu.data, pre_gelu.nbytes(), b.data, b.nbytes())))
-    return input_error("gemm: pre_gelu overlaps out or an input");
-  const bool residual_in_place = use_residual && residual.data == out.data;
-  if (use_residual && !residual_in_place && overlaps(out.data, out_bytes, residual.data, residual.nbytes()))
-    return input_error("gemm: residual partly overlaps out (it may only be out itself)");
-
   EpilogueArgs e;
-  if (use_bias) e.bias = bias.f32();
-  if (ep == Epilogue::kBiasGelu) {
-    e.gelu = true;
-    if (use_pre) {
-      e.pre_gelu = pre_gelu.f32();
-      e.ld_pre = N;
-    }
-  }
-  if (use_residual && !residual_in_place) {
-    e.residual = residual.f32();
-    e.ld_res = N;
-  }
+  bool residual_in_place = false;
+  ELMO_RETURN_IF_ERROR(
+      gemm_detail::check_outputs(out, pre_gelu, a, b, bias, residual, ep, M, N, &e, &residual_in_place));
   const bool any_epilogue = e.bias || e.gelu || e.residual;
   // In-place residual: out already holds the residual, so the product is added to it.
   const Problem p{M, N, K, a.f32(), b.u16(), accumulate || residual_in_place, out.f32(), any_epilogue ? &e : nullptr};
