@@ -94,7 +94,7 @@ void pack_b_nt_scalar(float* dst, const float* src, int64_t ldb, int64_t K, int 
 
 const Kernel& kernel_scalar() {
   static const Kernel k{kScalarMR, kScalarNR, 256, 64, 256, &micro_scalar, &epilogue_scalar, &pack_b_nt_scalar8, nullptr,
-                        nullptr};
+                        nullptr, nullptr};
   return k;
 }
 
@@ -416,8 +416,12 @@ Status run_gemm(const Ctx& c, const Problem& p) {
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const float* a = Ap + (ir / MR) * a_panel + pc * MR;  // (kc, MR)
           float* ct = p.C + ir * p.ldc + jr;
-          kn.micro(kc, a, b, ct, p.ldc, rows, cols, add);
-          if (last && p.ep) kn.epilogue(*p.ep, ct, p.ldc, ir, jr, rows, cols);
+          if (last && p.ep && kn.micro_ep) {
+            kn.micro_ep(kc, a, b, ct, p.ldc, rows, cols, add, *p.ep, ir, jr);
+          } else {
+            kn.micro(kc, a, b, ct, p.ldc, rows, cols, add);
+            if (last && p.ep) kn.epilogue(*p.ep, ct, p.ldc, ir, jr, rows, cols);
+          }
         }
       }
       if (last) break;

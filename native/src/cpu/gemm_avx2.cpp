@@ -12,11 +12,50 @@ namespace {
 
 constexpr int kMR = 6, kNR = 16;
 
-// C[rows, cols] (+)= A[kc][kMR] . B[kc][kNR] over the first R rows of the A panel. R < kMR
-// serves a panel's short tail (a 32-row batch is five full panels and one of 2 rows) at the cost
-// of its own rows instead of all six.
+void epilogue_avx2(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols);
+inline __m256 gelu8(__m256 v);
+
+// The epilogue on a full tile's accumulators (v = C + product when adding), in the order of
+// epilogue_avx2: + bias; pre_gelu = v, v = gelu(v); + residual. GELU runs over all 2R vectors as
+// straight-line code so their long dependency chains interleave.
 template <int R>
-void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add) {
+inline void epilogue_regs(const EpilogueArgs& e, __m256 (&v)[R][2], int64_t m0, int64_t n0) {
+  if (e.bias) {
+    const __m256 b0 = _mm256_loadu_ps(e.bias + n0), b1 = _mm256_loadu_ps(e.bias + n0 + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      v[i][0] = _mm256_add_ps(v[i][0], b0);
+      v[i][1] = _mm256_add_ps(v[i][1], b1);
+    }
+  }
+  if (e.gelu) {
+    if (e.pre_gelu)
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        float* pre = e.pre_gelu + (m0 + i) * e.ld_pre + n0;
+        _mm256_storeu_ps(pre, v[i][0]);
+        _mm256_storeu_ps(pre + 8, v[i][1]);
+      }
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) v[i][h] = gelu8(v[i][h]);
+  }
+  if (e.residual)
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      const float* res = e.residual + (m0 + i) * e.ld_res + n0;
+      v[i][0] = _mm256_add_ps(v[i][0], _mm256_loadu_ps(res));
+      v[i][1] = _mm256_add_ps(v[i][1], _mm256_loadu_ps(res + 8));
+    }
+}
+
+// C[rows, cols] (+)= A[kc][kMR] . B[kc][kNR] over the first R rows of the A panel, then the
+// epilogue `ep` (null: none) on the finished tile. R < kMR serves a panel's short tail (a
+// 32-row batch is five full panels and one of 2 rows) at the cost of its own rows, not six.
+template <int R>
+void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
+                const EpilogueArgs* ep, int64_t m0, int64_t n0) {
   __m256 acc[R][2];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -33,15 +72,17 @@ void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     Bp += kNR;
   }
   if (rows == R && cols == kNR) {
+    if (add)
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(C + i * ldc), acc[i][0]);
+        acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(C + i * ldc + 8), acc[i][1]);
+      }
+    if (ep) epilogue_regs<R>(*ep, acc, m0, n0);
 #pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
-      float* c = C + i * ldc;
-      if (add) {
-        acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(c), acc[i][0]);
-        acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(c + 8), acc[i][1]);
-      }
-      _mm256_storeu_ps(c, acc[i][0]);
-      _mm256_storeu_ps(c + 8, acc[i][1]);
+      _mm256_storeu_ps(C + i * ldc, acc[i][0]);
+      _mm256_storeu_ps(C + i * ldc + 8, acc[i][1]);
     }
     return;
   }
@@ -55,14 +96,26 @@ void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     float* c = C + i * ldc;
     for (int j = 0; j < cols; ++j) c[j] = add ? c[j] + tile[i][j] : tile[i][j];
   }
+  if (ep) epilogue_avx2(*ep, C, ldc, m0, n0, rows, cols);
+}
+
+template <typename... Args>
+void micro_dispatch(int rows, Args... args) {
+  if (rows <= 2) return micro_rows<2>(args...);
+  if (rows <= 4) return micro_rows<4>(args...);
+  micro_rows<kMR>(args...);
 }
 
 // The 6x16 micro-kernel: 12 ymm accumulators, 2 B loads and 6 broadcasts of A per k.
 void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
                 bool add) {
-  if (rows <= 2) return micro_rows<2>(kc, Ap, Bp, C, ldc, rows, cols, add);
-  if (rows <= 4) return micro_rows<4>(kc, Ap, Bp, C, ldc, rows, cols, add);
-  micro_rows<kMR>(kc, Ap, Bp, C, ldc, rows, cols, add);
+  micro_dispatch(rows, kc, Ap, Bp, C, ldc, rows, cols, add, static_cast<const EpilogueArgs*>(nullptr), int64_t(0),
+                 int64_t(0));
+}
+
+void micro_ep_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
+                   const EpilogueArgs& e, int64_t m0, int64_t n0) {
+  micro_dispatch(rows, kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0);
 }
 
 // exp(x) for x in [-88, 0]: x = n ln2 + r, |r| <= ln2/2, exp(r) by its degree-7 Taylor
@@ -106,7 +159,7 @@ inline __m256 erf8(__m256 z) {
   return _mm256_or_ps(y, sign);
 }
 
-inline __m256 gelu8(__m256 v) {
+__m256 gelu8(__m256 v) {
   const __m256 cdf = _mm256_fmadd_ps(erf8(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f))),
                                      _mm256_set1_ps(0.5f), _mm256_set1_ps(0.5f));
   return _mm256_mul_ps(v, cdf);
@@ -371,7 +424,7 @@ void nt_stream_avx2(const float* a, int64_t lda, const float* b, int64_t ldb, fl
 
 const Kernel& kernel_avx2() {
   static const Kernel k{kMR, kNR, 256, 72, 256, &micro_6x16, &epilogue_avx2, &pack_b_nt_avx2, &nt_stream_avx2,
-                        &pack_a_avx2};
+                        &micro_ep_6x16, &pack_a_avx2};
   return k;
 }
 

@@ -176,7 +176,7 @@ void pack_b_nt_avx512(float* dst, const float* src, int64_t ldb, int64_t K, int 
 
 const Kernel& kernel_avx512() {
   static const Kernel k{kMR, kNR, 192, 96, 256, &micro_12x32, &epilogue_avx512, &pack_b_nt_avx512, nullptr,
-                        nullptr};
+                        nullptr, nullptr};
   return k;
 }
 

@@ -46,6 +46,11 @@ struct Kernel {
   // alone. b rows stream from memory once per call while the few rows of a stay in cache.
   void (*nt_stream)(const float* a, int64_t lda, const float* b, int64_t ldb, float* C, int64_t ldc, int64_t M,
                     int64_t n0, int64_t n1, int64_t K, bool add);
+  // Optional (null: micro, then epilogue). The last K block of a tile with its epilogue
+  // applied to the accumulators before they are stored (m0, n0: the tile's place in out), so a
+  // full tile is not stored, reloaded and stored again. Same arithmetic in the same order.
+  void (*micro_ep)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
+                   const EpilogueArgs& e, int64_t m0, int64_t n0);
   // Optional (null: the driver's scalar gather). Packs one A micro-panel from `rows` <= mr rows
   // of a row-major [rows, lda] source: dst[k][i] = src[i*lda + k], zeros for i >= rows.
   void (*pack_a)(float* dst, const float* src, int64_t lda, int64_t K, int rows);
