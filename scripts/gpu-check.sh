@@ -8,7 +8,7 @@
 #                                               build/Release/elmo.node for a Node smoke run)
 # Order: device, build, CUDA tests, benchmarks, Node smoke, compute-sanitizer, summary.
 # Environment: GPU_CHECK_SANITIZE="cuda_test_x ..." (default: every CUDA test),
-#   GPU_CHECK_SANITIZE_TIMEOUT (s, default 180), GPU_CHECK_BERT_ARGS (bench_bert flags), GPU_CHECK_ARCH (default 90), GPU_CHECK_SKIP_BENCH=1, GPU_CHECK_JOBS,
+#   GPU_CHECK_SANITIZE_TIMEOUT (s, default 180), GPU_CHECK_BERT_ARGS (bench_bert flags), GPU_CHECK_CPU_BERT_ARGS (host CPU fp32 vs bf16), GPU_CHECK_ARCH (default 90), GPU_CHECK_SKIP_BENCH=1, GPU_CHECK_JOBS,
 #   GPU_CHECK_BUILD=DIR (build directory, default build-gpu), GPU_CHECK_PREBUILT=1 (DIR already
 #   holds the executables, e.g. built elsewhere with -DCMAKE_CUDA_ARCHITECTURES=90: skip the build).
 set -uo pipefail
@@ -80,6 +80,14 @@ if [ "${STEP[build]}" = ok ] && [ -z "${GPU_CHECK_SKIP_BENCH:-}" ]; then
   done
   [ -x "$BUILD/bench_bert" ] && { timeout 180 "$BUILD/bench_bert" --device cuda \
     ${GPU_CHECK_BERT_ARGS:---precision bf16 --models base,mini,small --batches 1,32,256 --seqs 128 --chat-batch 256 --min-ms 200} >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || echo '{"bench":"bert","error":1}' >>"$BENCH"; }
+  # The host CPU, fp32 beside bf16 (AVX512_BF16 on most GPU hosts: the vdpbf16ps GEMM).
+  if [ -x "$BUILD/bench_bert" ]; then
+    for prec in fp32 bf16; do
+      timeout 120 "$BUILD/bench_bert" --device cpu --precision "$prec" \
+        ${GPU_CHECK_CPU_BERT_ARGS:---models base --batches 1,32 --seqs 128 --no-chat --min-ms 300} >>"$BENCH" \
+        2>>"$REPORT_DIR/bench.err" || echo "{\"bench\":\"bert-cpu-$prec\",\"error\":1}" >>"$BENCH"
+    done
+  fi
   for py in scripts/bench_torch_gemm_gpu.py scripts/bench_torch_attention_gpu.py scripts/bench_torch_bert_gpu.py; do
     [ -f "$py" ] && { PYTHONUNBUFFERED=1 timeout 180 python3 "$py" >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || echo "{\"bench\":\"$py\",\"error\":$?}" >>"$BENCH"; }
   done
