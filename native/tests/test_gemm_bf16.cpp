@@ -3,8 +3,10 @@
 // bf16-rounded operands: the contract is that a is rounded to bf16 (nearest even) and the exact
 // products are summed in fp32, so only fp32 summation error is allowed. 1 and 2 threads must
 // agree bit for bit. The AVX512-BF16 kernel is reported as SKIP on a CPU without it.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <string>
@@ -236,6 +238,62 @@ TEST_CASE(gemm_bf16_rejects_unsupported_combinations) {
                         Epilogue::kBias, true),
                Code::kInput);
   for (float x : out) CHECK(x == 7.0f);  // nothing was written
+}
+
+// A bf16 weight kept packed (Backend::pack_weight, as a bf16 model does with its copies): the
+// same result as the row-major weight, bit for bit where both take the packed path (M > 32), and
+// the reference's on every path and thread count; unpacking is refused, odd shapes stay
+// row-major (ERR_SHAPE), a packed b of the wrong shape for the kernel is refused.
+TEST_CASE(gemm_bf16_with_packed_weight) {
+  struct Aligned {
+    explicit Aligned(int64_t n) : p(static_cast<uint16_t*>(std::aligned_alloc(64, static_cast<size_t>((n * 2 + 63) / 64 * 64)))) {}
+    ~Aligned() { std::free(p); }
+    uint16_t* p;
+  };
+  for_each_path([&](Backend& be, const Config& cfg) {
+    const int nr = cpu::gemm_bf16_weight_panel(cpu::Ctx{nullptr, cfg.isa});
+    for (int64_t M : {1, 5, 31, 33, 100, 300})
+      for (int64_t N : {int64_t(nr), int64_t(3 * nr)})
+        for (int64_t K : {2, 64, 300})
+          for (Epilogue ep : {Epilogue::kBias, Epilogue::kBiasGelu, Epilogue::kBiasResidual}) {
+            const uint64_t seed = static_cast<uint64_t>(M * 10000 + N * 10 + K) * 4 + static_cast<uint64_t>(ep);
+            std::vector<float> a = random_vec(M * K, seed + 1), w = random_vec(N * K, seed + 2);
+            std::vector<float> bias = random_vec(N, seed + 3), res = random_vec(M * N, seed + 4);
+            std::vector<float> out(M * N, std::nanf("")), out_rows(M * N, std::nanf(""));
+            std::vector<uint16_t> b = to_bf16(w);
+            Aligned bp(N * K);
+            std::copy(b.begin(), b.end(), bp.p);
+            Tensor tb(bp.p, DType::kBF16, {N, K});
+            context() = strformat("[isa=%s threads=%d] packed bf16 ep=%s M=%lld N=%lld K=%lld", isa_name(cfg.isa),
+                                  cfg.threads, epilogue_name(ep), (long long)M, (long long)N, (long long)K);
+            const Tensor tres = ep == Epilogue::kBiasResidual ? f32(res, {M, N}) : Tensor();
+            CHECK_OK(be.gemm(f32(out_rows, {M, N}), Tensor(), f32(a, {M, K}), tb, f32(bias, {N}), tres, GemmOp::kNT,
+                             ep, false));
+            CHECK_OK(be.pack_weight(&tb, true));
+            CHECK(tb.panel == nr);
+            CHECK_OK(be.gemm(f32(out, {M, N}), Tensor(), f32(a, {M, K}), tb, f32(bias, {N}), tres, GemmOp::kNT, ep,
+                             false));
+            std::vector<double> want(M * N, 0.0), want_pre(M * N, 0.0);
+            const std::vector<double> da = bf16_values(a), db = bf16_values(w), dbias = to_double(bias),
+                                      dres = to_double(res);
+            ref::gemm(want.data(), want_pre.data(), da.data(), db.data(), dbias.data(), dres.data(), GemmOp::kNT, ep,
+                      false, M, N, K);
+            all_close("out", out.data(), want.data(), M * N, atol_for(K) + (ep == Epilogue::kBiasGelu ? 1e-6 : 0.0),
+                      kRtol);
+            if (M > 32) bit_equal("packed vs row-major b", out.data(), out_rows.data(), M * N);
+            CHECK_STATUS(be.pack_weight(&tb, false), Code::kUnsupported);
+          }
+    context() = strformat("[isa=%s threads=%d] packed bf16 misuse", isa_name(cfg.isa), cfg.threads);
+    Aligned bp(4 * nr * 64);
+    Tensor odd(bp.p, DType::kBF16, {nr + 1, 64});
+    CHECK_STATUS(be.pack_weight(&odd, true), Code::kShape);
+    Tensor wrong(bp.p, DType::kBF16, {2 * nr, 64});
+    wrong.panel = nr == 16 ? 32 : 16;  // packed for another kernel
+    std::vector<float> x(4 * 64, 1.0f), out(4 * 2 * nr);
+    CHECK_STATUS(be.gemm(f32(out, {4, 2 * nr}), Tensor(), f32(x, {4, 64}), wrong, Tensor(), Tensor(), GemmOp::kNT,
+                         Epilogue::kNone, false), Code::kInput);
+  });
+  context().clear();
 }
 
 int main() { return run_all_tests(); }

@@ -245,7 +245,8 @@ class Bert {
   // Precision bf16: one buffer of bf16 weight copies, and each (f32 master, bf16 copy) pair.
   Tensor compute_buf_;
   struct ComputeCopy {
-    Tensor master, copy;
+    Tensor master;
+    Tensor* copy;  // the view forward reads (in w_), packed for the GEMM where the backend can
   };
   std::vector<ComputeCopy> compute_copies_;
   Tensor arena_;

@@ -110,7 +110,10 @@ class CpuBackend final : public Backend {
   }
   Status bias_backward(Tensor dbias, Tensor dout) override { return cpu::bias_backward(ctx_, dbias, dout); }
   int weight_panel() const override { return cpu::gemm_weight_panel(ctx_); }
-  Status pack_weight(Tensor* w, bool packed) override { return cpu::pack_weight(ctx_, w, packed); }
+  Status pack_weight(Tensor* w, bool packed) override {
+    if (w != nullptr && w->dtype == DType::kBF16) return cpu::pack_weight_bf16(ctx_, w, packed);
+    return cpu::pack_weight(ctx_, w, packed);
+  }
   Status attention_forward(Tensor out, Tensor lse, Tensor qkv, const Offsets& o, int NH, int HD, float p,
                            uint64_t seed, uint64_t stream) override {
     return cpu::attention_forward(ctx_, out, lse, qkv, o, NH, HD, p, seed, stream);

@@ -24,6 +24,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <new>
 
 #include "cpu/gemm_bf16_kernels.h"
 #include "cpu/gemm_kernels.h"
@@ -153,6 +155,7 @@ struct Problem {
   bool add;           // C is added to (accumulate, or the residual already in out)
   float* C;           // [M, N]
   const EpilogueArgs* ep;  // null: none
+  const uint16_t* Bpanels = nullptr;  // B kept packed (pack_weight_bf16): N / NR full-K panels
 };
 
 // The tiling constants of gemm.cpp, for the same reasons (see there).
@@ -196,18 +199,19 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
   const int64_t a_panel = MR * Kp * kn.a_bytes;  // bytes per full-K A micro-panel
   const int64_t b_panel = NR * Kp;               // bf16 elements per full-K B micro-panel
   // Shared B panels first; both regions rounded to 64 bytes so every panel start stays aligned.
-  const int64_t b_bytes = short_m ? 0 : round_up(n_panels * b_panel * 2, 64);
+  const bool prepacked = p.Bpanels != nullptr;
+  const int64_t b_bytes = (short_m || prepacked) ? 0 : round_up(n_panels * b_panel * 2, 64);
   const int64_t a_bytes = round_up(m_panels * a_panel, 64);
   char* ws = tl_workspace.get(static_cast<size_t>(a_bytes + b_bytes + 64));
   if (ws == nullptr)
     return Status(Code::kOom, strformat("gemm: cannot allocate %lld bytes of packing workspace",
                                         static_cast<long long>(a_bytes + b_bytes)));
-  uint16_t* Bp = reinterpret_cast<uint16_t*>(ws);
+  const uint16_t* Bp = prepacked ? p.Bpanels : reinterpret_cast<uint16_t*>(ws);
   char* Ap = ws + b_bytes;
 
   // 1. Pack (and round) A, and B when shared, a fixed number of panels per task.
   constexpr int64_t kPanelsPerTask = 8;
-  const int64_t b_tasks = short_m ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  const int64_t b_tasks = (short_m || prepacked) ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   const int64_t a_tasks = (m_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   if (K > 0) {
     run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
@@ -216,7 +220,8 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
       const int64_t last = std::min(is_b ? n_panels : m_panels, first + kPanelsPerTask);
       for (int64_t q = first; q < last; ++q) {
         if (is_b)
-          kn.pack_b(Bp + q * b_panel, p.B + q * NR * ldb, ldb, K, static_cast<int>(std::min<int64_t>(NR, p.N - q * NR)));
+          kn.pack_b(reinterpret_cast<uint16_t*>(ws) + q * b_panel, p.B + q * NR * ldb, ldb, K,
+                    static_cast<int>(std::min<int64_t>(NR, p.N - q * NR)));
         else
           kn.pack_a(Ap + q * a_panel, p.A + q * MR * lda, lda, K, static_cast<int>(std::min<int64_t>(MR, p.M - q * MR)));
       }
@@ -230,7 +235,7 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
     const int64_t m0 = (t % tiles_m) * MC, n0 = (t / tiles_m) * NC;
     const int64_t m1 = std::min(p.M, m0 + MC), n1 = std::min(p.N, n0 + NC);
     uint16_t* bt = nullptr;  // this task's B block (short M): panels [kc][NR] for columns n0..n1
-    if (short_m && K > 0) {
+    if (short_m && !prepacked && K > 0) {
       bt = reinterpret_cast<uint16_t*>(tl_block.get(static_cast<size_t>(std::min(KC, Kp) * NC * 2)));
       if (bt == nullptr) {
         oom = true;
@@ -267,6 +272,48 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
 
 const char* gemm_bf16_kernel_name(Isa isa) { return select_path(isa).kn->name; }
 
+int gemm_bf16_weight_panel(const Ctx& c) { return select_path(c.isa).kn->nr; }
+
+// Packs a bf16 weight in place into the bf16 kernel's full-K B panels: each group of NR rows
+// (NR x K elements) is exactly the memory of its panel when K is a multiple of the kernel's k
+// step, so one group-sized copy is the only extra memory. The panel order is the kernel's own,
+// so there is no way back: a packed copy is remade from its f32 master instead.
+Status pack_weight_bf16(const Ctx& c, Tensor* w, bool packed) {
+  Tensor rows = *w;
+  rows.panel = 0;
+  ELMO_RETURN_IF_ERROR(check_tensor(rows, "pack_weight w", DType::kBF16, {-1, -1}));
+  if (w->device != Device::kCpu) return input_error("pack_weight: tensor must be in CPU memory");
+  const Bf16Kernel& kn = *select_path(c.isa).kn;
+  if (!packed) {
+    if (w->panel == 0) return Status::ok();
+    return Status(Code::kUnsupported, "pack_weight: a packed bf16 weight cannot be unpacked; remake it from f32");
+  }
+  if (w->panel == kn.nr) return Status::ok();
+  if (w->panel != 0) return input_error("pack_weight: the bf16 weight is packed for another kernel");
+  if (reinterpret_cast<uintptr_t>(w->data) % 64 != 0)
+    return input_error("pack_weight: the weight's memory must be 64-byte aligned");
+  const int64_t N = w->shape[0], K = w->shape[1];
+  if (N % kn.nr != 0 || K % kn.kstep != 0)
+    return shape_error(strformat("pack_weight: %s is not a whole number of %d-row panels of %d-element k steps",
+                                 w->describe().c_str(), kn.nr, kn.kstep));
+  const int nr = kn.nr;
+  uint16_t* base = w->u16();
+  std::atomic<bool> oom{false};
+  run_parallel(c, N / nr, [&](int64_t g) {
+    std::unique_ptr<uint16_t[]> tmp(new (std::nothrow) uint16_t[static_cast<size_t>(nr * K)]);
+    if (!tmp) {
+      oom = true;
+      return;
+    }
+    uint16_t* group = base + g * nr * K;
+    std::memcpy(tmp.get(), group, static_cast<size_t>(nr * K) * 2);
+    kn.pack_b(group, tmp.get(), K, K, nr);
+  });
+  if (oom) return Status(Code::kOom, "pack_weight: cannot allocate a panel-sized buffer");
+  w->panel = nr;
+  return Status::ok();
+}
+
 // Argument checks shared with gemm.cpp's gemm() (gemm_kernels.h), for this operand combination.
 Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual,
                  GemmOp op, Epilogue ep, bool accumulate) {
@@ -276,7 +323,14 @@ Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, 
                                  "weight [N,K], op NT) with an f32 a",
                                  gemm_op_name(op), dtype_name(a.dtype), dtype_name(b.dtype)));
   ELMO_RETURN_IF_ERROR(check_tensor(a, "gemm a", DType::kF32, {-1, -1}));
-  ELMO_RETURN_IF_ERROR(check_tensor(b, "gemm b", DType::kBF16, {-1, -1}));
+  Tensor b_rows = b;  // b may be kept packed by pack_weight_bf16 (its panels are used as they are)
+  b_rows.panel = 0;
+  ELMO_RETURN_IF_ERROR(check_tensor(b_rows, "gemm b", DType::kBF16, {-1, -1}));
+  const Path path = select_path(c.isa);
+  if (b.panel != 0 && (b.panel != path.kn->nr || b.shape[0] % b.panel != 0 || b.shape[1] % path.kn->kstep != 0 ||
+                       reinterpret_cast<uintptr_t>(b.data) % 64 != 0))
+    return input_error(strformat("gemm: b %s is not packed for the %s bf16 kernel (%d-row panels)",
+                                 b.describe().c_str(), path.kn->name, path.kn->nr));
   const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[0];
   if (b.shape[1] != K)
     return shape_error(strformat("gemm NT: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld",
@@ -288,10 +342,10 @@ Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, 
       gemm_detail::check_outputs(out, pre_gelu, a, b, bias, residual, ep, M, N, &e, &residual_in_place));
   const bool any_epilogue = e.bias || e.gelu || e.residual;
   // In-place residual: out already holds the residual, so the product is added to it.
-  const Problem p{M, N, K, a.f32(), b.u16(), accumulate || residual_in_place, out.f32(), any_epilogue ? &e : nullptr};
+  Problem p{M, N, K, a.f32(), b.u16(), accumulate || residual_in_place, out.f32(), any_epilogue ? &e : nullptr};
+  if (b.panel != 0) p.Bpanels = b.u16();
   if (M == 0 || N == 0) return Status::ok();
-  const Path path = select_path(c.isa);
-  if (path.kn->nt_stream && M <= kStreamM && K > 0) return run_stream(c, path, p);
+  if (!p.Bpanels && path.kn->nt_stream && M <= kStreamM && K > 0) return run_stream(c, path, p);
   return run_packed(c, path, p);
 }
 

@@ -37,6 +37,10 @@ Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, 
                  GemmOp op, Epilogue ep, bool accumulate);
 // The kernel gemm_bf16 runs on the given path: "avx512_bf16", "avx2" or "scalar".
 const char* gemm_bf16_kernel_name(Isa isa);
+// Backend::pack_weight for a bf16 weight: packed in place into the bf16 kernel's panels (N a
+// multiple of its NR, K of its k step). One way only: unpacking is ERR_UNSUPPORTED.
+int gemm_bf16_weight_panel(const Ctx& c);
+Status pack_weight_bf16(const Ctx& c, Tensor* w, bool packed);
 // Raw single-precision GEMM on row-major pointers, for kernels that need one internally:
 // C[M,N] (ldc) = alpha * op(A) op(B) + beta * C, op per GemmOp as in backend.h; lda/ldb are the
 // row strides of A and B as stored. Deterministic for any thread count.

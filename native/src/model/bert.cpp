@@ -153,15 +153,24 @@ Status Bert::make_compute_weights() {
   for (const auto& m : mats) {
     const Tensor& w = *m.first;
     *m.second = make_view(compute_buf_.data, off, DType::kBF16, {w.shape[0], w.shape[1]}, backend_->device());
-    compute_copies_.push_back({w, *m.second});
+    compute_copies_.push_back({w, m.second});
     off += round_up(w.nbytes() / 2);
   }
   return refresh_compute_weights();
 }
 
+// Each copy is converted row-major, then packed in place for the GEMM where the backend keeps
+// weights packed (the CPU); one whose shape does not fit the panels stays row-major.
 Status Bert::refresh_compute_weights() {
-  for (const ComputeCopy& c : compute_copies_) ELMO_RETURN_IF_ERROR(backend_->convert(c.copy, c.master));
-  return Status::ok();
+  const bool pack = backend_->weight_panel() > 0;
+  for (const ComputeCopy& c : compute_copies_) {
+    c.copy->panel = 0;
+    ELMO_RETURN_IF_ERROR(backend_->convert(*c.copy, c.master));
+    if (!pack) continue;
+    const Status st = backend_->pack_weight(c.copy, true);
+    if (!st && st.code() != Code::kShape) return st;
+  }
+  return backend_->sync();
 }
 
 int64_t Bert::num_parameters() const {
