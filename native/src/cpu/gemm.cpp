@@ -27,11 +27,32 @@
 #include <memory>
 #include <new>
 
+#include "cpu/gemm_driver.h"
 #include "cpu/gemm_kernels.h"
 #include "cpu/ops.h"
 
 namespace elmo::cpu {
 namespace gemm_detail {
+
+GrowBuffer::~GrowBuffer() { std::free(p_); }
+
+void* GrowBuffer::get(size_t bytes) {
+  if (bytes > cap_) {
+    std::free(p_);
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    p_ = std::aligned_alloc(64, rounded);
+    cap_ = p_ ? rounded : 0;
+  }
+  return p_;
+}
+
+void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn) {
+  if (c.pool == nullptr || c.pool->threads() == 1 || n <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+  } else {
+    c.pool->parallel_for(n, fn);
+  }
+}
 
 // ---- scalar kernel (reference-quality path; also the fallback on CPUs without AVX2) -------
 
@@ -114,34 +135,11 @@ const Kernel& select_kernel(Isa isa) {
   return gemm_detail::kernel_scalar();
 }
 
-// A 64-byte aligned buffer per calling thread, grown on demand and kept.
-class Workspace {
- public:
-  ~Workspace() { std::free(p_); }
-  float* get(size_t floats) {
-    if (floats > cap_) {
-      std::free(p_);
-      const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-      p_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      cap_ = p_ ? floats : 0;
-    }
-    return p_;
-  }
+using gemm_detail::GrowBuffer;
+using gemm_detail::run_parallel;
 
- private:
-  float* p_ = nullptr;
-  size_t cap_ = 0;
-};
-thread_local Workspace tl_workspace;  // packed A and B of the calling thread
-thread_local Workspace tl_block;      // a task's B block (short M), per running thread
-
-void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn) {
-  if (c.pool == nullptr || c.pool->threads() == 1 || n <= 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-  } else {
-    c.pool->parallel_for(n, fn);
-  }
-}
+thread_local GrowBuffer tl_workspace;  // packed A and B of the calling thread
+thread_local GrowBuffer tl_block;      // a task's B block (short M), per running thread
 
 struct Problem {
   GemmOp op;
@@ -350,7 +348,7 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   // B panels first, both regions rounded to 16 floats so every panel start stays 64-byte aligned.
   const int64_t b_floats = (short_m || prepacked) ? 0 : (n_panels * b_panel + 15) / 16 * 16;
   const int64_t a_floats = (m_panels * a_panel + 15) / 16 * 16;
-  float* ws = tl_workspace.get(static_cast<size_t>(a_floats + b_floats + 16));
+  float* ws = static_cast<float*>(tl_workspace.get(static_cast<size_t>(a_floats + b_floats + 16) * sizeof(float)));
   if (ws == nullptr)
     return Status(Code::kOom, strformat("gemm: cannot allocate %lld bytes of packing workspace",
                                         static_cast<long long>((a_floats + b_floats) * 4)));
@@ -383,7 +381,7 @@ Status run_gemm(const Ctx& c, const Problem& p) {
     const int64_t m1 = std::min(p.M, m0 + MC), n1 = std::min(p.N, n0 + NC);
     float* bt = nullptr;  // this task's B block (short M): panels [kc][NR] for columns n0..n1
     if (short_m && !prepacked && K > 0) {
-      bt = tl_block.get(static_cast<size_t>(std::min(KC, K) * NC));
+      bt = static_cast<float*>(tl_block.get(static_cast<size_t>(std::min(KC, K) * NC) * sizeof(float)));
       if (bt == nullptr) {
         oom = true;
         return;

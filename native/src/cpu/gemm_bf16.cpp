@@ -28,6 +28,7 @@
 #include <new>
 
 #include "cpu/gemm_bf16_kernels.h"
+#include "cpu/gemm_driver.h"
 #include "cpu/gemm_kernels.h"
 #include "cpu/ops.h"
 #include "elmo/half.h"
@@ -117,34 +118,11 @@ Path select_path(Isa isa) {
   return {&gemm_bf16_detail::bf16_kernel_scalar(), gemm_detail::kernel_scalar().epilogue};
 }
 
-// A 64-byte aligned buffer per calling thread, grown on demand and kept.
-class Workspace {
- public:
-  ~Workspace() { std::free(p_); }
-  char* get(size_t bytes) {
-    if (bytes > cap_) {
-      std::free(p_);
-      const size_t rounded = (bytes + 63) / 64 * 64;
-      p_ = static_cast<char*>(std::aligned_alloc(64, rounded));
-      cap_ = p_ ? rounded : 0;
-    }
-    return p_;
-  }
+using gemm_detail::GrowBuffer;
+using gemm_detail::run_parallel;
 
- private:
-  char* p_ = nullptr;
-  size_t cap_ = 0;
-};
-thread_local Workspace tl_workspace;  // rounded/packed A (and shared packed B) of the calling thread
-thread_local Workspace tl_block;      // a task's B block (short M), per running thread
-
-void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn) {
-  if (c.pool == nullptr || c.pool->threads() == 1 || n <= 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-  } else {
-    c.pool->parallel_for(n, fn);
-  }
-}
+thread_local GrowBuffer tl_workspace;  // rounded/packed A (and shared packed B) of the calling thread
+thread_local GrowBuffer tl_block;      // a task's B block (short M), per running thread
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
@@ -202,7 +180,7 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
   const bool prepacked = p.Bpanels != nullptr;
   const int64_t b_bytes = (short_m || prepacked) ? 0 : round_up(n_panels * b_panel * 2, 64);
   const int64_t a_bytes = round_up(m_panels * a_panel, 64);
-  char* ws = tl_workspace.get(static_cast<size_t>(a_bytes + b_bytes + 64));
+  char* ws = static_cast<char*>(tl_workspace.get(static_cast<size_t>(a_bytes + b_bytes + 64)));
   if (ws == nullptr)
     return Status(Code::kOom, strformat("gemm: cannot allocate %lld bytes of packing workspace",
                                         static_cast<long long>(a_bytes + b_bytes)));
