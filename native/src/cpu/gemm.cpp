@@ -46,6 +46,13 @@ void* GrowBuffer::get(size_t bytes) {
   return p_;
 }
 
+int64_t short_tile_rows(int64_t m_panels, int64_t N, int mr) {
+  const int64_t col_tiles = (N + kShortNC - 1) / kShortNC;
+  const int64_t row_tiles =
+      col_tiles >= kShortMinTasks ? 1 : std::min(m_panels, (kShortMinTasks + col_tiles - 1) / col_tiles);
+  return (m_panels + row_tiles - 1) / row_tiles * mr;
+}
+
 void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn) {
   if (c.pool == nullptr || c.pool->threads() == 1 || n <= 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);
@@ -271,22 +278,10 @@ void scale_tile(float* C, int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64
   }
 }
 
-// Up to this many rows, C is cut into column tiles only (all rows in one task) and each task
-// packs its own B block right before using it: B is then read from memory once and never
-// written back packed. Taller problems pack all of B up front and share it between row tiles.
-constexpr int64_t kShortM = 256;
-// Column tile of a task in the short-M case (a multiple of every NR).
-constexpr int64_t kShortNC = 128;
-// Short problems with fewer column tiles than this are also cut along M (each row tile packs
-// the B block again, which is cheap next to leaving cores idle). Depends on the shape only.
-constexpr int64_t kShortMinTasks = 4;
-
-// Up to this many rows, NT (x . W^T) runs without packing when the kernel has nt_stream: each
-// task streams kStreamNC rows of W once and forms their dot products with every row of x, which
-// stays in cache. Packing W would copy the whole weight per call for a product that uses each
-// packed element only ceil(M / MR) times.
-constexpr int64_t kStreamM = 32;
-constexpr int64_t kStreamNC = 48;  // columns of C per task (a multiple of the 3-column dot block)
+using gemm_detail::kShortM;
+using gemm_detail::kShortNC;
+using gemm_detail::kStreamM;
+using gemm_detail::kStreamNC;
 
 Status run_stream_nt(const Ctx& c, const Kernel& kn, const Problem& p) {
   const bool add = p.beta != 0.0f;
@@ -337,13 +332,7 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   const bool short_m = p.M <= kShortM;
   const int64_t m_panels = (p.M + MR - 1) / MR, n_panels = (p.N + NR - 1) / NR;
   const int64_t NC = short_m ? kShortNC : kn.nc;
-  int64_t MC = kn.mc;
-  if (short_m) {
-    const int64_t col_tiles = (p.N + NC - 1) / NC;
-    const int64_t row_tiles =
-        col_tiles >= kShortMinTasks ? 1 : std::min(m_panels, (kShortMinTasks + col_tiles - 1) / col_tiles);
-    MC = (m_panels + row_tiles - 1) / row_tiles * MR;
-  }
+  const int64_t MC = short_m ? gemm_detail::short_tile_rows(m_panels, p.N, MR) : kn.mc;
   const int64_t a_panel = MR * K, b_panel = NR * K;  // floats per full-K micro-panel
   // B panels first, both regions rounded to 16 floats so every panel start stays 64-byte aligned.
   const int64_t b_floats = (short_m || prepacked) ? 0 : (n_panels * b_panel + 15) / 16 * 16;

@@ -136,12 +136,10 @@ struct Problem {
   const uint16_t* Bpanels = nullptr;  // B kept packed (pack_weight_bf16): N / NR full-K panels
 };
 
-// The tiling constants of gemm.cpp, for the same reasons (see there).
-constexpr int64_t kShortM = 256;
-constexpr int64_t kShortNC = 128;
-constexpr int64_t kShortMinTasks = 4;
-constexpr int64_t kStreamM = 32;
-constexpr int64_t kStreamNC = 48;  // weight rows per task (a multiple of the 3-row dot block)
+using gemm_detail::kShortM;
+using gemm_detail::kShortNC;
+using gemm_detail::kStreamM;
+using gemm_detail::kStreamNC;
 
 Status run_stream(const Ctx& c, const Path& path, const Problem& p) {
   const Bf16Kernel& kn = *path.kn;
@@ -167,13 +165,7 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
   const bool short_m = p.M <= kShortM;
   const int64_t m_panels = (p.M + MR - 1) / MR, n_panels = (p.N + NR - 1) / NR;
   const int64_t NC = short_m ? kShortNC : kn.nc;
-  int64_t MC = kn.mc;
-  if (short_m) {
-    const int64_t col_tiles = (p.N + NC - 1) / NC;
-    const int64_t row_tiles =
-        col_tiles >= kShortMinTasks ? 1 : std::min(m_panels, (kShortMinTasks + col_tiles - 1) / col_tiles);
-    MC = (m_panels + row_tiles - 1) / row_tiles * MR;
-  }
+  const int64_t MC = short_m ? gemm_detail::short_tile_rows(m_panels, p.N, MR) : kn.mc;
   const int64_t a_panel = MR * Kp * kn.a_bytes;  // bytes per full-K A micro-panel
   const int64_t b_panel = NR * Kp;               // bf16 elements per full-K B micro-panel
   // Shared B panels first; both regions rounded to 64 bytes so every panel start stays aligned.

@@ -26,6 +26,26 @@ class GrowBuffer {
   size_t cap_ = 0;
 };
 
+// Tiling shared by both drivers.
+// Up to kShortM rows, C is cut into column tiles only (all rows in one task) and each task
+// packs its own B block right before using it: B is then read from memory once and never
+// written back packed. Taller problems pack all of B up front and share it between row tiles.
+constexpr int64_t kShortM = 256;
+// Column tile of a task in the short-M case (a multiple of every NR).
+constexpr int64_t kShortNC = 128;
+// Short problems with fewer column tiles than this are also cut along M (each row tile packs
+// the B block again, which is cheap next to leaving cores idle). Depends on the shape only.
+constexpr int64_t kShortMinTasks = 4;
+// Up to kStreamM rows, NT (x . W^T) with a row-major W runs without packing when the kernel
+// has a streaming path: each task streams kStreamNC rows of W once and forms their dot products
+// with every row of x, which stays in cache. Packing W would copy the whole weight per call for
+// a product that uses each packed element only ceil(M / MR) times.
+constexpr int64_t kStreamM = 32;
+constexpr int64_t kStreamNC = 48;  // columns of C per task (a multiple of the 3-column dot block)
+
+// The rows of one task's tile in the short-M case (M <= kShortM; m_panels = ceil(M / mr)).
+int64_t short_tile_rows(int64_t m_panels, int64_t N, int mr);
+
 // fn(i) for i in [0, n) on c.pool, or on the calling thread when there is no pool, one thread
 // or one item.
 void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn);
