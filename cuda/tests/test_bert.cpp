@@ -29,15 +29,10 @@
 #include "tests/harness.h"
 
 using bert_fixture::Fixture;
+using bert_fixture::download;
 using bert_fixture::load_fixture;
 
 namespace {
-
-std::vector<float> download(elmo::Backend& be, const elmo::Tensor& t) {
-  std::vector<float> v(static_cast<size_t>(t.numel()));
-  CHECK_OK(be.download(v.data(), t, v.size() * 4));
-  return v;
-}
 
 // |got - want| <= tol * (max|want| + |want|) elementwise: relative to the element and to the
 // tensor's scale (bf16 rounding error scales with the operands, not with each output).

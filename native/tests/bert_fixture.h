@@ -90,4 +90,11 @@ inline bool load_fixture(const std::string& name, Fixture* f) {
   return true;
 }
 
+// t's elements copied to host memory (f32).
+inline std::vector<float> download(elmo::Backend& be, const elmo::Tensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  CHECK_OK(be.download(v.data(), t, v.size() * 4));
+  return v;
+}
+
 }  // namespace bert_fixture

@@ -19,16 +19,11 @@ using elmo::Code;
 
 using bert_fixture::Fixture;
 using bert_fixture::fixtures_dir;
+using bert_fixture::download;
 using bert_fixture::load_fixture;
 using bert_fixture::read_text;
 
 namespace {
-
-std::vector<float> download(elmo::Backend& be, const elmo::Tensor& t) {
-  std::vector<float> v(static_cast<size_t>(t.numel()));
-  CHECK_OK(be.download(v.data(), t, v.size() * 4));
-  return v;
-}
 
 // Compares one output with the transformers float64 reference.
 void compare(elmo::Backend& be, const Fixture& f, const std::string& key, const elmo::Tensor& got) {

@@ -21,15 +21,10 @@ using elmo::Code;
 using elmo::DType;
 
 using bert_fixture::Fixture;
+using bert_fixture::download;
 using bert_fixture::load_fixture;
 
 namespace {
-
-std::vector<float> download(elmo::Backend& be, const elmo::Tensor& t) {
-  std::vector<float> v(static_cast<size_t>(t.numel()));
-  CHECK_OK(be.download(v.data(), t, v.size() * 4));
-  return v;
-}
 
 BertOptions bf16_options() {
   BertOptions o;
