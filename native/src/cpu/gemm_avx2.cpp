@@ -216,28 +216,20 @@ template <bool kBias, bool kGelu, bool kPre, bool kRes>
 void epilogue_tile(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols) {
   const float* bias = kBias ? e.bias + n0 : nullptr;
   if (kGelu && rows == kMR && cols == kNR) {
-    // A whole micro-tile: its 12 vectors go through GELU as one block of straight-line code,
-    // so the compiler interleaves 12 independent chains instead of 2 per row.
+    // A whole micro-tile: its 12 vectors go through GELU as one block (epilogue_regs), so the
+    // compiler interleaves 12 independent chains instead of 2 per row.
     __m256 v[kMR][2];
 #pragma GCC unroll 6
-    for (int i = 0; i < kMR; ++i)
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        v[i][h] = _mm256_loadu_ps(C + i * ldc + 8 * h);
-        if (kBias) v[i][h] = _mm256_add_ps(v[i][h], _mm256_loadu_ps(bias + 8 * h));
-        if (kPre) _mm256_storeu_ps(e.pre_gelu + (m0 + i) * e.ld_pre + n0 + 8 * h, v[i][h]);
-      }
+    for (int i = 0; i < kMR; ++i) {
+      v[i][0] = _mm256_loadu_ps(C + i * ldc);
+      v[i][1] = _mm256_loadu_ps(C + i * ldc + 8);
+    }
+    epilogue_regs<kMR>(e, v, m0, n0);
 #pragma GCC unroll 6
-    for (int i = 0; i < kMR; ++i)
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) v[i][h] = gelu8(v[i][h]);
-#pragma GCC unroll 6
-    for (int i = 0; i < kMR; ++i)
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        if (kRes) v[i][h] = _mm256_add_ps(v[i][h], _mm256_loadu_ps(e.residual + (m0 + i) * e.ld_res + n0 + 8 * h));
-        _mm256_storeu_ps(C + i * ldc + 8 * h, v[i][h]);
-      }
+    for (int i = 0; i < kMR; ++i) {
+      _mm256_storeu_ps(C + i * ldc, v[i][0]);
+      _mm256_storeu_ps(C + i * ldc + 8, v[i][1]);
+    }
     return;
   }
   for (int i = 0; i < rows; ++i) {

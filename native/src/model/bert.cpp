@@ -287,25 +287,21 @@ Status Bert::create(const BertConfig& config, const BertHeads& heads, uint64_t s
 }
 
 Status Bert::set_weights_packed(bool packed) {
-  // A bf16 model's GEMMs read its bf16 copies, which stay row-major, and the copies are made
-  // from row-major f32 weights: nothing to pack.
+  // A bf16 model's GEMMs read its bf16 copies (packed when they are made, from row-major f32
+  // weights): the f32 weights stay as they are.
   if (opts_.precision != DType::kF32) return Status::ok();
   const int panel = backend_->weight_panel();
   if (panel == 0 && !packed_) return Status::ok();  // nothing to gain on this backend
-  std::vector<Tensor*> linear;
-  for (Layer& ly : w_.layers)
-    for (Tensor* t : {&ly.qkv_w, &ly.attn_out_w, &ly.ffn_in_w, &ly.ffn_out_w}) linear.push_back(t);
-  for (Tensor* t : {&w_.pool_w, &w_.cls_w, &w_.mlm_w})
-    if (!t->empty()) linear.push_back(t);
-  for (Tensor* t : linear) {
-    if (packed && t->shape[0] % panel != 0) continue;  // e.g. a classifier with 3 labels stays row-major
-    ELMO_RETURN_IF_ERROR(backend_->pack_weight(t, packed));
+  const std::vector<std::pair<Tensor*, Tensor*>> mats = gemm_weights();
+  for (const auto& [w, operand] : mats) {
+    if (packed && w->shape[0] % panel != 0) continue;  // e.g. a classifier with 3 labels stays row-major
+    ELMO_RETURN_IF_ERROR(backend_->pack_weight(w, packed));
     for (Param& p : params_)
-      if (p.value.data == t->data) p.value.panel = t->panel;
+      if (p.value.data == w->data) p.value.panel = w->panel;
   }
   ELMO_RETURN_IF_ERROR(backend_->sync());
   packed_ = packed;
-  for (const auto& [w, operand] : gemm_weights()) *operand = *w;  // the GEMM operands follow the layout
+  for (const auto& [w, operand] : mats) *operand = *w;  // the GEMM operands follow the layout
   return Status::ok();
 }
 
