@@ -66,6 +66,23 @@ Status offsets_on_device(const char* op, const Offsets& o) {
   return Status::ok();
 }
 
+// Replaces *buf (of *cap bytes) by a device buffer of `want` bytes; the old contents are not
+// kept. Out of memory: ERR_OOM naming `what`, the bytes asked and those free; *buf is then null.
+Status regrow_device(void** buf, size_t* cap, size_t want, const char* what) {
+  if (*buf) cudaFree(*buf);
+  *buf = nullptr;
+  *cap = 0;
+  if (cudaMalloc(buf, want) != cudaSuccess) {
+    cudaGetLastError();
+    *buf = nullptr;
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    return Status(Code::kOom, strformat("%s: out of device memory asking for %zu bytes (%zu free)", what, want, free_b));
+  }
+  *cap = want;
+  return Status::ok();
+}
+
 // Device and pinned buffers that only grow. Growing frees the old buffer (cudaFree waits
 // for the device), so a pointer handed out earlier must not be used after a later call.
 class GrowBuffers final : public cuda::Scratch {
@@ -75,20 +92,8 @@ class GrowBuffers final : public cuda::Scratch {
     if (host_) cudaFreeHost(host_);
   }
   Status device(size_t bytes, void** out) override {
-    if (bytes > dev_bytes_) {
-      if (dev_) cudaFree(dev_);
-      dev_ = nullptr;
-      dev_bytes_ = 0;
-      const size_t want = std::max(bytes, dev_bytes_ + dev_bytes_ / 2);
-      if (cudaMalloc(&dev_, want) != cudaSuccess) {
-        cudaGetLastError();
-        size_t free_b = 0, total_b = 0;
-        cudaMemGetInfo(&free_b, &total_b);
-        return Status(Code::kOom,
-                      strformat("scratch: out of device memory asking for %zu bytes (%zu free)", want, free_b));
-      }
-      dev_bytes_ = want;
-    }
+    if (bytes > dev_bytes_)
+      ELMO_RETURN_IF_ERROR(regrow_device(&dev_, &dev_bytes_, std::max(bytes, dev_bytes_ + dev_bytes_ / 2), "scratch"));
     *out = dev_;
     return Status::ok();
   }
@@ -390,18 +395,7 @@ class CudaBackend final : public Backend {
 
   Status grow_gemm_workspace(size_t bytes) {
     if (bytes <= gemm_ws_bytes_) return Status::ok();
-    if (gemm_ws_) cudaFree(gemm_ws_);
-    gemm_ws_ = nullptr;
-    gemm_ws_bytes_ = 0;
-    if (cudaMalloc(&gemm_ws_, bytes) != cudaSuccess) {
-      cudaGetLastError();
-      size_t free_b = 0, total_b = 0;
-      cudaMemGetInfo(&free_b, &total_b);
-      return Status(Code::kOom,
-                    strformat("gemm: out of device memory asking for %zu bytes of workspace (%zu free)", bytes, free_b));
-    }
-    gemm_ws_bytes_ = bytes;
-    return Status::ok();
+    return regrow_device(&gemm_ws_, &gemm_ws_bytes_, bytes, "gemm workspace");
   }
 
   int device_ = 0;
