@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "cpu/gemm_kernels.h"
 #include "cpu/ops.h"
 
 namespace elmo::cpu::gemm_detail {
@@ -25,6 +26,13 @@ class GrowBuffer {
   void* p_ = nullptr;
   size_t cap_ = 0;
 };
+
+// Argument checks shared by the f32 and bf16 GEMM drivers (defined in gemm.cpp): op, epilogue and
+// accumulate; then, with a and b already checked and out [M, N], the epilogue tensors, the
+// devices and aliasing, filling the epilogue and whether residual is out itself.
+Status check_op_and_epilogue(GemmOp op, Epilogue ep, bool accumulate);
+Status check_outputs(Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, Epilogue ep,
+                     int64_t M, int64_t N, EpilogueArgs* e, bool* residual_in_place);
 
 // Tiling shared by both drivers.
 // Up to kShortM rows, C is cut into column tiles only (all rows in one task) and each task

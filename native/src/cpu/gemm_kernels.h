@@ -14,8 +14,6 @@
 
 #include <cstdint>
 
-#include "elmo/backend.h"
-
 namespace elmo::cpu::gemm_detail {
 
 // What happens to a finished output tile, in this order (backend.h): v += bias[n];
@@ -59,13 +57,6 @@ struct Kernel {
 const Kernel& kernel_scalar();
 const Kernel& kernel_avx2();    // call only when the CPU runs AVX2 + FMA
 const Kernel& kernel_avx512();  // call only when the CPU runs AVX-512 F/BW/VL/DQ
-
-// Argument checks shared by the f32 and bf16 GEMM drivers (gemm.cpp): op, epilogue and
-// accumulate; then, with a and b already checked and out [M, N], the epilogue tensors, the
-// devices and aliasing, filling the epilogue and whether residual is out itself.
-Status check_op_and_epilogue(GemmOp op, Epilogue ep, bool accumulate);
-Status check_outputs(Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, Epilogue ep,
-                     int64_t M, int64_t N, EpilogueArgs* e, bool* residual_in_place);
 
 // Shared scalar helpers (defined in gemm.cpp, compiled without ISA flags).
 void pack_b_nt_scalar(float* dst, const float* src, int64_t ldb, int64_t K, int cols, int nr);
