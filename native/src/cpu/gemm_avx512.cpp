@@ -1,6 +1,7 @@
 // AVX-512 pieces of the CPU GEMM (driver: gemm.cpp): a 12x32 micro-kernel (24 zmm
-// accumulators, 2 B loads and 12 broadcasts of A per k), the vectorized epilogue with an erf
-// GELU (masked tails), and a 16x16-transpose packer for B stored [N, K].
+// accumulators, 2 B loads and 12 broadcasts of A per k) with 4- and 8-row variants for a
+// panel's tail and the epilogue applied to its accumulators, the vectorized epilogue with an
+// erf GELU (masked tails), and 16x16-transpose packers for A (row-major) and B stored [N, K].
 // GCC 12's avx512fintrin.h seeds unmasked results with _mm512_undefined_ps() (a self-initialized
 // variable), which -Wmaybe-uninitialized reports once inlined at -O3: a known false positive.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -16,16 +17,68 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;
 
-void micro_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                 bool add) {
-  __m512 acc[kMR][2];
+inline __m512 gelu16(__m512 v);
+
+// Column masks of a tile `cols` wide: the two 16-lane halves of the 32-column panel.
+inline __mmask16 lo_mask(int cols) { return cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1); }
+inline __mmask16 hi_mask(int cols) {
+  return cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
+}
+
+// The epilogue on the first `rows` rows of a tile's accumulators (v = C + product when adding),
+// in the order of epilogue_avx512: + bias; pre_gelu = v, v = gelu(v); + residual. Masked loads
+// and stores make partial tiles (cols < 32) take the same path; GELU runs over all 2R vectors
+// as straight-line code so their long dependency chains interleave.
+template <int R>
+inline void epilogue_regs(const EpilogueArgs& e, __m512 (&v)[R][2], int rows, __mmask16 m0, __mmask16 m1,
+                          int64_t r0, int64_t c0) {
+  if (e.bias) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, e.bias + c0), b1 = _mm512_maskz_loadu_ps(m1, e.bias + c0 + 16);
 #pragma GCC unroll 12
-  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < R; ++i) {
+      v[i][0] = _mm512_add_ps(v[i][0], b0);
+      v[i][1] = _mm512_add_ps(v[i][1], b1);
+    }
+  }
+  if (e.gelu) {
+    if (e.pre_gelu)
+#pragma GCC unroll 12
+      for (int i = 0; i < R; ++i) {
+        if (i >= rows) break;
+        float* pre = e.pre_gelu + (r0 + i) * e.ld_pre + c0;
+        _mm512_mask_storeu_ps(pre, m0, v[i][0]);
+        _mm512_mask_storeu_ps(pre + 16, m1, v[i][1]);
+      }
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) v[i][h] = gelu16(v[i][h]);
+  }
+  if (e.residual)
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      if (i >= rows) break;
+      const float* res = e.residual + (r0 + i) * e.ld_res + c0;
+      v[i][0] = _mm512_add_ps(v[i][0], _mm512_maskz_loadu_ps(m0, res));
+      v[i][1] = _mm512_add_ps(v[i][1], _mm512_maskz_loadu_ps(m1, res + 16));
+    }
+}
+
+// C[rows, cols] (+)= A[kc][kMR] . B[kc][kNR] over the first R rows of the A panel (rows <= R),
+// then the epilogue `ep` (null: none) on the accumulators before their one store. R < kMR
+// serves a panel's short tail (a 32-row batch is two full panels and one of 8 rows) at the
+// cost of its own rows, not twelve.
+template <int R>
+void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
+                const EpilogueArgs* ep, int64_t r0, int64_t c0) {
+  __m512 acc[R][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);  // B[k, 0:32]
 #pragma GCC unroll 12
-    for (int i = 0; i < kMR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512 a = _mm512_set1_ps(Ap[i]);  // A[i, k]
       acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
@@ -33,33 +86,39 @@ void micro_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t
     Ap += kMR;
     Bp += kNR;
   }
-  // Column masks for a partial tile; rows past `rows` are skipped.
-  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
-  if (rows == kMR && cols == kNR) {
+  const __mmask16 m0 = lo_mask(cols), m1 = hi_mask(cols);
+  if (add)
 #pragma GCC unroll 12
-    for (int i = 0; i < kMR; ++i) {
-      float* c = C + i * ldc;
-      if (add) {
-        acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(c), acc[i][0]);
-        acc[i][1] = _mm512_add_ps(_mm512_loadu_ps(c + 16), acc[i][1]);
-      }
-      _mm512_storeu_ps(c, acc[i][0]);
-      _mm512_storeu_ps(c + 16, acc[i][1]);
+    for (int i = 0; i < R; ++i) {
+      if (i >= rows) break;
+      acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, C + i * ldc), acc[i][0]);
+      acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, C + i * ldc + 16), acc[i][1]);
     }
-    return;
-  }
+  if (ep) epilogue_regs<R>(*ep, acc, rows, m0, m1, r0, c0);
 #pragma GCC unroll 12
-  for (int i = 0; i < kMR; ++i) {
+  for (int i = 0; i < R; ++i) {
     if (i >= rows) break;
-    float* c = C + i * ldc;
-    if (add) {
-      acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), acc[i][0]);
-      acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), acc[i][1]);
-    }
-    _mm512_mask_storeu_ps(c, m0, acc[i][0]);
-    _mm512_mask_storeu_ps(c + 16, m1, acc[i][1]);
+    _mm512_mask_storeu_ps(C + i * ldc, m0, acc[i][0]);
+    _mm512_mask_storeu_ps(C + i * ldc + 16, m1, acc[i][1]);
   }
+}
+
+inline void micro_dispatch(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
+                           bool add, const EpilogueArgs* ep, int64_t r0, int64_t c0) {
+  if (rows <= 4) return micro_rows<4>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
+  if (rows <= 8) return micro_rows<8>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
+  micro_rows<kMR>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
+}
+
+// The 12x32 micro-kernel: 24 zmm accumulators, 2 B loads and 12 broadcasts of A per k.
+void micro_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
+                 bool add) {
+  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, nullptr, 0, 0);
+}
+
+void micro_ep_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
+                    bool add, const EpilogueArgs& e, int64_t m0, int64_t n0) {
+  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0);
 }
 
 // exp(x) for x in [-88, 0]: x = n ln2 + r, |r| <= ln2/2, exp(r) by its degree-7 Taylor
@@ -82,10 +141,14 @@ inline __m512 exp_neg(__m512 x) {
 
 // erf(z) by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7):
 // erf(a) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-a^2), t = 1 / (1 + p a), a = |z|.
+// t comes from the 14-bit reciprocal refined by one Newton step (relative error ~1e-8): a
+// divide's latency and throughput would dominate GELU over the FFN's widest activation.
 inline __m512 erf16(__m512 z) {
   const __m512 a = _mm512_min_ps(_mm512_abs_ps(z), _mm512_set1_ps(6.0f));
   const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a, one));
+  const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a, one);  // in [1, 3]
+  __m512 t = _mm512_rcp14_ps(d);
+  t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));  // t (2 - d t)
   __m512 p = _mm512_set1_ps(1.061405429f);
   p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
   p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
@@ -95,6 +158,12 @@ inline __m512 erf16(__m512 z) {
   const __m512 y = _mm512_fnmadd_ps(p, exp_neg(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))), one);
   const __m512i sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
   return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
+}
+
+__m512 gelu16(__m512 v) {
+  const __m512 cdf = _mm512_fmadd_ps(erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f))),
+                                     _mm512_set1_ps(0.5f), _mm512_set1_ps(0.5f));
+  return _mm512_mul_ps(v, cdf);
 }
 
 void epilogue_avx512(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols) {
@@ -109,9 +178,7 @@ void epilogue_avx512(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, i
       if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
       if (e.gelu) {
         if (pre) _mm512_mask_storeu_ps(pre + j, m, v);
-        const __m512 cdf = _mm512_fmadd_ps(erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f))),
-                                           _mm512_set1_ps(0.5f), _mm512_set1_ps(0.5f));
-        v = _mm512_mul_ps(v, cdf);
+        v = gelu16(v);
       }
       if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + j));
       _mm512_mask_storeu_ps(c + j, m, v);
@@ -172,11 +239,27 @@ void pack_b_nt_avx512(float* dst, const float* src, int64_t ldb, int64_t K, int 
     for (int j = 0; j < kNR; ++j) dst[k * kNR + j] = src[j * ldb + k];
 }
 
+// One A micro-panel [K][12] from `rows` <= 12 rows of a row-major source: 16 k at a time, the
+// rows (four zero rows as padding) transposed in registers, then 12 floats stored per k.
+void pack_a_avx512(float* dst, const float* src, int64_t lda, int64_t K, int rows) {
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = i < rows && i < kMR ? _mm512_loadu_ps(src + i * lda + k) : _mm512_setzero_ps();
+    transpose16(r);
+#pragma GCC unroll 16
+    for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(dst + (k + q) * kMR, 0x0FFF, r[q]);
+  }
+  for (; k < K; ++k)
+    for (int i = 0; i < kMR; ++i) dst[k * kMR + i] = i < rows ? src[i * lda + k] : 0.0f;
+}
+
 }  // namespace
 
 const Kernel& kernel_avx512() {
   static const Kernel k{kMR, kNR, 192, 96, 256, &micro_12x32, &epilogue_avx512, &pack_b_nt_avx512, nullptr,
-                        nullptr, nullptr};
+                        &micro_ep_12x32, &pack_a_avx512};
   return k;
 }
 
