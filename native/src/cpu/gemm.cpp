@@ -68,7 +68,8 @@ namespace {
 constexpr int kScalarMR = 4, kScalarNR = 8;
 
 void micro_scalar(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                  bool add) {
+                  bool add, Prefetch pf) {
+  for (int64_t q = 0; q < pf.lines; ++q) __builtin_prefetch(pf.p + q * 64, 0, 3);
   float acc[kScalarMR][kScalarNR] = {};
   for (int64_t k = 0; k < kc; ++k) {
     const float* a = Ap + k * kScalarMR;  // (MR)
@@ -132,6 +133,7 @@ namespace {
 
 using gemm_detail::EpilogueArgs;
 using gemm_detail::Kernel;
+using gemm_detail::Prefetch;
 
 const Kernel& select_kernel(Isa isa) {
   switch (isa) {
@@ -387,26 +389,28 @@ Status run_gemm(const Ctx& c, const Problem& p) {
         const float* b = bt ? bt + ((jr - n0) / NR) * NR * kc                // (kc, NR)
                             : Bp + (jr / NR) * b_panel + pc * NR;
         // The next B micro-panel slice is fetched while this one is in use, spread over the
-        // row panels: read straight from a packed weight it would otherwise come from memory
-        // at the pace of the first micro-kernel call, which then waits on it.
+        // row panels (each micro-kernel call prefetches its share among its FMAs): read
+        // straight from a packed weight it would otherwise come from memory at the pace of the
+        // first micro-kernel call, which then waits on it.
         const char* next = nullptr;
-        int64_t next_bytes = 0, per_call = 0;
+        int64_t next_lines = 0, per_call = 0;
         if (!bt && jr + NR < n1) {
           next = reinterpret_cast<const char*>(b + b_panel);
-          next_bytes = kc * NR * static_cast<int64_t>(sizeof(float));
+          next_lines = kc * NR * static_cast<int64_t>(sizeof(float)) / 64;
           const int64_t calls = (m1 - m0 + MR - 1) / MR;
-          per_call = (next_bytes / 64 + calls - 1) / calls * 64;
+          per_call = (next_lines + calls - 1) / calls;
         }
         for (int64_t ir = m0; ir < m1; ir += MR) {
-          for (int64_t o = 0; o < per_call && next_bytes > 0; o += 64, next += 64, next_bytes -= 64)
-            __builtin_prefetch(next, 0, 3);
+          const Prefetch pf{next, std::min(per_call, next_lines)};
+          next += pf.lines * 64;
+          next_lines -= pf.lines;
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const float* a = Ap + (ir / MR) * a_panel + pc * MR;  // (kc, MR)
           float* ct = p.C + ir * p.ldc + jr;
           if (last && p.ep && kn.micro_ep) {
-            kn.micro_ep(kc, a, b, ct, p.ldc, rows, cols, add, *p.ep, ir, jr);
+            kn.micro_ep(kc, a, b, ct, p.ldc, rows, cols, add, *p.ep, ir, jr, pf);
           } else {
-            kn.micro(kc, a, b, ct, p.ldc, rows, cols, add);
+            kn.micro(kc, a, b, ct, p.ldc, rows, cols, add, pf);
             if (last && p.ep) kn.epilogue(*p.ep, ct, p.ldc, ir, jr, rows, cols);
           }
         }

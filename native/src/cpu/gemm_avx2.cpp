@@ -55,12 +55,17 @@ inline void epilogue_regs(const EpilogueArgs& e, __m256 (&v)[R][2], int64_t m0, 
 // 32-row batch is five full panels and one of 2 rows) at the cost of its own rows, not six.
 template <int R>
 void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
-                const EpilogueArgs* ep, int64_t m0, int64_t n0) {
+                const EpilogueArgs* ep, int64_t m0, int64_t n0, Prefetch pf) {
   __m256 acc[R][2];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
+    if (pf.lines > 0) {
+      _mm_prefetch(pf.p, _MM_HINT_T0);
+      pf.p += 64;
+      --pf.lines;
+    }
     const __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);  // B[k, 0:16]
 #pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
@@ -108,14 +113,14 @@ void micro_dispatch(int rows, Args... args) {
 
 // The 6x16 micro-kernel: 12 ymm accumulators, 2 B loads and 6 broadcasts of A per k.
 void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                bool add) {
+                bool add, Prefetch pf) {
   micro_dispatch(rows, kc, Ap, Bp, C, ldc, rows, cols, add, static_cast<const EpilogueArgs*>(nullptr), int64_t(0),
-                 int64_t(0));
+                 int64_t(0), pf);
 }
 
 void micro_ep_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
-                   const EpilogueArgs& e, int64_t m0, int64_t n0) {
-  micro_dispatch(rows, kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0);
+                   const EpilogueArgs& e, int64_t m0, int64_t n0, Prefetch pf) {
+  micro_dispatch(rows, kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0, pf);
 }
 
 // exp(x) for x in [-88, 0]: x = n ln2 + r, |r| <= ln2/2, exp(r) by its degree-7 Taylor

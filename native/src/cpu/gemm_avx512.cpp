@@ -70,12 +70,17 @@ inline void epilogue_regs(const EpilogueArgs& e, __m512 (&v)[R][2], int rows, __
 // cost of its own rows, not twelve.
 template <int R>
 void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
-                const EpilogueArgs* ep, int64_t r0, int64_t c0) {
+                const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
   __m512 acc[R][2];
 #pragma GCC unroll 12
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
+    if (pf.lines > 0) {
+      _mm_prefetch(pf.p, _MM_HINT_T0);
+      pf.p += 64;
+      --pf.lines;
+    }
     const __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);  // B[k, 0:32]
 #pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {
@@ -104,21 +109,21 @@ void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
 }
 
 inline void micro_dispatch(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                           bool add, const EpilogueArgs* ep, int64_t r0, int64_t c0) {
-  if (rows <= 4) return micro_rows<4>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
-  if (rows <= 8) return micro_rows<8>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
-  micro_rows<kMR>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
+                           bool add, const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
+  if (rows <= 4) return micro_rows<4>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
+  if (rows <= 8) return micro_rows<8>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
+  micro_rows<kMR>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
 }
 
 // The 12x32 micro-kernel: 24 zmm accumulators, 2 B loads and 12 broadcasts of A per k.
 void micro_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                 bool add) {
-  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, nullptr, 0, 0);
+                 bool add, Prefetch pf) {
+  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, nullptr, 0, 0, pf);
 }
 
 void micro_ep_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                    bool add, const EpilogueArgs& e, int64_t m0, int64_t n0) {
-  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0);
+                    bool add, const EpilogueArgs& e, int64_t m0, int64_t n0, Prefetch pf) {
+  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0, pf);
 }
 
 // exp(x) for x in [-88, 0]: x = n ln2 + r, |r| <= ln2/2, exp(r) by its degree-7 Taylor

@@ -27,13 +27,21 @@ struct EpilogueArgs {
   int64_t ld_res = 0;
 };
 
+// Cache lines for a micro-kernel to prefetch while it runs, one per k step among its FMAs: the
+// caller's share of the next B micro-panel slice (so it arrives spread over the calls that use
+// the current one, instead of in a burst that stalls on the fill buffers). lines == 0: none.
+struct Prefetch {
+  const char* p = nullptr;
+  int64_t lines = 0;
+};
+
 struct Kernel {
   int mr, nr;  // register tile
   int kc;      // K block: a B micro-panel slice (kc x nr) stays in L1
   int mc, nc;  // output tile of one parallel task (multiples of mr, nr)
   // C[rows, cols] (ldc) = (add ? C : 0) + Ap[kc][mr] . Bp[kc][nr], rows <= mr, cols <= nr.
   void (*micro)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                bool add);
+                bool add, Prefetch pf);
   // Applies the epilogue to C[rows, cols] (ldc) whose top-left element is out[m0, n0].
   void (*epilogue)(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols);
   // Packs one B micro-panel from b stored [N, ldb] (the NT case): dst[k][j] = b[(n0+j)*ldb + k]
@@ -48,7 +56,7 @@ struct Kernel {
   // applied to the accumulators before they are stored (m0, n0: the tile's place in out), so a
   // full tile is not stored, reloaded and stored again. Same arithmetic in the same order.
   void (*micro_ep)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
-                   const EpilogueArgs& e, int64_t m0, int64_t n0);
+                   const EpilogueArgs& e, int64_t m0, int64_t n0, Prefetch pf);
   // Optional (null: the driver's scalar gather). Packs one A micro-panel from `rows` <= mr rows
   // of a row-major [rows, lda] source: dst[k][i] = src[i*lda + k], zeros for i >= rows.
   void (*pack_a)(float* dst, const float* src, int64_t lda, int64_t K, int rows);
