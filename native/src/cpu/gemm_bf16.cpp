@@ -93,7 +93,7 @@ void micro_scalar(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int6
 const Bf16Kernel& bf16_kernel_scalar() {
   static const Bf16Kernel k{"scalar",      kScalarMR,      kScalarNR,     256,     64,      256,
                             1,             4,              &pack_a_scalar, &pack_b_scalar, &micro_scalar,
-                            nullptr,       nullptr,        nullptr};
+                            nullptr,       nullptr,        nullptr,        nullptr};
   return k;
 }
 
@@ -227,8 +227,12 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const char* a = Ap + ir / MR * a_panel + pc * MR * kn.a_bytes;
           float* ct = p.C + ir * ldc + jr;
-          kn.micro(kc, a, b, ct, ldc, rows, cols, add);
-          if (last && p.ep) path.epilogue(*p.ep, ct, ldc, ir, jr, rows, cols);
+          if (last && p.ep && kn.micro_ep) {
+            kn.micro_ep(kc, a, b, ct, ldc, rows, cols, add, *p.ep, ir, jr);
+          } else {
+            kn.micro(kc, a, b, ct, ldc, rows, cols, add);
+            if (last && p.ep) path.epilogue(*p.ep, ct, ldc, ir, jr, rows, cols);
+          }
         }
       }
       if (last) break;

@@ -255,7 +255,8 @@ void nt_stream_avx2(const void* a, const uint16_t* b, int64_t ldb, float* C, int
 const Bf16Kernel& bf16_kernel_avx2() {
   static const Bf16Kernel k{"avx2",         kMR,           kNR,           256,           72,
                             256,            1,             4,             &pack_a_avx2,  &pack_b_avx2,
-                            &micro_6x16,    &stream_ld_avx2, &prep_a_avx2, &nt_stream_avx2};
+                            &micro_6x16,    &stream_ld_avx2, &prep_a_avx2, &nt_stream_avx2,
+                            nullptr};
   return k;
 }
 

@@ -3,7 +3,8 @@
 // are packed as k pairs: A [Kp/2][12][2] (a rounded by vcvtneps2bf16, nearest even), B
 // [Kp/2][32][2], K padded with a zero to even.
 //   * a 12x32 micro-kernel (24 zmm accumulators; per k pair 2 B loads, 12 broadcast A pairs,
-//     24 vdpbf16ps);
+//     24 vdpbf16ps) with 4- and 8-row variants for a panel's tail and the fp32 epilogue applied
+//     to its accumulators; A packed 32 k at a time with an in-register transpose;
 //   * a few-row NT path: rows of a rounded to bf16 once, each weight row streamed once, 32 k
 //     per vdpbf16ps, lanes summed at the end.
 // vdpbf16ps and vcvtneps2bf16 treat subnormal inputs (and results) as zero; nothing else differs
@@ -17,10 +18,16 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/gemm_avx512_inl.h"
 #include "cpu/gemm_bf16_kernels.h"
 
 namespace elmo::cpu::gemm_bf16_detail {
 namespace {
+
+using gemm_detail::EpilogueArgs;
+using gemm_detail::epilogue_regs;
+using gemm_detail::hi_mask;
+using gemm_detail::lo_mask;
 
 constexpr int kMR = 12, kNR = 32;
 
@@ -35,22 +42,31 @@ inline __m256i to_bf16(const float* p, int n) {
 
 // ---- packed path ------------------------------------------------------------------------------
 
-// One A micro-panel: each row is rounded 16 k at a time; a k pair is one 32-bit element, written
-// to its place [k/2][i] of the panel.
+// One A micro-panel: 32 k (16 pairs) at a time, each row rounded into one zmm of 16 k pairs,
+// the 12 rows (four zero rows as padding) transposed in registers as 32-bit elements, then the
+// 12 pairs of each k pair stored in place [k/2][i]. K past its end reads as zeros.
 void pack_a_avx512bf16(void* dst, const float* a, int64_t lda, int64_t K, int rows) {
-  uint32_t* d = static_cast<uint32_t*>(dst);
+  float* d = static_cast<float*>(dst);  // k pairs moved as 32-bit lanes, never as floats
   const int64_t pairs = (K + 1) / 2;
-  for (int i = 0; i < kMR; ++i) {
-    if (i >= rows) {
-      for (int64_t p = 0; p < pairs; ++p) d[p * kMR + i] = 0;
-      continue;
+  for (int64_t k = 0; k < K; k += 32) {
+    const int n = K - k >= 32 ? 32 : static_cast<int>(K - k);
+    const __mmask16 m0 = lo_mask(n), m1 = hi_mask(n);
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {
+      if (i < rows && i < kMR) {
+        const float* s = a + i * lda + k;
+        const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, s + 16), _mm512_maskz_loadu_ps(m0, s));
+        r[i] = reinterpret_cast<const __m512&>(h);
+      } else {
+        r[i] = _mm512_setzero_ps();
+      }
     }
-    for (int64_t k = 0; k < K; k += 16) {
-      alignas(32) uint32_t t[8];  // 8 pairs
-      _mm256_store_si256(reinterpret_cast<__m256i*>(t), to_bf16(a + i * lda + k, static_cast<int>(K - k)));
-      const int64_t p0 = k / 2, n = pairs - p0 < 8 ? pairs - p0 : 8;
-      for (int64_t q = 0; q < n; ++q) d[(p0 + q) * kMR + i] = t[q];
-    }
+    gemm_detail::transpose16(r);
+    const int64_t p0 = k / 2, np = pairs - p0 < 16 ? pairs - p0 : 16;
+#pragma GCC unroll 16
+    for (int q = 0; q < 16; ++q)
+      if (q < np) _mm512_mask_storeu_ps(d + (p0 + q) * kMR, 0x0FFF, r[q]);
   }
 }
 
@@ -73,18 +89,21 @@ void pack_b_avx512bf16(uint16_t* dst, const uint16_t* src, int64_t ldb, int64_t 
   }
 }
 
-void micro_12x32(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
-                 bool add) {
+// C[rows, cols] (+)= A . B over the first R rows of the A panel (rows <= R), then the epilogue
+// `ep` (null: none) on the accumulators before their one store; R < kMR serves a panel's tail.
+template <int R>
+void micro_rows(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
+                const EpilogueArgs* ep, int64_t r0, int64_t c0) {
   const uint32_t* ap = static_cast<const uint32_t*>(Ap);
-  __m512 acc[kMR][2];
+  __m512 acc[R][2];
 #pragma GCC unroll 12
-  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   const int64_t pairs = (kc + 1) / 2;
 #pragma GCC unroll 2
   for (int64_t p = 0; p < pairs; ++p) {
     const __m512bh b0 = as_bh(_mm512_loadu_si512(Bp)), b1 = as_bh(_mm512_loadu_si512(Bp + 32));  // B[p, 0:32]
 #pragma GCC unroll 12
-    for (int i = 0; i < kMR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512bh a = as_bh(_mm512_set1_epi32(static_cast<int>(ap[i])));  // A[i, 2p:2p+2]
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
@@ -92,20 +111,39 @@ void micro_12x32(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64
     ap += kMR;
     Bp += 2 * kNR;
   }
-  // Column masks for a partial tile; rows past `rows` are skipped.
-  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
+  const __mmask16 m0 = lo_mask(cols), m1 = hi_mask(cols);
+  if (add)
 #pragma GCC unroll 12
-  for (int i = 0; i < kMR; ++i) {
-    if (i >= rows) break;
-    float* c = C + i * ldc;
-    if (add) {
-      acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), acc[i][0]);
-      acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), acc[i][1]);
+    for (int i = 0; i < R; ++i) {
+      if (i >= rows) break;
+      acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, C + i * ldc), acc[i][0]);
+      acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, C + i * ldc + 16), acc[i][1]);
     }
-    _mm512_mask_storeu_ps(c, m0, acc[i][0]);
-    _mm512_mask_storeu_ps(c + 16, m1, acc[i][1]);
+  if (ep) epilogue_regs<R>(*ep, acc, rows, m0, m1, r0, c0);
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) {
+    if (i >= rows) break;
+    _mm512_mask_storeu_ps(C + i * ldc, m0, acc[i][0]);
+    _mm512_mask_storeu_ps(C + i * ldc + 16, m1, acc[i][1]);
   }
+}
+
+inline void micro_dispatch(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
+                           bool add, const EpilogueArgs* ep, int64_t r0, int64_t c0) {
+  if (rows <= 4) return micro_rows<4>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
+  if (rows <= 8) return micro_rows<8>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
+  micro_rows<kMR>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0);
+}
+
+// The 12x32 micro-kernel: per k pair 2 B loads, 12 broadcast A pairs, 24 vdpbf16ps.
+void micro_12x32(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
+                 bool add) {
+  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, nullptr, 0, 0);
+}
+
+void micro_ep_12x32(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
+                    bool add, const EpilogueArgs& e, int64_t m0, int64_t n0) {
+  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0);
 }
 
 // ---- few-row path -------------------------------------------------------------------------------
@@ -191,7 +229,8 @@ const Bf16Kernel& bf16_kernel_avx512_bf16() {
                             2,                   2,
                             &pack_a_avx512bf16,  &pack_b_avx512bf16,
                             &micro_12x32,        &stream_ld_avx512bf16,
-                            &prep_a_avx512bf16,  &nt_stream_avx512bf16};
+                            &prep_a_avx512bf16,  &nt_stream_avx512bf16,
+                            &micro_ep_12x32};
   return k;
 }
 

@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "cpu/gemm_kernels.h"
+
 namespace elmo::cpu::gemm_bf16_detail {
 
 struct Bf16Kernel {
@@ -40,6 +42,11 @@ struct Bf16Kernel {
   void (*prep_a)(void* dst, const float* a, int64_t lda, int64_t M, int64_t K);
   void (*nt_stream)(const void* a, const uint16_t* b, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t n0,
                     int64_t n1, int64_t K, bool add);
+  // Optional (null: micro, then the fp32 kernel's epilogue). The last K block of a tile with the
+  // epilogue applied to its accumulators before their one store (m0, n0: the tile's place in
+  // out); the same arithmetic in the same order as that epilogue.
+  void (*micro_ep)(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
+                   bool add, const gemm_detail::EpilogueArgs& e, int64_t m0, int64_t n0);
 };
 
 const Bf16Kernel& bf16_kernel_scalar();
