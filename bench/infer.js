@@ -31,8 +31,10 @@
 //
 // GFLOP/s counts only the real tokens (padding is work an engine chose to do):
 //   FLOPs = sum over sequences of length n: L * (2n(4H^2 + 2HI) + 4n^2 H)  +  B * 2H^2 (pooler)
-// % of peak is against cores x 32 fp32 FLOP/cycle (two 256-bit FMA pipes) x the clock read from
-// lscpu (max MHz) or /proc/cpuinfo.
+// % of peak is against the CPU's measured peak (elmo's measureCpuPeak: every thread runs
+// independent vector FMAs, and bf16 dot products for the bf16 engine, on the path elmo uses);
+// without dist/, against cores x FLOP/cycle (32 AVX2, 64 AVX-512) x the clock read from lscpu
+// (max MHz) or /proc/cpuinfo, which a VM or a boosting core may not run at.
 //
 // Numerical check: on the chat batch of every model, pooled output and the last hidden state of
 // the real tokens, engine against engine: max |diff| must be <= 1e-3.
@@ -274,13 +276,26 @@ function hostInfo() {
   const flags = field('flags') || '';
   const avx512 = / avx512f /.test(` ${flags} `);
   const flopsPerCycle = avx512 ? 64 : 32;
+  let measured = null;
+  try {
+    const api = require(path.join(root, 'dist'));
+    if (typeof api.measureCpuPeak === 'function') measured = api.measureCpuPeak(0.5);
+  } catch {
+    // no dist/ (or an older one): the clock-derived figure below
+  }
+  const clockPeak = mhz ? (cores * flopsPerCycle * mhz) / 1e3 : null;
   return {
     cpu: field('model name') || (os.cpus()[0] || {}).model || 'unknown',
     cores,
     mhz,
     clock_source: clockSource,
     flops_per_cycle: flopsPerCycle,
-    peak_gflops: mhz ? (cores * flopsPerCycle * mhz) / 1e3 : null,
+    clock_peak_gflops: clockPeak,
+    peak_gflops: measured ? +measured.fp32Gflops.toFixed(1) : clockPeak,
+    bf16_peak_gflops: measured && measured.bf16Gflops > 0 ? +measured.bf16Gflops.toFixed(1) : null,
+    peak_source: measured
+      ? `measured (measureCpuPeak, ${measured.isa}, ${measured.threads} threads)`
+      : `${cores} x ${flopsPerCycle} FLOP/cycle x clock`,
     ram_gb: +(os.totalmem() / 2 ** 30).toFixed(1),
     platform: `${os.platform()} ${os.arch()}`,
     node: process.version,
@@ -468,7 +483,11 @@ async function main() {
   const skipped = {};
   const host = hostInfo();
   console.log(`${host.cpu}, ${host.cores} cores at ${host.mhz} MHz (${host.clock_source}); fp32 peak ` +
-      `${fmt(host.peak_gflops)} GFLOP/s = ${host.cores} x ${host.flops_per_cycle} FLOP/cycle x clock`);
+      `${fmt(host.peak_gflops)} GFLOP/s (${host.peak_source})` +
+      (host.bf16_peak_gflops ? `, bf16 dot-product peak ${fmt(host.bf16_peak_gflops)} GFLOP/s` : '') +
+      (host.clock_peak_gflops && host.clock_peak_gflops !== host.peak_gflops
+        ? `; from the clock: ${fmt(host.clock_peak_gflops)} = ${host.cores} x ${host.flops_per_cycle} FLOP/cycle x clock`
+        : ''));
 
   const active = [];
   const elmoVia = String(option('elmo', 'auto'));
@@ -590,11 +609,13 @@ function report(ctx) {
         const r = results[m] && results[m][c.name] && results[m][c.name][e];
         if (!r) continue;
         const gflops = f / (r.ms * 1e6);
+        // bf16 rows against the bf16 dot-product peak where the CPU has one
+        const peak = e === 'elmo-bf16' && host.bf16_peak_gflops ? host.bf16_peak_gflops : host.peak_gflops;
         row[e] = {
           ms: +r.ms.toFixed(3),
           seq_per_s: +((c.batch * 1000) / r.ms).toFixed(2),
           gflops: +gflops.toFixed(2),
-          pct_peak: host.peak_gflops ? +((100 * gflops) / host.peak_gflops).toFixed(1) : null,
+          pct_peak: peak ? +((100 * gflops) / peak).toFixed(1) : null,
           padded_tokens: r.padded_tokens,
           runs: r.runs,
         };

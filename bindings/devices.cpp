@@ -16,10 +16,16 @@
 namespace elmo::node {
 namespace {
 
-Napi::Object cpu_info(Napi::Env env) {
+// The ISA path the CPU backend runs (ELMO_ISA honoured).
+Isa selected_isa(Napi::Env env) {
   Isa isa = best_isa();
   const char* want = std::getenv("ELMO_ISA");
   if (want && *want) throw_if_error(env, parse_isa(want, &isa));
+  return isa;
+}
+
+Napi::Object cpu_info(Napi::Env env) {
+  const Isa isa = selected_isa(env);
   const CpuFeatures& f = cpu_features();
   const std::pair<const char*, bool> flags[] = {
       {"avx2", f.avx2},         {"fma", f.fma},           {"avx512f", f.avx512f},
@@ -80,10 +86,31 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// cpuPeak(seconds): the measured arithmetic peak of the CPU backend's threads on its ISA path
+// (measure_cpu_peak). Runs on the calling thread for about 2 x seconds: meant for `elmo info
+// --peak` and benchmarks, not for a server's event loop.
+Napi::Value cpu_peak(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double seconds = 0.25;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsNumber()) throw_expected(env, "ERR_INPUT", "a number of seconds", "cpuPeak", info[0]);
+    seconds = info[0].As<Napi::Number>().DoubleValue();
+  }
+  CpuPeak peak;
+  throw_if_error(env, measure_cpu_peak(default_threads(), selected_isa(env), seconds, &peak));
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("isa", Napi::String::New(env, isa_name(peak.isa)));
+  out.Set("threads", Napi::Number::New(env, peak.threads));
+  out.Set("fp32Gflops", Napi::Number::New(env, peak.fp32_gflops));
+  out.Set("bf16Gflops", Napi::Number::New(env, peak.bf16_gflops));
+  return out;
+}
+
 }  // namespace
 
 void init_devices(Napi::Env env, Napi::Object exports) {
   exports.Set("devices", Napi::Function::New(env, devices, "devices"));
+  exports.Set("cpuPeak", Napi::Function::New(env, cpu_peak, "cpuPeak"));
 }
 
 }  // namespace elmo::node

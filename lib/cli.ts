@@ -2,7 +2,8 @@
 /**
  * The `elmo` command line.
  *
- *   elmo info [--json]                devices, CPU kernel path and threads, build flags
+ *   elmo info [--json] [--peak]       devices, CPU kernel path and threads, build flags,
+ *                                     with --peak the CPU's measured GFLOP/s
  *   elmo predict --model DIR ...      labels of texts (JSON lines with --json)
  *   elmo embed --model DIR ...        sentence embeddings as JSON lines
  *
@@ -19,7 +20,9 @@ import { native } from './native';
 const USAGE = `Usage: elmo <command>
 
 Commands:
-  info [--json]   devices, CPU ISA and threads, build flags
+  info [--json] [--peak]
+                  devices, CPU ISA and threads, build flags; --peak also measures the
+                  CPU's fp32 (and bf16) GFLOP/s on all its threads (about a second)
   predict --model DIR (--text TEXT ... | --input FILE.jsonl) [--json] [--device auto|cpu|cuda]
                   [--max-seq-len N] [--batch-size N]
                   the label and score of each text: tab-separated, or JSON lines
@@ -33,12 +36,19 @@ An --input file has one JSON value per line: {"text": "...", "pair": "..."} (pai
 or a bare string; "-" reads stdin.
 `;
 
-function info(json: boolean, write: (line: string) => void): void {
+function info(json: boolean, peak: boolean, write: (line: string) => void): void {
   const addon = native();
   const devices = addon.devices();
   const build = addon.buildInfo();
+  const measured = peak ? addon.cpuPeak() : undefined;
   if (json) {
-    write(JSON.stringify({ devices, build, backend: addon.cpuBackendName() }, null, 2));
+    write(
+      JSON.stringify(
+        { devices, build, backend: addon.cpuBackendName(), ...(measured ? { peak: measured } : {}) },
+        null,
+        2,
+      ),
+    );
     return;
   }
   write(`elmo-chat`);
@@ -46,6 +56,12 @@ function info(json: boolean, write: (line: string) => void): void {
   write(`  cpu:      ${devices.cpu.isa} kernels (best ${devices.cpu.bestIsa}), ${String(devices.cpu.threads)} threads`);
   write(`  features: ${devices.cpu.features.length > 0 ? devices.cpu.features.join(' ') : '(none)'}`);
   write(`  bf16:     ${bf16Line(devices.cpu.bf16Kernel, devices.cpu.features.includes('avx512_bf16'))}`);
+  if (measured) {
+    const bf16 = measured.bf16Gflops > 0 ? `, bf16 ${measured.bf16Gflops.toFixed(0)}` : '';
+    write(
+      `  peak:     fp32 ${measured.fp32Gflops.toFixed(0)}${bf16} GFLOP/s (measured, ${measured.isa}, ${String(measured.threads)} threads)`,
+    );
+  }
   if (devices.cuda.available) {
     for (const d of devices.cuda.devices) {
       const gib = (d.memoryBytes / 2 ** 30).toFixed(1);
@@ -269,12 +285,12 @@ export function runCli(
   try {
     switch (command) {
       case 'info': {
-        const unknown = rest.filter((a) => a !== '--json');
+        const unknown = rest.filter((a) => a !== '--json' && a !== '--peak');
         if (unknown.length > 0) {
           error(`elmo info: unknown option ${unknown[0] ?? ''}`);
           return 2;
         }
-        info(rest.includes('--json'), write);
+        info(rest.includes('--json'), rest.includes('--peak'), write);
         return 0;
       }
       case 'predict':

@@ -5,9 +5,9 @@
  */
 import { DeviceUnavailableError, InputError, expected } from './errors';
 import { native } from './native';
-import type { DevicesInfo } from './native';
+import type { CpuPeak, DevicesInfo } from './native';
 
-export type { CpuInfo, CudaDevice, CudaInfo, DevicesInfo } from './native';
+export type { CpuInfo, CpuPeak, CudaDevice, CudaInfo, DevicesInfo } from './native';
 
 /** A device request as the API takes it. */
 export type DeviceRequest = 'auto' | 'cpu' | 'cuda';
@@ -25,6 +25,24 @@ export type DeviceKind = 'cpu' | 'cuda';
  */
 export function devices(): DevicesInfo {
   return native().devices();
+}
+
+/**
+ * Measures the arithmetic peak of the CPU backend's threads on its ISA path: every thread runs
+ * chains of independent vector FMAs (and bf16 dot products where the CPU has AVX512_BF16) for
+ * about `seconds` each. The clock a VM or a boosting core reports is not the one it runs at, so
+ * benchmarks quote their GFLOP/s against this. Blocks the calling thread for about twice
+ * `seconds` (default 0.25): for tools and benchmarks, not a server's event loop.
+ *
+ * @example
+ * ```ts
+ * const { fp32Gflops, bf16Gflops } = measureCpuPeak();
+ * ```
+ */
+export function measureCpuPeak(seconds?: number): CpuPeak {
+  if (seconds !== undefined && (typeof seconds !== 'number' || !(seconds > 0 && seconds <= 60)))
+    throw expected(InputError, 'a number of seconds in (0, 60]', 'measureCpuPeak', seconds);
+  return native().cpuPeak(seconds);
 }
 
 /**

@@ -24,8 +24,8 @@ export type {
 } from './bert';
 export { Tokenizer, TokenizerError } from './tokenizer';
 export type { BatchEncoding, EncodeOptions, Encoding, TokenizerInput, TokenizerOptions } from './tokenizer';
-export { devices, resolveDevice } from './devices';
-export type { CpuInfo, CudaDevice, CudaInfo, DeviceKind, DeviceRequest, DevicesInfo } from './devices';
+export { devices, measureCpuPeak, resolveDevice } from './devices';
+export type { CpuInfo, CpuPeak, CudaDevice, CudaInfo, DeviceKind, DeviceRequest, DevicesInfo } from './devices';
 export { NativeTensor, ops } from './tensor';
 export type { AttentionOptions, F32, GeluOptions, GemmOptions, LayerNormOptions, SoftmaxOptions } from './tensor';
 export {

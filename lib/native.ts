@@ -52,6 +52,18 @@ export interface DevicesInfo {
   cuda: CudaInfo;
 }
 
+/** The CPU's measured arithmetic peak (see `measureCpuPeak`). */
+export interface CpuPeak {
+  /** The ISA path measured (the one the CPU backend runs). */
+  isa: 'scalar' | 'avx2' | 'avx512';
+  /** Threads that ran at once (the CPU backend's thread count). */
+  threads: number;
+  /** fp32 multiply-adds, 2 FLOPs each, all threads together. */
+  fp32Gflops: number;
+  /** bf16 dot products (AVX512_BF16, fp32 accumulate), 2 FLOPs per product; 0 without them. */
+  bf16Gflops: number;
+}
+
 /** How the addon binary was built. */
 export interface BuildInfo {
   /** Build type and options, e.g. `'Release cuda=ON asan=OFF'`. */
@@ -257,6 +269,7 @@ export interface NativeAddon {
   devices(): DevicesInfo;
   buildInfo(): BuildInfo;
   cpuBackendName(): string;
+  cpuPeak(seconds?: number): CpuPeak;
   TensorHandle: new (shape: number[]) => NativeTensorHandle;
   ops: NativeOps;
   NativeModel: new (options?: NativeModelOptions) => NativeModel;

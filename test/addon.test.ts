@@ -3,7 +3,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { buildInfo, devices, resolveDevice, DeviceUnavailableError, InputError, NativeLoadError } from '../lib';
+import {
+  buildInfo,
+  devices,
+  measureCpuPeak,
+  resolveDevice,
+  DeviceUnavailableError,
+  InputError,
+  NativeLoadError,
+} from '../lib';
 import { addonPath, loadAddon, native } from '../lib/native';
 import type { DevicesInfo } from '../lib/native';
 
@@ -52,6 +60,22 @@ describe('devices()', () => {
     // bf16 products: AVX512-BF16 on the avx512 path of a CPU that has it, else AVX2, else scalar.
     const native16 = info.cpu.isa === 'avx512' && info.cpu.features.includes('avx512_bf16');
     expect(info.cpu.bf16Kernel).toBe(info.cpu.isa === 'scalar' ? 'scalar' : native16 ? 'avx512_bf16' : 'avx2');
+  });
+
+  it("measureCpuPeak() measures the backend's path and threads; bf16 only with AVX512_BF16", () => {
+    for (const bad of [0, -1, 61, Number.NaN, '1' as unknown as number])
+      expect(() => measureCpuPeak(bad)).toThrow(InputError);
+    if (info.cpu.isa === 'scalar') {
+      // No vector loop to measure on the scalar path (ELMO_ISA=scalar or a CPU without AVX2).
+      expect(() => measureCpuPeak(0.05)).toThrow(expect.objectContaining({ code: 'ERR_UNSUPPORTED' }) as Error);
+      return;
+    }
+    const peak = measureCpuPeak(0.05);
+    expect(peak.isa).toBe(info.cpu.isa);
+    expect(peak.threads).toBe(info.cpu.threads);
+    expect(peak.fp32Gflops).toBeGreaterThan(0);
+    if (info.cpu.bf16Kernel === 'avx512_bf16') expect(peak.bf16Gflops).toBeGreaterThan(0);
+    else expect(peak.bf16Gflops).toBe(0);
   });
 
   it('the CPU entry agrees with the backend the ops use', () => {

@@ -35,6 +35,17 @@ describe('elmo CLI', () => {
     expect(parsed.build.napiVersion).toBe(8);
   });
 
+  it('info --peak measures the CPU on the path devices() reports', () => {
+    const text = capture(['info', '--peak']).out.join('\n');
+    expect(text).toMatch(/peak: +fp32 \d+/);
+    const { code, out } = capture(['info', '--peak', '--json']);
+    expect(code).toBe(0);
+    const parsed = JSON.parse(out.join('\n')) as { peak: { isa: string; threads: number; fp32Gflops: number } };
+    expect(parsed.peak.isa).toBe(devices().cpu.isa);
+    expect(parsed.peak.threads).toBe(devices().cpu.threads);
+    expect(parsed.peak.fp32Gflops).toBeGreaterThan(0);
+  });
+
   it('unknown commands and options exit 2 with a message', () => {
     expect(capture(['frobnicate']).code).toBe(2);
     expect(capture(['frobnicate']).err.join('\n')).toContain("unknown command 'frobnicate'");

@@ -42,6 +42,30 @@ TEST_CASE(isa_parsing_refuses_unknown) {
   CHECK_STATUS(parse_isa("sse9", &isa), Code::kInput);
 }
 
+TEST_CASE(cpu_peak_is_measured_on_each_vector_path) {
+  const CpuFeatures& f = cpu_features();
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    const bool have = isa == Isa::kAvx2 ? f.avx2 && f.fma : f.avx512f && f.fma;
+    CpuPeak peak;
+    if (!have) {
+      CHECK_STATUS(measure_cpu_peak(1, isa, 0.02, &peak), Code::kInput);  // a path the CPU lacks
+      continue;
+    }
+    CHECK_OK(measure_cpu_peak(2, isa, 0.02, &peak));
+    CHECK(peak.isa == isa);
+    CHECK(peak.threads == 2);
+    CHECK(peak.fp32_gflops > 0);
+    // bf16 dot products only on the AVX-512 path of a CPU with AVX512_BF16.
+    CHECK((peak.bf16_gflops > 0) == (isa == Isa::kAvx512 && f.avx512_bf16));
+  }
+  CpuPeak peak;
+  CHECK_STATUS(measure_cpu_peak(1, Isa::kScalar, 0.02, &peak), Code::kUnsupported);
+  CHECK_STATUS(measure_cpu_peak(0, best_isa(), 0.02, &peak), Code::kInput);
+  CHECK_STATUS(measure_cpu_peak(1, best_isa(), 0.0, &peak), Code::kInput);
+  CHECK_STATUS(measure_cpu_peak(1, best_isa(), 61.0, &peak), Code::kInput);
+  CHECK_STATUS(measure_cpu_peak(1, best_isa(), 0.02, nullptr), Code::kInput);
+}
+
 TEST_CASE(thread_pool_runs_every_index_once) {
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);

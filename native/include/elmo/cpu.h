@@ -71,4 +71,17 @@ class ThreadPool {
 
 int default_threads();  // ELMO_NUM_THREADS or hardware_concurrency()
 
+// The arithmetic peak this CPU reaches, measured rather than derived from a clock that a VM or
+// a boosting core does not report: `threads` threads at once run chains of independent vector
+// FMAs (fp32; the widest the `isa` path has) and, when the CPU has AVX512_BF16, of bf16 dot
+// products (vdpbf16ps, fp32 accumulate), each for about `seconds`. A GFLOP counts 2 FLOPs
+// per multiply-add. bf16_gflops is 0 without AVX512_BF16.
+struct CpuPeak {
+  double fp32_gflops = 0;
+  double bf16_gflops = 0;
+  int threads = 0;
+  Isa isa = Isa::kScalar;
+};
+Status measure_cpu_peak(int threads, Isa isa, double seconds, CpuPeak* out);
+
 }  // namespace elmo
