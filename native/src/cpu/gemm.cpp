@@ -392,11 +392,15 @@ Status run_gemm(const Ctx& c, const Problem& p) {
         // row panels (each micro-kernel call prefetches its share among its FMAs): read
         // straight from a packed weight it would otherwise come from memory at the pace of the
         // first micro-kernel call, which then waits on it.
+        // After the tile's last column panel, the next slice is the first panel's in the next
+        // K block.
         const char* next = nullptr;
         int64_t next_lines = 0, per_call = 0;
-        if (!bt && jr + NR < n1) {
-          next = reinterpret_cast<const char*>(b + b_panel);
-          next_lines = kc * NR * static_cast<int64_t>(sizeof(float)) / 64;
+        if (!bt && (jr + NR < n1 || !last)) {
+          const bool same_block = jr + NR < n1;
+          next = reinterpret_cast<const char*>(same_block ? b + b_panel : Bp + (n0 / NR) * b_panel + (pc + KC) * NR);
+          const int64_t next_kc = same_block ? kc : std::min(KC, K - pc - KC);
+          next_lines = next_kc * NR * static_cast<int64_t>(sizeof(float)) / 64;
           const int64_t calls = (m1 - m0 + MR - 1) / MR;
           per_call = (next_lines + calls - 1) / calls;
         }
