@@ -45,21 +45,7 @@ void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     Ap += kMR;
     Bp += kNR;
   }
-  const __mmask16 m0 = lo_mask(cols), m1 = hi_mask(cols);
-  if (add)
-#pragma GCC unroll 12
-    for (int i = 0; i < R; ++i) {
-      if (i >= rows) break;
-      acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, C + i * ldc), acc[i][0]);
-      acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, C + i * ldc + 16), acc[i][1]);
-    }
-  if (ep) epilogue_regs<R>(*ep, acc, rows, m0, m1, r0, c0);
-#pragma GCC unroll 12
-  for (int i = 0; i < R; ++i) {
-    if (i >= rows) break;
-    _mm512_mask_storeu_ps(C + i * ldc, m0, acc[i][0]);
-    _mm512_mask_storeu_ps(C + i * ldc + 16, m1, acc[i][1]);
-  }
+  store_tile<R>(acc, C, ldc, rows, cols, add, ep, r0, c0);
 }
 
 inline void micro_dispatch(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,

@@ -1,6 +1,6 @@
 // AVX-512 helpers shared by the fp32 and bf16 GEMM kernels (gemm_avx512.cpp,
 // gemm_bf16_avx512bf16.cpp): tile column masks, the erf GELU, the epilogue on a tile's
-// accumulators and a 16x16 in-register transpose. Include only from translation units compiled
+// accumulators and their store, and a 16x16 in-register transpose. Include only from translation units compiled
 // with AVX-512 flags; everything here has internal linkage, so no other translation unit can
 // end up calling a copy built with these instructions.
 #pragma once
@@ -102,6 +102,28 @@ inline void epilogue_regs(const EpilogueArgs& e, __m512 (&v)[R][2], int rows, __
       v[i][0] = _mm512_add_ps(v[i][0], _mm512_maskz_loadu_ps(m0, res));
       v[i][1] = _mm512_add_ps(v[i][1], _mm512_maskz_loadu_ps(m1, res + 16));
     }
+}
+
+// A finished micro-tile's accumulators (the first `rows` rows, `cols` columns) into C: + C when
+// adding, then the epilogue `ep` (null: none) on the registers, then one masked store per row.
+template <int R>
+inline void store_tile(__m512 (&acc)[R][2], float* C, int64_t ldc, int rows, int cols, bool add,
+                       const EpilogueArgs* ep, int64_t r0, int64_t c0) {
+  const __mmask16 m0 = lo_mask(cols), m1 = hi_mask(cols);
+  if (add)
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      if (i >= rows) break;
+      acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, C + i * ldc), acc[i][0]);
+      acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, C + i * ldc + 16), acc[i][1]);
+    }
+  if (ep) epilogue_regs<R>(*ep, acc, rows, m0, m1, r0, c0);
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) {
+    if (i >= rows) break;
+    _mm512_mask_storeu_ps(C + i * ldc, m0, acc[i][0]);
+    _mm512_mask_storeu_ps(C + i * ldc + 16, m1, acc[i][1]);
+  }
 }
 
 // In-register transpose of a 16x16 block: rows r[0..15] become columns.

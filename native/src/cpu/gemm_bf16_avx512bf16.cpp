@@ -25,9 +25,9 @@ namespace elmo::cpu::gemm_bf16_detail {
 namespace {
 
 using gemm_detail::EpilogueArgs;
-using gemm_detail::epilogue_regs;
 using gemm_detail::hi_mask;
 using gemm_detail::lo_mask;
+using gemm_detail::store_tile;
 
 constexpr int kMR = 12, kNR = 32;
 
@@ -111,21 +111,7 @@ void micro_rows(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_
     ap += kMR;
     Bp += 2 * kNR;
   }
-  const __mmask16 m0 = lo_mask(cols), m1 = hi_mask(cols);
-  if (add)
-#pragma GCC unroll 12
-    for (int i = 0; i < R; ++i) {
-      if (i >= rows) break;
-      acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, C + i * ldc), acc[i][0]);
-      acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, C + i * ldc + 16), acc[i][1]);
-    }
-  if (ep) epilogue_regs<R>(*ep, acc, rows, m0, m1, r0, c0);
-#pragma GCC unroll 12
-  for (int i = 0; i < R; ++i) {
-    if (i >= rows) break;
-    _mm512_mask_storeu_ps(C + i * ldc, m0, acc[i][0]);
-    _mm512_mask_storeu_ps(C + i * ldc + 16, m1, acc[i][1]);
-  }
+  store_tile<R>(acc, C, ldc, rows, cols, add, ep, r0, c0);
 }
 
 inline void micro_dispatch(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
