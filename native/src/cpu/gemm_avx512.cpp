@@ -17,6 +17,10 @@ namespace elmo::cpu::gemm_detail {
 namespace {
 
 constexpr int kMR = 12, kNR = 32;
+// A is read 16 k steps (12 cache lines) ahead: a tall problem's packed A streams from L2/L3
+// and every new line of it otherwise stalls the broadcasts (+3-7% on 1024-row BERT-base
+// products, one thread).
+constexpr int kAAhead = 16;
 
 // C[rows, cols] (+)= A[kc][kMR] . B[kc][kNR] over the first R rows of the A panel (rows <= R),
 // then the epilogue `ep` (null: none) on the accumulators before their one store. R < kMR
@@ -35,6 +39,7 @@ void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
       pf.p += 64;
       --pf.lines;
     }
+    _mm_prefetch(reinterpret_cast<const char*>(Ap + kMR * kAAhead), _MM_HINT_T0);
     const __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);  // B[k, 0:32]
 #pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {

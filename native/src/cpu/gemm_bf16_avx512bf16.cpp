@@ -30,6 +30,7 @@ using gemm_detail::lo_mask;
 using gemm_detail::store_tile;
 
 constexpr int kMR = 12, kNR = 32;
+constexpr int kAAhead = 16;  // k pairs of A prefetched ahead (as in the fp32 kernel)
 
 inline __m512bh as_bh(__m512i x) { return reinterpret_cast<__m512bh&>(x); }
 
@@ -101,6 +102,7 @@ void micro_rows(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_
   const int64_t pairs = (kc + 1) / 2;
 #pragma GCC unroll 2
   for (int64_t p = 0; p < pairs; ++p) {
+    _mm_prefetch(reinterpret_cast<const char*>(ap + kMR * kAAhead), _MM_HINT_T0);  // A from L2/L3
     const __m512bh b0 = as_bh(_mm512_loadu_si512(Bp)), b1 = as_bh(_mm512_loadu_si512(Bp + 32));  // B[p, 0:32]
 #pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {
