@@ -26,7 +26,7 @@ constexpr int kAAhead = 16;
 // then the epilogue `ep` (null: none) on the accumulators before their one store. R < kMR
 // serves a panel's short tail (a 32-row batch is two full panels and one of 8 rows) at the
 // cost of its own rows, not twelve.
-template <int R>
+template <int R, bool kPf>
 void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
                 const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
   __m512 acc[R][2];
@@ -34,7 +34,7 @@ void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
-    if (pf.lines > 0) {
+    if (kPf && pf.lines > 0) {
       _mm_prefetch(pf.p, _MM_HINT_T0);
       pf.p += 64;
       --pf.lines;
@@ -55,9 +55,12 @@ void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
 
 inline void micro_dispatch(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
                            bool add, const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
-  if (rows <= 4) return micro_rows<4>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
-  if (rows <= 8) return micro_rows<8>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
-  micro_rows<kMR>(kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
+  // [tail variant][prefetching or not]: a call with nothing to prefetch runs a k loop without the check.
+  static constexpr decltype(&micro_rows<4, false>) kVariants[3][2] = {
+      {&micro_rows<4, false>, &micro_rows<4, true>},
+      {&micro_rows<8, false>, &micro_rows<8, true>},
+      {&micro_rows<kMR, false>, &micro_rows<kMR, true>}};
+  kVariants[rows <= 4 ? 0 : rows <= 8 ? 1 : 2][pf.lines > 0](kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
 }
 
 // The 12x32 micro-kernel: 24 zmm accumulators, 2 B loads and 12 broadcasts of A per k.

@@ -96,7 +96,7 @@ void pack_b_avx2(uint16_t* dst, const uint16_t* src, int64_t ldb, int64_t kc, in
 }
 
 void micro_6x16(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
-                bool add) {
+                bool add, gemm_detail::Prefetch pf) {
   const float* ap = static_cast<const float*>(Ap);
   const __m256i zero = _mm256_setzero_si256();
   __m256 acc[kMR][2];
@@ -104,6 +104,11 @@ void micro_6x16(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
+    if (pf.lines > 0) {
+      _mm_prefetch(pf.p, _MM_HINT_T0);
+      pf.p += 64;
+      --pf.lines;
+    }
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Bp));  // B[k, 0:16]
     const __m256 b0 = widen_lo(x, zero), b1 = widen_hi(x, zero);
 #pragma GCC unroll 6

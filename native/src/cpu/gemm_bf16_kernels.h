@@ -33,7 +33,9 @@ struct Bf16Kernel {
   // cols and past kc up to the kstep multiple). src points at b[n0*ldb + k0].
   void (*pack_b)(uint16_t* dst, const uint16_t* src, int64_t ldb, int64_t kc, int cols);
   // C[rows, cols] (ldc) = (add ? C : 0) + Ap . Bp over kc (kc <= KC; odd only for the last block).
-  void (*micro)(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols, bool add);
+  // pf: cache lines to prefetch while it runs (gemm_kernels.h).
+  void (*micro)(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
+                gemm_detail::Prefetch pf);
   // Optional (null: not available). Few-row path without packing b: prep_a writes the M rows of a,
   // rounded to bf16, in the kernel's own row layout with row stride stream_ld(K) elements of
   // a_bytes; nt_stream then forms C[m, n] = (add ? C : 0) + sum_k a'[m, k] b[n, k] for m < M,
@@ -46,7 +48,7 @@ struct Bf16Kernel {
   // epilogue applied to its accumulators before their one store (m0, n0: the tile's place in
   // out); the same arithmetic in the same order as that epilogue.
   void (*micro_ep)(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
-                   bool add, const gemm_detail::EpilogueArgs& e, int64_t m0, int64_t n0);
+                   bool add, const gemm_detail::EpilogueArgs& e, int64_t m0, int64_t n0, gemm_detail::Prefetch pf);
 };
 
 const Bf16Kernel& bf16_kernel_scalar();
