@@ -22,58 +22,39 @@ constexpr int kMR = 12, kNR = 32;
 // products, one thread).
 constexpr int kAAhead = 16;
 
+// The 12x32 micro-kernel (24 zmm accumulators, 2 B loads and 12 broadcasts of A per k):
 // C[rows, cols] (+)= A[kc][kMR] . B[kc][kNR] over the first R rows of the A panel (rows <= R),
 // then the epilogue `ep` (null: none) on the accumulators before their one store. R < kMR
 // serves a panel's short tail (a 32-row batch is two full panels and one of 8 rows) at the
 // cost of its own rows, not twelve.
-template <int R, bool kPf>
-void micro_rows(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
-                const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
-  __m512 acc[R][2];
+struct Fp32Rows {
+  template <int R, bool kPf>
+  static void run(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
+                  const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
+    __m512 acc[R][2];
 #pragma GCC unroll 12
-  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
 #pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; ++k) {
-    if (kPf && pf.lines > 0) {
-      _mm_prefetch(pf.p, _MM_HINT_T0);
-      pf.p += 64;
-      --pf.lines;
-    }
-    _mm_prefetch(reinterpret_cast<const char*>(Ap + kMR * kAAhead), _MM_HINT_T0);
-    const __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);  // B[k, 0:32]
+    for (int64_t k = 0; k < kc; ++k) {
+      if (kPf && pf.lines > 0) {
+        _mm_prefetch(pf.p, _MM_HINT_T0);
+        pf.p += 64;
+        --pf.lines;
+      }
+      _mm_prefetch(reinterpret_cast<const char*>(Ap + kMR * kAAhead), _MM_HINT_T0);
+      const __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);  // B[k, 0:32]
 #pragma GCC unroll 12
-    for (int i = 0; i < R; ++i) {
-      const __m512 a = _mm512_set1_ps(Ap[i]);  // A[i, k]
-      acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+      for (int i = 0; i < R; ++i) {
+        const __m512 a = _mm512_set1_ps(Ap[i]);  // A[i, k]
+        acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+      }
+      Ap += kMR;
+      Bp += kNR;
     }
-    Ap += kMR;
-    Bp += kNR;
+    store_tile<R>(acc, C, ldc, rows, cols, add, ep, r0, c0);
   }
-  store_tile<R>(acc, C, ldc, rows, cols, add, ep, r0, c0);
-}
-
-inline void micro_dispatch(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                           bool add, const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
-  // [tail variant][prefetching or not]: a call with nothing to prefetch runs a k loop without the check.
-  static constexpr decltype(&micro_rows<4, false>) kVariants[3][2] = {
-      {&micro_rows<4, false>, &micro_rows<4, true>},
-      {&micro_rows<8, false>, &micro_rows<8, true>},
-      {&micro_rows<kMR, false>, &micro_rows<kMR, true>}};
-  kVariants[rows <= 4 ? 0 : rows <= 8 ? 1 : 2][pf.lines > 0](kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
-}
-
-// The 12x32 micro-kernel: 24 zmm accumulators, 2 B loads and 12 broadcasts of A per k.
-void micro_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                 bool add, Prefetch pf) {
-  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, nullptr, 0, 0, pf);
-}
-
-void micro_ep_12x32(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
-                    bool add, const EpilogueArgs& e, int64_t m0, int64_t n0, Prefetch pf) {
-  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0, pf);
-}
-
+};
 
 void epilogue_avx512(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, int64_t n0, int rows, int cols) {
   const float* bias = e.bias ? e.bias + n0 : nullptr;
@@ -135,8 +116,18 @@ void pack_a_avx512(float* dst, const float* src, int64_t lda, int64_t K, int row
 }  // namespace
 
 const Kernel& kernel_avx512() {
-  static const Kernel k{kMR, kNR, 192, 96, 256, &micro_12x32, &epilogue_avx512, &pack_b_nt_avx512, nullptr,
-                        &micro_ep_12x32, &pack_a_avx512};
+  using F = const float*;
+  static const Kernel k{kMR,
+                        kNR,
+                        192,
+                        96,
+                        256,
+                        &micro_tile<Fp32Rows, F, F>,
+                        &epilogue_avx512,
+                        &pack_b_nt_avx512,
+                        nullptr,
+                        &micro_tile_ep<Fp32Rows, F, F>,
+                        &pack_a_avx512};
   return k;
 }
 

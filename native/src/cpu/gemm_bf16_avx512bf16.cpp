@@ -28,6 +28,8 @@ using gemm_detail::EpilogueArgs;
 using gemm_detail::Prefetch;
 using gemm_detail::hi_mask;
 using gemm_detail::lo_mask;
+using gemm_detail::micro_tile;
+using gemm_detail::micro_tile_ep;
 using gemm_detail::store_tile;
 
 constexpr int kMR = 12, kNR = 32;
@@ -91,57 +93,39 @@ void pack_b_avx512bf16(uint16_t* dst, const uint16_t* src, int64_t ldb, int64_t 
   }
 }
 
+// The 12x32 micro-kernel (per k pair 2 B loads, 12 broadcast A pairs, 24 vdpbf16ps):
 // C[rows, cols] (+)= A . B over the first R rows of the A panel (rows <= R), then the epilogue
 // `ep` (null: none) on the accumulators before their one store; R < kMR serves a panel's tail.
-template <int R, bool kPf>
-void micro_rows(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
-                const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
-  const uint32_t* ap = static_cast<const uint32_t*>(Ap);
-  __m512 acc[R][2];
+struct Bf16Rows {
+  template <int R, bool kPf>
+  static void run(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols, bool add,
+                  const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
+    const uint32_t* ap = static_cast<const uint32_t*>(Ap);
+    __m512 acc[R][2];
 #pragma GCC unroll 12
-  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  const int64_t pairs = (kc + 1) / 2;
+    for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const int64_t pairs = (kc + 1) / 2;
 #pragma GCC unroll 2
-  for (int64_t p = 0; p < pairs; ++p) {
-    if (kPf && pf.lines > 0) {
-      _mm_prefetch(pf.p, _MM_HINT_T0);
-      pf.p += 64;
-      --pf.lines;
-    }
-    _mm_prefetch(reinterpret_cast<const char*>(ap + kMR * kAAhead), _MM_HINT_T0);  // A from L2/L3
-    const __m512bh b0 = as_bh(_mm512_loadu_si512(Bp)), b1 = as_bh(_mm512_loadu_si512(Bp + 32));  // B[p, 0:32]
+    for (int64_t p = 0; p < pairs; ++p) {
+      if (kPf && pf.lines > 0) {
+        _mm_prefetch(pf.p, _MM_HINT_T0);
+        pf.p += 64;
+        --pf.lines;
+      }
+      _mm_prefetch(reinterpret_cast<const char*>(ap + kMR * kAAhead), _MM_HINT_T0);  // A from L2/L3
+      const __m512bh b0 = as_bh(_mm512_loadu_si512(Bp)), b1 = as_bh(_mm512_loadu_si512(Bp + 32));  // B[p, 0:32]
 #pragma GCC unroll 12
-    for (int i = 0; i < R; ++i) {
-      const __m512bh a = as_bh(_mm512_set1_epi32(static_cast<int>(ap[i])));  // A[i, 2p:2p+2]
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+      for (int i = 0; i < R; ++i) {
+        const __m512bh a = as_bh(_mm512_set1_epi32(static_cast<int>(ap[i])));  // A[i, 2p:2p+2]
+        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+      }
+      ap += kMR;
+      Bp += 2 * kNR;
     }
-    ap += kMR;
-    Bp += 2 * kNR;
+    store_tile<R>(acc, C, ldc, rows, cols, add, ep, r0, c0);
   }
-  store_tile<R>(acc, C, ldc, rows, cols, add, ep, r0, c0);
-}
-
-inline void micro_dispatch(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
-                           bool add, const EpilogueArgs* ep, int64_t r0, int64_t c0, Prefetch pf) {
-  // [tail variant][prefetching or not]: a call with nothing to prefetch runs a k loop without the check.
-  static constexpr decltype(&micro_rows<4, false>) kVariants[3][2] = {
-      {&micro_rows<4, false>, &micro_rows<4, true>},
-      {&micro_rows<8, false>, &micro_rows<8, true>},
-      {&micro_rows<kMR, false>, &micro_rows<kMR, true>}};
-  kVariants[rows <= 4 ? 0 : rows <= 8 ? 1 : 2][pf.lines > 0](kc, Ap, Bp, C, ldc, rows, cols, add, ep, r0, c0, pf);
-}
-
-// The 12x32 micro-kernel: per k pair 2 B loads, 12 broadcast A pairs, 24 vdpbf16ps.
-void micro_12x32(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
-                 bool add, Prefetch pf) {
-  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, nullptr, 0, 0, pf);
-}
-
-void micro_ep_12x32(int64_t kc, const void* Ap, const uint16_t* Bp, float* C, int64_t ldc, int rows, int cols,
-                    bool add, const EpilogueArgs& e, int64_t m0, int64_t n0, Prefetch pf) {
-  micro_dispatch(kc, Ap, Bp, C, ldc, rows, cols, add, &e, m0, n0, pf);
-}
+};
 
 // ---- few-row path -------------------------------------------------------------------------------
 
@@ -220,14 +204,23 @@ void nt_stream_avx512bf16(const void* a, const uint16_t* b, int64_t ldb, float* 
 }  // namespace
 
 const Bf16Kernel& bf16_kernel_avx512_bf16() {
-  static const Bf16Kernel k{"avx512_bf16",       kMR,
-                            kNR,                 256,
-                            96,                  256,
-                            2,                   2,
-                            &pack_a_avx512bf16,  &pack_b_avx512bf16,
-                            &micro_12x32,        &stream_ld_avx512bf16,
-                            &prep_a_avx512bf16,  &nt_stream_avx512bf16,
-                            &micro_ep_12x32};
+  using A = const void*;
+  using B = const uint16_t*;
+  static const Bf16Kernel k{"avx512_bf16",
+                            kMR,
+                            kNR,
+                            256,
+                            96,
+                            256,
+                            2,
+                            2,
+                            &pack_a_avx512bf16,
+                            &pack_b_avx512bf16,
+                            &micro_tile<Bf16Rows, A, B>,
+                            &stream_ld_avx512bf16,
+                            &prep_a_avx512bf16,
+                            &nt_stream_avx512bf16,
+                            &micro_tile_ep<Bf16Rows, A, B>};
   return k;
 }
 
