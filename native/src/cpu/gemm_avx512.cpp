@@ -106,8 +106,11 @@ void pack_a_avx512(float* dst, const float* src, int64_t lda, int64_t K, int row
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) r[i] = i < rows && i < kMR ? _mm512_loadu_ps(src + i * lda + k) : _mm512_setzero_ps();
     transpose16(r);
-#pragma GCC unroll 16
-    for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(dst + (k + q) * kMR, 0x0FFF, r[q]);
+    // Each k's 12 floats go out as a full 16-lane store whose 4 zero lanes the next k's store
+    // overwrites (masked stores are several times slower); only the last one is masked.
+#pragma GCC unroll 15
+    for (int q = 0; q < 15; ++q) _mm512_storeu_ps(dst + (k + q) * kMR, r[q]);
+    _mm512_mask_storeu_ps(dst + (k + 15) * kMR, 0x0FFF, r[15]);
   }
   for (; k < K; ++k)
     for (int i = 0; i < kMR; ++i) dst[k * kMR + i] = i < rows ? src[i * lda + k] : 0.0f;
