@@ -347,17 +347,19 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   float* Ap = ws + b_floats;
 
   // 1. Pack A (and B when shared), a fixed number of panels per task.
-  constexpr int64_t kPanelsPerTask = 8;
+  // A goes 2 panels per task: a short problem has few (11 at 128 rows) and 8 per task left one
+  // thread packing 8 while the other packed 3 and waited.
+  constexpr int64_t kPanelsPerTask = 8, kAPanelsPerTask = 2;
   const int64_t b_tasks = (short_m || prepacked) ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
-  const int64_t a_tasks = (m_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  const int64_t a_tasks = (m_panels + kAPanelsPerTask - 1) / kAPanelsPerTask;
   if (K > 0) {
     run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
       if (t < b_tasks) {
         const int64_t j0 = t * kPanelsPerTask, count = std::min(n_panels, j0 + kPanelsPerTask) - j0;
         pack_b_panels(kn, p, 0, K, j0, count, ws + j0 * b_panel);
       } else {
-        const int64_t i0 = (t - b_tasks) * kPanelsPerTask;
-        pack_a_panels(kn, p, i0, std::min(m_panels, i0 + kPanelsPerTask) - i0, Ap);
+        const int64_t i0 = (t - b_tasks) * kAPanelsPerTask;
+        pack_a_panels(kn, p, i0, std::min(m_panels, i0 + kAPanelsPerTask) - i0, Ap);
       }
     });
   }

@@ -181,14 +181,16 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
   char* Ap = ws + b_bytes;
 
   // 1. Pack (and round) A, and B when shared, a fixed number of panels per task.
-  constexpr int64_t kPanelsPerTask = 8;
+  // A goes 2 panels per task, so the few panels of a short problem spread over the threads.
+  constexpr int64_t kPanelsPerTask = 8, kAPanelsPerTask = 2;
   const int64_t b_tasks = (short_m || prepacked) ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
-  const int64_t a_tasks = (m_panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  const int64_t a_tasks = (m_panels + kAPanelsPerTask - 1) / kAPanelsPerTask;
   if (K > 0) {
     run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
       const bool is_b = t < b_tasks;
-      const int64_t first = (is_b ? t : t - b_tasks) * kPanelsPerTask;
-      const int64_t last = std::min(is_b ? n_panels : m_panels, first + kPanelsPerTask);
+      const int64_t per = is_b ? kPanelsPerTask : kAPanelsPerTask;
+      const int64_t first = (is_b ? t : t - b_tasks) * per;
+      const int64_t last = std::min(is_b ? n_panels : m_panels, first + per);
       for (int64_t q = first; q < last; ++q) {
         if (is_b)
           kn.pack_b(reinterpret_cast<uint16_t*>(ws) + q * b_panel, p.B + q * NR * ldb, ldb, K,
