@@ -133,6 +133,7 @@ namespace {
 
 using gemm_detail::EpilogueArgs;
 using gemm_detail::Kernel;
+using gemm_detail::PanelPrefetch;
 using gemm_detail::Prefetch;
 
 const Kernel& select_kernel(Isa isa) {
@@ -390,26 +391,12 @@ Status run_gemm(const Ctx& c, const Problem& p) {
         const int cols = static_cast<int>(std::min<int64_t>(NR, n1 - jr));
         const float* b = bt ? bt + ((jr - n0) / NR) * NR * kc                // (kc, NR)
                             : Bp + (jr / NR) * b_panel + pc * NR;
-        // The next B micro-panel slice is fetched while this one is in use, spread over the
-        // row panels (each micro-kernel call prefetches its share among its FMAs): read
-        // straight from a packed weight it would otherwise come from memory at the pace of the
-        // first micro-kernel call, which then waits on it.
-        // After the tile's last column panel, the next slice is the first panel's in the next
-        // K block.
-        const char* next = nullptr;
-        int64_t next_lines = 0, per_call = 0;
-        if (!bt && (jr + NR < n1 || !last)) {
-          const bool same_block = jr + NR < n1;
-          next = reinterpret_cast<const char*>(same_block ? b + b_panel : Bp + (n0 / NR) * b_panel + (pc + KC) * NR);
-          const int64_t next_kc = same_block ? kc : std::min(KC, K - pc - KC);
-          next_lines = next_kc * NR * static_cast<int64_t>(sizeof(float)) / 64;
-          const int64_t calls = (m1 - m0 + MR - 1) / MR;
-          per_call = (next_lines + calls - 1) / calls;
-        }
+        // Read straight from a packed weight, the next slice would otherwise come from memory
+        // at the pace of the first micro-kernel call, which then waits on it.
+        PanelPrefetch next;
+        if (!bt) next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, 1, (m1 - m0 + MR - 1) / MR);
         for (int64_t ir = m0; ir < m1; ir += MR) {
-          const Prefetch pf{next, std::min(per_call, next_lines)};
-          next += pf.lines * 64;
-          next_lines -= pf.lines;
+          const Prefetch pf = next.take();
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const float* a = Ap + (ir / MR) * a_panel + pc * MR;  // (kc, MR)
           float* ct = p.C + ir * p.ldc + jr;

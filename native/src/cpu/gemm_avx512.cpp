@@ -17,10 +17,6 @@ namespace elmo::cpu::gemm_detail {
 namespace {
 
 constexpr int kMR = 12, kNR = 32;
-// A is read 16 k steps (12 cache lines) ahead: a tall problem's packed A streams from L2/L3
-// and every new line of it otherwise stalls the broadcasts (+3-7% on 1024-row BERT-base
-// products, one thread).
-constexpr int kAAhead = 16;
 
 // The 12x32 micro-kernel (24 zmm accumulators, 2 B loads and 12 broadcasts of A per k):
 // C[rows, cols] (+)= A[kc][kMR] . B[kc][kNR] over the first R rows of the A panel (rows <= R),
@@ -75,7 +71,6 @@ void epilogue_avx512(const EpilogueArgs& e, float* C, int64_t ldc, int64_t m0, i
     }
   }
 }
-
 
 void pack_b_nt_avx512(float* dst, const float* src, int64_t ldb, int64_t K, int cols) {
   if (cols < kNR) {

@@ -226,25 +226,12 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
       for (int64_t jr = n0; jr < n1; jr += NR) {
         const int cols = static_cast<int>(std::min<int64_t>(NR, n1 - jr));
         const uint16_t* b = bt ? bt + (jr - n0) / NR * NR * kcp : Bp + jr / NR * b_panel + pc * NR;
-        // The next slice of a packed weight (the next column panel, or after the tile's last
-        // one the first panel of the next K block), prefetched by the row panels' calls, each
-        // its share among its dot products, when the weight streams from memory: short M,
-        // where each slice serves one task. A tall problem's tasks share their B block from
-        // L2, and prefetching it only cost time (BERT-base, 32 x 128: +4%).
-        const char* next = nullptr;
-        int64_t next_lines = 0, per_call = 0;
-        if (short_m && !bt && (jr + NR < n1 || !last)) {
-          const bool same_block = jr + NR < n1;
-          next = reinterpret_cast<const char*>(same_block ? b + b_panel : Bp + n0 / NR * b_panel + (pc + KC) * NR);
-          const int64_t next_kc = same_block ? kcp : round_up(std::min(KC, K - pc - KC), kn.kstep);
-          next_lines = next_kc * NR * 2 / 64;
-          const int64_t calls = (m1 - m0 + MR - 1) / MR;
-          per_call = (next_lines + calls - 1) / calls;
-        }
+        // The next slice of a packed weight, prefetched among the dot products (as in fp32).
+        gemm_detail::PanelPrefetch next;
+        if (!bt)
+          next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, kn.kstep, (m1 - m0 + MR - 1) / MR);
         for (int64_t ir = m0; ir < m1; ir += MR) {
-          const gemm_detail::Prefetch pf{next, std::min(per_call, next_lines)};
-          next += pf.lines * 64;
-          next_lines -= pf.lines;
+          const gemm_detail::Prefetch pf = next.take();
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const char* a = Ap + ir / MR * a_panel + pc * MR * kn.a_bytes;
           float* ct = p.C + ir * ldc + jr;

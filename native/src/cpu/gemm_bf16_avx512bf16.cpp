@@ -27,13 +27,13 @@ namespace {
 using gemm_detail::EpilogueArgs;
 using gemm_detail::Prefetch;
 using gemm_detail::hi_mask;
+using gemm_detail::kAAhead;
 using gemm_detail::lo_mask;
 using gemm_detail::micro_tile;
 using gemm_detail::micro_tile_ep;
 using gemm_detail::store_tile;
 
 constexpr int kMR = 12, kNR = 32;
-constexpr int kAAhead = 16;  // k pairs of A prefetched ahead (as in the fp32 kernel)
 
 inline __m512bh as_bh(__m512i x) { return reinterpret_cast<__m512bh&>(x); }
 

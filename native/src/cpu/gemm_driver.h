@@ -2,6 +2,7 @@
 // Not for ISA translation units: drivers only.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -57,5 +58,43 @@ int64_t short_tile_rows(int64_t m_panels, int64_t N, int mr);
 // fn(i) for i in [0, n) on c.pool, or on the calling thread when there is no pool, one thread
 // or one item.
 void run_parallel(const Ctx& c, int64_t n, const std::function<void(int64_t)>& fn);
+
+// A slice of a packed weight prefetched while the current one is in use: its cache lines are
+// spread over the `calls` micro-kernel calls (one per row panel) that use the current slice,
+// each issuing its share among its FMAs, so the slice arrives over their run instead of in a
+// burst that stalls on the fill buffers, or at the pace of the first call that reads it.
+class PanelPrefetch {
+ public:
+  PanelPrefetch() = default;
+  PanelPrefetch(const void* p, int64_t bytes, int64_t calls)
+      : p_(static_cast<const char*>(p)), lines_(bytes / 64), per_call_(calls > 0 ? (lines_ + calls - 1) / calls : 0) {}
+  // The next call's share (none once the slice is handed out).
+  Prefetch take() {
+    const Prefetch pf{p_, std::min(per_call_, lines_)};
+    p_ += pf.lines * 64;
+    lines_ -= pf.lines;
+    return pf;
+  }
+
+ private:
+  const char* p_ = nullptr;
+  int64_t lines_ = 0, per_call_ = 0;
+};
+
+// What follows the slice (column panel jr, K block pc) of a packed weight in a task's walk over
+// its tile [n0, n1): the next column panel in the same K block, else the tile's first panel in
+// the next K block, else nothing. Bp: full-K panels of b_panel elements, NR wide; K blocks of KC
+// rounded up to kstep.
+template <typename T>
+PanelPrefetch next_slice(const T* Bp, int64_t b_panel, int64_t NR, int64_t n0, int64_t n1, int64_t jr, int64_t pc,
+                         int64_t KC, int64_t K, int64_t kstep, int64_t calls) {
+  const auto slice_bytes = [&](int64_t k0) {
+    const int64_t kc = std::min(KC, K - k0);
+    return (kc + kstep - 1) / kstep * kstep * NR * static_cast<int64_t>(sizeof(T));
+  };
+  if (jr + NR < n1) return {Bp + (jr / NR + 1) * b_panel + pc * NR, slice_bytes(pc), calls};
+  if (pc + KC < K) return {Bp + (n0 / NR) * b_panel + (pc + KC) * NR, slice_bytes(pc + KC), calls};
+  return {};
+}
 
 }  // namespace elmo::cpu::gemm_detail
