@@ -87,13 +87,14 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
 }
 
 // cpuPeak(seconds): the measured arithmetic peak of the CPU backend's threads on its ISA path
-// (measure_cpu_peak). Runs on the calling thread for about 2 x seconds: meant for `elmo info
+// (measure_cpu_peak, which refuses seconds outside (0, 60] with ERR_INPUT). Runs on the calling thread for about 2 x seconds: meant for `elmo info
 // --peak` and benchmarks, not for a server's event loop.
 Napi::Value cpu_peak(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   double seconds = 0.25;
   if (info.Length() > 0 && !info[0].IsUndefined()) {
-    if (!info[0].IsNumber()) throw_expected(env, "ERR_INPUT", "a number of seconds", "cpuPeak", info[0]);
+    if (!info[0].IsNumber())
+      throw_expected(env, "ERR_INPUT", "a number of seconds in (0, 60]", "measureCpuPeak", info[0]);
     seconds = info[0].As<Napi::Number>().DoubleValue();
   }
   CpuPeak peak;

@@ -40,9 +40,7 @@ export function devices(): DevicesInfo {
  * ```
  */
 export function measureCpuPeak(seconds?: number): CpuPeak {
-  if (seconds !== undefined && (typeof seconds !== 'number' || !(seconds > 0 && seconds <= 60)))
-    throw expected(InputError, 'a number of seconds in (0, 60]', 'measureCpuPeak', seconds);
-  return native().cpuPeak(seconds);
+  return native().cpuPeak(seconds); // validates seconds: a number in (0, 60], else InputError
 }
 
 /**

