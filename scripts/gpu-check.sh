@@ -69,7 +69,16 @@ if [ "${STEP[build]}" = ok ]; then
     echo "exit $rc" >>"$REPORT_DIR/tests.log"
     [ "$rc" = 0 ] || [ "$rc" = 77 ] || STEP[tests]=failed
   done
-  grep -E "tests passed|tests failed|^FAIL|SKIP|kernel path|exit [1-9]" "$REPORT_DIR/tests.log" | head -30
+  # The whole model again with the Hopper wgmma GEMM on every NT product (it is opt-in, so the
+  # run above took mma.sync); a no-op on other GPUs.
+  if [ -x "$BUILD/cuda_test_bert" ]; then
+    echo "--- cuda_test_bert (ELMO_CUDA_WGMMA=force)" >>"$REPORT_DIR/tests.log"
+    ELMO_CUDA_WGMMA=force ELMO_FIXTURES="$ROOT/test/fixtures" timeout 120 "$BUILD/cuda_test_bert" >>"$REPORT_DIR/tests.log" 2>&1
+    rc=$?
+    echo "exit $rc" >>"$REPORT_DIR/tests.log"
+    [ "$rc" = 0 ] || [ "$rc" = 77 ] || STEP[tests]=failed
+  fi
+  grep -E "^---|tests passed|tests failed|^FAIL|SKIP|kernel path|exit [1-9]" "$REPORT_DIR/tests.log" | head -40
 fi
 
 step "benchmarks"
@@ -80,6 +89,10 @@ if [ "${STEP[build]}" = ok ] && [ -z "${GPU_CHECK_SKIP_BENCH:-}" ]; then
   done
   [ -x "$BUILD/bench_bert" ] && { timeout 180 "$BUILD/bench_bert" --device cuda \
     ${GPU_CHECK_BERT_ARGS:---precision bf16 --models base,mini,small --batches 1,32,256 --seqs 128 --chat-batch 256 --min-ms 200} >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || echo '{"bench":"bert","error":1}' >>"$BENCH"; }
+  # BERT-base again with the wgmma GEMM where it fills the GPU (ELMO_CUDA_WGMMA=1), tagged.
+  [ -x "$BUILD/bench_bert" ] && { ELMO_CUDA_WGMMA=1 timeout 120 "$BUILD/bench_bert" --device cuda \
+    --precision bf16 --models base --batches 32,256 --seqs 128 --chat-batch 256 --min-ms 200 2>>"$REPORT_DIR/bench.err" |
+    sed 's/^{/{"variant":"wgmma",/' >>"$BENCH" || echo '{"bench":"bert-wgmma","error":1}' >>"$BENCH"; }
   # The host CPU, fp32 beside bf16 (AVX512_BF16 on most GPU hosts: the vdpbf16ps GEMM).
   if [ -x "$BUILD/bench_bert" ]; then
     for prec in fp32 bf16; do
@@ -150,7 +163,7 @@ for r in rows:
         if key(r) in tab:
             t = tab[key(r)]; base = t.get("tflops") or t.get("seq_per_s") or t.get("tokens_per_s")
     ratio = f"{val / base:.2f}x" if val and base else "-"
-    desc = " ".join(f"{k}={r[k]}" for k in ("m","n","k","op","B","S","HD","model","batch","seq","dtype") if k in r)
-    print(f"{b:16s} {desc:48s} {val if val is not None else '-':>10} vs torch {base if base is not None else '-':>10} {ratio}")
+    desc = " ".join(f"{k}={r[k]}" for k in ("m","n","k","op","B","S","HD","model","batch","seq","dtype","kernel","variant") if k in r)
+    print(f"{b:16s} {desc:64s} {val if val is not None else '-':>10} vs torch {base if base is not None else '-':>10} {ratio}")
 PY
 echo "total $(($(date +%s) - t0)) s"

@@ -5,11 +5,15 @@
 //   (2304,768) fused QKV}, T in {128, 4096, 16384}, NT (the linear layer); plus NN and TN at
 //   T = 4096 (the backward's data and weight gradients).
 //
+// NT rows at T >= 4096 run three times on compute capability 9.0 devices: the mma.sync kernel
+// ("kernel":"mma") and the wgmma kernel with 128x128 and 128x256 block tiles ("wgmma128",
+// "wgmma256"), side by side; elsewhere only "mma".
+//
 // Each shape: 5 warm-up runs, then 20 timed runs (cudaEvent pair around each), median reported.
 // Inputs rotate over enough copies that the working set exceeds the L2 cache, so the timed runs
 // read operands from HBM as they would inside a model step.
 // One JSON row per shape on stdout:
-//   {"bench":"cuda_gemm","m":..,"n":..,"k":..,"op":"NT","dtype":"bf16","tflops":..,"ms":..}
+//   {"bench":"cuda_gemm","m":..,"n":..,"k":..,"op":"NT","dtype":"bf16","kernel":"mma","tflops":..,"ms":..}
 // Exit 77 with a SKIP line when there is no device.
 #include <cuda_runtime_api.h>
 
@@ -50,7 +54,15 @@ __global__ void fill_kernel(uint16_t* p, size_t n, uint32_t seed) {
 }
 
 
-void bench(GemmOp op, int64_t M, int64_t N, int64_t K, int64_t l2_bytes) {
+const char* kernel_name(elmo::cuda::GemmKernel k) {
+  switch (k) {
+    case elmo::cuda::GemmKernel::kWgmma128: return "wgmma128";
+    case elmo::cuda::GemmKernel::kWgmma256: return "wgmma256";
+    default: return "mma";
+  }
+}
+
+void bench(GemmOp op, int64_t M, int64_t N, int64_t K, int64_t l2_bytes, elmo::cuda::GemmKernel kernel) {
   const size_t a_elems = static_cast<size_t>(M * K), b_elems = static_cast<size_t>(N * K);
   const size_t set_bytes = (a_elems + b_elems + static_cast<size_t>(M * N)) * 2;
   const int copies = static_cast<int>(std::clamp<int64_t>(3 * l2_bytes / static_cast<int64_t>(set_bytes) + 1, 2, 64));
@@ -69,8 +81,10 @@ void bench(GemmOp op, int64_t M, int64_t N, int64_t K, int64_t l2_bytes) {
     const Tensor b = op == GemmOp::kNT ? Tensor(bs[c], DType::kBF16, {N, K}, Device::kCuda)
                                        : Tensor(bs[c], DType::kBF16, {K, N}, Device::kCuda);
     const Tensor out(outs[c], DType::kBF16, {M, N}, Device::kCuda);
+    elmo::cuda::GemmConfig cfg;
+    cfg.kernel = kernel;
     const elmo::Status s =
-        elmo::cuda::gemm(nullptr, {}, out, Tensor(), a, b, Tensor(), Tensor(), op, Epilogue::kNone, false);
+        elmo::cuda::gemm(nullptr, cfg, out, Tensor(), a, b, Tensor(), Tensor(), op, Epilogue::kNone, false);
     if (!s.is_ok()) {
       std::fprintf(stderr, "gemm failed: %s\n", s.message().c_str());
       std::exit(1);
@@ -94,9 +108,10 @@ void bench(GemmOp op, int64_t M, int64_t N, int64_t K, int64_t l2_bytes) {
   std::sort(ms.begin(), ms.end());
   const double med = 0.5 * (ms[9] + ms[10]);
   const double tflops = 2.0 * M * N * K / (med * 1e-3) / 1e12;
-  std::printf("{\"bench\":\"cuda_gemm\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"op\":\"%s\",\"dtype\":\"bf16\",\"tflops\":%.2f,"
-              "\"ms\":%.4f}\n",
-              static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), elmo::gemm_op_name(op), tflops, med);
+  std::printf("{\"bench\":\"cuda_gemm\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"op\":\"%s\",\"dtype\":\"bf16\","
+              "\"kernel\":\"%s\",\"tflops\":%.2f,\"ms\":%.4f}\n",
+              static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), elmo::gemm_op_name(op),
+              kernel_name(kernel), tflops, med);
   std::fflush(stdout);
   BENCH_CUDA(cudaEventDestroy(start));
   BENCH_CUDA(cudaEventDestroy(stop));
@@ -122,9 +137,16 @@ int main() {
   std::fprintf(stderr, "device 0: %s (sm_%d%d, %d SMs, L2 %d MiB)\n", prop.name, prop.major, prop.minor,
                prop.multiProcessorCount, prop.l2CacheSize >> 20);
   const int64_t shapes[][2] = {{3072, 768}, {768, 3072}, {768, 768}, {2304, 768}};
+  using elmo::cuda::GemmKernel;
+  const bool hopper = prop.major == 9 && prop.minor == 0;
   for (int64_t T : {128, 4096, 16384})
-    for (const auto& nk : shapes) bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize);
+    for (const auto& nk : shapes) {
+      bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, GemmKernel::kMma);
+      if (hopper && T >= 4096)
+        for (GemmKernel k : {GemmKernel::kWgmma128, GemmKernel::kWgmma256})
+          bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, k);
+    }
   for (GemmOp op : {GemmOp::kNN, GemmOp::kTN})
-    for (const auto& nk : shapes) bench(op, 4096, nk[0], nk[1], prop.l2CacheSize);
+    for (const auto& nk : shapes) bench(op, 4096, nk[0], nk[1], prop.l2CacheSize, GemmKernel::kMma);
   return 0;
 }

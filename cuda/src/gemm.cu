@@ -12,11 +12,13 @@
 //     Block tile BM x BN x 32 with 8 warps in a 2 x 4 grid; tiles 128x128, 64x128, 64x64 picked
 //     by the grid size. Shared rows are padded by 16 bytes so ldmatrix and cp.async hit distinct
 //     banks. See docs/kernels-cuda-gemm.md.
+//     On Hopper, NT products may instead take the wgmma kernel of gemm_sm90a.cu (TMA, 128 x 128
+//     or 128 x 256 tiles, warp-specialized); GemmConfig::kernel (gemm.h) says when.
 //   * f32 operands (exact, the parity path), and 16-bit operands whose rows are not 16-byte
 //     aligned: gemm_simt_kernel — 64x64x16 tiles, 4x4 outputs per thread, fp32 FFMA in k order.
 //   * mixed (f32 with bf16/f16): the f32 operand is rounded to the other's type into the
 //     workspace by convert_kernel, then the 16-bit path.
-// Every path ends in the same epilogue (epilogue_pair / epilogue_one): bias[n], GELU (erf) with
+// Every path ends in the same epilogue (gemm_epilogue.cuh: epilogue_pair / epilogue_one): bias[n], GELU (erf) with
 // pre_gelu saved, residual[m,n] (may alias out), accumulate (out += ...), then one store in
 // out's dtype (f32 or bf16). Each output element is owned by exactly one thread.
 #include "gemm.h"
@@ -24,96 +26,23 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "common.cuh"
+#include "gemm_epilogue.cuh"
+#include "gemm_sm90a.h"
 
 namespace elmo::cuda {
 namespace {
 
+using gemm_detail::EpilogueArgs;
+using gemm_detail::epilogue_one;
+using gemm_detail::epilogue_pair;
+
 // ================================================================================================
 // kernels
 // ================================================================================================
-
-// ---- epilogue ----------------------------------------------------------------------------------
-
-struct EpilogueArgs {
-  void* out;             // [M,N] f32 or bf16
-  void* pre_gelu;        // [M,N] f32 or bf16, or null
-  const float* bias;     // [N] or null
-  const void* residual;  // [M,N] out's dtype, or null; may alias out
-  int M, N;
-  bool gelu;
-  bool accumulate;
-  bool out_bf16;
-  bool pre_bf16;
-  bool pair_aligned;  // N even and out/residual/pre_gelu aligned for 2-element accesses
-};
-
-__device__ __forceinline__ float load_elem(const void* p, bool is_bf16, size_t i) {
-  return is_bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
-}
-__device__ __forceinline__ void store_elem(void* p, bool is_bf16, size_t i, float v) {
-  if (is_bf16)
-    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-  else
-    static_cast<float*>(p)[i] = v;
-}
-__device__ __forceinline__ float2 load_pair(const void* p, bool is_bf16, size_t i) {
-  if (is_bf16) return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(static_cast<const __nv_bfloat16*>(p) + i));
-  return *reinterpret_cast<const float2*>(static_cast<const float*>(p) + i);
-}
-__device__ __forceinline__ void store_pair(void* p, bool is_bf16, size_t i, float2 v) {
-  if (is_bf16)
-    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p) + i) = __floats2bfloat162_rn(v.x, v.y);
-  else
-    *reinterpret_cast<float2*>(static_cast<float*>(p) + i) = v;
-}
-
-// One element: bias, GELU (saving pre_gelu), residual, accumulate, store.
-__device__ __forceinline__ void epilogue_one(const EpilogueArgs& e, int m, int n, float v) {
-  if (m >= e.M || n >= e.N) return;
-  const size_t i = static_cast<size_t>(m) * e.N + n;
-  if (e.bias) v += e.bias[n];
-  if (e.gelu) {
-    if (e.pre_gelu) store_elem(e.pre_gelu, e.pre_bf16, i, v);
-    v = gelu_erf(v);
-  }
-  if (e.residual) v += load_elem(e.residual, e.out_bf16, i);
-  if (e.accumulate) v += load_elem(e.out, e.out_bf16, i);
-  store_elem(e.out, e.out_bf16, i, v);
-}
-
-// Two horizontally adjacent elements (n even): paired loads/stores where aligned and in range.
-__device__ __forceinline__ void epilogue_pair(const EpilogueArgs& e, int m, int n, float v0, float v1) {
-  if (m >= e.M || n >= e.N) return;
-  if (!e.pair_aligned || n + 1 >= e.N) {
-    epilogue_one(e, m, n, v0);
-    epilogue_one(e, m, n + 1, v1);
-    return;
-  }
-  const size_t i = static_cast<size_t>(m) * e.N + n;
-  float2 v = make_float2(v0, v1);
-  if (e.bias) {
-    v.x += e.bias[n];
-    v.y += e.bias[n + 1];
-  }
-  if (e.gelu) {
-    if (e.pre_gelu) store_pair(e.pre_gelu, e.pre_bf16, i, v);
-    v.x = gelu_erf(v.x);
-    v.y = gelu_erf(v.y);
-  }
-  if (e.residual) {
-    const float2 r = load_pair(e.residual, e.out_bf16, i);
-    v.x += r.x;
-    v.y += r.y;
-  }
-  if (e.accumulate) {
-    const float2 o = load_pair(e.out, e.out_bf16, i);
-    v.x += o.x;
-    v.y += o.y;
-  }
-  store_pair(e.out, e.out_bf16, i, v);
-}
 
 // ---- PTX wrappers -------------------------------------------------------------------------------
 
@@ -467,13 +396,47 @@ Status launch_simt(cudaStream_t stream, GemmOp op, const T* a, const T* b, const
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // 16-bit operands of one type: tensor cores when every row is 16-byte aligned, else SIMT.
+// What ELMO_CUDA_WGMMA in the environment asks of kAuto (read once): 0 = nothing (unset or
+// anything else), 1 = "1" (the size rule below), 2 = "force" (every NT product on tensor cores).
+int wgmma_env() {
+  static const int mode = [] {
+    const char* v = std::getenv("ELMO_CUDA_WGMMA");
+    if (v == nullptr) return 0;
+    if (std::strcmp(v, "1") == 0) return 1;
+    return std::strcmp(v, "force") == 0 ? 2 : 0;
+  }();
+  return mode;
+}
+
+// The wgmma kernel's block-tile columns for an NT product under `kernel`, or 0 for mma.sync.
+// kAuto takes it only when 128x128 tiles already give every SM a block (or when forced), and the
+// wider 128x256 tile when that still does.
+int wgmma_bn(GemmKernel kernel, const EpilogueArgs& e) {
+  if (kernel == GemmKernel::kWgmma128) return 128;
+  if (kernel == GemmKernel::kWgmma256) return 256;
+  const int mode = kernel == GemmKernel::kAuto ? wgmma_env() : 0;
+  if (mode == 0) return 0;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || !gemm_detail::wgmma_supported(dev)) return 0;
+  const int64_t sms = sm_count();
+  const int64_t rows = ceil_div(e.M, gemm_detail::kWgmmaBM);
+  if (rows * ceil_div(e.N, 256) >= sms) return 256;
+  if (rows * ceil_div(e.N, 128) >= sms || mode == 2) return 128;
+  return 0;
+}
+
 template <typename T>
-Status run_16bit(cudaStream_t stream, GemmOp op, const T* a, const T* b, const EpilogueArgs& e, int K) {
+Status run_16bit(cudaStream_t stream, GemmKernel kernel, GemmOp op, const T* a, const T* b, const EpilogueArgs& e,
+                 int K) {
   const int M = e.M, N = e.N;
   const int lda = op == GemmOp::kTN ? M : K;
   const int ldb = op == GemmOp::kNT ? K : N;
   const bool tc_ok = lda % 8 == 0 && ldb % 8 == 0 && aligned16(a) && aligned16(b);
   if (!tc_ok) return launch_simt<T>(stream, op, a, b, e, K);
+  if (op == GemmOp::kNT && K > 0) {
+    const int bn = wgmma_bn(kernel, e);
+    if (bn > 0) return gemm_detail::gemm_wgmma_nt(stream, TypeOf<T>::kDType, a, b, e, K, lda, ldb, bn);
+  }
   switch (op) {
     case GemmOp::kNN: return dispatch_tc<T, true, false>(stream, a, b, e, K, lda, ldb);
     case GemmOp::kNT: return dispatch_tc<T, true, true>(stream, a, b, e, K, lda, ldb);
@@ -524,6 +487,16 @@ Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_g
              Code::kInput, "gemm: unknown Epilogue %d", static_cast<int>(ep));
   ELMO_CHECK(!accumulate || ep == Epilogue::kNone, Code::kInput,
              "gemm: accumulate is only allowed with Epilogue::kNone");
+  ELMO_CHECK(cfg.kernel == GemmKernel::kAuto || cfg.kernel == GemmKernel::kMma || cfg.kernel == GemmKernel::kWgmma128 ||
+                 cfg.kernel == GemmKernel::kWgmma256,
+             Code::kInput, "gemm: unknown GemmKernel %d", static_cast<int>(cfg.kernel));
+  if (cfg.kernel == GemmKernel::kWgmma128 || cfg.kernel == GemmKernel::kWgmma256) {
+    int dev = 0;
+    ELMO_CUDA_TRY(cudaGetDevice(&dev), "gemm: cudaGetDevice");
+    ELMO_CHECK(gemm_detail::wgmma_supported(dev), Code::kUnsupported,
+               "gemm: the wgmma kernel needs a compute capability 9.0 device and a driver with "
+               "cuTensorMapEncodeTiled");
+  }
   ELMO_CHECK(!out.empty() && !a.empty() && !b.empty(), Code::kInput, "gemm: out, a and b are required (null data)");
   ELMO_CHECK(out.dtype == DType::kF32 || out.dtype == DType::kBF16, Code::kDType,
              "gemm: out must be f32 or bf16 but received %s", dtype_name(out.dtype));
@@ -612,8 +585,9 @@ Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_g
     (a.dtype == DType::kF32 ? pa : pb) = cfg.workspace;
   }
   if (t16 == DType::kBF16)
-    return run_16bit(stream, op, static_cast<const __nv_bfloat16*>(pa), static_cast<const __nv_bfloat16*>(pb), e, Ki);
-  return run_16bit(stream, op, static_cast<const __half*>(pa), static_cast<const __half*>(pb), e, Ki);
+    return run_16bit(stream, cfg.kernel, op, static_cast<const __nv_bfloat16*>(pa),
+                     static_cast<const __nv_bfloat16*>(pb), e, Ki);
+  return run_16bit(stream, cfg.kernel, op, static_cast<const __half*>(pa), static_cast<const __half*>(pb), e, Ki);
 }
 
 }  // namespace elmo::cuda

@@ -4,7 +4,9 @@
 // bias+GELU with pre_gelu f32/bf16/absent, residual, residual aliasing out, bias+residual,
 // accumulate) x out dtype (f32, bf16) on awkward shapes, including ones that take the tensor-core
 // path with tails in every dimension and ones that fall back to the SIMT kernel (rows not 16-byte
-// aligned). Outputs are poisoned with NaN first, so an element left unwritten fails.
+// aligned). Outputs are poisoned with NaN first, so an element left unwritten fails. The NT
+// 16-bit cases run again with the Hopper wgmma kernel forced (both block tiles) on devices of
+// compute capability 9.0.
 //
 // The reference uses the operands exactly as the GPU sees them (rounded to bf16/f16 where the
 // kernel computes in 16 bits), so the error measured is the kernel's own: fp32 accumulation
@@ -187,9 +189,11 @@ struct Shape {
 // 16-byte aligned); multiples of 8 that are not multiples of any tile (tensor cores with tails
 // in M, N and K); K = 0; BERT-sized; and one large enough to select the 128x128 tile (on GPUs
 // with up to 132 SMs; smaller shapes take the 64x128 and 64x64 tiles).
-const Shape kShapes[] = {{1, 1, 1},       {17, 33, 65},   {127, 129, 200}, {1, 768, 768},
-                         {72, 200, 264},  {264, 136, 40}, {5, 9, 0},       {8, 8, 8},
-                         {512, 3072, 768}, {2056, 1032, 24}};
+// 300x264x1032 has more 64-wide K steps (17) than the wgmma kernel has stages, so its ring of
+// shared-memory stages wraps around several times.
+const Shape kShapes[] = {{1, 1, 1},       {17, 33, 65},   {127, 129, 200},  {1, 768, 768},
+                         {72, 200, 264},  {264, 136, 40}, {5, 9, 0},        {8, 8, 8},
+                         {512, 3072, 768}, {2056, 1032, 24}, {300, 264, 1032}};
 
 struct Variant {
   Epilogue ep;
@@ -205,8 +209,9 @@ const Variant kVariants[] = {
     {Epilogue::kBiasResidual, false, false, DType::kI32},
 };
 
-// Runs every variant for one op and compute type `t` (f32, bf16 or f16) on every shape.
-void run_op(GemmOp op, DType t) {
+// Runs every variant for one op and compute type `t` (f32, bf16 or f16) on every shape, with
+// the tensor-core kernel chosen by `kernel`.
+void run_op(GemmOp op, DType t, elmo::cuda::GemmKernel kernel = elmo::cuda::GemmKernel::kAuto) {
   for (const Shape& s : kShapes) {
     const int64_t M = s.M, N = s.N, K = s.K;
     const uint64_t seed = static_cast<uint64_t>(M * 1000003 + N * 1009 + K * 7 + static_cast<int>(op));
@@ -248,6 +253,7 @@ void run_op(GemmOp op, DType t) {
       CHECK((ws_bytes > 0) == (st.first != st.second && f32_elems > 0));
       DevBuf ws(ws_bytes);
       elmo::cuda::GemmConfig cfg;
+      cfg.kernel = kernel;
       cfg.workspace = ws_bytes ? ws.p : nullptr;
       cfg.workspace_bytes = ws_bytes;
 
@@ -332,6 +338,39 @@ TEST_CASE(gemm_nn_f16) { run_op(GemmOp::kNN, DType::kF16); }
 TEST_CASE(gemm_nt_f16) { run_op(GemmOp::kNT, DType::kF16); }
 TEST_CASE(gemm_tn_f16) { run_op(GemmOp::kTN, DType::kF16); }
 
+// The Hopper wgmma kernel (gemm_sm90a.cu), forced for every NT product the tensor-core path
+// takes, with both block tiles; on other devices forcing it is ERR_UNSUPPORTED, and the case
+// says it skipped.
+bool wgmma_device() {
+  int dev = 0, major = 0, minor = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  if (major == 9 && minor == 0) return true;
+  DevBuf a(64 * 64 * 2), b(64 * 64 * 2), out(64 * 64 * 4);
+  elmo::cuda::GemmConfig cfg;
+  cfg.kernel = elmo::cuda::GemmKernel::kWgmma128;
+  CHECK_STATUS(elmo::cuda::gemm(nullptr, cfg, dev_tensor(out.p, DType::kF32, 64, 64), Tensor(),
+                                dev_tensor(a.p, DType::kBF16, 64, 64), dev_tensor(b.p, DType::kBF16, 64, 64), Tensor(),
+                                Tensor(), GemmOp::kNT, Epilogue::kNone, false),
+               Code::kUnsupported);
+  std::printf("SKIP: the wgmma kernel needs compute capability 9.0 (this device is sm_%d%d); ERR_UNSUPPORTED checked\n",
+              major, minor);
+  return false;
+}
+TEST_CASE(gemm_nt_bf16_wgmma128) {
+  if (wgmma_device()) run_op(GemmOp::kNT, DType::kBF16, elmo::cuda::GemmKernel::kWgmma128);
+}
+TEST_CASE(gemm_nt_bf16_wgmma256) {
+  if (wgmma_device()) run_op(GemmOp::kNT, DType::kBF16, elmo::cuda::GemmKernel::kWgmma256);
+}
+TEST_CASE(gemm_nt_f16_wgmma128) {
+  if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma128);
+}
+TEST_CASE(gemm_nt_f16_wgmma256) {
+  if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma256);
+}
+
 // Operands that are 16-bit with aligned sizes but a base pointer off by one element take the
 // SIMT fallback, and still give the right answer.
 TEST_CASE(gemm_unaligned_pointer_falls_back) {
@@ -403,6 +442,10 @@ TEST_CASE(gemm_bad_input) {
                    Epilogue::kBiasGelu, false),
                Code::kShape);
   CHECK_STATUS(run(tout, {}, ta, tb_nt, tbias, {}, GemmOp::kNT, Epilogue::kBias, true), Code::kInput);
+  elmo::cuda::GemmConfig bad_kernel;
+  bad_kernel.kernel = static_cast<elmo::cuda::GemmKernel>(9);
+  CHECK_STATUS(elmo::cuda::gemm(nullptr, bad_kernel, tout, {}, ta, tb_nt, {}, {}, GemmOp::kNT, Epilogue::kNone, false),
+               Code::kInput);
   // Host tensors are refused.
   CHECK_STATUS(run(tout, {}, Tensor(a.p, DType::kF32, {M, K}), tb_nt, {}, {}, GemmOp::kNT, Epilogue::kNone, false),
                Code::kInput);

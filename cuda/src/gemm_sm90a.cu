@@ -1,0 +1,380 @@
+// Hopper (sm_90a) GEMM for the linear layer: out[M,N] = a[M,K] · b[N,K]ᵀ + epilogue, with
+// 16-bit operands (bf16 or f16) and fp32 accumulation. Compiled for sm_90a only; gemm.cu calls it
+// when wgmma_supported() (interface: gemm_sm90a.h; design: docs/kernels-cuda-gemm.md).
+//
+// One block computes a 128 x BN tile of out (BN = 128 or 256) with three warpgroups:
+//   * warpgroup 0, the producer: one thread walks K in 64-wide steps and has the tensor-memory
+//     accelerator (TMA) copy the A tile [128 x 64] and the B tile [BN x 64] of each step into a
+//     ring of shared-memory stages, each completing on the stage's "full" mbarrier;
+//   * warpgroups 1 and 2, the consumers: each owns 64 rows of the tile and, per stage, issues
+//     four wgmma.m64nBNk16 (k = 0, 16, 32, 48) reading both operands straight from shared memory;
+//     once the tensor cores are done with a stage every consumer thread arrives on the stage's
+//     "empty" mbarrier, which hands it back to the producer.
+// Both operands are K-major (K contiguous), as a [M,K] and b [N,K] are stored, which is the
+// layout wgmma reads without a transpose. TMA writes them with the 128-byte swizzle: a tile row
+// is 64 elements = 128 bytes, and the 16-byte chunks of row r are permuted by r mod 8, so the
+// eight rows of each 1 KiB atom hit distinct banks. The wgmma descriptors name the same swizzle
+// (stride between 8-row atoms: 1024 bytes); the k16 slices of a stage are 32 bytes apart.
+// TMA zero-fills everything outside the matrices, so M, N and K tails need no code here, and the
+// epilogue (gemm_epilogue.cuh, shared with the mma.sync kernel) writes only rows < M, cols < N.
+//
+// Registers: the consumers keep BN/2 fp32 accumulators per thread (128 for BN = 256), so the
+// producer gives its registers up (setmaxnreg 40) and the consumers take them (232).
+#include "gemm_sm90a.h"
+
+#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder is fetched at run time)
+#include <cudaTypedefs.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "common.cuh"
+
+namespace elmo::cuda::gemm_detail {
+namespace {
+
+// ================================================================================================
+// kernels
+// ================================================================================================
+
+constexpr int kBK = 64;         // K per stage: one 128-byte swizzle row of 16-bit elements
+constexpr int kConsumers = 2;   // warpgroups computing, 64 rows each
+constexpr int kThreads = 128 * (1 + kConsumers);
+
+template <int BN>
+struct Tile {
+  static constexpr int kABytes = kWgmmaBM * kBK * 2;  // 16 KiB
+  static constexpr int kBBytes = BN * kBK * 2;        // 16 or 32 KiB
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kStages = BN == 256 ? 4 : 6;  // 192 KiB of tiles either way
+  // Tiles (1024-byte aligned for the swizzle atoms), then full[kStages] and empty[kStages]; plus
+  // up to 1 KiB lost to aligning the dynamic shared memory's base.
+  static constexpr size_t kSmemBytes = size_t{kStages} * kStageBytes + 2 * kStages * 8 + 1024;
+};
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ELMO_SM90A_DEVICE 1
+#endif
+
+#ifdef ELMO_SM90A_DEVICE
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ---- mbarrier ----------------------------------------------------------------------------------
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// The producer's arrival, announcing `bytes` of TMA writes that complete the phase.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Returns once the phase of parity `parity` has completed. A fresh barrier is in phase 0, so
+// waiting on parity 1 returns at once (the producer's first pass over the empty barriers).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+// ---- TMA -----------------------------------------------------------------------------------------
+
+// Copies the box at (c0 = k, c1 = row) of the 2-D tensor map into shared memory at dst; completes
+// `box bytes` of transactions on bar. Out-of-range elements arrive as zeros.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+      "[%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+
+// ---- wgmma ---------------------------------------------------------------------------------------
+
+// Shared-memory matrix descriptor of a K-major operand in the 128-byte swizzle: start address,
+// leading byte offset (unused by this layout; 16 by convention), stride byte offset 1024 (from
+// one 8-row atom to the next), layout type 1 (128B swizzle) in bits 62-63. All fields >> 4.
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(16 >> 4) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accesses of an accumulator across a wgmma fence or wait.
+__device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// The accumulator operands of an m64nNk16 wgmma, as PTX text (N/2 registers per thread).
+#define ELMO_WGMMA_D128                                                                   \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "      \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "      \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define ELMO_WGMMA_D256                                                                              \
+  ELMO_WGMMA_D128 ", "                                                                               \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "                 \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "                 \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "     \
+  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+#define ELMO_D8(i)                                                                                          \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
+      "+f"(d[i + 7])
+#define ELMO_D64(i)                                                                                     \
+  ELMO_D8(i), ELMO_D8(i + 8), ELMO_D8(i + 16), ELMO_D8(i + 24), ELMO_D8(i + 32), ELMO_D8(i + 40), \
+      ELMO_D8(i + 48), ELMO_D8(i + 56)
+
+// d (64 x N, fp32, fragment layout of wgmma) += A (64 x 16, desc a) · B (N x 16, desc b)ᵀ.
+template <typename T, int N>
+struct Wgmma;
+
+template <>
+struct Wgmma<__nv_bfloat16, 128> {
+  static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" ELMO_WGMMA_D128 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : ELMO_D64(0)
+        : "l"(a), "l"(b), "r"(1));
+  }
+};
+template <>
+struct Wgmma<__half, 128> {
+  static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {" ELMO_WGMMA_D128 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : ELMO_D64(0)
+        : "l"(a), "l"(b), "r"(1));
+  }
+};
+template <>
+struct Wgmma<__nv_bfloat16, 256> {
+  static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" ELMO_WGMMA_D256 "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : ELMO_D64(0), ELMO_D64(64)
+        : "l"(a), "l"(b), "r"(1));
+  }
+};
+template <>
+struct Wgmma<__half, 256> {
+  static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {" ELMO_WGMMA_D256 "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : ELMO_D64(0), ELMO_D64(64)
+        : "l"(a), "l"(b), "r"(1));
+  }
+};
+
+#endif  // ELMO_SM90A_DEVICE
+
+// out = a · bᵀ + epilogue for one 128 x BN tile per block. Grid: (ceil(N/BN), ceil(M/128)).
+// ta: a [M,K] as a tensor map with box {64, 128}; tb: b [N,K] with box {64, BN}; both 128B
+// swizzled. The body exists only in the sm_90a image.
+template <typename T, int BN>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_wgmma_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, EpilogueArgs e,
+                      int K) {
+#ifdef ELMO_SM90A_DEVICE
+  using Cfg = Tile<BN>;
+  constexpr int S = Cfg::kStages;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+  const uint32_t bars = base + S * Cfg::kStageBytes;
+  const auto a_tile = [&](int s) { return base + s * Cfg::kStageBytes; };
+  const auto b_tile = [&](int s) { return base + s * Cfg::kStageBytes + Cfg::kABytes; };
+  const auto full = [&](int s) { return bars + 8 * s; };
+  const auto empty = [&](int s) { return bars + 8 * (S + s); };
+
+  const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+  const int nk = (K + kBK - 1) / kBK;
+  const int m0 = blockIdx.y * kWgmmaBM, n0 = blockIdx.x * BN;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < S; ++s) {
+      mbar_init(full(s), 1);
+      mbar_init(empty(s), kConsumers * 128);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  // The two roles are the two branches of one if/else, each starting with its setmaxnreg, so
+  // that ptxas applies the register split.
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (t == 0) {
+      for (int kt = 0; kt < nk; ++kt) {
+        const int s = kt % S;
+        mbar_wait(empty(s), ((kt / S) & 1) ^ 1);
+        mbar_arrive_expect_tx(full(s), Cfg::kStageBytes);
+        tma_load_2d(a_tile(s), &ta, kt * kBK, m0, full(s));
+        tma_load_2d(b_tile(s), &tb, kt * kBK, n0, full(s));
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    const int c = wg - 1;  // this warpgroup's 64 rows: m0 + 64c ...
+    float d[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) d[i] = 0.0f;
+
+    for (int kt = 0; kt < nk; ++kt) {
+      const int s = kt % S;
+      mbar_wait(full(s), (kt / S) & 1);
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) fence_operand(d[i]);
+      wgmma_fence();
+      const uint32_t a0 = a_tile(s) + c * 64 * 128;  // 64 rows of 128 bytes
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk)
+        Wgmma<T, BN>::run(d, smem_desc(a0 + kk * 32), smem_desc(b_tile(s) + kk * 32));
+      wgmma_commit();
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) fence_operand(d[i]);
+      // Keep this step's wgmmas in flight while the previous step's finish, then hand that
+      // step's stage back to the producer.
+      wgmma_wait<1>();
+      if (kt > 0) mbar_arrive(empty((kt - 1) % S));
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) fence_operand(d[i]);
+
+    // Fragment layout of the 64 x BN accumulator: warp w of the warpgroup holds rows
+    // 16w..16w+15; per 8 columns j, d[4j], d[4j+1] sit at (row lane/4, cols 8j + 2(lane%4) +
+    // {0,1}) and d[4j+2], d[4j+3] eight rows below.
+    const int warp = t / 32, lane = t % 32;
+    const int row = m0 + c * 64 + warp * 16 + lane / 4;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int col = n0 + 8 * j + 2 * (lane % 4);
+      epilogue_pair(e, row, col, d[4 * j], d[4 * j + 1]);
+      epilogue_pair(e, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
+    }
+  }
+#else
+  (void)ta;
+  (void)tb;
+  (void)e;
+  (void)K;
+#endif
+}
+
+// ================================================================================================
+// launchers
+// ================================================================================================
+
+using EncodeTiled = PFN_cuTensorMapEncodeTiled_v12000;
+
+// The driver's cuTensorMapEncodeTiled, fetched through the runtime (the project links no libcuda);
+// null when the driver lacks it.
+EncodeTiled encoder() {
+  static const EncodeTiled fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // not sticky; clear it
+      return EncodeTiled{nullptr};
+    }
+    return reinterpret_cast<EncodeTiled>(p);
+  }();
+  return fn;
+}
+
+// A [rows, K] row-major 16-bit matrix with row stride ld elements, read in boxes of 64 x box_rows.
+Status make_map(CUtensorMap* map, DType t, const void* p, int64_t rows, int64_t K, int64_t ld, int box_rows) {
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
+  const cuuint32_t box[2] = {kBK, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUtensorMapDataType type =
+      t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  // OOB_FILL_NONE: elements outside the tensor arrive as zeros (NONE means no NaN request).
+  const CUresult r = encoder()(map, type, 2, const_cast<void*>(p), dims, strides, box, elem_strides,
+                               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return Status(Code::kCuda, strformat("gemm (wgmma): cuTensorMapEncodeTiled failed with CUresult %d for a "
+                                         "[%lld, %lld] operand, row stride %lld",
+                                         static_cast<int>(r), static_cast<long long>(rows), static_cast<long long>(K),
+                                         static_cast<long long>(ld)));
+  return Status::ok();
+}
+
+template <typename T, int BN>
+Status launch(cudaStream_t stream, const void* a, const void* b, DType t, const EpilogueArgs& e, int K, int lda,
+              int ldb) {
+  CUtensorMap ta, tb;
+  ELMO_RETURN_IF_ERROR(make_map(&ta, t, a, e.M, K, lda, kWgmmaBM));
+  ELMO_RETURN_IF_ERROR(make_map(&tb, t, b, e.N, K, ldb, BN));
+  auto kernel = gemm_wgmma_kernel<T, BN>;
+  constexpr size_t smem = Tile<BN>::kSmemBytes;
+  // The opt-in above 48 KiB is per device and per kernel; set it once per device.
+  static std::atomic<uint64_t> configured{0};
+  int dev = 0;
+  ELMO_CUDA_TRY(cudaGetDevice(&dev), "gemm (wgmma): cudaGetDevice");
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (!(configured.load(std::memory_order_relaxed) & bit)) {
+    ELMO_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+                  "gemm (wgmma): cudaFuncSetAttribute(max dynamic shared memory)");
+    configured.fetch_or(bit, std::memory_order_relaxed);
+  }
+  const dim3 grid(ceil_div(e.N, BN), ceil_div(e.M, kWgmmaBM));
+  kernel<<<grid, kThreads, smem, stream>>>(ta, tb, e, K);
+  ELMO_CUDA_CHECK_LAUNCH("gemm (wgmma): kernel launch");
+  return Status::ok();
+}
+
+}  // namespace
+
+bool wgmma_supported(int dev) {
+  // 0 = not asked yet, 1 = no, 2 = yes.
+  static std::atomic<int> cache[64];
+  if (dev < 0 || dev >= 64) return false;
+  int v = cache[dev].load(std::memory_order_relaxed);
+  if (v == 0) {
+    int major = 0, minor = 0;
+    const bool cc90 = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+                      major == 9 && minor == 0;
+    v = cc90 && encoder() != nullptr ? 2 : 1;
+    cache[dev].store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
+}
+
+Status gemm_wgmma_nt(cudaStream_t stream, DType t, const void* a, const void* b, const EpilogueArgs& e, int K, int lda,
+                     int ldb, int bn) {
+  ELMO_CHECK(t == DType::kBF16 || t == DType::kF16, Code::kDType, "gemm (wgmma): operands must be bf16 or f16, got %s",
+             dtype_name(t));
+  ELMO_CHECK(K > 0 && (bn == 128 || bn == 256), Code::kInput, "gemm (wgmma): K = %d, bn = %d", K, bn);
+  ELMO_CHECK(encoder() != nullptr, Code::kUnsupported, "gemm (wgmma): the driver has no cuTensorMapEncodeTiled");
+  if (t == DType::kBF16)
+    return bn == 256 ? launch<__nv_bfloat16, 256>(stream, a, b, t, e, K, lda, ldb)
+                     : launch<__nv_bfloat16, 128>(stream, a, b, t, e, K, lda, ldb);
+  return bn == 256 ? launch<__half, 256>(stream, a, b, t, e, K, lda, ldb)
+                   : launch<__half, 128>(stream, a, b, t, e, K, lda, ldb);
+}
+
+}  // namespace elmo::cuda::gemm_detail
