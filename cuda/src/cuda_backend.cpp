@@ -303,6 +303,7 @@ class CudaBackend final : public Backend {
     cfg.workspace_bytes = gemm_ws_bytes_ - lead;
     return cuda::gemm(stream_, cfg, out, pre_gelu, a2, b2, bias, residual, op, ep, accumulate);
   }
+  bool gemm_bf16_activations() const override { return true; }
   // The tensor-core GEMM reads row-major weights directly (weight_panel() == 0).
   Status pack_weight(Tensor* w, bool packed) override {
     if (w == nullptr) return Status(Code::kInput, "pack_weight: null tensor");

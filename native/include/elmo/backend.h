@@ -101,6 +101,12 @@ class Backend {
                       GemmOp op, Epilogue epilogue, bool accumulate) = 0;
   // dbias [N] += column sums of dout [M,N].
   virtual Status bias_backward(Tensor dbias, Tensor dout) = 0;
+  // True when gemm takes a bf16 `out` (epilogue rounding once, to nearest even) and a bf16 `a`
+  // (the CUDA backend). A bf16 model then keeps its FFN activation [T, I] in bf16 at inference:
+  // the up-projection's epilogue rounds it as the down-projection's bf16 GEMM would round its
+  // input anyway, so the results are the same, with a third of the memory traffic and no
+  // conversion pass.
+  virtual bool gemm_bf16_activations() const { return false; }
 
   // ---- weight layout for the linear-layer GEMM ----------------------------------------------
   // A linear layer reads its weight W [N, K] as gemm's b with op kNT on every call. A backend

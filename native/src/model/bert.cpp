@@ -485,7 +485,8 @@ Status Bert::check_inputs(const BertInputs& in) const {
 // buffers and lets short-lived ones share memory, in the order the forward uses them:
 //   scratch [T, max(4H, I)] holds qkv [T,3H] then att [T,H] after it (attention reads qkv
 //   while writing att); ln1_in reuses qkv's first rows once attention is done; act [T,I]
-//   reuses all of it once ln1_in has been normalized into h1;
+//   reuses all of it once ln1_in has been normalized into h1 (in bf16 for a bf16 model on a
+//   backend whose GEMM reads and writes bf16);
 //   ln2_in reuses emb_sum, dead since the embeddings' LayerNorm.
 // For BERT-base at T = 4096 that is 101 MB instead of 177 MB.
 size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Acts* a) const {
@@ -500,8 +501,8 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     off += round_up(static_cast<size_t>(n) * 4);
     return t;
   };
-  auto view_at = [&](const Tensor& region, int64_t elem_offset, std::vector<int64_t> dims) {
-    return base ? make_view(region.data, static_cast<size_t>(elem_offset) * 4, DType::kF32, dims, dev) : Tensor();
+  auto view_at = [&](const Tensor& region, int64_t elem_offset, std::vector<int64_t> dims, DType dt = DType::kF32) {
+    return base ? make_view(region.data, static_cast<size_t>(elem_offset) * 4, dt, dims, dev) : Tensor();
   };
   const DType F = DType::kF32, I32 = DType::kI32;
   *a = Acts();
@@ -541,7 +542,9 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     la.qkv = view_at(scratch, 0, {T, 3 * H});
     la.att = view_at(scratch, T * 3 * H, {T, H});
     la.ln1_in = view_at(scratch, 0, {T, H});
-    la.act = view_at(scratch, 0, {T, I});
+    // bf16 where the backend's GEMM writes and reads it (Backend::gemm_bf16_activations).
+    const bool act_bf16 = opts_.precision == DType::kBF16 && backend_->gemm_bf16_activations();
+    la.act = view_at(scratch, 0, {T, I}, act_bf16 ? DType::kBF16 : F);
     la.lse = take(F, {NH, T});
     la.ln1_mean = take(F, {T});
     la.ln1_rstd = take(F, {T});
