@@ -50,6 +50,12 @@ else
   fi
 fi
 grep -E "spill|Used [0-9]+ registers" "$REPORT_DIR/build.log" | grep -v " 0 bytes spill" | sort | uniq -c | sort -rn | head -5
+# The Hopper GEMM must assemble to HGMMA (wgmma) fed by UTMALDG (TMA), not to HMMA.
+SM90A_OBJ=$(find "$BUILD" -name 'gemm_sm90a.cu.o' 2>/dev/null | head -1)
+if [ -n "$SM90A_OBJ" ] && command -v cuobjdump >/dev/null; then
+  cuobjdump -sass "$SM90A_OBJ" >"$REPORT_DIR/gemm_sm90a.sass" 2>&1
+  echo "gemm_sm90a SASS: $(grep -c HGMMA "$REPORT_DIR/gemm_sm90a.sass") HGMMA, $(grep -c UTMALDG "$REPORT_DIR/gemm_sm90a.sass") UTMALDG, $(grep -c -E '\bHMMA' "$REPORT_DIR/gemm_sm90a.sass") HMMA, $(grep -c -E '\b(LDL|STL)' "$REPORT_DIR/gemm_sm90a.sass") LDL/STL"
+fi
 
 step "tests"
 if [ "${STEP[build]}" = ok ]; then
