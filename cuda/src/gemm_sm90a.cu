@@ -149,50 +149,30 @@ __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"
   ELMO_D8(i), ELMO_D8(i + 8), ELMO_D8(i + 16), ELMO_D8(i + 24), ELMO_D8(i + 32), ELMO_D8(i + 40), \
       ELMO_D8(i + 48), ELMO_D8(i + 56)
 
+#define ELMO_D128_OPERANDS ELMO_D64(0), ELMO_D64(64)
+
 // d (64 x N, fp32, fragment layout of wgmma) += A (64 x 16, desc a) · B (N x 16, desc b)ᵀ.
 template <typename T, int N>
 struct Wgmma;
 
-template <>
-struct Wgmma<__nv_bfloat16, 128> {
-  static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" ELMO_WGMMA_D128 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : ELMO_D64(0)
-        : "l"(a), "l"(b), "r"(1));
-  }
-};
-template <>
-struct Wgmma<__half, 128> {
-  static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {" ELMO_WGMMA_D128 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : ELMO_D64(0)
-        : "l"(a), "l"(b), "r"(1));
-  }
-};
-template <>
-struct Wgmma<__nv_bfloat16, 256> {
-  static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" ELMO_WGMMA_D256 "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
-        : ELMO_D64(0), ELMO_D64(64)
-        : "l"(a), "l"(b), "r"(1));
-  }
-};
-template <>
-struct Wgmma<__half, 256> {
-  static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {" ELMO_WGMMA_D256 "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
-        : ELMO_D64(0), ELMO_D64(64)
-        : "l"(a), "l"(b), "r"(1));
-  }
-};
+// One specialization per operand type and N. REGS and OPERANDS: the accumulators as PTX text and
+// as asm operands; A, B, P: the placeholders that follow them (the two descriptors, scale-d).
+#define ELMO_DEFINE_WGMMA(CPP_TYPE, PTX_TYPE, N, REGS, OPERANDS, A, B, P)                       \
+  template <>                                                                                 \
+  struct Wgmma<CPP_TYPE, N> {                                                                 \
+    static __device__ __forceinline__ void run(float (&d)[N / 2], uint64_t a, uint64_t b) {   \
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" P ", 0;\n"                            \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX_TYPE "." PTX_TYPE     \
+                   " {" REGS "}, %" A ", %" B ", p, 1, 1, 0, 0;\n}\n"                          \
+                   : OPERANDS                                                                 \
+                   : "l"(a), "l"(b), "r"(1));                                                 \
+    }                                                                                         \
+  };
+ELMO_DEFINE_WGMMA(__nv_bfloat16, "bf16", 128, ELMO_WGMMA_D128, ELMO_D64(0), "64", "65", "66")
+ELMO_DEFINE_WGMMA(__half, "f16", 128, ELMO_WGMMA_D128, ELMO_D64(0), "64", "65", "66")
+ELMO_DEFINE_WGMMA(__nv_bfloat16, "bf16", 256, ELMO_WGMMA_D256, ELMO_D128_OPERANDS, "128", "129", "130")
+ELMO_DEFINE_WGMMA(__half, "f16", 256, ELMO_WGMMA_D256, ELMO_D128_OPERANDS, "128", "129", "130")
+#undef ELMO_DEFINE_WGMMA
 
 #endif  // ELMO_SM90A_DEVICE
 
