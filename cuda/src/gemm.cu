@@ -18,9 +18,10 @@
 //     aligned: gemm_simt_kernel — 64x64x16 tiles, 4x4 outputs per thread, fp32 FFMA in k order.
 //   * mixed (f32 with bf16/f16): the f32 operand is rounded to the other's type into the
 //     workspace by convert_kernel, then the 16-bit path.
-// Every path ends in the same epilogue (gemm_epilogue.cuh: epilogue_pair / epilogue_one): bias[n], GELU (erf) with
-// pre_gelu saved, residual[m,n] (may alias out), accumulate (out += ...), then one store in
-// out's dtype (f32 or bf16). Each output element is owned by exactly one thread.
+// Every path ends in the same epilogue (gemm_epilogue.cuh: epilogue_pair / epilogue_one):
+// bias[n], GELU (erf) with pre_gelu saved, residual[m,n] (may alias out), accumulate
+// (out += ...), then one store in out's dtype (f32 or bf16). Each output element is owned by
+// exactly one thread.
 #include "gemm.h"
 
 #include <algorithm>
@@ -395,7 +396,6 @@ Status launch_simt(cudaStream_t stream, GemmOp op, const T* a, const T* b, const
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-// 16-bit operands of one type: tensor cores when every row is 16-byte aligned, else SIMT.
 // What ELMO_CUDA_WGMMA in the environment asks of kAuto (read once): 0 = nothing (unset or
 // anything else), 1 = "1" (the size rule below), 2 = "force" (every NT product on tensor cores).
 int wgmma_env() {
@@ -425,6 +425,8 @@ int wgmma_bn(GemmKernel kernel, const EpilogueArgs& e) {
   return 0;
 }
 
+// 16-bit operands of one type: tensor cores when every row is 16-byte aligned (wgmma or
+// mma.sync), else SIMT.
 template <typename T>
 Status run_16bit(cudaStream_t stream, GemmKernel kernel, GemmOp op, const T* a, const T* b, const EpilogueArgs& e,
                  int K) {
