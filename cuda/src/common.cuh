@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "elmo/status.h"
@@ -111,6 +112,22 @@ __device__ __forceinline__ float warp_max(float v) {
 template <typename I>
 __host__ __device__ __forceinline__ constexpr I ceil_div(I a, I b) {
   return (a + b - 1) / b;
+}
+
+// Lets `kernel` launch with `bytes` of dynamic shared memory on the current device. The opt-in
+// above 48 KiB is per device and per kernel, so it is made once per device: `done` is the
+// caller's per-kernel bitmask of devices already set (a function-local static).
+template <typename Kernel>
+inline Status allow_dynamic_smem(Kernel kernel, size_t bytes, std::atomic<uint64_t>* done, const char* what) {
+  int dev = 0;
+  ELMO_CUDA_TRY(cudaGetDevice(&dev), what);
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (!(done->load(std::memory_order_relaxed) & bit)) {
+    ELMO_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+                  what);
+    done->fetch_or(bit, std::memory_order_relaxed);
+  }
+  return Status::ok();
 }
 
 // GELU, erf form (BERT): x * 0.5 * (1 + erf(x / sqrt(2))).

@@ -355,16 +355,8 @@ template <typename T, bool A_KMAJOR, bool B_KMAJOR, int BM, int BN>
 Status launch_tc(cudaStream_t stream, const T* a, const T* b, const EpilogueArgs& e, int K, int lda, int ldb) {
   auto kernel = gemm_tc_kernel<T, A_KMAJOR, B_KMAJOR, BM, BN>;
   constexpr size_t smem = tc_smem_bytes<A_KMAJOR, B_KMAJOR, BM, BN>();
-  // The opt-in above 48 KiB is per device and per kernel; set it once per device.
   static std::atomic<uint64_t> configured{0};
-  int dev = 0;
-  ELMO_CUDA_TRY(cudaGetDevice(&dev), "gemm: cudaGetDevice");
-  const uint64_t bit = uint64_t{1} << (dev & 63);
-  if (!(configured.load(std::memory_order_relaxed) & bit)) {
-    ELMO_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-                  "gemm: cudaFuncSetAttribute(max dynamic shared memory)");
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
+  ELMO_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, &configured, "gemm: raise the shared memory limit"));
   const dim3 grid(ceil_div(e.N, BN), ceil_div(e.M, BM));
   kernel<<<grid, kTcThreads, smem, stream>>>(a, b, e, K, lda, ldb);
   ELMO_CUDA_CHECK_LAUNCH("gemm: tensor-core kernel launch");

@@ -319,16 +319,8 @@ Status launch(cudaStream_t stream, const void* a, const void* b, DType t, const 
   ELMO_RETURN_IF_ERROR(make_map(&tb, t, b, e.N, K, ldb, BN));
   auto kernel = gemm_wgmma_kernel<T, BN>;
   constexpr size_t smem = Tile<BN>::kSmemBytes;
-  // The opt-in above 48 KiB is per device and per kernel; set it once per device.
   static std::atomic<uint64_t> configured{0};
-  int dev = 0;
-  ELMO_CUDA_TRY(cudaGetDevice(&dev), "gemm (wgmma): cudaGetDevice");
-  const uint64_t bit = uint64_t{1} << (dev & 63);
-  if (!(configured.load(std::memory_order_relaxed) & bit)) {
-    ELMO_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-                  "gemm (wgmma): cudaFuncSetAttribute(max dynamic shared memory)");
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
+  ELMO_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, &configured, "gemm (wgmma): raise the shared memory limit"));
   const dim3 grid(ceil_div(e.N, BN), ceil_div(e.M, kWgmmaBM));
   kernel<<<grid, kThreads, smem, stream>>>(ta, tb, e, K);
   ELMO_CUDA_CHECK_LAUNCH("gemm (wgmma): kernel launch");
