@@ -376,6 +376,67 @@ TEST_CASE(gemm_nt_f16_wgmma256) {
   if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma256);
 }
 
+// Where each output of the wgmma kernel takes its operands from, exactly. Row m of A is one-hot
+// at k(m) = (m * 37 + 5) % K, spread over every K step; B holds small integers (exact in bf16),
+// once as b[n][k] = n and once as b[n][k] = k. So out[m][n] must be n in the first run and k(m)
+// in the second, and any other value names the (n', k') the kernel actually read: a swizzle,
+// descriptor or fragment-layout mistake shows up as a pattern in the printed mismatches rather
+// than as a bare error norm.
+TEST_CASE(gemm_wgmma_operand_layout) {
+  if (!wgmma_device()) return;
+  using elmo::cuda::GemmKernel;
+  for (GemmKernel kernel : {GemmKernel::kWgmma128, GemmKernel::kWgmma256}) {
+    const int64_t M = 256, N = kernel == GemmKernel::kWgmma128 ? 256 : 512;
+    for (int64_t K : {64, 576}) {
+      std::vector<float> a(static_cast<size_t>(M * K), 0.0f), b_n(static_cast<size_t>(N * K)), b_k(b_n.size());
+      std::vector<int64_t> km(static_cast<size_t>(M));
+      for (int64_t m = 0; m < M; ++m) {
+        km[m] = (m * 37 + 5) % K;
+        a[m * K + km[m]] = 1.0f;
+      }
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) {
+          b_n[n * K + k] = static_cast<float>(n % 256);  // integers to 256 are exact in bf16
+          b_k[n * K + k] = static_cast<float>(k % 256);
+        }
+      DevBuf da(a.size() * 2), dbn(b_n.size() * 2), dbk(b_k.size() * 2), dout(static_cast<size_t>(M * N) * 4);
+      da.upload(encode(a, DType::kBF16));
+      dbn.upload(encode(b_n, DType::kBF16));
+      dbk.upload(encode(b_k, DType::kBF16));
+      elmo::cuda::GemmConfig cfg;
+      cfg.kernel = kernel;
+      std::vector<double> got_n, got_k;
+      for (int pass = 0; pass < 2; ++pass) {
+        dout.poison();
+        CHECK_OK(elmo::cuda::gemm(nullptr, cfg, dev_tensor(dout.p, DType::kF32, M, N), Tensor(),
+                                  dev_tensor(da.p, DType::kBF16, M, K),
+                                  dev_tensor(pass == 0 ? dbn.p : dbk.p, DType::kBF16, N, K), Tensor(), Tensor(),
+                                  GemmOp::kNT, Epilogue::kNone, false));
+        CHECK(cudaDeviceSynchronize() == cudaSuccess);
+        (pass == 0 ? got_n : got_k) = decode(dout.download(), DType::kF32);
+      }
+      int64_t bad = 0;
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          const double want_n = static_cast<double>(n % 256), want_k = static_cast<double>(km[m] % 256);
+          const size_t i = static_cast<size_t>(m * N + n);
+          if (got_n[i] == want_n && got_k[i] == want_k) continue;
+          if (bad++ < 8)
+            std::fprintf(stderr,
+                         "  wgmma%s K=%lld out[%lld][%lld]: read b[n'=%g][k'=%g], want b[%g][%g] (k(m)=%lld)\n",
+                         kernel == GemmKernel::kWgmma128 ? "128" : "256", static_cast<long long>(K),
+                         static_cast<long long>(m), static_cast<long long>(n), got_n[i], got_k[i], want_n, want_k,
+                         static_cast<long long>(km[m]));
+        }
+      if (bad > 0) {
+        ++failures();
+        std::fprintf(stderr, "  wgmma operand layout: %lld of %lld outputs wrong\n", static_cast<long long>(bad),
+                     static_cast<long long>(M * N));
+      }
+    }
+  }
+}
+
 // Operands that are 16-bit with aligned sizes but a base pointer off by one element take the
 // SIMT fallback, and still give the right answer.
 TEST_CASE(gemm_unaligned_pointer_falls_back) {
