@@ -304,6 +304,10 @@ class CudaBackend final : public Backend {
     return cuda::gemm(stream_, cfg, out, pre_gelu, a2, b2, bias, residual, op, ep, accumulate);
   }
   bool gemm_bf16_activations() const override { return true; }
+  // attention_forward's tensor-core kernels (cuda/src/attention.cu) round f32 q/k/v to bf16.
+  bool attention_bf16_io(int head_dim) const override {
+    return compute_ == DType::kBF16 && (head_dim == 32 || head_dim == 64 || head_dim == 128);
+  }
   // The tensor-core GEMM reads row-major weights directly (weight_panel() == 0).
   Status pack_weight(Tensor* w, bool packed) override {
     if (w == nullptr) return Status(Code::kInput, "pack_weight: null tensor");

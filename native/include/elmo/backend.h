@@ -101,12 +101,20 @@ class Backend {
                       GemmOp op, Epilogue epilogue, bool accumulate) = 0;
   // dbias [N] += column sums of dout [M,N].
   virtual Status bias_backward(Tensor dbias, Tensor dout) = 0;
-  // True when gemm takes a bf16 `out` (epilogue rounding once, to nearest even) and a bf16 `a`
-  // (the CUDA backend). A bf16 model then keeps its FFN activation [T, I] in bf16 at inference:
-  // the up-projection's epilogue rounds it as the down-projection's bf16 GEMM would round its
-  // input anyway, so the results are the same, with a third of the memory traffic and no
-  // conversion pass.
+  // bf16 activations at inference, for a bf16 model (one whose GEMMs read bf16 weight copies).
+  // gemm_bf16_activations: gemm writes a bf16 `out` (its epilogue rounding once, to nearest
+  // even) and rounds an f32 `a` beside a bf16 `b` the same way (CUDA). The FFN activation,
+  // which only feeds the down-projection, is then produced in bf16.
+  // attention_bf16_io(HD): attention_forward rounds f32 q/k/v to bf16 anyway for this head size
+  // (CUDA with bf16 compute, tensor-core head sizes). qkv and the attention output are then
+  // bf16 too: the QKV projection's epilogue and attention's output round exactly as their
+  // consumers rounded the f32 values before.
+  // Either way the results are the same bits, with less memory traffic and no conversion passes.
   virtual bool gemm_bf16_activations() const { return false; }
+  virtual bool attention_bf16_io(int head_dim) const {
+    (void)head_dim;
+    return false;
+  }
 
   // ---- weight layout for the linear-layer GEMM ----------------------------------------------
   // A linear layer reads its weight W [N, K] as gemm's b with op kNT on every call. A backend

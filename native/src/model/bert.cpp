@@ -485,8 +485,9 @@ Status Bert::check_inputs(const BertInputs& in) const {
 // buffers and lets short-lived ones share memory, in the order the forward uses them:
 //   scratch [T, max(4H, I)] holds qkv [T,3H] then att [T,H] after it (attention reads qkv
 //   while writing att); ln1_in reuses qkv's first rows once attention is done; act [T,I]
-//   reuses all of it once ln1_in has been normalized into h1 (in bf16 for a bf16 model on a
-//   backend whose GEMM reads and writes bf16);
+//   reuses all of it once ln1_in has been normalized into h1 (qkv, att and act are bf16 for a
+//   bf16 model on a backend that rounds them so anyway: Backend::gemm_bf16_activations,
+//   attention_bf16_io);
 //   ln2_in reuses emb_sum, dead since the embeddings' LayerNorm.
 // For BERT-base at T = 4096 that is 101 MB instead of 177 MB.
 size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Acts* a) const {
@@ -539,12 +540,15 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     a->layers.resize(1);
     LayerActs& la = a->layers[0];
     const Tensor scratch = take(F, {T, std::max(4 * H, I)});
-    la.qkv = view_at(scratch, 0, {T, 3 * H});
-    la.att = view_at(scratch, T * 3 * H, {T, H});
+    // qkv, att and act in bf16 where the backend rounds them so anyway (Backend::
+    // gemm_bf16_activations, attention_bf16_io); the offsets stay those of f32.
+    const bool bf16 = opts_.precision == DType::kBF16;
+    const DType QA = bf16 && backend_->attention_bf16_io(static_cast<int>(H / NH)) ? DType::kBF16 : F;
+    const DType A = bf16 && backend_->gemm_bf16_activations() ? DType::kBF16 : F;
+    la.qkv = view_at(scratch, 0, {T, 3 * H}, QA);
+    la.att = view_at(scratch, T * 3 * H, {T, H}, QA);
     la.ln1_in = view_at(scratch, 0, {T, H});
-    // bf16 where the backend's GEMM writes and reads it (Backend::gemm_bf16_activations).
-    const bool act_bf16 = opts_.precision == DType::kBF16 && backend_->gemm_bf16_activations();
-    la.act = view_at(scratch, 0, {T, I}, act_bf16 ? DType::kBF16 : F);
+    la.act = view_at(scratch, 0, {T, I}, A);
     la.lse = take(F, {NH, T});
     la.ln1_mean = take(F, {T});
     la.ln1_rstd = take(F, {T});
