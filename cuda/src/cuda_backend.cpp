@@ -139,6 +139,7 @@ class CudaBackend final : public Backend {
   Status init(const CudaOptions& opts) {
     device_ = opts.device;
     compute_ = opts.compute;
+    bf16_activations_ = opts.bf16_activations;
     cudaError_t e = cudaSetDevice(device_);
     if (e != cudaSuccess) return cuda_error("make_cuda_backend: cudaSetDevice", e);
     cudaDeviceProp prop{};
@@ -303,10 +304,10 @@ class CudaBackend final : public Backend {
     cfg.workspace_bytes = gemm_ws_bytes_ - lead;
     return cuda::gemm(stream_, cfg, out, pre_gelu, a2, b2, bias, residual, op, ep, accumulate);
   }
-  bool gemm_bf16_activations() const override { return true; }
+  bool gemm_bf16_activations() const override { return bf16_activations_; }
   // attention_forward's tensor-core kernels (cuda/src/attention.cu) round f32 q/k/v to bf16.
   bool attention_bf16_io(int head_dim) const override {
-    return compute_ == DType::kBF16 && (head_dim == 32 || head_dim == 64 || head_dim == 128);
+    return bf16_activations_ && compute_ == DType::kBF16 && (head_dim == 32 || head_dim == 64 || head_dim == 128);
   }
   // The tensor-core GEMM reads row-major weights directly (weight_panel() == 0).
   Status pack_weight(Tensor* w, bool packed) override {
@@ -405,6 +406,7 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   DType compute_ = DType::kF32;
+  bool bf16_activations_ = true;
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
   void* flag_ = nullptr;

@@ -9,7 +9,8 @@
 //     already moves pooled by 0.043 and logits by 0.040 (scales 1.0 and 3.9); attention in bf16
 //     adds to that (0.066 on pooled was measured on an H200). A wrong kernel is off by O(scale).
 // A bf16 model with fp32 attention computes what the CPU bf16 model computes (a rounded to bf16,
-// bf16 weights, fp32 sums) up to summation order: 1e-3 of the scale.
+// bf16 weights, fp32 sums) up to summation order: 1e-3 of the scale. With bf16 compute, keeping
+// activations in bf16 (CudaOptions::bf16_activations) changes no bit of the outputs.
 // Exit code 77 with "SKIP: no CUDA device (...)" when there is no usable device.
 #include <algorithm>
 #include <cmath>
@@ -146,6 +147,43 @@ TEST_CASE(bert_bf16_weights_cpu_and_cuda_agree) {
     if (!oc.logits.empty())
       compare_scaled(std::string(name) + " bf16 cpu vs cuda logits", download(*gpu, og.logits),
                      download(*cpu, oc.logits), 1e-3);
+  }
+}
+
+// A bf16 model with bf16 compute (what precision: 'bf16' selects) keeps qkv, the attention
+// output and the FFN activation in bf16 (Backend::gemm_bf16_activations, attention_bf16_io).
+// Each is rounded where it is produced exactly as its consumer rounded the f32 value before,
+// so the outputs must be the same bits as with every activation in f32.
+TEST_CASE(bert_bf16_activations_change_no_bits) {
+  elmo::BertOptions bf16;
+  bf16.precision = elmo::DType::kBF16;
+  elmo::CudaOptions on, off;
+  on.compute = off.compute = elmo::DType::kBF16;
+  off.bf16_activations = false;
+  std::unique_ptr<elmo::Backend> gon, goff;
+  CHECK_OK(elmo::make_cuda_backend(&gon, on));
+  CHECK_OK(elmo::make_cuda_backend(&goff, off));
+  if (!gon || !goff) return;
+  CHECK(gon->gemm_bf16_activations() && gon->attention_bf16_io(64) && !gon->attention_bf16_io(48));
+  CHECK(!goff->gemm_bf16_activations() && !goff->attention_bf16_io(64));
+  for (const char* name : kFixtures) {
+    Fixture f;
+    if (!load_fixture(name, &f)) continue;
+    std::unique_ptr<elmo::Bert> mon, moff;
+    CHECK_OK(elmo::Bert::load(f.dir, gon.get(), &mon, bf16));
+    CHECK_OK(elmo::Bert::load(f.dir, goff.get(), &moff, bf16));
+    if (!mon || !moff) continue;
+    elmo::BertOutputs oon, ooff;
+    CHECK_OK(mon->forward(f.inputs(), {}, &oon));
+    CHECK_OK(moff->forward(f.inputs(), {}, &ooff));
+    const std::vector<float> hon = download(*gon, oon.hidden), hoff = download(*goff, ooff.hidden);
+    elmo_test::bit_equal((std::string(name) + " bf16 activations: hidden").c_str(), hon.data(), hoff.data(),
+                         static_cast<int64_t>(hon.size()));
+    if (!ooff.logits.empty()) {
+      const std::vector<float> lon = download(*gon, oon.logits), loff = download(*goff, ooff.logits);
+      elmo_test::bit_equal((std::string(name) + " bf16 activations: logits").c_str(), lon.data(), loff.data(),
+                           static_cast<int64_t>(lon.size()));
+    }
   }
 }
 

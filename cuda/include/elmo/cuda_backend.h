@@ -31,6 +31,10 @@ struct CudaOptions {
   // accumulate). Either way a GEMM with one bf16 operand (a bf16 model's weight copy,
   // BertOptions) rounds only its f32 operand and runs on the tensor cores.
   DType compute = DType::kF32;
+  // A bf16 model keeps the activations that only feed GEMMs and attention in bf16 at inference
+  // (Backend::gemm_bf16_activations, attention_bf16_io; the same bits, less traffic). false
+  // keeps them f32: the reference the tests compare against.
+  bool bf16_activations = true;
 };
 Status make_cuda_backend(std::unique_ptr<Backend>* out, const CudaOptions& opts = {});
 
