@@ -5,9 +5,9 @@
 //   (2304,768) fused QKV}, T in {128, 4096, 16384}, NT (the linear layer); plus NN and TN at
 //   T = 4096 (the backward's data and weight gradients).
 //
-// NT rows at T >= 4096 run three times on compute capability 9.0 devices: the mma.sync kernel
-// ("kernel":"mma") and the wgmma kernel with 128x128 and 128x256 block tiles ("wgmma128",
-// "wgmma256"), side by side; elsewhere only "mma".
+// NT rows at T >= 4096 run four times on compute capability 9.0 devices: the mma.sync kernel
+// ("kernel":"mma") and the wgmma kernel with 128x128, 128x192 and 128x256 block tiles
+// ("wgmma128", "wgmma192", "wgmma256"), side by side; elsewhere only "mma".
 //
 // Each shape: 5 warm-up runs, then 20 timed runs (cudaEvent pair around each), median reported.
 // Inputs rotate over enough copies that the working set exceeds the L2 cache, so the timed runs
@@ -57,6 +57,7 @@ __global__ void fill_kernel(uint16_t* p, size_t n, uint32_t seed) {
 const char* kernel_name(elmo::cuda::GemmKernel k) {
   switch (k) {
     case elmo::cuda::GemmKernel::kWgmma128: return "wgmma128";
+    case elmo::cuda::GemmKernel::kWgmma192: return "wgmma192";
     case elmo::cuda::GemmKernel::kWgmma256: return "wgmma256";
     default: return "mma";
   }
@@ -143,7 +144,7 @@ int main() {
     for (const auto& nk : shapes) {
       bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, GemmKernel::kMma);
       if (hopper && T >= 4096)
-        for (GemmKernel k : {GemmKernel::kWgmma128, GemmKernel::kWgmma256})
+        for (GemmKernel k : {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256})
           bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, k);
     }
   for (GemmOp op : {GemmOp::kNN, GemmOp::kTN})

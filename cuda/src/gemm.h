@@ -18,13 +18,14 @@ namespace elmo::cuda {
 // Which kernel computes a 16-bit product on tensor cores.
 //   kAuto: the mma.sync kernel, unless the environment has ELMO_CUDA_WGMMA=1 (the wgmma kernel of
 //     gemm_sm90a.cu on compute capability 9.0 for NT products that fill the GPU with 128x128
-//     tiles) or ELMO_CUDA_WGMMA=force (for every NT product on tensor cores; whole-model checks).
+//     tiles, with the tile width that wastes least of the last wave) or ELMO_CUDA_WGMMA=force
+//     (for every NT product on tensor cores; whole-model checks).
 //     Off by default: the wgmma kernel has not yet been run on a Hopper GPU.
 //   kMma: always the mma.sync kernel.
-//   kWgmma128 / kWgmma256: the wgmma kernel with 128 x 128 / 128 x 256 block tiles for every NT
-//     product the tensor-core path takes, whatever its size (tests, benchmarks); ERR_UNSUPPORTED
-//     on devices other than compute capability 9.0. NN and TN products use mma.sync.
-enum class GemmKernel { kAuto, kMma, kWgmma128, kWgmma256 };
+//   kWgmma128 / kWgmma192 / kWgmma256: the wgmma kernel with 128 x 128 / 192 / 256 block tiles
+//     for every NT product the tensor-core path takes, whatever its size (tests, benchmarks);
+//     ERR_UNSUPPORTED on devices other than compute capability 9.0. NN and TN use mma.sync.
+enum class GemmKernel { kAuto, kMma, kWgmma128, kWgmma192, kWgmma256 };
 
 struct GemmConfig {
   bool allow_tf32 = false;

@@ -2,7 +2,7 @@
 // 16-bit operands (bf16 or f16) and fp32 accumulation. Compiled for sm_90a only; gemm.cu calls it
 // when wgmma_supported() (interface: gemm_sm90a.h; design: docs/kernels-cuda-gemm.md).
 //
-// One block computes a 128 x BN tile of out (BN = 128 or 256) with three warpgroups:
+// One block computes a 128 x BN tile of out (BN = 128, 192 or 256) with three warpgroups:
 //   * warpgroup 0, the producer: one thread walks K in 64-wide steps and has the tensor-memory
 //     accelerator (TMA) copy the A tile [128 x 64] and the B tile [BN x 64] of each step into a
 //     ring of shared-memory stages, each completing on the stage's "full" mbarrier;
@@ -47,7 +47,8 @@ struct Tile {
   static constexpr int kABytes = kWgmmaBM * kBK * 2;  // 16 KiB
   static constexpr int kBBytes = BN * kBK * 2;        // 16 or 32 KiB
   static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr int kStages = BN == 256 ? 4 : 6;  // 192 KiB of tiles either way
+  // As many stages as 200 KiB holds, at most 6: 6, 5 and 4 for BN = 128, 192, 256.
+  static constexpr int kStages = 200 * 1024 / kStageBytes < 6 ? 200 * 1024 / kStageBytes : 6;
   // Tiles (1024-byte aligned for the swizzle atoms), then full[kStages] and empty[kStages]; plus
   // up to 1 KiB lost to aligning the dynamic shared memory's base.
   static constexpr size_t kSmemBytes = size_t{kStages} * kStageBytes + 2 * kStages * 8 + 1024;
@@ -136,6 +137,10 @@ __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "      \
   "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "      \
   "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define ELMO_WGMMA_D192                                                                              \
+  ELMO_WGMMA_D128 ", "                                                                               \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "                 \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
 #define ELMO_WGMMA_D256                                                                              \
   ELMO_WGMMA_D128 ", "                                                                               \
   "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "                 \
@@ -149,6 +154,7 @@ __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"
   ELMO_D8(i), ELMO_D8(i + 8), ELMO_D8(i + 16), ELMO_D8(i + 24), ELMO_D8(i + 32), ELMO_D8(i + 40), \
       ELMO_D8(i + 48), ELMO_D8(i + 56)
 
+#define ELMO_D96_OPERANDS ELMO_D64(0), ELMO_D8(64), ELMO_D8(72), ELMO_D8(80), ELMO_D8(88)
 #define ELMO_D128_OPERANDS ELMO_D64(0), ELMO_D64(64)
 
 // d (64 x N, fp32, fragment layout of wgmma) += A (64 x 16, desc a) · B (N x 16, desc b)ᵀ.
@@ -170,6 +176,8 @@ struct Wgmma;
   };
 ELMO_DEFINE_WGMMA(__nv_bfloat16, "bf16", 128, ELMO_WGMMA_D128, ELMO_D64(0), "64", "65", "66")
 ELMO_DEFINE_WGMMA(__half, "f16", 128, ELMO_WGMMA_D128, ELMO_D64(0), "64", "65", "66")
+ELMO_DEFINE_WGMMA(__nv_bfloat16, "bf16", 192, ELMO_WGMMA_D192, ELMO_D96_OPERANDS, "96", "97", "98")
+ELMO_DEFINE_WGMMA(__half, "f16", 192, ELMO_WGMMA_D192, ELMO_D96_OPERANDS, "96", "97", "98")
 ELMO_DEFINE_WGMMA(__nv_bfloat16, "bf16", 256, ELMO_WGMMA_D256, ELMO_D128_OPERANDS, "128", "129", "130")
 ELMO_DEFINE_WGMMA(__half, "f16", 256, ELMO_WGMMA_D256, ELMO_D128_OPERANDS, "128", "129", "130")
 #undef ELMO_DEFINE_WGMMA
@@ -349,13 +357,16 @@ Status gemm_wgmma_nt(cudaStream_t stream, DType t, const void* a, const void* b,
                      int ldb, int bn) {
   ELMO_CHECK(t == DType::kBF16 || t == DType::kF16, Code::kDType, "gemm (wgmma): operands must be bf16 or f16, got %s",
              dtype_name(t));
-  ELMO_CHECK(K > 0 && (bn == 128 || bn == 256), Code::kInput, "gemm (wgmma): K = %d, bn = %d", K, bn);
+  ELMO_CHECK(K > 0 && (bn == 128 || bn == 192 || bn == 256), Code::kInput, "gemm (wgmma): K = %d, bn = %d", K, bn);
   ELMO_CHECK(encoder() != nullptr, Code::kUnsupported, "gemm (wgmma): the driver has no cuTensorMapEncodeTiled");
-  if (t == DType::kBF16)
-    return bn == 256 ? launch<__nv_bfloat16, 256>(stream, a, b, t, e, K, lda, ldb)
-                     : launch<__nv_bfloat16, 128>(stream, a, b, t, e, K, lda, ldb);
-  return bn == 256 ? launch<__half, 256>(stream, a, b, t, e, K, lda, ldb)
-                   : launch<__half, 128>(stream, a, b, t, e, K, lda, ldb);
+  if (t == DType::kBF16) {
+    if (bn == 256) return launch<__nv_bfloat16, 256>(stream, a, b, t, e, K, lda, ldb);
+    if (bn == 192) return launch<__nv_bfloat16, 192>(stream, a, b, t, e, K, lda, ldb);
+    return launch<__nv_bfloat16, 128>(stream, a, b, t, e, K, lda, ldb);
+  }
+  if (bn == 256) return launch<__half, 256>(stream, a, b, t, e, K, lda, ldb);
+  if (bn == 192) return launch<__half, 192>(stream, a, b, t, e, K, lda, ldb);
+  return launch<__half, 128>(stream, a, b, t, e, K, lda, ldb);
 }
 
 }  // namespace elmo::cuda::gemm_detail

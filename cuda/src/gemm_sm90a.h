@@ -11,7 +11,7 @@
 
 namespace elmo::cuda::gemm_detail {
 
-// The block tile's rows; its columns are 128 or 256 (the `bn` of gemm_wgmma_nt).
+// The block tile's rows; its columns are 128, 192 or 256 (the `bn` of gemm_wgmma_nt).
 constexpr int kWgmmaBM = 128;
 
 // True when device `dev` can run the wgmma kernel: compute capability 9.0 exactly (sm_90a code
@@ -21,8 +21,8 @@ bool wgmma_supported(int dev);
 
 // out[M,N] = a[M,K] · b[N,K]ᵀ, then the epilogue `e` (e.M = M, e.N = N). a and b are `t`
 // (bf16 or f16), row strides lda/ldb elements (multiples of 8), base pointers 16-byte aligned,
-// K > 0. bn: 128 or 256, the block tile's columns. Returns kCuda when the tensor maps cannot be
-// built or the launch fails.
+// K > 0. bn: 128, 192 or 256, the block tile's columns. Returns kCuda when the tensor maps
+// cannot be built or the launch fails.
 Status gemm_wgmma_nt(cudaStream_t stream, DType t, const void* a, const void* b, const EpilogueArgs& e, int K,
                      int lda, int ldb, int bn);
 

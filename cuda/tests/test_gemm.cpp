@@ -5,7 +5,7 @@
 // accumulate) x out dtype (f32, bf16) on awkward shapes, including ones that take the tensor-core
 // path with tails in every dimension and ones that fall back to the SIMT kernel (rows not 16-byte
 // aligned). Outputs are poisoned with NaN first, so an element left unwritten fails. The NT
-// 16-bit cases run again with the Hopper wgmma kernel forced (both block tiles) on devices of
+// 16-bit cases run again with the Hopper wgmma kernel forced (each block tile) on devices of
 // compute capability 9.0.
 //
 // The reference uses the operands exactly as the GPU sees them (rounded to bf16/f16 where the
@@ -344,7 +344,7 @@ TEST_CASE(gemm_nt_f16) { run_op(GemmOp::kNT, DType::kF16); }
 TEST_CASE(gemm_tn_f16) { run_op(GemmOp::kTN, DType::kF16); }
 
 // The Hopper wgmma kernel (gemm_sm90a.cu), forced for every NT product the tensor-core path
-// takes, with both block tiles; on other devices forcing it is ERR_UNSUPPORTED, and the case
+// takes, with each block tile; on other devices forcing it is ERR_UNSUPPORTED, and the case
 // says it skipped.
 bool wgmma_device() {
   int dev = 0, major = 0, minor = 0;
@@ -366,11 +366,17 @@ bool wgmma_device() {
 TEST_CASE(gemm_nt_bf16_wgmma128) {
   if (wgmma_device()) run_op(GemmOp::kNT, DType::kBF16, elmo::cuda::GemmKernel::kWgmma128);
 }
+TEST_CASE(gemm_nt_bf16_wgmma192) {
+  if (wgmma_device()) run_op(GemmOp::kNT, DType::kBF16, elmo::cuda::GemmKernel::kWgmma192);
+}
 TEST_CASE(gemm_nt_bf16_wgmma256) {
   if (wgmma_device()) run_op(GemmOp::kNT, DType::kBF16, elmo::cuda::GemmKernel::kWgmma256);
 }
 TEST_CASE(gemm_nt_f16_wgmma128) {
   if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma128);
+}
+TEST_CASE(gemm_nt_f16_wgmma192) {
+  if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma192);
 }
 TEST_CASE(gemm_nt_f16_wgmma256) {
   if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma256);
@@ -385,8 +391,9 @@ TEST_CASE(gemm_nt_f16_wgmma256) {
 TEST_CASE(gemm_wgmma_operand_layout) {
   if (!wgmma_device()) return;
   using elmo::cuda::GemmKernel;
-  for (GemmKernel kernel : {GemmKernel::kWgmma128, GemmKernel::kWgmma256}) {
-    const int64_t M = 256, N = kernel == GemmKernel::kWgmma128 ? 256 : 512;
+  for (GemmKernel kernel : {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256}) {
+    const int bn = kernel == GemmKernel::kWgmma128 ? 128 : kernel == GemmKernel::kWgmma192 ? 192 : 256;
+    const int64_t M = 256, N = 2 * bn;
     for (int64_t K : {64, 576}) {
       std::vector<float> a(static_cast<size_t>(M * K), 0.0f), b_n(static_cast<size_t>(N * K)), b_k(b_n.size());
       std::vector<int64_t> km(static_cast<size_t>(M));
@@ -423,8 +430,8 @@ TEST_CASE(gemm_wgmma_operand_layout) {
           if (got_n[i] == want_n && got_k[i] == want_k) continue;
           if (bad++ < 8)
             std::fprintf(stderr,
-                         "  wgmma%s K=%lld out[%lld][%lld]: read b[n'=%g][k'=%g], want b[%g][%g] (k(m)=%lld)\n",
-                         kernel == GemmKernel::kWgmma128 ? "128" : "256", static_cast<long long>(K),
+                         "  wgmma%d K=%lld out[%lld][%lld]: read b[n'=%g][k'=%g], want b[%g][%g] (k(m)=%lld)\n",
+                         bn, static_cast<long long>(K),
                          static_cast<long long>(m), static_cast<long long>(n), got_n[i], got_k[i], want_n, want_k,
                          static_cast<long long>(km[m]));
         }
