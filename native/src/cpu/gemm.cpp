@@ -151,6 +151,13 @@ using gemm_detail::run_parallel;
 thread_local GrowBuffer tl_workspace;  // packed A and B of the calling thread
 thread_local GrowBuffer tl_block;      // a task's B block (short M), per running thread
 
+// In a spin-wait loop: lets the sibling hyperthread run and saves power.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 struct Problem {
   GemmOp op;
   int64_t M, N, K;
@@ -350,10 +357,32 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   // 1. Pack A (and B when shared), a fixed number of panels per task.
   // A goes 2 panels per task: a short problem has few (11 at 128 rows) and 8 per task left one
   // thread packing 8 while the other packed 3 and waited.
+  // Short problems (M <= kShortM) skip this region: their compute tasks pack A panels as they
+  // first reach them (step 2), which saves a fork and a join per product; at batch 1 a
+  // forward is a few hundred small products, and those waits were a tenth of BERT-mini's time.
   constexpr int64_t kPanelsPerTask = 8, kAPanelsPerTask = 2;
   const int64_t b_tasks = (short_m || prepacked) ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   const int64_t a_tasks = (m_panels + kAPanelsPerTask - 1) / kAPanelsPerTask;
-  if (K > 0) {
+  // Per A panel of a short problem: 0 unpacked, 1 being packed, 2 packed.
+  static_assert(kShortM / 4 <= 64, "a short problem has at most 64 A panels (MR >= 4)");
+  std::atomic<uint8_t> a_state[64];
+  const bool lazy_a = short_m && K > 0;
+  if (lazy_a) {
+    for (int64_t i = 0; i < m_panels; ++i) a_state[i].store(0, std::memory_order_relaxed);
+  }
+  // Panel i of A is packed on return: by this thread, or by another that claimed it first.
+  const auto ensure_a = [&](int64_t i) {
+    std::atomic<uint8_t>& st = a_state[i];
+    if (st.load(std::memory_order_acquire) == 2) return;
+    uint8_t unpacked = 0;
+    if (st.compare_exchange_strong(unpacked, 1, std::memory_order_acq_rel)) {
+      pack_a_panels(kn, p, i, 1, Ap);
+      st.store(2, std::memory_order_release);
+      return;
+    }
+    while (st.load(std::memory_order_acquire) != 2) cpu_relax();
+  };
+  if (K > 0 && !lazy_a) {
     run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
       if (t < b_tasks) {
         const int64_t j0 = t * kPanelsPerTask, count = std::min(n_panels, j0 + kPanelsPerTask) - j0;
@@ -394,8 +423,14 @@ Status run_gemm(const Ctx& c, const Problem& p) {
         // Read straight from a packed weight, the next slice would otherwise come from memory
         // at the pace of the first micro-kernel call, which then waits on it.
         PanelPrefetch next;
-        if (!bt) next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, 1, (m1 - m0 + MR - 1) / MR);
-        for (int64_t ir = m0; ir < m1; ir += MR) {
+        const int64_t tile_panels = (m1 - m0 + MR - 1) / MR;
+        if (!bt) next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, 1, tile_panels);
+        // Odd tasks walk their rows from the bottom, so that two threads starting together
+        // pack A from both ends instead of queueing on the first panel (lazy_a).
+        const bool reverse = lazy_a && (t & 1);
+        for (int64_t q = 0; q < tile_panels; ++q) {
+          const int64_t ir = m0 + (reverse ? tile_panels - 1 - q : q) * MR;
+          if (lazy_a && pc == 0 && jr == n0) ensure_a(ir / MR);
           const Prefetch pf = next.take();
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const float* a = Ap + (ir / MR) * a_panel + pc * MR;  // (kc, MR)
