@@ -338,7 +338,10 @@ Status run_gemm(const Ctx& c, const Problem& p) {
       (p.beta == 0.0f || p.beta == 1.0f))
     return run_stream_nt(c, kn, p);
   const int MR = kn.mr, NR = kn.nr;
-  const int64_t K = p.K, KC = kn.kc;
+  // K blocks of at most kn.kc, evenly sized (BERT-mini's K = 256 in one block, not 192 + 64):
+  // every block costs a pass of C loads and stores over the whole tile, however few its k steps.
+  const int64_t k_blocks = p.K > 0 ? (p.K + kn.kc - 1) / kn.kc : 1;
+  const int64_t K = p.K, KC = K > 0 ? (K + k_blocks - 1) / k_blocks : 1;
   const bool short_m = p.M <= kShortM;
   const int64_t m_panels = (p.M + MR - 1) / MR, n_panels = (p.N + NR - 1) / NR;
   const int64_t NC = short_m ? kShortNC : kn.nc;

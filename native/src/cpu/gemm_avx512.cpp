@@ -118,7 +118,7 @@ const Kernel& kernel_avx512() {
   using F = const float*;
   static const Kernel k{kMR,
                         kNR,
-                        192,
+                        256,
                         96,
                         256,
                         &micro_tile<Fp32Rows, F, F>,

@@ -37,7 +37,7 @@ struct Prefetch {
 
 struct Kernel {
   int mr, nr;  // register tile
-  int kc;      // K block: a B micro-panel slice (kc x nr) stays in L1
+  int kc;      // largest K block (the driver splits K evenly): a B slice (kc x nr) stays in L1
   int mc, nc;  // output tile of one parallel task (multiples of mr, nr)
   // C[rows, cols] (ldc) = (add ? C : 0) + Ap[kc][mr] . Bp[kc][nr], rows <= mr, cols <= nr.
   void (*micro)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int rows, int cols,
