@@ -267,9 +267,11 @@ void run_op(GemmOp op, DType t, elmo::cuda::GemmKernel kernel = elmo::cuda::Gemm
       for (DType tout : {DType::kF32, DType::kBF16}) {
         for (const Variant& v : kVariants) {
           char ctx[256];
-          std::snprintf(ctx, sizeof ctx, "[op=%s a=%s b=%s out=%s ep=%s%s%s pre=%s M=%lld N=%lld K=%lld]",
-                        elmo::gemm_op_name(op), elmo::dtype_name(st.first), elmo::dtype_name(st.second),
-                        elmo::dtype_name(tout), elmo::epilogue_name(v.ep), v.accumulate ? "+accumulate" : "",
+          static const char* const kKernelName[] = {"auto", "mma", "wgmma128", "wgmma192", "wgmma256"};
+          std::snprintf(ctx, sizeof ctx, "[%s op=%s a=%s b=%s out=%s ep=%s%s%s pre=%s M=%lld N=%lld K=%lld]",
+                        kKernelName[static_cast<int>(kernel)], elmo::gemm_op_name(op), elmo::dtype_name(st.first),
+                        elmo::dtype_name(st.second), elmo::dtype_name(tout), elmo::epilogue_name(v.ep),
+                        v.accumulate ? "+accumulate" : "",
                         v.alias_residual ? "(aliased)" : "", v.pre == DType::kI32 ? "-" : elmo::dtype_name(v.pre),
                         static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K));
           context() = ctx;
@@ -365,23 +367,17 @@ bool wgmma_device() {
               major, minor);
   return false;
 }
-TEST_CASE(gemm_nt_bf16_wgmma128) {
-  if (wgmma_device()) run_op(GemmOp::kNT, DType::kBF16, elmo::cuda::GemmKernel::kWgmma128);
+TEST_CASE(gemm_nt_bf16_wgmma) {
+  using elmo::cuda::GemmKernel;
+  if (wgmma_device())
+    for (GemmKernel k : {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256})
+      run_op(GemmOp::kNT, DType::kBF16, k);
 }
-TEST_CASE(gemm_nt_bf16_wgmma192) {
-  if (wgmma_device()) run_op(GemmOp::kNT, DType::kBF16, elmo::cuda::GemmKernel::kWgmma192);
-}
-TEST_CASE(gemm_nt_bf16_wgmma256) {
-  if (wgmma_device()) run_op(GemmOp::kNT, DType::kBF16, elmo::cuda::GemmKernel::kWgmma256);
-}
-TEST_CASE(gemm_nt_f16_wgmma128) {
-  if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma128);
-}
-TEST_CASE(gemm_nt_f16_wgmma192) {
-  if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma192);
-}
-TEST_CASE(gemm_nt_f16_wgmma256) {
-  if (wgmma_device()) run_op(GemmOp::kNT, DType::kF16, elmo::cuda::GemmKernel::kWgmma256);
+TEST_CASE(gemm_nt_f16_wgmma) {
+  using elmo::cuda::GemmKernel;
+  if (wgmma_device())
+    for (GemmKernel k : {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256})
+      run_op(GemmOp::kNT, DType::kF16, k);
 }
 
 // Where each output of the wgmma kernel takes its operands from, exactly. Row m of A is one-hot
