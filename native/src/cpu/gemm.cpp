@@ -361,8 +361,9 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   // A goes 2 panels per task: a short problem has few (11 at 128 rows) and 8 per task left one
   // thread packing 8 while the other packed 3 and waited.
   // Short problems (M <= kShortM) skip this region: their compute tasks pack A panels as they
-  // first reach them (step 2), which saves a fork and a join per product; at batch 1 a
-  // forward is a few hundred small products, and those waits were a tenth of BERT-mini's time.
+  // first reach them (step 2), which saves a fork and a join per product. At batch 1 a forward
+  // is a few hundred small products: the pool's waits went from 11.4% to 9.5% of BERT-mini's
+  // 1x32 profile.
   constexpr int64_t kPanelsPerTask = 8, kAPanelsPerTask = 2;
   const int64_t b_tasks = (short_m || prepacked) ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   const int64_t a_tasks = (m_panels + kAPanelsPerTask - 1) / kAPanelsPerTask;
