@@ -151,13 +151,6 @@ using gemm_detail::run_parallel;
 thread_local GrowBuffer tl_workspace;  // packed A and B of the calling thread
 thread_local GrowBuffer tl_block;      // a task's B block (short M), per running thread
 
-// In a spin-wait loop: lets the sibling hyperthread run and saves power.
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 struct Problem {
   GemmOp op;
   int64_t M, N, K;
@@ -357,35 +350,14 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   const float* Bp = prepacked ? p.Bpanels : ws;
   float* Ap = ws + b_floats;
 
-  // 1. Pack A (and B when shared), a fixed number of panels per task.
-  // A goes 2 panels per task: a short problem has few (11 at 128 rows) and 8 per task left one
-  // thread packing 8 while the other packed 3 and waited.
-  // Short problems (M <= kShortM) skip this region: their compute tasks pack A panels as they
-  // first reach them (step 2), which saves a fork and a join per product. At batch 1 a forward
-  // is a few hundred small products: the pool's waits went from 11.4% to 9.5% of BERT-mini's
-  // 1x32 profile.
+  // 1. Pack A (and B when shared), a fixed number of panels per task: A 2 per task, so that a
+  //    problem of a few panels still spreads over the threads. Short problems skip this: their
+  //    compute tasks pack A as they go (gemm_detail::LazyPanels).
   constexpr int64_t kPanelsPerTask = 8, kAPanelsPerTask = 2;
   const int64_t b_tasks = (short_m || prepacked) ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   const int64_t a_tasks = (m_panels + kAPanelsPerTask - 1) / kAPanelsPerTask;
-  // Per A panel of a short problem: 0 unpacked, 1 being packed, 2 packed.
-  static_assert(kShortM / 4 <= 64, "a short problem has at most 64 A panels (MR >= 4)");
-  std::atomic<uint8_t> a_state[64];
   const bool lazy_a = short_m && K > 0;
-  if (lazy_a) {
-    for (int64_t i = 0; i < m_panels; ++i) a_state[i].store(0, std::memory_order_relaxed);
-  }
-  // Panel i of A is packed on return: by this thread, or by another that claimed it first.
-  const auto ensure_a = [&](int64_t i) {
-    std::atomic<uint8_t>& st = a_state[i];
-    if (st.load(std::memory_order_acquire) == 2) return;
-    uint8_t unpacked = 0;
-    if (st.compare_exchange_strong(unpacked, 1, std::memory_order_acq_rel)) {
-      pack_a_panels(kn, p, i, 1, Ap);
-      st.store(2, std::memory_order_release);
-      return;
-    }
-    while (st.load(std::memory_order_acquire) != 2) cpu_relax();
-  };
+  gemm_detail::LazyPanels a_lazy(lazy_a ? m_panels : 0);
   if (K > 0 && !lazy_a) {
     run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
       if (t < b_tasks) {
@@ -429,12 +401,11 @@ Status run_gemm(const Ctx& c, const Problem& p) {
         PanelPrefetch next;
         const int64_t tile_panels = (m1 - m0 + MR - 1) / MR;
         if (!bt) next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, 1, tile_panels);
-        // Odd tasks walk their rows from the bottom, so that two threads starting together
-        // pack A from both ends instead of queueing on the first panel (lazy_a).
-        const bool reverse = lazy_a && (t & 1);
+        const bool reverse = lazy_a && (t & 1);  // odd tasks from the bottom (LazyPanels)
         for (int64_t q = 0; q < tile_panels; ++q) {
           const int64_t ir = m0 + (reverse ? tile_panels - 1 - q : q) * MR;
-          if (lazy_a && pc == 0 && jr == n0) ensure_a(ir / MR);
+          if (lazy_a && pc == 0 && jr == n0)
+            a_lazy.ensure(ir / MR, [&](int64_t i) { pack_a_panels(kn, p, i, 1, Ap); });
           const Prefetch pf = next.take();
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const float* a = Ap + (ir / MR) * a_panel + pc * MR;  // (kc, MR)

@@ -180,12 +180,18 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
   const uint16_t* Bp = prepacked ? p.Bpanels : reinterpret_cast<uint16_t*>(ws);
   char* Ap = ws + b_bytes;
 
-  // 1. Pack (and round) A, and B when shared, a fixed number of panels per task.
-  // A goes 2 panels per task, so the few panels of a short problem spread over the threads.
+  // 1. Pack (and round) A, and B when shared, a fixed number of panels per task: A 2 per task,
+  //    so that a problem of a few panels still spreads over the threads. Short problems skip
+  //    this: their compute tasks pack A as they go (gemm_detail::LazyPanels).
   constexpr int64_t kPanelsPerTask = 8, kAPanelsPerTask = 2;
   const int64_t b_tasks = (short_m || prepacked) ? 0 : (n_panels + kPanelsPerTask - 1) / kPanelsPerTask;
   const int64_t a_tasks = (m_panels + kAPanelsPerTask - 1) / kAPanelsPerTask;
-  if (K > 0) {
+  const auto pack_a = [&](int64_t q) {
+    kn.pack_a(Ap + q * a_panel, p.A + q * MR * lda, lda, K, static_cast<int>(std::min<int64_t>(MR, p.M - q * MR)));
+  };
+  const bool lazy_a = short_m && K > 0;
+  gemm_detail::LazyPanels a_lazy(lazy_a ? m_panels : 0);
+  if (K > 0 && !lazy_a) {
     run_parallel(c, a_tasks + b_tasks, [&](int64_t t) {
       const bool is_b = t < b_tasks;
       const int64_t per = is_b ? kPanelsPerTask : kAPanelsPerTask;
@@ -196,7 +202,7 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
           kn.pack_b(reinterpret_cast<uint16_t*>(ws) + q * b_panel, p.B + q * NR * ldb, ldb, K,
                     static_cast<int>(std::min<int64_t>(NR, p.N - q * NR)));
         else
-          kn.pack_a(Ap + q * a_panel, p.A + q * MR * lda, lda, K, static_cast<int>(std::min<int64_t>(MR, p.M - q * MR)));
+          pack_a(q);
       }
     });
   }
@@ -228,9 +234,12 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
         const uint16_t* b = bt ? bt + (jr - n0) / NR * NR * kcp : Bp + jr / NR * b_panel + pc * NR;
         // The next slice of a packed weight, prefetched among the dot products (as in fp32).
         gemm_detail::PanelPrefetch next;
-        if (!bt)
-          next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, kn.kstep, (m1 - m0 + MR - 1) / MR);
-        for (int64_t ir = m0; ir < m1; ir += MR) {
+        const int64_t tile_panels = (m1 - m0 + MR - 1) / MR;
+        if (!bt) next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, kn.kstep, tile_panels);
+        const bool reverse = lazy_a && (t & 1);  // odd tasks from the bottom (LazyPanels)
+        for (int64_t q = 0; q < tile_panels; ++q) {
+          const int64_t ir = m0 + (reverse ? tile_panels - 1 - q : q) * MR;
+          if (lazy_a && pc == 0 && jr == n0) a_lazy.ensure(ir / MR, pack_a);
           const gemm_detail::Prefetch pf = next.take();
           const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
           const char* a = Ap + ir / MR * a_panel + pc * MR * kn.a_bytes;

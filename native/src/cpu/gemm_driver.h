@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -51,6 +52,42 @@ constexpr int64_t kShortMinTasks = 4;
 // a product that uses each packed element only ceil(M / MR) times.
 constexpr int64_t kStreamM = 32;
 constexpr int64_t kStreamNC = 48;  // columns of C per task (a multiple of the 3-column dot block)
+
+// The A panels of a short problem (M <= kShortM), packed by the compute tasks as they first reach
+// them instead of in a parallel region of their own: one fork/join less per product, and a
+// forward at batch 1 is a few hundred small products. A task claims a panel with a
+// compare-and-swap and packs it; a task that finds it claimed waits until it is packed. Callers
+// walk odd tasks' rows from the bottom, so two threads starting together pack from both ends.
+// One per driver call, on its stack.
+class LazyPanels {
+ public:
+  static constexpr int64_t kMax = 64;  // kShortM rows in panels of at least 4
+  explicit LazyPanels(int64_t n) {
+    for (int64_t i = 0; i < n; ++i) state_[i].store(kUnpacked, std::memory_order_relaxed);
+  }
+  // Panel i is packed on return: by pack(i) here, or by the task that claimed it first.
+  template <typename Pack>
+  void ensure(int64_t i, const Pack& pack) {
+    std::atomic<uint8_t>& st = state_[i];
+    if (st.load(std::memory_order_acquire) == kPacked) return;
+    uint8_t unpacked = kUnpacked;
+    if (st.compare_exchange_strong(unpacked, kPacking, std::memory_order_acq_rel)) {
+      pack(i);
+      st.store(kPacked, std::memory_order_release);
+      return;
+    }
+    while (st.load(std::memory_order_acquire) != kPacked) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+  }
+
+ private:
+  static constexpr uint8_t kUnpacked = 0, kPacking = 1, kPacked = 2;
+  std::atomic<uint8_t> state_[kMax];
+};
+static_assert(kShortM / 4 <= LazyPanels::kMax, "every kernel's MR is at least 4");
 
 // The rows of one task's tile in the short-M case (M <= kShortM; m_panels = ceil(M / mr)).
 int64_t short_tile_rows(int64_t m_panels, int64_t N, int mr);
