@@ -423,9 +423,9 @@ Status launch_generic(const Ctx& c, const Launch& a) {
   return launch_status("attention_forward");
 }
 
-bool mma_head_size(int HD) { return HD == 32 || HD == 64 || HD == 128; }
-
 }  // namespace
+
+bool attention_tensor_core_head_size(int HD) { return HD == 32 || HD == 64 || HD == 128; }
 
 // ---- launchers -------------------------------------------------------------------------------
 
@@ -451,11 +451,11 @@ Status attention_forward(const Ctx& c, Tensor out, Tensor lse, Tensor qkv, const
            dropout_p > 0.f ? 1.0f / (1.0f - dropout_p) : 1.0f, seed, stream};
   const bool aligned = (reinterpret_cast<uintptr_t>(qkv.data) % 16) == 0;
   if (qkv.dtype == DType::kBF16) {
-    if (mma_head_size(HD) && aligned && (reinterpret_cast<uintptr_t>(out.data) % 4) == 0)
+    if (attention_tensor_core_head_size(HD) && aligned && (reinterpret_cast<uintptr_t>(out.data) % 4) == 0)
       return dispatch_mma<__nv_bfloat16>(c, a);
     return launch_generic<__nv_bfloat16>(c, a);
   }
-  if (c.compute == DType::kBF16 && mma_head_size(HD) && (reinterpret_cast<uintptr_t>(out.data) % 8) == 0) {
+  if (c.compute == DType::kBF16 && attention_tensor_core_head_size(HD) && (reinterpret_cast<uintptr_t>(out.data) % 8) == 0) {
     // f32 tensors, bf16 compute: round q/k/v to bf16 once, keep the output f32.
     void* buf = nullptr;
     ELMO_RETURN_IF_ERROR(c.scratch->device(static_cast<size_t>(qkv.numel()) * 2, &buf));

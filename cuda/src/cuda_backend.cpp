@@ -305,9 +305,9 @@ class CudaBackend final : public Backend {
     return cuda::gemm(stream_, cfg, out, pre_gelu, a2, b2, bias, residual, op, ep, accumulate);
   }
   bool gemm_bf16_activations() const override { return bf16_activations_; }
-  // attention_forward's tensor-core kernels (cuda/src/attention.cu) round f32 q/k/v to bf16.
+  // attention_forward's tensor-core kernels round f32 q/k/v to bf16 under bf16 compute.
   bool attention_bf16_io(int head_dim) const override {
-    return bf16_activations_ && compute_ == DType::kBF16 && (head_dim == 32 || head_dim == 64 || head_dim == 128);
+    return bf16_activations_ && compute_ == DType::kBF16 && cuda::attention_tensor_core_head_size(head_dim);
   }
   // The tensor-core GEMM reads row-major weights directly (weight_panel() == 0).
   Status pack_weight(Tensor* w, bool packed) override {

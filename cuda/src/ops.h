@@ -74,6 +74,9 @@ Status attention_forward(const Ctx& c, Tensor out, Tensor lse, Tensor qkv, const
                          float dropout_p, uint64_t seed, uint64_t stream);
 Status attention_backward(const Ctx& c, Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
                           const Offsets& o, int NH, int HD, float dropout_p, uint64_t seed, uint64_t stream);
+// Head sizes with a tensor-core forward kernel (bf16 q/k/v; f32 ones are rounded to bf16 first
+// under bf16 compute); others take the generic kernel.
+bool attention_tensor_core_head_size(int HD);
 
 // gather.cu
 Status gather_rows(const Ctx& c, Tensor out, Tensor inp, Tensor idx);
