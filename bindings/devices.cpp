@@ -87,8 +87,9 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
 }
 
 // cpuPeak(seconds): the measured arithmetic peak of the CPU backend's threads on its ISA path
-// (measure_cpu_peak, which refuses seconds outside (0, 60] with ERR_INPUT). Runs on the calling thread for about 2 x seconds: meant for `elmo info
-// --peak` and benchmarks, not for a server's event loop.
+// (measure_cpu_peak, which refuses seconds outside (0, 60] with ERR_INPUT). Runs on the calling
+// thread for about 2 x seconds: meant for `elmo info --peak` and benchmarks, not for a
+// server's event loop.
 Napi::Value cpu_peak(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   double seconds = 0.25;
