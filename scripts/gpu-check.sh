@@ -75,11 +75,12 @@ if [ "${STEP[build]}" = ok ]; then
     echo "exit $rc" >>"$REPORT_DIR/tests.log"
     [ "$rc" = 0 ] || [ "$rc" = 77 ] || STEP[tests]=failed
   done
-  # The whole model again with the Hopper wgmma GEMM on every NT product (it is opt-in, so the
-  # run above took mma.sync); a no-op on other GPUs.
+  # The whole model again with the opt-in kernels: the Hopper wgmma GEMM on every NT product (a
+  # no-op on other GPUs) and attention with 32 query rows per warp (the fixtures' head size is
+  # 32). cuda_test_gemm and cuda_test_ops above test each against references on its own.
   if [ -x "$BUILD/cuda_test_bert" ]; then
-    echo "--- cuda_test_bert (ELMO_CUDA_WGMMA=force)" >>"$REPORT_DIR/tests.log"
-    ELMO_CUDA_WGMMA=force ELMO_FIXTURES="$ROOT/test/fixtures" timeout 120 "$BUILD/cuda_test_bert" >>"$REPORT_DIR/tests.log" 2>&1
+    echo "--- cuda_test_bert (ELMO_CUDA_WGMMA=force ELMO_CUDA_ATTN_ROWS=32)" >>"$REPORT_DIR/tests.log"
+    ELMO_CUDA_WGMMA=force ELMO_CUDA_ATTN_ROWS=32 ELMO_FIXTURES="$ROOT/test/fixtures" timeout 120 "$BUILD/cuda_test_bert" >>"$REPORT_DIR/tests.log" 2>&1
     rc=$?
     echo "exit $rc" >>"$REPORT_DIR/tests.log"
     [ "$rc" = 0 ] || [ "$rc" = 77 ] || STEP[tests]=failed
@@ -169,7 +170,7 @@ for r in rows:
         if key(r) in tab:
             t = tab[key(r)]; base = t.get("tflops") or t.get("seq_per_s") or t.get("tokens_per_s")
     ratio = f"{val / base:.2f}x" if val and base else "-"
-    desc = " ".join(f"{k}={r[k]}" for k in ("m","n","k","op","B","S","HD","model","batch","seq","dtype","kernel","variant") if k in r)
+    desc = " ".join(f"{k}={r[k]}" for k in ("m","n","k","op","B","S","HD","model","batch","seq","dtype","kernel","rows","variant") if k in r)
     print(f"{b:16s} {desc:64s} {val if val is not None else '-':>10} vs torch {base if base is not None else '-':>10} {ratio}")
 PY
 echo "total $(($(date +%s) - t0)) s"

@@ -1,10 +1,11 @@
 // Flash attention forward throughput (cuda/src/attention.cu), bf16 tensor-core path.
 // Shapes: NH=12, HD=64 (BERT-base), B=32 at S in {128, 512} and B=256 at S=128; every sequence
-// full length (a packed batch of B*S tokens with uniform offsets), dropout off.
+// full length (a packed batch of B*S tokens with uniform offsets), dropout off. Each shape runs
+// the tensor-core kernel with 16 and with 32 query rows per warp (Ctx::attention_rows).
 // Protocol: 5 warm-up runs, then 20 runs each timed with CUDA events; the median is reported.
 // FLOPs counted as 4*B*NH*S²*HD (QKᵀ and PV), as FlashAttention reports them.
 // One JSON row per shape:
-//   {"bench":"cuda_attention","B":..,"S":..,"NH":..,"HD":..,"dtype":"bf16","ms":..,"tflops":..}
+//   {"bench":"cuda_attention","B":..,"S":..,"NH":..,"HD":..,"dtype":"bf16","rows":16|32,"ms":..,"tflops":..}
 // Compare with scripts/bench_torch_attention_gpu.py (torch SDPA, flash backend). Exit 77 without
 // a device.
 #include <cuda_bf16.h>
@@ -47,7 +48,7 @@ __global__ void init_kernel(__nv_bfloat16* p, int64_t n, uint32_t seed) {
     }                                                                                       \
   } while (0)
 
-int run(int B, int S, int NH, int HD, const cudaDeviceProp& prop) {
+int run(int B, int S, int NH, int HD, int rows, const cudaDeviceProp& prop) {
   const int64_t T = static_cast<int64_t>(B) * S, C = static_cast<int64_t>(NH) * HD;
   __nv_bfloat16 *qkv = nullptr, *out = nullptr;
   float* lse = nullptr;
@@ -71,6 +72,7 @@ int run(int B, int S, int NH, int HD, const cudaDeviceProp& prop) {
   ctx.scratch = &scratch;
   ctx.sm_count = prop.multiProcessorCount;
   ctx.max_smem_optin = prop.sharedMemPerBlockOptin;
+  ctx.attention_rows = rows;
   elmo::Offsets o;
   elmo::Status st = elmo::make_offsets(&o, off.data(), off_dev, B, T);
   elmo::Tensor tq(qkv, elmo::DType::kBF16, {T, 3 * C}, elmo::Device::kCuda);
@@ -98,9 +100,9 @@ int run(int B, int S, int NH, int HD, const cudaDeviceProp& prop) {
   std::sort(ms.begin(), ms.end());
   const double med = 0.5 * (ms[9] + ms[10]);
   const double flops = 4.0 * B * NH * static_cast<double>(S) * S * HD;
-  std::printf("{\"bench\":\"cuda_attention\",\"B\":%d,\"S\":%d,\"NH\":%d,\"HD\":%d,\"dtype\":\"bf16\",\"ms\":%.4f,"
-              "\"tflops\":%.2f}\n",
-              B, S, NH, HD, med, flops / (med * 1e-3) / 1e12);
+  std::printf("{\"bench\":\"cuda_attention\",\"B\":%d,\"S\":%d,\"NH\":%d,\"HD\":%d,\"dtype\":\"bf16\",\"rows\":%d,"
+              "\"ms\":%.4f,\"tflops\":%.2f}\n",
+              B, S, NH, HD, rows, med, flops / (med * 1e-3) / 1e12);
   std::fflush(stdout);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
@@ -127,6 +129,7 @@ int main() {
   std::fprintf(stderr, "device 0: %s\n", prop.name);
   const int shapes[][2] = {{32, 128}, {32, 512}, {256, 128}};
   int rc = 0;
-  for (const auto& sh : shapes) rc |= run(sh[0], sh[1], 12, 64, prop);
+  for (const auto& sh : shapes)
+    for (int rows : {16, 32}) rc |= run(sh[0], sh[1], 12, 64, rows, prop);
   return rc;
 }

@@ -9,18 +9,26 @@
 //   No [T, T] matrix is ever stored; no work is spent on padding.
 //
 // Two kernels:
-//   * attention_mma_kernel<HD>: bf16 q/k/v on tensor cores (mma.sync m16n8k16 for QKᵀ and PV,
-//     f32 accumulate), HD in {32, 64, 128}. A block of 4 warps owns 64 query rows (16 per
-//     warp, kept in registers as A fragments); 64-key K/V tiles stream through shared memory
-//     with cp.async, double-buffered, so the next tile loads while this one is computed.
+//   * attention_mma_kernel<HD, MT>: bf16 q/k/v on tensor cores (mma.sync m16n8k16 for QKᵀ and
+//     PV, f32 accumulate), HD in {32, 64, 128}. A block of 4 warps owns 64·MT query rows (16·MT
+//     per warp, kept in registers as A fragments); 64-key K/V tiles stream through shared
+//     memory with cp.async, double-buffered, so the next tile loads while this one is computed.
 //     Scores are kept in the exp2 domain (pre-scaled by log2 e).
+//     MT = 1 or 2 row tiles of 16 per warp. Each K or V fragment a warp loads from shared
+//     memory (ldmatrix) feeds MT mma.sync, so MT = 2 halves the shared-memory traffic per FLOP,
+//     which bounds the MT = 1 kernel once sequences are long (S = 512: 0.77x SDPA's flash
+//     kernel on an H200). It costs registers (HD <= 64 only) and gives half as many blocks, so
+//     it pays for long sequences: attention_rows_per_warp() picks.
 //   * attention_generic_kernel<T>: any HD <= 256, f32 math on f32 or bf16 storage; the
 //     parity path. One warp per query row; lane j scores key j of a 32-key tile.
 // attention_backward is not on CUDA yet (ERR_UNSUPPORTED).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "elmo/philox.h"
 #include "ops.h"
@@ -126,16 +134,16 @@ __global__ void __launch_bounds__(kGenRows * 32)
 // ---- kernels: bf16 tensor cores ------------------------------------------------------------
 
 constexpr int kWarps = 4;
-constexpr int kBQ = 16 * kWarps;  // query rows per block
+constexpr int kBQ = 16 * kWarps;  // query rows per block per row tile (MT)
 constexpr int kBK = 64;           // keys per tile
 
 template <int HD>
 constexpr int mma_stride() {
   return HD + 8;  // +16 bytes per row: ldmatrix rows land in distinct banks
 }
-template <int HD>
+template <int HD, int MT>
 constexpr size_t mma_smem_bytes() {
-  return sizeof(__nv_bfloat16) * static_cast<size_t>(mma_stride<HD>()) * (kBQ + 4 * kBK);
+  return sizeof(__nv_bfloat16) * static_cast<size_t>(mma_stride<HD>()) * (kBQ * MT + 4 * kBK);
 }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -193,51 +201,63 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const __nv_bfloat1
   }
 }
 
-template <int HD, class OutT>
+template <int HD, int MT, class OutT>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_mma_kernel(OutT* __restrict__ out, float* __restrict__ lse, const __nv_bfloat16* __restrict__ qkv,
                          const int32_t* __restrict__ offsets, int64_t Ttot, int NH, float scale_log2, float p,
                          float keep_scale, uint64_t seed, uint64_t stream) {
   constexpr int S = mma_stride<HD>();
-  constexpr int KS = HD / 16;  // k-steps over the head dimension
-  constexpr int DT = HD / 8;   // 8-wide output tiles
+  constexpr int KS = HD / 16;      // k-steps over the head dimension
+  constexpr int DT = HD / 8;       // 8-wide output tiles
+  constexpr int BQ = kBQ * MT;     // query rows per block
+  constexpr int WR = 16 * MT;      // query rows per warp
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kBQ][S]
-  __nv_bfloat16* ks = qs + kBQ * S;                                 // [2][kBK][S]
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [BQ][S]
+  __nv_bfloat16* ks = qs + BQ * S;                                  // [2][kBK][S]
   __nv_bfloat16* vs = ks + 2 * kBK * S;                             // [2][kBK][S]
 
   const int b = blockIdx.z, h = blockIdx.y;
   const int64_t s0 = offsets[b];
   const int len = offsets[b + 1] - offsets[b];
-  const int q0 = blockIdx.x * kBQ;
+  const int q0 = blockIdx.x * BQ;
   if (q0 >= len) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, tig = lane & 3;
   const int64_t C = static_cast<int64_t>(NH) * HD, ld3 = 3 * C;
   const __nv_bfloat16* base = qkv + s0 * ld3 + static_cast<int64_t>(h) * HD;
 
-  load_tile<HD, kBQ>(qs, base + q0 * ld3, ld3, len - q0);
+  load_tile<HD, BQ>(qs, base + q0 * ld3, ld3, len - q0);
   load_tile<HD, kBK>(ks, base + C, ld3, len);
   load_tile<HD, kBK>(vs, base + 2 * C, ld3, len);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
 
-  // This warp's 16 query rows as A fragments, one per 16-wide k-step.
-  uint32_t qf[KS][4];
-  {
-    const int r = warp * 16 + (lane & 15), c = (lane >> 4) * 8;
+  // This warp's 16·MT query rows as A fragments, one per row tile and 16-wide k-step.
+  uint32_t qf[MT][KS][4];
 #pragma unroll
-    for (int kk = 0; kk < KS; ++kk) ldmatrix_x4(qf[kk], smem_addr(qs + r * S + kk * 16 + c));
+  for (int mt = 0; mt < MT; ++mt) {
+    const int r = warp * WR + mt * 16 + (lane & 15), c = (lane >> 4) * 8;
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) ldmatrix_x4(qf[mt][kk], smem_addr(qs + r * S + kk * 16 + c));
   }
 
-  float o[DT][4];
+  float o[MT][DT][4];
 #pragma unroll
-  for (int dt = 0; dt < DT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY;  // running max of rows g and g+8 (exp2 domain)
-  float l0 = 0.f, l1 = 0.f;              // this thread's part of the row sums
-  const int row0 = q0 + warp * 16 + g;   // sequence-local query rows of this thread
-  const int row1 = row0 + 8;
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int dt = 0; dt < DT; ++dt) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
+  // Per row tile, rows g and g+8 of it: running max (exp2 domain), this thread's part of the
+  // row sums, and the sequence-local row.
+  float m[MT][2], l[MT][2];
+  int row[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.f;
+    row[mt][0] = q0 + warp * WR + mt * 16 + g;
+    row[mt][1] = row[mt][0] + 8;
+  }
 
   const int ntiles = (len + kBK - 1) / kBK;
   for (int t = 0; t < ntiles; ++t) {
@@ -252,10 +272,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     const __nv_bfloat16* vt = vs + stage * kBK * S;
     const int k0 = t * kBK;
 
-    // S = Q Kᵀ: 8 n-tiles of 8 keys.
-    float s[kBK / 8][4];
+    // S = Q Kᵀ: 8 n-tiles of 8 keys per row tile; each K fragment serves every row tile.
+    float s[MT][kBK / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < kBK / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kBK / 8; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
 #pragma unroll
     for (int np = 0; np < kBK / 16; ++np) {
       const int key = np * 16 + (lane & 7) + ((lane >> 4) << 3);
@@ -264,102 +286,115 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int kk = 0; kk < KS; ++kk) {
         uint32_t bfr[4];
         ldmatrix_x4(bfr, smem_addr(kt + key * S + kk * 16 + dim));
-        mma_bf16(s[2 * np], qf[kk], bfr[0], bfr[1]);
-        mma_bf16(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_bf16(s[mt][2 * np], qf[mt][kk], bfr[0], bfr[1]);
+          mma_bf16(s[mt][2 * np + 1], qf[mt][kk], bfr[2], bfr[3]);
+        }
       }
     }
 
     // Mask keys past the sequence, scale into the exp2 domain, online softmax.
-    float tmax0 = -INFINITY, tmax1 = -INFINITY;
 #pragma unroll
-    for (int nt = 0; nt < kBK / 8; ++nt) {
+    for (int mt = 0; mt < MT; ++mt) {
+      float tmax0 = -INFINITY, tmax1 = -INFINITY;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = k0 + nt * 8 + 2 * tig + (e & 1);
-        s[nt][e] = key < len ? s[nt][e] * scale_log2 : -INFINITY;
-      }
-      tmax0 = fmaxf(tmax0, fmaxf(s[nt][0], s[nt][1]));
-      tmax1 = fmaxf(tmax1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 1));
-    tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 2));
-    tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 1));
-    tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 2));
-    const float mn0 = fmaxf(m0, tmax0), mn1 = fmaxf(m1, tmax1);
-    const float c0 = fast_exp2(m0 - mn0), c1 = fast_exp2(m1 - mn1);
-    m0 = mn0;
-    m1 = mn1;
-    l0 *= c0;
-    l1 *= c1;
-#pragma unroll
-    for (int dt = 0; dt < DT; ++dt) {
-      o[dt][0] *= c0;
-      o[dt][1] *= c0;
-      o[dt][2] *= c1;
-      o[dt][3] *= c1;
-    }
-#pragma unroll
-    for (int nt = 0; nt < kBK / 8; ++nt) {
-      s[nt][0] = fast_exp2(s[nt][0] - mn0);
-      s[nt][1] = fast_exp2(s[nt][1] - mn0);
-      s[nt][2] = fast_exp2(s[nt][2] - mn1);
-      s[nt][3] = fast_exp2(s[nt][3] - mn1);
-      l0 += s[nt][0] + s[nt][1];
-      l1 += s[nt][2] + s[nt][3];
-    }
-    if (p > 0.f) {  // dropout on P after the row sums (the softmax is of the undropped scores)
-#pragma unroll
-      for (int nt = 0; nt < kBK / 8; ++nt)
+      for (int nt = 0; nt < kBK / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int key = k0 + nt * 8 + 2 * tig + (e & 1);
-          const int qrow = e < 2 ? row0 : row1;
-          if (key < len && qrow < len) {
-            const uint64_t idx = (static_cast<uint64_t>(h) * Ttot + static_cast<uint64_t>(s0 + qrow)) * Ttot +
-                                 static_cast<uint64_t>(s0 + key);
-            s[nt][e] = dropout_keep(seed, stream, idx, p) ? s[nt][e] * keep_scale : 0.f;
-          }
+          s[mt][nt][e] = key < len ? s[mt][nt][e] * scale_log2 : -INFINITY;
         }
+        tmax0 = fmaxf(tmax0, fmaxf(s[mt][nt][0], s[mt][nt][1]));
+        tmax1 = fmaxf(tmax1, fmaxf(s[mt][nt][2], s[mt][nt][3]));
+      }
+      tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 1));
+      tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 2));
+      tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 1));
+      tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 2));
+      const float mn0 = fmaxf(m[mt][0], tmax0), mn1 = fmaxf(m[mt][1], tmax1);
+      const float c0 = fast_exp2(m[mt][0] - mn0), c1 = fast_exp2(m[mt][1] - mn1);
+      m[mt][0] = mn0;
+      m[mt][1] = mn1;
+      l[mt][0] *= c0;
+      l[mt][1] *= c1;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        o[mt][dt][0] *= c0;
+        o[mt][dt][1] *= c0;
+        o[mt][dt][2] *= c1;
+        o[mt][dt][3] *= c1;
+      }
+#pragma unroll
+      for (int nt = 0; nt < kBK / 8; ++nt) {
+        s[mt][nt][0] = fast_exp2(s[mt][nt][0] - mn0);
+        s[mt][nt][1] = fast_exp2(s[mt][nt][1] - mn0);
+        s[mt][nt][2] = fast_exp2(s[mt][nt][2] - mn1);
+        s[mt][nt][3] = fast_exp2(s[mt][nt][3] - mn1);
+        l[mt][0] += s[mt][nt][0] + s[mt][nt][1];
+        l[mt][1] += s[mt][nt][2] + s[mt][nt][3];
+      }
+      if (p > 0.f) {  // dropout on P after the row sums (the softmax is of the undropped scores)
+#pragma unroll
+        for (int nt = 0; nt < kBK / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = k0 + nt * 8 + 2 * tig + (e & 1);
+            const int qrow = row[mt][e >> 1];
+            if (key < len && qrow < len) {
+              const uint64_t idx = (static_cast<uint64_t>(h) * Ttot + static_cast<uint64_t>(s0 + qrow)) * Ttot +
+                                   static_cast<uint64_t>(s0 + key);
+              s[mt][nt][e] = dropout_keep(seed, stream, idx, p) ? s[mt][nt][e] * keep_scale : 0.f;
+            }
+          }
+      }
     }
 
-    // O += P V: P's accumulator layout is the A-fragment layout, 16 keys per k-step.
+    // O += P V: P's accumulator layout is the A-fragment layout, 16 keys per k-step; each V
+    // fragment serves every row tile.
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) {
-      uint32_t pf[4];
-      pf[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-      pf[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-      pf[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pf[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      uint32_t pf[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        pf[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pf[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pf[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pf[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
       const int key = kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
       const int dim = (lane >> 4) * 8;
 #pragma unroll
       for (int dp = 0; dp < DT / 2; ++dp) {
         uint32_t bfr[4];
         ldmatrix_x4_trans(bfr, smem_addr(vt + key * S + dp * 16 + dim));
-        mma_bf16(o[2 * dp], pf, bfr[0], bfr[1]);
-        mma_bf16(o[2 * dp + 1], pf, bfr[2], bfr[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_bf16(o[mt][2 * dp], pf[mt], bfr[0], bfr[1]);
+          mma_bf16(o[mt][2 * dp + 1], pf[mt], bfr[2], bfr[3]);
+        }
       }
     }
     cp_async_wait_all();
     __syncthreads();  // the next tile has landed; this stage may be overwritten
   }
 
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
-  if (row0 < len) {
-    OutT* y = out + (s0 + row0) * C + static_cast<int64_t>(h) * HD + 2 * tig;
 #pragma unroll
-    for (int dt = 0; dt < DT; ++dt) store_pair(y + dt * 8, o[dt][0] * inv0, o[dt][1] * inv0);
-    if (tig == 0 && lse) lse[static_cast<int64_t>(h) * Ttot + s0 + row0] = (m0 + __log2f(l0)) * 0.69314718055994531f;
-  }
-  if (row1 < len) {
-    OutT* y = out + (s0 + row1) * C + static_cast<int64_t>(h) * HD + 2 * tig;
+  for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int dt = 0; dt < DT; ++dt) store_pair(y + dt * 8, o[dt][2] * inv1, o[dt][3] * inv1);
-    if (tig == 0 && lse) lse[static_cast<int64_t>(h) * Ttot + s0 + row1] = (m1 + __log2f(l1)) * 0.69314718055994531f;
+    for (int half = 0; half < 2; ++half) {
+      float sum = l[mt][half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int r = row[mt][half];
+      if (r >= len) continue;
+      const float inv = 1.0f / sum;
+      OutT* y = out + (s0 + r) * C + static_cast<int64_t>(h) * HD + 2 * tig;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) store_pair(y + dt * 8, o[mt][dt][2 * half] * inv, o[mt][dt][2 * half + 1] * inv);
+      if (tig == 0 && lse)
+        lse[static_cast<int64_t>(h) * Ttot + s0 + r] = (m[mt][half] + __log2f(sum)) * 0.69314718055994531f;
+    }
   }
 }
 
@@ -375,18 +410,19 @@ struct Launch {
   uint64_t seed, stream;
 };
 
-template <int HD, class OutT>
+template <int HD, int MT, class OutT>
 Status launch_mma(const Ctx& c, const Launch& a) {
-  constexpr size_t smem = mma_smem_bytes<HD>();
-  auto kernel = attention_mma_kernel<HD, OutT>;
+  constexpr size_t smem = mma_smem_bytes<HD, MT>();
+  auto kernel = attention_mma_kernel<HD, MT, OutT>;
   if (smem > 48 * 1024) {
     if (smem > c.max_smem_optin)
       return Status(Code::kUnsupported, strformat("attention_forward: needs %zu bytes of shared memory", smem));
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (e != cudaSuccess) return Status(Code::kCuda, strformat("attention_forward: %s", cudaGetErrorString(e)));
+    static std::atomic<uint64_t> configured{0};
+    ELMO_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, &configured, "attention_forward: raise the shared memory limit"));
   }
   const float scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(HD)));
-  dim3 grid(static_cast<unsigned>((a.o->max_len + kBQ - 1) / kBQ), static_cast<unsigned>(a.NH),
+  constexpr int BQ = kBQ * MT;
+  dim3 grid(static_cast<unsigned>((a.o->max_len + BQ - 1) / BQ), static_cast<unsigned>(a.NH),
             static_cast<unsigned>(a.o->B));
   kernel<<<grid, kWarps * 32, smem, c.stream>>>(static_cast<OutT*>(a.out), a.lse,
                                                 static_cast<const __nv_bfloat16*>(a.qkv), a.o->dev, a.o->T, a.NH,
@@ -394,12 +430,26 @@ Status launch_mma(const Ctx& c, const Launch& a) {
   return launch_status("attention_forward");
 }
 
+// ELMO_CUDA_ATTN_ROWS in the environment (read once): 16, 32, or "auto" (-1); 0 when unset or
+// anything else.
+int attention_rows_env() {
+  static const int rows = [] {
+    const char* v = std::getenv("ELMO_CUDA_ATTN_ROWS");
+    if (v == nullptr) return 0;
+    if (std::strcmp(v, "16") == 0) return 16;
+    if (std::strcmp(v, "32") == 0) return 32;
+    return std::strcmp(v, "auto") == 0 ? -1 : 0;
+  }();
+  return rows;
+}
+
 template <class OutT>
 Status dispatch_mma(const Ctx& c, const Launch& a) {
+  const bool two = attention_rows_per_warp(c.attention_rows, a.HD, a.o->max_len) == 32;
   switch (a.HD) {
-    case 32: return launch_mma<32, OutT>(c, a);
-    case 64: return launch_mma<64, OutT>(c, a);
-    case 128: return launch_mma<128, OutT>(c, a);
+    case 32: return two ? launch_mma<32, 2, OutT>(c, a) : launch_mma<32, 1, OutT>(c, a);
+    case 64: return two ? launch_mma<64, 2, OutT>(c, a) : launch_mma<64, 1, OutT>(c, a);
+    case 128: return launch_mma<128, 1, OutT>(c, a);
     default: return Status(Code::kUnsupported, "attention_forward: no tensor-core kernel for this head size");
   }
 }
@@ -426,6 +476,13 @@ Status launch_generic(const Ctx& c, const Launch& a) {
 }  // namespace
 
 bool attention_tensor_core_head_size(int HD) { return HD == 32 || HD == 64 || HD == 128; }
+
+int attention_rows_per_warp(int requested, int HD, int max_len) {
+  if (requested == 0) requested = attention_rows_env();
+  if (HD > 64) return 16;  // 32 rows' accumulators and fragments would not fit in registers
+  if (requested == -1) return max_len >= 256 ? 32 : 16;
+  return requested == 32 ? 32 : 16;
+}
 
 // ---- launchers -------------------------------------------------------------------------------
 

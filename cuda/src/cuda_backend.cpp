@@ -160,6 +160,7 @@ class CudaBackend final : public Backend {
     ctx_.sm_count = prop.multiProcessorCount;
     ctx_.max_smem_optin = prop.sharedMemPerBlockOptin;
     ctx_.compute = compute_;
+    ctx_.attention_rows = opts.attention_rows;
     return Status::ok();
   }
 
@@ -470,6 +471,10 @@ Status make_cuda_backend(std::unique_ptr<Backend>* out, const CudaOptions& opts)
   ELMO_CHECK(out != nullptr, Code::kInput, "make_cuda_backend: output is missing");
   ELMO_CHECK(opts.compute == DType::kF32 || opts.compute == DType::kBF16, Code::kInput,
              "make_cuda_backend: compute must be f32 or bf16, received %s", dtype_name(opts.compute));
+  ELMO_CHECK(opts.attention_rows == 0 || opts.attention_rows == -1 || opts.attention_rows == 16 ||
+                 opts.attention_rows == 32,
+             Code::kInput, "make_cuda_backend: attention_rows must be 0, -1, 16 or 32, received %d",
+             opts.attention_rows);
   std::vector<CudaDeviceInfo> devs;
   std::string reason;
   ELMO_RETURN_IF_ERROR(cuda_devices(&devs, &reason));

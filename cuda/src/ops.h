@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "attention.h"
 #include "elmo/backend.h"
 
 namespace elmo::cuda {
@@ -35,6 +36,7 @@ struct Ctx {
   int sm_count = 1;
   size_t max_smem_optin = 48 * 1024;  // bytes of dynamic shared memory a block may opt into
   DType compute = DType::kF32;        // operand precision for f32 attention (kF32 or kBF16)
+  int attention_rows = 0;             // CudaOptions::attention_rows
 };
 
 // Turns the last launch's error into a Status naming the op.
@@ -74,9 +76,7 @@ Status attention_forward(const Ctx& c, Tensor out, Tensor lse, Tensor qkv, const
                          float dropout_p, uint64_t seed, uint64_t stream);
 Status attention_backward(const Ctx& c, Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
                           const Offsets& o, int NH, int HD, float dropout_p, uint64_t seed, uint64_t stream);
-// Head sizes with a tensor-core forward kernel (bf16 q/k/v; f32 ones are rounded to bf16 first
-// under bf16 compute); others take the generic kernel.
-bool attention_tensor_core_head_size(int HD);
+// (attention_tensor_core_head_size, attention_rows_per_warp: attention.h)
 
 // gather.cu
 Status gather_rows(const Ctx& c, Tensor out, Tensor inp, Tensor idx);

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.h"
 #include "elmo/cuda_backend.h"
 #include "elmo/half.h"
 #include "elmo/philox.h"
@@ -41,6 +42,10 @@ using elmo_test::random_vec;
 namespace {
 
 std::unique_ptr<Backend> g_gpu, g_gpu_bf16, g_cpu;
+// The tensor-core attention kernel with 16 and with 32 query rows per warp whatever the default
+// (CudaOptions::attention_rows), the second also under bf16 compute.
+std::unique_ptr<Backend> g_gpu_rows16, g_gpu_rows32, g_gpu_rows32_bf16;
+bool bf16_compute(const Backend& b) { return &b == g_gpu_bf16.get() || &b == g_gpu_rows32_bf16.get(); }
 std::set<std::string> g_cpu_missing;
 
 // ---- host helpers ----------------------------------------------------------------------------
@@ -213,7 +218,7 @@ void attention_case(Backend& gpu, const std::vector<int>& lens, int NH, int HD, 
   const auto off = make_offsets_vec(lens);
   const int64_t T = off.back(), C = static_cast<int64_t>(NH) * HD;
   std::vector<float> qkv = random_vec(T * 3 * C, 1000 + HD + T, -2, 2);
-  if (dt == DType::kBF16 || &gpu == g_gpu_bf16.get()) qkv = bf16_vec(qkv);
+  if (dt == DType::kBF16 || bf16_compute(gpu)) qkv = bf16_vec(qkv);
   std::vector<double> ref_out, ref_lse;
   const uint64_t seed = 0x1234567887654321ull, stream = 7;
   ref_attention(&ref_out, &ref_lse, qkv, off, NH, HD, p, seed, stream);
@@ -253,6 +258,27 @@ TEST_CASE(attention_forward_dropout) {
     attention_case(*g_gpu, {1, 3, 63, 65, 130}, 2, HD, DType::kBF16, 0.1f, 1e-2, "bf16");
   }
   attention_case(*g_gpu, {130, 65}, 2, 128, DType::kBF16, 0.3f, 1e-2, "bf16");
+}
+
+// Sequences of 256 tokens and more (where the 32-row kernel is chosen by length), with short
+// ones and tails in the same batch, on both tile heights; dropout included.
+TEST_CASE(attention_forward_bf16_rows_per_warp) {
+  const std::vector<std::vector<int>> long_sets = {{511, 1, 300, 257, 64, 129}, {512}, {256, 3}};
+  for (Backend* gpu : {g_gpu_rows16.get(), g_gpu_rows32.get()}) {
+    const char* tag = gpu == g_gpu_rows16.get() ? "bf16 rows=16" : "bf16 rows=32";
+    for (const auto& lens : long_sets)
+      for (int HD : {32, 64}) attention_case(*gpu, lens, 2, HD, DType::kBF16, 0.f, 1e-2, tag);
+    attention_case(*gpu, long_sets[0], 2, 64, DType::kBF16, 0.1f, 1e-2, tag);
+    attention_case(*gpu, {1, 3, 63, 65, 130}, 3, 64, DType::kBF16, 0.f, 1e-2, tag);
+  }
+  for (int HD : {32, 64, 128})
+    attention_case(*g_gpu_rows32_bf16, long_sets[0], 2, HD, DType::kF32, 0.f, 1e-2, "f32/bf16-compute rows=32");
+  // What each asks for: 32 only for head sizes <= 64; "auto" (-1) from 256 tokens.
+  CHECK(elmo::cuda::attention_rows_per_warp(32, 64, 10) == 32);
+  CHECK(elmo::cuda::attention_rows_per_warp(32, 128, 512) == 16);
+  CHECK(elmo::cuda::attention_rows_per_warp(16, 64, 512) == 16);
+  CHECK(elmo::cuda::attention_rows_per_warp(-1, 64, 255) == 16);
+  CHECK(elmo::cuda::attention_rows_per_warp(-1, 64, 256) == 32);
 }
 
 TEST_CASE(attention_forward_bad_input) {
@@ -809,6 +835,22 @@ int main() {
     o.compute = DType::kBF16;
     s = elmo::make_cuda_backend(&g_gpu_bf16, o);
   }
+  elmo::CudaOptions rows;
+  rows.attention_rows = 16;
+  if (s.is_ok()) s = elmo::make_cuda_backend(&g_gpu_rows16, rows);
+  rows.attention_rows = 32;
+  if (s.is_ok()) s = elmo::make_cuda_backend(&g_gpu_rows32, rows);
+  rows.compute = DType::kBF16;
+  if (s.is_ok()) s = elmo::make_cuda_backend(&g_gpu_rows32_bf16, rows);
+  if (s.is_ok()) {
+    rows.attention_rows = 24;  // not a tile height
+    std::unique_ptr<Backend> bad;
+    const Status r = elmo::make_cuda_backend(&bad, rows);
+    if (r.code() != Code::kInput) {
+      std::printf("FAIL setup: attention_rows = 24 gave %s, expected ERR_INPUT\n", elmo::code_name(r.code()));
+      return 1;
+    }
+  }
   if (s.is_ok()) s = elmo::make_cpu_backend(&g_cpu);
   if (!s.is_ok()) {
     std::printf("FAIL setup: %s: %s\n", elmo::code_name(s.code()), s.message().c_str());
@@ -823,5 +865,8 @@ int main() {
   }
   g_gpu.reset();
   g_gpu_bf16.reset();
+  g_gpu_rows16.reset();
+  g_gpu_rows32.reset();
+  g_gpu_rows32_bf16.reset();
   return rc;
 }

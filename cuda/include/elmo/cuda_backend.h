@@ -35,6 +35,11 @@ struct CudaOptions {
   // (Backend::gemm_bf16_activations, attention_bf16_io; the same bits, less traffic). false
   // keeps them f32: the reference the tests compare against.
   bool bf16_activations = true;
+  // Query rows per warp of the tensor-core attention kernel: 16, 32 (twice the work per
+  // shared-memory read, half the blocks: for long sequences; head sizes <= 64), -1 to choose
+  // by length (32 from 256 tokens), 0 for the default: ELMO_CUDA_ATTN_ROWS (16, 32 or auto)
+  // in the environment, else 16. 32 has not yet run on a GPU, hence not the default.
+  int attention_rows = 0;
 };
 Status make_cuda_backend(std::unique_ptr<Backend>* out, const CudaOptions& opts = {});
 
