@@ -117,10 +117,15 @@ Status layernorm_forward(const Ctx& ctx, Tensor out, Tensor sum_out, Tensor mean
   float* so = sum_out.empty() ? nullptr : sum_out.f32();
   float* mu = mean.empty() ? nullptr : mean.f32();
   float* rs = rstd.empty() ? nullptr : rstd.f32();
-  const int64_t nchunks = (T + kRowsPerChunk - 1) / kRowsPerChunk;
+  // Rows are independent here (only the backward's reductions need kRowsPerChunk), so small
+  // batches split finer: at least two tasks per thread, of 4 to kRowsPerChunk rows. A 32-token
+  // forward at batch 1 would otherwise run each of its layer norms on one thread.
+  const int64_t per_thread = (T + 2 * ctx.pool->threads() - 1) / (2 * ctx.pool->threads());
+  const int64_t rows = std::clamp<int64_t>(per_thread, 4, kRowsPerChunk);
+  const int64_t nchunks = (T + rows - 1) / rows;
   ctx.pool->parallel_for(nchunks, [&](int64_t k) {
-    const int64_t t1 = std::min(T, (k + 1) * kRowsPerChunk);
-    for (int64_t t = k * kRowsPerChunk; t < t1; ++t)
+    const int64_t t1 = std::min(T, (k + 1) * rows);
+    for (int64_t t = k * rows; t < t1; ++t)
       row(o + t * C, so ? so + t * C : nullptr, mu ? mu + t : nullptr, rs ? rs + t : nullptr, in + t * C,
           res ? res + t * C : nullptr, w, b, C, eps);
   });
