@@ -6,7 +6,8 @@
 #   scripts/gpu-check.sh REPORT_DIR            (needs nvcc, cmake, a CUDA device; python3 + torch
 #                                               for the baselines; optional .node/node.xz and
 #                                               build/Release/elmo.node for a Node smoke run)
-# Order: device, build, CUDA tests, benchmarks, Node smoke, compute-sanitizer, summary.
+# Order: device, build, CUDA tests, benchmarks, Node smoke, compute-sanitizer, summary (the
+# table, then each opt-in kernel: its tests and its speed against the default kernel).
 # Environment: GPU_CHECK_SANITIZE="cuda_test_x ..." (default: every CUDA test),
 #   GPU_CHECK_SANITIZE_TIMEOUT (s, default 180), GPU_CHECK_BERT_ARGS (bench_bert flags), GPU_CHECK_CPU_BERT_ARGS (host CPU fp32 vs bf16), GPU_CHECK_ARCH (default 90), GPU_CHECK_SKIP_BENCH=1, GPU_CHECK_JOBS,
 #   GPU_CHECK_BUILD=DIR (build directory, default build-gpu), GPU_CHECK_PREBUILT=1 (DIR already
@@ -172,5 +173,36 @@ for r in rows:
     ratio = f"{val / base:.2f}x" if val and base else "-"
     desc = " ".join(f"{k}={r[k]}" for k in ("m","n","k","op","B","S","HD","model","batch","seq","dtype","kernel","rows","variant") if k in r)
     print(f"{b:16s} {desc:64s} {val if val is not None else '-':>10} vs torch {base if base is not None else '-':>10} {ratio}")
+
+# The opt-in kernels, each against what runs by default, and their tests: whether to turn them on.
+tests_log = {}
+try:
+    section = ""
+    for line in open(sys.argv[2].rsplit("/", 1)[0] + "/tests.log"):
+        w = line.split()
+        if line.startswith("--- "): section = line[4:].strip()
+        if len(w) == 2 and w[0] in ("PASS", "FAIL"): tests_log[w[1]] = w[0]
+        # the whole model with both opt-ins forced: its exit status
+        if len(w) == 2 and w[0] == "exit" and "ELMO_CUDA_WGMMA=force" in section:
+            tests_log["cuda_test_bert(opt-ins forced)"] = {"0": "PASS", "77": "SKIP"}.get(w[1], "FAIL")
+except OSError: pass
+def verdict(names):
+    got = [tests_log.get(n, "not run") for n in names]
+    return "PASS" if all(g == "PASS" for g in got) else ",".join(f"{n}={g}" for n, g in zip(names, got))
+gemm = [r for r in rows if r.get("bench") == "cuda_gemm" and r.get("op") == "NT" and r.get("m", 0) >= 4096]
+by = {}
+for r in gemm: by.setdefault((r["m"], r["n"], r["k"]), {})[r.get("kernel", "mma")] = r.get("tflops")
+cublas = {(r["m"], r["n"], r["k"]): r.get("tflops") for r in rows if r.get("bench", "").startswith("torch") and r.get("op") == "NT" and "m" in r}
+print("opt-in wgmma GEMM: tests " + verdict(["gemm_nt_bf16_wgmma", "gemm_nt_f16_wgmma", "gemm_wgmma_operand_layout", "cuda_test_bert(opt-ins forced)"]))
+for shape, ks in sorted(by.items()):
+    w = max((v for k, v in ks.items() if k.startswith("wgmma") and v), default=None)
+    m, cb = ks.get("mma"), cublas.get(shape)
+    if w and m: print(f"  {shape}: best wgmma {w:.1f} TFLOP/s = {w / m:.2f}x mma" + (f", {w / cb:.2f}x cuBLAS (goal 0.70)" if cb else ""))
+att = {}
+for r in rows:
+    if r.get("bench") == "cuda_attention": att.setdefault((r["B"], r["S"]), {})[r.get("rows", 16)] = r.get("tflops")
+print("opt-in attention rows=32: tests " + verdict(["attention_forward_bf16_rows_per_warp", "cuda_test_bert(opt-ins forced)"]))
+for shape, rs in sorted(att.items()):
+    if rs.get(16) and rs.get(32): print(f"  B,S={shape}: rows=32 {rs[32]:.1f} vs rows=16 {rs[16]:.1f} TFLOP/s = {rs[32] / rs[16]:.2f}x")
 PY
 echo "total $(($(date +%s) - t0)) s"
