@@ -93,6 +93,17 @@ export interface BertRunOptions {
    * `devices().cpu.bf16Kernel` tells which CPU kernel runs.
    */
   precision?: 'fp32' | 'bf16';
+  /**
+   * CPU forwards (`forward`, `forwardIds`, `predict`, `embed`) estimated to take at most this
+   * many milliseconds run on the calling thread, as onnxruntime-node runs every call, and their
+   * promise is already settled when it is returned; longer ones run on the model's own thread
+   * while the event loop goes on. Default 1; 0: every call on the model's thread. Handing a call
+   * over and back costs two thread wake-ups (tens of microseconds on a VM), a few percent of a
+   * small model's forward. The estimate divides the call's FLOPs by the rate this model's
+   * forwards have reached so far, so a model's first forward always runs on its thread. CUDA
+   * forwards always run on the model's thread.
+   */
+  inlineMaxMs?: number;
 }
 
 /** Options of {@link Bert.load}. */
@@ -559,7 +570,7 @@ export class Bert {
 
 function checkRunOptions(options: BertRunOptions): void {
   if (typeof options !== 'object' || options === null) throw expected(InputError, 'an object', 'options', options);
-  const { maxSeqLen, truncation, threads, precision } = options;
+  const { maxSeqLen, truncation, threads, precision, inlineMaxMs } = options;
   if (precision !== undefined && precision !== 'fp32' && precision !== 'bf16') {
     throw expected(InputError, "one of 'fp32', 'bf16'", 'options.precision', precision);
   }
@@ -572,6 +583,12 @@ function checkRunOptions(options: BertRunOptions): void {
   if (threads !== undefined && (!Number.isInteger(threads) || threads < 0 || threads > 1024)) {
     throw expected(InputError, 'an integer in [0, 1024]', 'options.threads', threads);
   }
+  if (
+    inlineMaxMs !== undefined &&
+    (typeof inlineMaxMs !== 'number' || !Number.isFinite(inlineMaxMs) || inlineMaxMs < 0)
+  ) {
+    throw expected(InputError, 'a finite number >= 0', 'options.inlineMaxMs', inlineMaxMs);
+  }
 }
 
 function newNativeModel(options: BertRunOptions): NativeModel {
@@ -580,6 +597,7 @@ function newNativeModel(options: BertRunOptions): NativeModel {
     device,
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.precision !== undefined ? { precision: options.precision } : {}),
+    ...(options.inlineMaxMs !== undefined ? { inlineMaxMs: options.inlineMaxMs } : {}),
   });
 }
 

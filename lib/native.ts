@@ -140,6 +140,8 @@ export interface NativeModelOptions {
   cudaDevice?: number;
   /** Matrix-product precision: `'fp32'` (exact) or `'bf16'` (bf16 weight copies; on CUDA also bf16 attention). */
   precision?: 'fp32' | 'bf16';
+  /** CPU forwards estimated to take at most this long (ms) run on the calling thread; default 1, 0: never. */
+  inlineMaxMs?: number;
 }
 
 /** Classification problem types, spelled as `config.json`'s `problem_type`. */

@@ -375,6 +375,35 @@ describe('Bert lifecycle and concurrency', () => {
     expect(ticksAtResolve).toBeGreaterThan(0);
   });
 
+  it('short forwards run inline once the model knows its speed, with the same outputs', async () => {
+    const dir = path.join(FIXTURES, 'bert-a-cls');
+    const batch = packed(manifest('bert-a-cls'));
+    using inline = await Bert.load(dir, { device: 'cpu', inlineMaxMs: 1e6 });
+    using threaded = await Bert.load(dir, { device: 'cpu', inlineMaxMs: 0 });
+    const first = await inline.forwardIds(batch); // on the model's thread: no speed known yet
+    // Now inline: the promise is settled when returned, so awaiting it resumes before any
+    // setImmediate callback queued ahead of the call.
+    let immediate = false;
+    setImmediate(() => (immediate = true));
+    const second = await inline.forwardIds(batch);
+    expect(immediate).toBe(false);
+    const [p] = await inline.predict(['hello world']);
+    expect(immediate).toBe(false);
+    const reference = await threaded.forwardIds(batch);
+    for (const out of [first, second]) {
+      expect(out.hidden).toEqual(reference.hidden);
+      expect(out.pooled).toEqual(reference.pooled);
+      expect(out.logits).toEqual(reference.logits);
+    }
+    const [q] = await threaded.predict(['hello world']);
+    expect(p?.scores).toEqual(q?.scores);
+    // Errors of an inline call still reject the promise (never throw).
+    const bad = inline.forwardIds({ ids: Int32Array.of(101, 999999), offsets: Int32Array.of(0, 2) });
+    expect(bad).toBeInstanceOf(Promise);
+    expect((await rejection(bad)).code).toBe('ERR_INPUT');
+    expect(inline.busy).toBe(false);
+  });
+
   it('one operation at a time: a concurrent call rejects with ERR_BUSY', async () => {
     using model = Bert.create(bigConfig, { tokenizer, device: 'cpu', seed: 1 });
     const first = model.forward(bigBatch);
@@ -515,6 +544,9 @@ describe('Bert input validation', () => {
       [{ truncation: 'yes' }, "Expected a boolean for options.truncation but received string 'yes'"],
       [{ device: 'tpu' }, "Expected one of 'auto', 'cpu', 'cuda' for device but received string 'tpu'"],
       [{ threads: -1 }, 'Expected an integer in [0, 1024] for options.threads but received number -1'],
+      [{ inlineMaxMs: -1 }, 'Expected a finite number >= 0 for options.inlineMaxMs but received number -1'],
+      [{ inlineMaxMs: NaN }, 'Expected a finite number >= 0 for options.inlineMaxMs but received number NaN'],
+      [{ inlineMaxMs: '1' }, "Expected a finite number >= 0 for options.inlineMaxMs but received string '1'"],
     ];
     for (const [options, message] of cases) {
       const err = await rejection(Bert.load(dir, options));
