@@ -515,7 +515,7 @@ class Model : public Napi::ObjectWrap<Model> {
         throw_error(env, "ERR_INPUT", "Expected a model with a classifier head for options.scores but received a model without one");
 
       auto job = std::make_unique<Job>(env);
-      job->flops = forward_flops(bert_->config(), in);
+      job->flops = bert_->forward_flops(in);
       const double rate = rate_.load(std::memory_order_relaxed);  // FLOPs per microsecond
       const bool inline_run = device_ == "cpu" && rate > 0 && job->flops <= inline_max_us_ * rate;
       if (!inline_run)
@@ -529,19 +529,6 @@ class Model : public Napi::ObjectWrap<Model> {
       job->finish = [result](Napi::Env e) -> Napi::Value { return forward_outputs(e, result.get()); };
       return inline_run ? run_inline(env, std::move(job)) : start(env, std::move(job));
     });
-  }
-
-  // FLOPs of a forward (2 per multiply-add): per sequence of n tokens, L layers of QKV, attention
-  // output and FFN products plus QK^T and PV, and the pooler per sequence.
-  static double forward_flops(const BertConfig& c, const BertInputs& in) {
-    const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
-    const double L = static_cast<double>(c.num_layers);
-    double f = 2.0 * H * H * in.B;
-    for (int b = 0; b < in.B; ++b) {
-      const double n = static_cast<double>(in.offsets[b + 1]) - static_cast<double>(in.offsets[b]);
-      f += L * (2.0 * n * (4.0 * H * H + 2.0 * H * I) + 4.0 * n * n * H);
-    }
-    return f;
   }
 
   // Worker thread: forward, then copy what was asked for out of the arena.

@@ -171,7 +171,8 @@ class Bert {
   // Arena bookkeeping: bytes held and how many times it was (re)allocated.
   size_t arena_bytes() const { return arena_bytes_; }
   int arena_allocations() const { return arena_allocs_; }
-  // FLOPs of one forward over a batch (2 per multiply-add), for benchmarks.
+  // FLOPs of one forward over a batch (2 per multiply-add): benchmarks, and the addon's estimate
+  // of whether a forward is short enough to run inline.
   double forward_flops(const BertInputs& in) const;
 
  private:
