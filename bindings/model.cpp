@@ -523,8 +523,11 @@ class Model : public Napi::ObjectWrap<Model> {
           if (!is_absent(info[static_cast<size_t>(i)])) job->keep.push_back(Napi::Persistent(info[static_cast<size_t>(i)]));
       auto result = std::make_shared<ForwardResult>();
       Bert* bert = bert_.get();
-      job->run = [bert, in, want_hidden, pooling, scores, result]() {
-        return run_forward(bert, in, want_hidden, pooling, scores, result.get());
+      // predict and embed({pooling: 'cls'}) read only the [CLS] rows of the last layer
+      // (ForwardOptions::cls_only); on the CPU only, where it is verified to give the same bits.
+      const bool cls_only = !want_hidden && pooling != Pooling::kMean && device_ == "cpu";
+      job->run = [bert, in, want_hidden, pooling, scores, cls_only, result]() {
+        return run_forward(bert, in, want_hidden, pooling, scores, cls_only, result.get());
       };
       job->finish = [result](Napi::Env e) -> Napi::Value { return forward_outputs(e, result.get()); };
       return inline_run ? run_inline(env, std::move(job)) : start(env, std::move(job));
@@ -533,9 +536,13 @@ class Model : public Napi::ObjectWrap<Model> {
 
   // Worker thread: forward, then copy what was asked for out of the arena.
   static Status run_forward(Bert* bert, const BertInputs& in, bool want_hidden, Pooling pooling, Scores scores,
-                            ForwardResult* r) {
+                            bool cls_only, ForwardResult* r) {
     BertOutputs out;
-    ELMO_RETURN_IF_ERROR(bert->forward(in, ForwardOptions{}, &out));
+    ForwardOptions fo;
+    fo.cls_only = cls_only;
+    ELMO_RETURN_IF_ERROR(bert->forward(in, fo, &out));
+    // Under cls_only (ignored by models without a pooler) the [CLS] rows come alone.
+    const bool cls_rows = out.hidden.empty() && !out.cls.empty();
     Backend* be = bert->backend();
     const int B = in.B;
     const int64_t T = in.T, H = bert->config().hidden_size;
@@ -545,7 +552,10 @@ class Model : public Napi::ObjectWrap<Model> {
     const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
     // The hidden rows are needed on the host for the output or for pooling.
     HostBuffer hidden;
-    if (want_hidden || pooling != Pooling::kNone) {
+    if (cls_rows && pooling == Pooling::kCls) {
+      ELMO_RETURN_IF_ERROR(r->embeddings.allocate(static_cast<size_t>(B) * row_bytes));
+      ELMO_RETURN_IF_ERROR(be->download(r->embeddings.data, out.cls, r->embeddings.bytes));
+    } else if (want_hidden || pooling != Pooling::kNone) {
       ELMO_RETURN_IF_ERROR(hidden.allocate(static_cast<size_t>(T) * row_bytes));
       ELMO_RETURN_IF_ERROR(be->download(hidden.data, out.hidden, hidden.bytes));
     }
@@ -560,7 +570,7 @@ class Model : public Napi::ObjectWrap<Model> {
     }
     ELMO_RETURN_IF_ERROR(be->sync());
 
-    if (pooling != Pooling::kNone) {
+    if (pooling != Pooling::kNone && !(cls_rows && pooling == Pooling::kCls)) {
       // [B, H]: the [CLS] row of each sequence, or the mean of its rows (in double).
       ELMO_RETURN_IF_ERROR(r->embeddings.allocate(static_cast<size_t>(B) * row_bytes));
       const float* hs = hidden.f32();   // (T, H)

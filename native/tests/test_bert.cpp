@@ -143,6 +143,70 @@ TEST_CASE(parity_with_transformers) {
   }
 }
 
+// ForwardOptions::cls_only: the last layer on the [CLS] rows gives the pooled output, the
+// logits and the [CLS] rows of the full forward bit for bit on the scalar and AVX-512 paths,
+// for every thread count, with packed and row-major weights; hidden is left empty. The AVX2
+// path runs products of at most 32 rows with a row-major weight on its streaming kernel, whose
+// sums run in another order, so there the B-row products agree with the T-row ones to
+// rounding (as a sequence's rows already do between batch sizes). Ignored with masked-LM
+// positions.
+TEST_CASE(cls_only_last_layer_same_bits) {
+  for (const char* name : kFixtures) {
+    Fixture f;
+    if (!load_fixture(name, &f)) continue;
+    elmo_test::for_each_config([&](elmo::Backend& be, const elmo_test::Config& cfg) {
+      elmo_test::context() += std::string(" ") + name;
+      std::unique_ptr<Bert> m;
+      CHECK_OK(Bert::load(f.dir, &be, &m));
+      if (!m) return;
+      elmo::BertInputs in = f.inputs();
+      const bool mlm = in.n_mlm > 0;
+      in.mlm_positions = nullptr;  // cls_only applies without masked-LM positions
+      in.n_mlm = 0;
+      const std::string ctx = elmo_test::context();
+      for (bool packed : {true, false}) {
+        CHECK_OK(m->set_weights_packed(packed));
+        elmo_test::context() = ctx + (packed ? " packed" : " row-major");
+        elmo::BertOutputs full, cls;
+        CHECK_OK(m->forward(in, {}, &full));
+        if (full.pooled.empty()) {
+          CHECK(full.cls.empty());
+          continue;  // no pooler: nothing reads the [CLS] rows alone
+        }
+        const std::vector<float> hidden = download(be, full.hidden), pooled = download(be, full.pooled);
+        const std::vector<float> logits = full.logits.empty() ? std::vector<float>() : download(be, full.logits);
+        elmo::ForwardOptions o;
+        o.cls_only = true;
+        CHECK_OK(m->forward(in, o, &cls));
+        CHECK(cls.hidden.empty());
+        CHECK(!cls.cls.empty());
+        if (cls.cls.empty()) continue;
+        const bool exact = cfg.isa != elmo::Isa::kAvx2;
+        auto same = [&](const char* what, const float* got, const float* want, int64_t n) {
+          if (exact) elmo_test::bit_equal(what, got, want, n);
+          else elmo_test::all_close(what, got, want, n, 1e-5, 1e-4);  // the fixtures' parity tolerance
+        };
+        const std::vector<float> rows = download(be, cls.cls);
+        const int64_t H = m->config().hidden_size;
+        for (int b = 0; b < in.B; ++b) same("cls row", rows.data() + b * H, hidden.data() + int64_t{in.offsets[b]} * H, H);
+        const std::vector<float> p = download(be, cls.pooled);
+        same("pooled", p.data(), pooled.data(), static_cast<int64_t>(p.size()));
+        if (!logits.empty()) {
+          const std::vector<float> l = download(be, cls.logits);
+          same("logits", l.data(), logits.data(), static_cast<int64_t>(l.size()));
+        }
+      }
+      if (mlm) {  // with masked-LM positions the full forward runs: hidden is there
+        elmo::ForwardOptions o;
+        o.cls_only = true;
+        elmo::BertOutputs out;
+        CHECK_OK(m->forward(f.inputs(), o, &out));
+        CHECK(!out.hidden.empty());
+      }
+    });
+  }
+}
+
 TEST_CASE(threads_bit_identical) {
   Fixture f;
   if (!load_fixture("bert-a-cls", &f)) return;

@@ -80,11 +80,23 @@ struct BertInputs {
 struct ForwardOptions {
   bool training = false;  // dropout on, activations kept for backward
   uint64_t seed = 0;      // dropout RNG seed (Philox); streams are fixed per site
+  // Inference with a pooler and no masked-LM positions: the last layer computes its output rows
+  // only for each sequence's [CLS] token, all that the pooler, the classifier and [CLS] pooling
+  // read. Its attention still reads every token's keys and values, so the results are those
+  // of the full forward: bit for bit on the CPU's scalar and AVX-512 paths (each output row of
+  // a GEMM, LayerNorm or GELU depends only on its input row), to rounding on AVX2 (its products
+  // of up to 32 rows with a row-major weight stream, summing in another order). The last
+  // layer's output-projection, FFN and LayerNorm work drops from T rows to B.
+  // BertOutputs::hidden is then empty and ::cls holds the rows.
+  // Ignored (full forward) when training, without a pooler, with n_mlm > 0, or where the last
+  // layer's attention output is not f32 (bf16 activations on CUDA).
+  bool cls_only = false;
 };
 
 // Views into the model's arena (backend memory), valid until the next forward.
 struct BertOutputs {
-  Tensor hidden;      // [T, H] last hidden state
+  Tensor hidden;      // [T, H] last hidden state (empty under ForwardOptions::cls_only)
+  Tensor cls;         // [B, H] last hidden state of each sequence's [CLS] row (pooler), or empty
   Tensor pooled;      // [B, H] (pooler) or empty
   Tensor logits;      // [B, num_labels] (classifier) or empty
   Tensor mlm_logits;  // [n_mlm, V] or empty
@@ -219,6 +231,9 @@ class Bert {
     Tensor emb_mean, emb_rstd;                        // [T]
     std::vector<LayerActs> layers;
     Tensor cls, pool_pre, pooled, pooled_drop;        // [B, H]
+    // ForwardOptions::cls_only: the last layer on the [CLS] rows (with a pooler).
+    Tensor c_x, c_att, c_ln1_in, c_h1, c_ln2_in;      // [B, H]
+    Tensor c_act;                                     // [B, I]
     Tensor logits;                                    // [B, L]
     Tensor mlm_in, mlm_pre, mlm_act, mlm_ln;          // [N, H]
     Tensor mlm_mean, mlm_rstd;                        // [N]

@@ -560,6 +560,12 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
   }
   if (heads_.pooler) {
     a->cls = take(F, {B, H});
+    a->c_x = take(F, {B, H});
+    a->c_att = take(F, {B, H});
+    a->c_ln1_in = take(F, {B, H});
+    a->c_h1 = take(F, {B, H});
+    a->c_act = take(F, {B, I});
+    a->c_ln2_in = take(F, {B, H});
     a->pool_pre = take(F, {B, H});
     a->pooled = take(F, {B, H});
     if (training) a->pooled_drop = take(F, {B, H});
@@ -641,12 +647,31 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
     x = a.emb_drop;
   }
 
+  const bool cls_only = opts.cls_only && !train && heads_.pooler && N == 0 && a.layers[0].att.dtype == DType::kF32;
+  bool cls_done = false;  // a.cls holds the last layer's [CLS] rows
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = w_.layers[static_cast<size_t>(l)];
     LayerActs& la = a.layers[train ? static_cast<size_t>(l) : 0];
     ELMO_RETURN_IF_ERROR(be.gemm(la.qkv, Tensor(), x, w.qkv_wc, w.qkv_b, Tensor(), GemmOp::kNT, Epilogue::kBias, false));
     ELMO_RETURN_IF_ERROR(be.attention_forward(la.att, la.lse, la.qkv, offs, NH, HD, p_att, seed,
                                               bert_dropout_stream(l, kSiteAttention)));
+    if (cls_only && l == c.num_layers - 1) {
+      // The rest of the last layer on the [CLS] rows only (no dropout: inference).
+      ELMO_RETURN_IF_ERROR(be.gather_rows(a.c_x, x, a.cls_idx));
+      ELMO_RETURN_IF_ERROR(be.gather_rows(a.c_att, la.att, a.cls_idx));
+      ELMO_RETURN_IF_ERROR(be.gemm(a.c_ln1_in, Tensor(), a.c_att, w.attn_out_wc, w.attn_out_b, a.c_x, GemmOp::kNT,
+                                   Epilogue::kBiasResidual, false));
+      ELMO_RETURN_IF_ERROR(be.layernorm_forward(a.c_h1, Tensor(), Tensor(), Tensor(), a.c_ln1_in, Tensor(), w.ln1_w,
+                                                w.ln1_b, eps));
+      ELMO_RETURN_IF_ERROR(be.gemm(a.c_act, Tensor(), a.c_h1, w.ffn_in_wc, w.ffn_in_b, Tensor(), GemmOp::kNT,
+                                   Epilogue::kBiasGelu, false));
+      ELMO_RETURN_IF_ERROR(be.gemm(a.c_ln2_in, Tensor(), a.c_act, w.ffn_out_wc, w.ffn_out_b, a.c_h1, GemmOp::kNT,
+                                   Epilogue::kBiasResidual, false));
+      ELMO_RETURN_IF_ERROR(be.layernorm_forward(a.cls, Tensor(), Tensor(), Tensor(), a.c_ln2_in, Tensor(), w.ln2_w,
+                                                w.ln2_b, eps));
+      cls_done = true;
+      break;
+    }
     if (p_hidden > 0) {
       // ln1_in holds the projection until the LayerNorm overwrites it with x + dropout(proj).
       ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_wc, w.attn_out_b, Tensor(), GemmOp::kNT,
@@ -677,10 +702,11 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
     x = la.h2;
   }
   *out = BertOutputs();
-  out->hidden = x;
+  if (!cls_done) out->hidden = x;
 
   if (heads_.pooler) {
-    ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls, x, a.cls_idx));
+    if (!cls_done) ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls, x, a.cls_idx));
+    out->cls = a.cls;
     ELMO_RETURN_IF_ERROR(be.gemm(a.pool_pre, Tensor(), a.cls, w_.pool_wc, w_.pool_b, Tensor(), GemmOp::kNT,
                                  Epilogue::kBias, false));
     ELMO_RETURN_IF_ERROR(be.tanh_forward(a.pooled, a.pool_pre));
