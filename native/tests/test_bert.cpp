@@ -116,7 +116,10 @@ TEST_CASE(config_parse_and_validate) {
   CHECK_STATUS(elmo::BertConfig::load("/nonexistent/config.json", &ok), Code::kCheckpoint);
 }
 
-TEST_CASE(parity_with_transformers) {
+// fn(backend, config, fixture, model) for every fixture loaded on every CPU configuration
+// (ISA path x thread count).
+template <typename Fn>
+void for_each_fixture_model(const Fn& fn) {
   for (const char* name : kFixtures) {
     Fixture f;
     if (!load_fixture(name, &f)) continue;
@@ -124,23 +127,27 @@ TEST_CASE(parity_with_transformers) {
       elmo_test::context() += std::string(" ") + name;
       std::unique_ptr<Bert> m;
       CHECK_OK(Bert::load(f.dir, &be, &m));
-      if (!m) return;
-      // The CPU keeps the linear weights packed for its GEMM; both layouts must match PyTorch.
-      CHECK(m->weights_packed() == (be.weight_panel() > 0));
-      const std::string ctx = elmo_test::context();
-      for (bool packed : {true, false}) {
-        CHECK_OK(m->set_weights_packed(packed));
-        elmo_test::context() = ctx + (packed ? " packed" : " row-major");
-        elmo::BertOutputs out;
-        CHECK_OK(m->forward(f.inputs(), {}, &out));
-        compare(be, f, "hidden", out.hidden);
-        compare(be, f, "pooled", out.pooled);
-        compare(be, f, "logits", out.logits);
-        compare(be, f, "mlm_logits", out.mlm_logits);
-      }
-      (void)cfg;
+      if (m) fn(be, cfg, f, m);
     });
   }
+}
+
+TEST_CASE(parity_with_transformers) {
+  for_each_fixture_model([](elmo::Backend& be, const auto&, const Fixture& f, const auto& m) {
+    // The CPU keeps the linear weights packed for its GEMM; both layouts must match PyTorch.
+    CHECK(m->weights_packed() == (be.weight_panel() > 0));
+    const std::string ctx = elmo_test::context();
+    for (bool packed : {true, false}) {
+      CHECK_OK(m->set_weights_packed(packed));
+      elmo_test::context() = ctx + (packed ? " packed" : " row-major");
+      elmo::BertOutputs out;
+      CHECK_OK(m->forward(f.inputs(), {}, &out));
+      compare(be, f, "hidden", out.hidden);
+      compare(be, f, "pooled", out.pooled);
+      compare(be, f, "logits", out.logits);
+      compare(be, f, "mlm_logits", out.mlm_logits);
+    }
+  });
 }
 
 // ForwardOptions::cls_only: the last layer on the [CLS] rows gives the pooled output, the
@@ -151,60 +158,52 @@ TEST_CASE(parity_with_transformers) {
 // rounding (as a sequence's rows already do between batch sizes). Ignored with masked-LM
 // positions.
 TEST_CASE(cls_only_last_layer_same_bits) {
-  for (const char* name : kFixtures) {
-    Fixture f;
-    if (!load_fixture(name, &f)) continue;
-    elmo_test::for_each_config([&](elmo::Backend& be, const elmo_test::Config& cfg) {
-      elmo_test::context() += std::string(" ") + name;
-      std::unique_ptr<Bert> m;
-      CHECK_OK(Bert::load(f.dir, &be, &m));
-      if (!m) return;
-      elmo::BertInputs in = f.inputs();
-      const bool mlm = in.n_mlm > 0;
-      in.mlm_positions = nullptr;  // cls_only applies without masked-LM positions
-      in.n_mlm = 0;
-      const std::string ctx = elmo_test::context();
-      for (bool packed : {true, false}) {
-        CHECK_OK(m->set_weights_packed(packed));
-        elmo_test::context() = ctx + (packed ? " packed" : " row-major");
-        elmo::BertOutputs full, cls;
-        CHECK_OK(m->forward(in, {}, &full));
-        if (full.pooled.empty()) {
-          CHECK(full.cls.empty());
-          continue;  // no pooler: nothing reads the [CLS] rows alone
-        }
-        const std::vector<float> hidden = download(be, full.hidden), pooled = download(be, full.pooled);
-        const std::vector<float> logits = full.logits.empty() ? std::vector<float>() : download(be, full.logits);
-        elmo::ForwardOptions o;
-        o.cls_only = true;
-        CHECK_OK(m->forward(in, o, &cls));
-        CHECK(cls.hidden.empty());
-        CHECK(!cls.cls.empty());
-        if (cls.cls.empty()) continue;
-        const bool exact = cfg.isa != elmo::Isa::kAvx2;
-        auto same = [&](const char* what, const float* got, const float* want, int64_t n) {
-          if (exact) elmo_test::bit_equal(what, got, want, n);
-          else elmo_test::all_close(what, got, want, n, 1e-5, 1e-4);  // the fixtures' parity tolerance
-        };
-        const std::vector<float> rows = download(be, cls.cls);
-        const int64_t H = m->config().hidden_size;
-        for (int b = 0; b < in.B; ++b) same("cls row", rows.data() + b * H, hidden.data() + int64_t{in.offsets[b]} * H, H);
-        const std::vector<float> p = download(be, cls.pooled);
-        same("pooled", p.data(), pooled.data(), static_cast<int64_t>(p.size()));
-        if (!logits.empty()) {
-          const std::vector<float> l = download(be, cls.logits);
-          same("logits", l.data(), logits.data(), static_cast<int64_t>(l.size()));
-        }
+  for_each_fixture_model([](elmo::Backend& be, const elmo_test::Config& cfg, const Fixture& f, const auto& m) {
+    elmo::BertInputs in = f.inputs();
+    const bool mlm = in.n_mlm > 0;
+    in.mlm_positions = nullptr;  // cls_only applies without masked-LM positions
+    in.n_mlm = 0;
+    const std::string ctx = elmo_test::context();
+    for (bool packed : {true, false}) {
+      CHECK_OK(m->set_weights_packed(packed));
+      elmo_test::context() = ctx + (packed ? " packed" : " row-major");
+      elmo::BertOutputs full, cls;
+      CHECK_OK(m->forward(in, {}, &full));
+      if (full.pooled.empty()) {
+        CHECK(full.cls.empty());
+        continue;  // no pooler: nothing reads the [CLS] rows alone
       }
-      if (mlm) {  // with masked-LM positions the full forward runs: hidden is there
-        elmo::ForwardOptions o;
-        o.cls_only = true;
-        elmo::BertOutputs out;
-        CHECK_OK(m->forward(f.inputs(), o, &out));
-        CHECK(!out.hidden.empty());
+      const std::vector<float> hidden = download(be, full.hidden), pooled = download(be, full.pooled);
+      const std::vector<float> logits = full.logits.empty() ? std::vector<float>() : download(be, full.logits);
+      elmo::ForwardOptions o;
+      o.cls_only = true;
+      CHECK_OK(m->forward(in, o, &cls));
+      CHECK(cls.hidden.empty());
+      CHECK(!cls.cls.empty());
+      if (cls.cls.empty()) continue;
+      const bool exact = cfg.isa != elmo::Isa::kAvx2;
+      auto same = [&](const char* what, const float* got, const float* want, int64_t n) {
+        if (exact) elmo_test::bit_equal(what, got, want, n);
+        else elmo_test::all_close(what, got, want, n, 1e-5, 1e-4);  // the fixtures' parity tolerance
+      };
+      const std::vector<float> rows = download(be, cls.cls);
+      const int64_t H = m->config().hidden_size;
+      for (int b = 0; b < in.B; ++b) same("cls row", rows.data() + b * H, hidden.data() + int64_t{in.offsets[b]} * H, H);
+      const std::vector<float> p = download(be, cls.pooled);
+      same("pooled", p.data(), pooled.data(), static_cast<int64_t>(p.size()));
+      if (!logits.empty()) {
+        const std::vector<float> l = download(be, cls.logits);
+        same("logits", l.data(), logits.data(), static_cast<int64_t>(l.size()));
       }
-    });
-  }
+    }
+    if (mlm) {  // with masked-LM positions the full forward runs: hidden is there
+      elmo::ForwardOptions o;
+      o.cls_only = true;
+      elmo::BertOutputs out;
+      CHECK_OK(m->forward(f.inputs(), o, &out));
+      CHECK(!out.hidden.empty());
+    }
+  });
 }
 
 TEST_CASE(threads_bit_identical) {
