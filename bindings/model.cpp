@@ -514,8 +514,11 @@ class Model : public Napi::ObjectWrap<Model> {
       if (scores != Scores::kNone && !bert_->heads().classifier)
         throw_error(env, "ERR_INPUT", "Expected a model with a classifier head for options.scores but received a model without one");
 
+      // predict and embed({pooling: 'cls'}) read only the [CLS] rows of the last layer
+      // (ForwardOptions::cls_only); on the CPU only, where it is verified to give the same bits.
+      const bool cls_only = !want_hidden && pooling != Pooling::kMean && device_ == "cpu";
       auto job = std::make_unique<Job>(env);
-      job->flops = bert_->forward_flops(in);
+      job->flops = bert_->forward_flops(in, cls_only);
       const double rate = rate_.load(std::memory_order_relaxed);  // FLOPs per microsecond
       const bool inline_run = device_ == "cpu" && rate > 0 && job->flops <= inline_max_us_ * rate;
       if (!inline_run)
@@ -523,9 +526,6 @@ class Model : public Napi::ObjectWrap<Model> {
           if (!is_absent(info[static_cast<size_t>(i)])) job->keep.push_back(Napi::Persistent(info[static_cast<size_t>(i)]));
       auto result = std::make_shared<ForwardResult>();
       Bert* bert = bert_.get();
-      // predict and embed({pooling: 'cls'}) read only the [CLS] rows of the last layer
-      // (ForwardOptions::cls_only); on the CPU only, where it is verified to give the same bits.
-      const bool cls_only = !want_hidden && pooling != Pooling::kMean && device_ == "cpu";
       job->run = [bert, in, want_hidden, pooling, scores, cls_only, result]() {
         return run_forward(bert, in, want_hidden, pooling, scores, cls_only, result.get());
       };

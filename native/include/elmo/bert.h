@@ -184,8 +184,9 @@ class Bert {
   size_t arena_bytes() const { return arena_bytes_; }
   int arena_allocations() const { return arena_allocs_; }
   // FLOPs of one forward over a batch (2 per multiply-add): benchmarks, and the addon's estimate
-  // of whether a forward is short enough to run inline.
-  double forward_flops(const BertInputs& in) const;
+  // of whether a forward is short enough to run inline. cls_only: as ForwardOptions::cls_only
+  // runs it (the last layer's projection and FFN on B rows), where that applies.
+  double forward_flops(const BertInputs& in, bool cls_only = false) const;
 
  private:
   struct Layer {

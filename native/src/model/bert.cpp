@@ -737,10 +737,12 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
   return Status::ok();
 }
 
-double Bert::forward_flops(const BertInputs& in) const {
+double Bert::forward_flops(const BertInputs& in, bool cls_only) const {
   const BertConfig& c = config_;
   const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
   double f = 2.0 * static_cast<double>(in.T) * c.num_layers * (4 * H * H + 2 * H * I);
+  if (cls_only && heads_.pooler && in.n_mlm == 0)  // the last layer's rows other than [CLS]
+    f -= 2.0 * static_cast<double>(in.T - in.B) * (H * H + 2 * H * I);
   for (int b = 0; b < in.B && in.offsets; ++b) {
     const double len = in.offsets[b + 1] - in.offsets[b];
     f += 4.0 * len * len * H * c.num_layers;  // QKᵀ and PV
