@@ -2,6 +2,7 @@
 // round trip, checkpoint errors naming the tensor, input validation, arena reuse, training mode.
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -171,8 +172,14 @@ TEST_CASE(cls_only_last_layer_same_bits) {
       CHECK_OK(m->forward(in, {}, &full));
       if (full.pooled.empty()) {
         CHECK(full.cls.empty());
+        CHECK(m->forward_flops(in, true) == m->forward_flops(in));
         continue;  // no pooler: nothing reads the [CLS] rows alone
       }
+      // The last layer's projection and FFN on B rows instead of T.
+      const double Hd = static_cast<double>(m->config().hidden_size);
+      const double Id = static_cast<double>(m->config().intermediate_size);
+      const double saved = 2.0 * static_cast<double>(in.T - in.B) * (Hd * Hd + 2 * Hd * Id);
+      CHECK(std::fabs(m->forward_flops(in) - m->forward_flops(in, true) - saved) <= 1e-9 * saved);
       const std::vector<float> hidden = download(be, full.hidden), pooled = download(be, full.pooled);
       const std::vector<float> logits = full.logits.empty() ? std::vector<float>() : download(be, full.logits);
       elmo::ForwardOptions o;
