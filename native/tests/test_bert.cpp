@@ -155,7 +155,8 @@ TEST_CASE(parity_with_transformers) {
 // logits and the [CLS] rows of the full forward bit for bit on the scalar and AVX-512 paths,
 // for every thread count, with packed and row-major weights; hidden is left empty. The AVX2
 // path runs products of at most 32 rows with a row-major weight on its streaming kernel, whose
-// sums run in another order, so there the B-row products agree with the T-row ones to
+// sums run in another order; the fixtures' FFN (200 wide, not a multiple of its 16-column
+// panels) always stays row-major, so there the B-row products agree with the T-row ones to
 // rounding (as a sequence's rows already do between batch sizes). Ignored with masked-LM
 // positions.
 TEST_CASE(cls_only_last_layer_same_bits) {

@@ -84,8 +84,10 @@ struct ForwardOptions {
   // only for each sequence's [CLS] token, all that the pooler, the classifier and [CLS] pooling
   // read. Its attention still reads every token's keys and values, so the results are those
   // of the full forward: bit for bit on the CPU's scalar and AVX-512 paths (each output row of
-  // a GEMM, LayerNorm or GELU depends only on its input row), to rounding on AVX2 (its products
-  // of up to 32 rows with a row-major weight stream, summing in another order). The last
+  // a GEMM, LayerNorm or GELU depends only on its input row) and on AVX2 with packed weights;
+  // to rounding on AVX2 for a weight left row-major (a width not a multiple of 16, or
+  // set_weights_packed(false)), whose products of up to 32 rows stream and sum in another
+  // order. The last
   // layer's output-projection, FFN and LayerNorm work drops from T rows to B.
   // BertOutputs::hidden is then empty and ::cls holds the rows.
   // Ignored (full forward) when training, without a pooler, with n_mlm > 0, or where the last
