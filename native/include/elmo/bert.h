@@ -234,9 +234,10 @@ class Bert {
     Tensor emb_mean, emb_rstd;                        // [T]
     std::vector<LayerActs> layers;
     Tensor cls, pool_pre, pooled, pooled_drop;        // [B, H]
-    // ForwardOptions::cls_only: the last layer on the [CLS] rows (with a pooler).
-    Tensor c_x, c_att, c_ln1_in, c_h1, c_ln2_in;      // [B, H]
-    Tensor c_act;                                     // [B, I]
+    // ForwardOptions::cls_only (with a pooler): the last layer past attention on the [CLS] rows,
+    // from cls_x (its input rows) and cls_layer.att; cls_layer.h2 is `cls`.
+    Tensor cls_x;                                     // [B, H]
+    LayerActs cls_layer;                              // [B, ...]: att, ln1_in, h1, act, ln2_in, h2
     Tensor logits;                                    // [B, L]
     Tensor mlm_in, mlm_pre, mlm_act, mlm_ln;          // [N, H]
     Tensor mlm_mean, mlm_rstd;                        // [N]
@@ -249,6 +250,10 @@ class Bert {
   // Every weight read as a GEMM's b (op NT), with the GEMM operand the forward passes for it.
   std::vector<std::pair<Tensor*, Tensor*>> gemm_weights();
   Status ensure_arena(int64_t T, int B, int N, bool training);
+  // A layer past attention: the output projection of `att` plus the residual `x` (dropout p on
+  // the projection and the FFN output), LN1 into la.h1, the FFN, LN2 into la.h2. Layer l picks
+  // the dropout streams.
+  Status layer_tail(int l, const LayerActs& la, Tensor att, Tensor x, float p, uint64_t seed);
   size_t layout_acts(char* base, int64_t T, int B, int N, bool training, Acts* a) const;
   Status check_inputs(const BertInputs& in) const;
 

@@ -560,12 +560,14 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
   }
   if (heads_.pooler) {
     a->cls = take(F, {B, H});
-    a->c_x = take(F, {B, H});
-    a->c_att = take(F, {B, H});
-    a->c_ln1_in = take(F, {B, H});
-    a->c_h1 = take(F, {B, H});
-    a->c_act = take(F, {B, I});
-    a->c_ln2_in = take(F, {B, H});
+    a->cls_x = take(F, {B, H});
+    LayerActs& c = a->cls_layer;
+    c.att = take(F, {B, H});
+    c.ln1_in = take(F, {B, H});
+    c.h1 = take(F, {B, H});
+    c.act = take(F, {B, I});
+    c.ln2_in = take(F, {B, H});
+    c.h2 = a->cls;
     a->pool_pre = take(F, {B, H});
     a->pooled = take(F, {B, H});
     if (training) a->pooled_drop = take(F, {B, H});
@@ -656,49 +658,14 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
     ELMO_RETURN_IF_ERROR(be.attention_forward(la.att, la.lse, la.qkv, offs, NH, HD, p_att, seed,
                                               bert_dropout_stream(l, kSiteAttention)));
     if (cls_only && l == c.num_layers - 1) {
-      // The rest of the last layer on the [CLS] rows only (no dropout: inference).
-      ELMO_RETURN_IF_ERROR(be.gather_rows(a.c_x, x, a.cls_idx));
-      ELMO_RETURN_IF_ERROR(be.gather_rows(a.c_att, la.att, a.cls_idx));
-      ELMO_RETURN_IF_ERROR(be.gemm(a.c_ln1_in, Tensor(), a.c_att, w.attn_out_wc, w.attn_out_b, a.c_x, GemmOp::kNT,
-                                   Epilogue::kBiasResidual, false));
-      ELMO_RETURN_IF_ERROR(be.layernorm_forward(a.c_h1, Tensor(), Tensor(), Tensor(), a.c_ln1_in, Tensor(), w.ln1_w,
-                                                w.ln1_b, eps));
-      ELMO_RETURN_IF_ERROR(be.gemm(a.c_act, Tensor(), a.c_h1, w.ffn_in_wc, w.ffn_in_b, Tensor(), GemmOp::kNT,
-                                   Epilogue::kBiasGelu, false));
-      ELMO_RETURN_IF_ERROR(be.gemm(a.c_ln2_in, Tensor(), a.c_act, w.ffn_out_wc, w.ffn_out_b, a.c_h1, GemmOp::kNT,
-                                   Epilogue::kBiasResidual, false));
-      ELMO_RETURN_IF_ERROR(be.layernorm_forward(a.cls, Tensor(), Tensor(), Tensor(), a.c_ln2_in, Tensor(), w.ln2_w,
-                                                w.ln2_b, eps));
+      // The rest of the last layer on the [CLS] rows only (inference: no dropout).
+      ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls_x, x, a.cls_idx));
+      ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls_layer.att, la.att, a.cls_idx));
+      ELMO_RETURN_IF_ERROR(layer_tail(l, a.cls_layer, a.cls_layer.att, a.cls_x, 0.0f, seed));
       cls_done = true;
       break;
     }
-    if (p_hidden > 0) {
-      // ln1_in holds the projection until the LayerNorm overwrites it with x + dropout(proj).
-      ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_wc, w.attn_out_b, Tensor(), GemmOp::kNT,
-                                   Epilogue::kBias, false));
-      ELMO_RETURN_IF_ERROR(be.dropout_forward(la.proj, la.ln1_in, p_hidden, seed, bert_dropout_stream(l, kSiteAttnOut)));
-      ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h1, la.ln1_in, la.ln1_mean, la.ln1_rstd, la.proj, x, w.ln1_w,
-                                                w.ln1_b, eps));
-    } else {
-      ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), la.att, w.attn_out_wc, w.attn_out_b, x, GemmOp::kNT,
-                                   Epilogue::kBiasResidual, false));
-      ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h1, Tensor(), la.ln1_mean, la.ln1_rstd, la.ln1_in, Tensor(),
-                                                w.ln1_w, w.ln1_b, eps));
-    }
-    ELMO_RETURN_IF_ERROR(be.gemm(la.act, la.pre_gelu, la.h1, w.ffn_in_wc, w.ffn_in_b, Tensor(), GemmOp::kNT,
-                                 Epilogue::kBiasGelu, false));
-    if (p_hidden > 0) {
-      ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_wc, w.ffn_out_b, Tensor(), GemmOp::kNT,
-                                   Epilogue::kBias, false));
-      ELMO_RETURN_IF_ERROR(be.dropout_forward(la.ffn, la.ln2_in, p_hidden, seed, bert_dropout_stream(l, kSiteFfnOut)));
-      ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h2, la.ln2_in, la.ln2_mean, la.ln2_rstd, la.ffn, la.h1, w.ln2_w,
-                                                w.ln2_b, eps));
-    } else {
-      ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_wc, w.ffn_out_b, la.h1, GemmOp::kNT,
-                                   Epilogue::kBiasResidual, false));
-      ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h2, Tensor(), la.ln2_mean, la.ln2_rstd, la.ln2_in, Tensor(),
-                                                w.ln2_w, w.ln2_b, eps));
-    }
+    ELMO_RETURN_IF_ERROR(layer_tail(l, la, la.att, x, p_hidden, seed));
     x = la.h2;
   }
   *out = BertOutputs();
@@ -733,6 +700,40 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
     ELMO_RETURN_IF_ERROR(be.gemm(a.mlm_logits, Tensor(), a.mlm_ln, w_.wte, w_.mlm_bias, Tensor(), GemmOp::kNT,
                                  Epilogue::kBias, false));
     out->mlm_logits = a.mlm_logits;
+  }
+  return Status::ok();
+}
+
+Status Bert::layer_tail(int l, const LayerActs& la, Tensor att, Tensor x, float p, uint64_t seed) {
+  const Layer& w = w_.layers[static_cast<size_t>(l)];
+  const float eps = config_.layer_norm_eps;
+  Backend& be = *backend_;
+  if (p > 0) {
+    // ln1_in holds the projection until the LayerNorm overwrites it with x + dropout(proj).
+    ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), att, w.attn_out_wc, w.attn_out_b, Tensor(), GemmOp::kNT,
+                                 Epilogue::kBias, false));
+    ELMO_RETURN_IF_ERROR(be.dropout_forward(la.proj, la.ln1_in, p, seed, bert_dropout_stream(l, kSiteAttnOut)));
+    ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h1, la.ln1_in, la.ln1_mean, la.ln1_rstd, la.proj, x, w.ln1_w,
+                                              w.ln1_b, eps));
+  } else {
+    ELMO_RETURN_IF_ERROR(be.gemm(la.ln1_in, Tensor(), att, w.attn_out_wc, w.attn_out_b, x, GemmOp::kNT,
+                                 Epilogue::kBiasResidual, false));
+    ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h1, Tensor(), la.ln1_mean, la.ln1_rstd, la.ln1_in, Tensor(),
+                                              w.ln1_w, w.ln1_b, eps));
+  }
+  ELMO_RETURN_IF_ERROR(be.gemm(la.act, la.pre_gelu, la.h1, w.ffn_in_wc, w.ffn_in_b, Tensor(), GemmOp::kNT,
+                               Epilogue::kBiasGelu, false));
+  if (p > 0) {
+    ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_wc, w.ffn_out_b, Tensor(), GemmOp::kNT,
+                                 Epilogue::kBias, false));
+    ELMO_RETURN_IF_ERROR(be.dropout_forward(la.ffn, la.ln2_in, p, seed, bert_dropout_stream(l, kSiteFfnOut)));
+    ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h2, la.ln2_in, la.ln2_mean, la.ln2_rstd, la.ffn, la.h1, w.ln2_w,
+                                              w.ln2_b, eps));
+  } else {
+    ELMO_RETURN_IF_ERROR(be.gemm(la.ln2_in, Tensor(), la.act, w.ffn_out_wc, w.ffn_out_b, la.h1, GemmOp::kNT,
+                                 Epilogue::kBiasResidual, false));
+    ELMO_RETURN_IF_ERROR(be.layernorm_forward(la.h2, Tensor(), la.ln2_mean, la.ln2_rstd, la.ln2_in, Tensor(),
+                                              w.ln2_w, w.ln2_b, eps));
   }
   return Status::ok();
 }
