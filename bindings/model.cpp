@@ -541,8 +541,9 @@ class Model : public Napi::ObjectWrap<Model> {
     ForwardOptions fo;
     fo.cls_only = cls_only;
     ELMO_RETURN_IF_ERROR(bert->forward(in, fo, &out));
-    // Under cls_only (ignored by models without a pooler) the [CLS] rows come alone.
-    const bool cls_rows = out.hidden.empty() && !out.cls.empty();
+    // [CLS] pooling reads the rows the pooler gathered (all cls_only computes); a model without
+    // a pooler has none, and pools from the hidden rows.
+    const bool cls_rows = pooling == Pooling::kCls && !out.cls.empty();
     Backend* be = bert->backend();
     const int B = in.B;
     const int64_t T = in.T, H = bert->config().hidden_size;
@@ -552,10 +553,11 @@ class Model : public Napi::ObjectWrap<Model> {
     const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
     // The hidden rows are needed on the host for the output or for pooling.
     HostBuffer hidden;
-    if (cls_rows && pooling == Pooling::kCls) {
+    if (cls_rows) {
       ELMO_RETURN_IF_ERROR(r->embeddings.allocate(static_cast<size_t>(B) * row_bytes));
       ELMO_RETURN_IF_ERROR(be->download(r->embeddings.data, out.cls, r->embeddings.bytes));
-    } else if (want_hidden || pooling != Pooling::kNone) {
+    }
+    if (want_hidden || (pooling != Pooling::kNone && !cls_rows)) {
       ELMO_RETURN_IF_ERROR(hidden.allocate(static_cast<size_t>(T) * row_bytes));
       ELMO_RETURN_IF_ERROR(be->download(hidden.data, out.hidden, hidden.bytes));
     }
@@ -570,7 +572,7 @@ class Model : public Napi::ObjectWrap<Model> {
     }
     ELMO_RETURN_IF_ERROR(be->sync());
 
-    if (pooling != Pooling::kNone && !(cls_rows && pooling == Pooling::kCls)) {
+    if (pooling != Pooling::kNone && !cls_rows) {
       // [B, H]: the [CLS] row of each sequence, or the mean of its rows (in double).
       ELMO_RETURN_IF_ERROR(r->embeddings.allocate(static_cast<size_t>(B) * row_bytes));
       const float* hs = hidden.f32();   // (T, H)
