@@ -50,6 +50,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
+const { option, lcg, makeIds, median } = require('./common');
+
 const root = path.resolve(__dirname, '..');
 const buildDir = path.join(root, 'build-bench');
 const modelsDir = path.join(__dirname, 'models');
@@ -61,16 +63,7 @@ const TOLERANCE = 1e-3;
 // elmo-bf16 against the fp32 engines: bf16 operands (8 significant bits) through L layers.
 const BF16_TOLERANCE = 1e-1;
 
-function option(name, fallback) {
-  const hit = process.argv.slice(2).find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (hit === undefined) return fallback;
-  return hit.includes('=') ? hit.slice(hit.indexOf('=') + 1) : true;
-}
-
 // ---- inputs: the generators of bench_bert (64-bit LCG) -------------------------------------
-const MASK64 = (1n << 64n) - 1n;
-const lcg = (s) => (s * 6364136223846793005n + 1442695040888963407n) & MASK64;
-
 function chatLengths() {
   const lens = [];
   let s = 12345n;
@@ -79,19 +72,6 @@ function chatLengths() {
     lens.push(5 + Number((s >> 33n) % 56n));
   }
   return lens;
-}
-
-// Token ids per sequence: [CLS] then ids in [1000, 29000), one generator across the batch.
-function makeIds(lens, seed = 7n) {
-  let s = seed;
-  return lens.map((len) => {
-    const ids = [];
-    for (let i = 0; i < len; ++i) {
-      s = lcg(s);
-      ids.push(i === 0 ? 101 : 1000 + Number((s >> 33n) % 29000n));
-    }
-    return ids;
-  });
 }
 
 // The benchmark's rows: batch x seq (fixed lengths) and the chat batch, less what --batches,
@@ -488,11 +468,6 @@ function compare(m, files, check, problems) {
   return out;
 }
 
-function median(xs) {
-  const v = [...xs].sort((a, b) => a - b);
-  const h = v.length >> 1;
-  return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
-}
 
 // seq/s ratios a over b, round by round, for the rounds both engines ran (ratio of speeds =
 // b's ms over a's).

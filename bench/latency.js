@@ -19,27 +19,12 @@
 const fs = require('node:fs');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '..');
+const { option, makeIds } = require('./common');
 
-function option(name, fallback) {
-  const hit = process.argv.slice(2).find((a) => a.startsWith(`--${name}=`));
-  return hit === undefined ? fallback : hit.slice(hit.indexOf('=') + 1);
-}
+const root = path.resolve(__dirname, '..');
 
 function quantile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
-// Token ids as bench_bert and bench/infer.js draw them: [CLS], then ids in [1000, 29000).
-function ids(len) {
-  const MASK64 = (1n << 64n) - 1n;
-  let s = 7n;
-  const out = new Int32Array(len);
-  for (let i = 0; i < len; ++i) {
-    s = (s * 6364136223846793005n + 1442695040888963407n) & MASK64;
-    out[i] = i === 0 ? 101 : 1000 + Number((s >> 33n) % 29000n);
-  }
-  return out;
 }
 
 async function timeFor(fn, ms, into) {
@@ -72,7 +57,7 @@ async function main() {
     const threaded = await api.Bert.load(dir, { device: 'cpu', inlineMaxMs: 0 });
     const model = await api.Bert.load(dir, { device: 'cpu' });
     for (const len of seqs) {
-      const batch = { ids: ids(len), offsets: Int32Array.of(0, len) };
+      const batch = { ids: Int32Array.from(makeIds([len])[0]), offsets: Int32Array.of(0, len) };
       // embed takes text: `len - 2` one-token words, so [CLS] text [SEP] is `len` tokens.
       const input = [Array.from({ length: Math.max(1, len - 2) }, () => 'the').join(' ')];
       const variants = {

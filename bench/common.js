@@ -1,0 +1,34 @@
+// Helpers of the bench/ scripts (infer.js, latency.js).
+'use strict';
+
+// --name=value (a string), --name (true), else fallback.
+function option(name, fallback) {
+  const hit = process.argv.slice(2).find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (hit === undefined) return fallback;
+  return hit.includes('=') ? hit.slice(hit.indexOf('=') + 1) : true;
+}
+
+// The generators of native/bench/bench_bert (64-bit LCG).
+const MASK64 = (1n << 64n) - 1n;
+const lcg = (s) => (s * 6364136223846793005n + 1442695040888963407n) & MASK64;
+
+// Token ids per sequence: [CLS] then ids in [1000, 29000), one generator across the batch.
+function makeIds(lens, seed = 7n) {
+  let s = seed;
+  return lens.map((len) => {
+    const ids = [];
+    for (let i = 0; i < len; ++i) {
+      s = lcg(s);
+      ids.push(i === 0 ? 101 : 1000 + Number((s >> 33n) % 29000n));
+    }
+    return ids;
+  });
+}
+
+function median(xs) {
+  const v = [...xs].sort((a, b) => a - b);
+  const h = v.length >> 1;
+  return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+}
+
+module.exports = { option, lcg, makeIds, median };
