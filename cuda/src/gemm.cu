@@ -12,8 +12,8 @@
 //     Block tile BM x BN x 32 with 8 warps in a 2 x 4 grid; tiles 128x128, 64x128, 64x64 picked
 //     by the grid size. Shared rows are padded by 16 bytes so ldmatrix and cp.async hit distinct
 //     banks. See docs/kernels-cuda-gemm.md.
-//     On Hopper, NT products may instead take the wgmma kernel of gemm_sm90a.cu (TMA, 128 x 128
-//     or 128 x 256 tiles, warp-specialized); GemmConfig::kernel (gemm.h) says when.
+//     On Hopper, NT products may instead take the wgmma kernel of gemm_sm90a.cu (TMA, 128 x 128,
+//     128 x 192 or 128 x 256 tiles, warp-specialized); GemmConfig::kernel (gemm.h) says when.
 //   * f32 operands (exact, the parity path), and 16-bit operands whose rows are not 16-byte
 //     aligned: gemm_simt_kernel — 64x64x16 tiles, 4x4 outputs per thread, fp32 FFMA in k order.
 //   * mixed (f32 with bf16/f16): the f32 operand is rounded to the other's type into the
