@@ -143,9 +143,9 @@ if [ "${STEP[build]}" = ok ] && command -v compute-sanitizer >/dev/null; then
 fi
 
 step "summary"
-python3 - "$BENCH" "$SUMMARY" "${STEP[build]:-}" "${STEP[tests]:-}" "${STEP[sanitizer]:-}" "${STEP[node]:-}" <<'PY'
+python3 - "$BENCH" "$SUMMARY" "${STEP[build]:-}" "${STEP[tests]:-}" "${STEP[sanitizer]:-}" "${STEP[node]:-}" "$REPORT_DIR/tests.log" <<'PY'
 import json, sys
-bench, out, build, tests, san, node = sys.argv[1:7]
+bench, out, build, tests, san, node, tests_log_path = sys.argv[1:8]
 rows = []
 for line in open(bench):
     line = line.strip()
@@ -178,7 +178,7 @@ for r in rows:
 tests_log = {}
 try:
     section = ""
-    for line in open(sys.argv[2].rsplit("/", 1)[0] + "/tests.log"):
+    for line in open(tests_log_path):
         w = line.split()
         if line.startswith("--- "): section = line[4:].strip()
         if len(w) == 2 and w[0] in ("PASS", "FAIL"): tests_log[w[1]] = w[0]

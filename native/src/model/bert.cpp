@@ -560,6 +560,8 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
   }
   if (heads_.pooler) {
     a->cls = take(F, {B, H});
+    // cls_only's rows, in the training layout too (B rows: small), so that an inference layout
+    // never exceeds the training layout of the same capacity (ensure_arena relies on it).
     a->cls_x = take(F, {B, H});
     LayerActs& c = a->cls_layer;
     c.att = take(F, {B, H});
