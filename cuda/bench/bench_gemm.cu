@@ -54,15 +54,6 @@ __global__ void fill_kernel(uint16_t* p, size_t n, uint32_t seed) {
 }
 
 
-const char* kernel_name(elmo::cuda::GemmKernel k) {
-  switch (k) {
-    case elmo::cuda::GemmKernel::kWgmma128: return "wgmma128";
-    case elmo::cuda::GemmKernel::kWgmma192: return "wgmma192";
-    case elmo::cuda::GemmKernel::kWgmma256: return "wgmma256";
-    default: return "mma";
-  }
-}
-
 void bench(GemmOp op, int64_t M, int64_t N, int64_t K, int64_t l2_bytes, elmo::cuda::GemmKernel kernel) {
   const size_t a_elems = static_cast<size_t>(M * K), b_elems = static_cast<size_t>(N * K);
   const size_t set_bytes = (a_elems + b_elems + static_cast<size_t>(M * N)) * 2;
@@ -112,7 +103,7 @@ void bench(GemmOp op, int64_t M, int64_t N, int64_t K, int64_t l2_bytes, elmo::c
   std::printf("{\"bench\":\"cuda_gemm\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"op\":\"%s\",\"dtype\":\"bf16\","
               "\"kernel\":\"%s\",\"tflops\":%.2f,\"ms\":%.4f}\n",
               static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), elmo::gemm_op_name(op),
-              kernel_name(kernel), tflops, med);
+              elmo::cuda::gemm_kernel_name(kernel), tflops, med);
   std::fflush(stdout);
   BENCH_CUDA(cudaEventDestroy(start));
   BENCH_CUDA(cudaEventDestroy(stop));

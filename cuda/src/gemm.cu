@@ -481,6 +481,17 @@ Status check_device(const Tensor& t, const char* what) {
 
 }  // namespace
 
+const char* gemm_kernel_name(GemmKernel k) {
+  switch (k) {
+    case GemmKernel::kAuto: return "auto";
+    case GemmKernel::kMma: return "mma";
+    case GemmKernel::kWgmma128: return "wgmma128";
+    case GemmKernel::kWgmma192: return "wgmma192";
+    case GemmKernel::kWgmma256: return "wgmma256";
+  }
+  return "?";
+}
+
 size_t gemm_workspace_bytes(Tensor a, Tensor b) { return conversion_bytes(a, b); }
 
 Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias,

@@ -26,6 +26,8 @@ namespace elmo::cuda {
 //     for every NT product the tensor-core path takes, whatever its size (tests, benchmarks);
 //     ERR_UNSUPPORTED on devices other than compute capability 9.0. NN and TN use mma.sync.
 enum class GemmKernel { kAuto, kMma, kWgmma128, kWgmma192, kWgmma256 };
+// "auto", "mma", "wgmma128", "wgmma192", "wgmma256" (tests and benchmark rows); "?" otherwise.
+const char* gemm_kernel_name(GemmKernel k);
 
 struct GemmConfig {
   bool allow_tf32 = false;

@@ -267,9 +267,8 @@ void run_op(GemmOp op, DType t, elmo::cuda::GemmKernel kernel = elmo::cuda::Gemm
       for (DType tout : {DType::kF32, DType::kBF16}) {
         for (const Variant& v : kVariants) {
           char ctx[256];
-          static const char* const kKernelName[] = {"auto", "mma", "wgmma128", "wgmma192", "wgmma256"};
           std::snprintf(ctx, sizeof ctx, "[%s op=%s a=%s b=%s out=%s ep=%s%s%s pre=%s M=%lld N=%lld K=%lld]",
-                        kKernelName[static_cast<int>(kernel)], elmo::gemm_op_name(op), elmo::dtype_name(st.first),
+                        elmo::cuda::gemm_kernel_name(kernel), elmo::gemm_op_name(op), elmo::dtype_name(st.first),
                         elmo::dtype_name(st.second), elmo::dtype_name(tout), elmo::epilogue_name(v.ep),
                         v.accumulate ? "+accumulate" : "",
                         v.alias_residual ? "(aliased)" : "", v.pre == DType::kI32 ? "-" : elmo::dtype_name(v.pre),
