@@ -150,6 +150,51 @@ TEST_CASE(gemm_multi_tile_multi_k_block) {
 
 // Taller than the row block every kernel runs at a time (16 MC tiles: 1024 to 1536 rows), so a
 // problem is cut into blocks with a short last one; residual and pre_gelu rows follow the block.
+// Tall products whose C rows are a multiple of 4 KiB apart (N = 1024 floats) walk their tiles
+// row panel by row panel (gemm.cpp, rows_outer); every other product column panel by column
+// panel. The walk must not change a bit: the first 1024 columns of the same product with
+// N = 1056 (rows 4224 bytes apart) are the reference, for a row-major and a packed weight.
+TEST_CASE(gemm_tall_rows_4kib_apart_same_bits) {
+  const int64_t M = 389, N = 1024, Nw = 1056, K = 601;
+  std::vector<float> a = random_vec(M * K, 31), bw = random_vec(Nw * K, 32), bias_w = random_vec(Nw, 33),
+                     res_w = random_vec(M * Nw, 34);
+  std::vector<float> b(bw.begin(), bw.begin() + N * K), bias(bias_w.begin(), bias_w.begin() + N), res(M * N);
+  for (int64_t i = 0; i < M; ++i) std::copy_n(res_w.begin() + i * Nw, N, res.begin() + i * N);
+  float* bp = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(N * K * 4 + 63) / 64 * 64));
+  std::copy(b.begin(), b.end(), bp);
+  for (Epilogue ep : {Epilogue::kBiasGelu, Epilogue::kBiasResidual}) {
+    std::vector<double> want(M * N), want_pre(M * N);
+    const std::vector<double> da = to_double(a), db = to_double(b), dbias = to_double(bias), dres = to_double(res);
+    ref::gemm(want.data(), want_pre.data(), da.data(), db.data(), dbias.data(), dres.data(), GemmOp::kNT, ep, false,
+              M, N, K);
+    for_each_config([&](Backend& be, const Config&) {
+      context() += strformat(" ep=%s", elmo::epilogue_name(ep));
+      const bool gelu = ep == Epilogue::kBiasGelu;
+      std::vector<float> wide(M * Nw), wide_pre(M * Nw), out(M * N, std::nanf("")), pre(M * N, std::nanf(""));
+      CHECK_OK(be.gemm(f32(wide, {M, Nw}), gelu ? f32(wide_pre, {M, Nw}) : Tensor(), f32(a, {M, K}), f32(bw, {Nw, K}),
+                       f32(bias_w, {Nw}), gelu ? Tensor() : f32(res_w, {M, Nw}), GemmOp::kNT, ep, false));
+      std::vector<float> cut(M * N), cut_pre(M * N);
+      for (int64_t i = 0; i < M; ++i) {
+        std::copy_n(wide.begin() + i * Nw, N, cut.begin() + i * N);
+        std::copy_n(wide_pre.begin() + i * Nw, N, cut_pre.begin() + i * N);
+      }
+      for (const bool packed : {false, true}) {
+        Tensor tw(bp, DType::kF32, {N, K});
+        if (packed) CHECK_OK(be.pack_weight(&tw, true));
+        CHECK_OK(be.gemm(f32(out, {M, N}), gelu ? f32(pre, {M, N}) : Tensor(), f32(a, {M, K}), tw, f32(bias, {N}),
+                         gelu ? Tensor() : f32(res, {M, N}), GemmOp::kNT, ep, false));
+        if (packed) CHECK_OK(be.pack_weight(&tw, false));
+        all_close(packed ? "out (packed weight)" : "out", out.data(), want.data(), M * N,
+                  atol_for(K) + (gelu ? 1e-6 : 0.0), kRtol);
+        bit_equal(packed ? "row walk vs column walk (packed weight)" : "row walk vs column walk", out.data(),
+                  cut.data(), M * N);
+        if (gelu) bit_equal("pre_gelu, row walk vs column walk", pre.data(), cut_pre.data(), M * N);
+      }
+    });
+  }
+  std::free(bp);
+}
+
 TEST_CASE(gemm_row_blocks) {
   const int64_t M = 1700, N = 40, K = 70;
   std::vector<float> a = random_vec(M * K, 21), b = random_vec(K * N, 22), bias = random_vec(N, 23),
