@@ -296,4 +296,40 @@ TEST_CASE(gemm_bf16_with_packed_weight) {
   context().clear();
 }
 
+// Tall products whose C rows are 4 KiB apart (N = 1024) walk row panels outer
+// (gemm_detail::walk_rows_outer), others column panels outer; the walk must not change a bit:
+// the first 1024 columns of the same product with N = 1056 are the reference, row-major and
+// packed weight alike.
+TEST_CASE(gemm_bf16_tall_rows_4kib_apart_same_bits) {
+  const int64_t M = 389, N = 1024, Nw = 1056, K = 602;  // K even: the packed weight's k steps
+  std::vector<float> a = random_vec(M * K, 41), w = random_vec(Nw * K, 42), bias_w = random_vec(Nw, 43);
+  std::vector<uint16_t> bw = to_bf16(w);
+  std::vector<float> bias(bias_w.begin(), bias_w.begin() + N);
+  uint16_t* bp = static_cast<uint16_t*>(std::aligned_alloc(64, static_cast<size_t>(N * K * 2 + 63) / 64 * 64));
+  std::vector<double> want(M * N), want_pre(M * N);
+  {
+    const std::vector<double> da = bf16_values(a), dw = bf16_values(std::vector<float>(w.begin(), w.begin() + N * K)),
+                              dbias = to_double(bias);
+    ref::gemm(want.data(), want_pre.data(), da.data(), dw.data(), dbias.data(), nullptr, GemmOp::kNT,
+              Epilogue::kBiasGelu, false, M, N, K);
+  }
+  for_each_path([&](Backend& be, const Config&) {
+    std::vector<float> wide(M * Nw), out(M * N, std::nanf("")), cut(M * N);
+    CHECK_OK(be.gemm(f32(wide, {M, Nw}), Tensor(), f32(a, {M, K}), bf16(bw, {Nw, K}), f32(bias_w, {Nw}), Tensor(),
+                     GemmOp::kNT, Epilogue::kBiasGelu, false));
+    for (int64_t i = 0; i < M; ++i) std::copy_n(wide.begin() + i * Nw, N, cut.begin() + i * N);
+    for (const bool packed : {false, true}) {
+      std::copy(bw.begin(), bw.begin() + N * K, bp);
+      Tensor tb(bp, DType::kBF16, {N, K});
+      if (packed) CHECK_OK(be.pack_weight(&tb, true));
+      CHECK_OK(be.gemm(f32(out, {M, N}), Tensor(), f32(a, {M, K}), tb, f32(bias, {N}), Tensor(), GemmOp::kNT,
+                       Epilogue::kBiasGelu, false));
+      all_close(packed ? "out (packed weight)" : "out", out.data(), want.data(), M * N, atol_for(K) + 1e-6, kRtol);
+      bit_equal(packed ? "row walk vs column walk (packed weight)" : "row walk vs column walk", out.data(), cut.data(),
+                M * N);
+    }
+  });
+  std::free(bp);
+}
+
 int main() { return run_all_tests(); }

@@ -374,14 +374,7 @@ Status run_gemm(const Ctx& c, const Problem& p) {
   //    their B panels are reused from cache.
   const int64_t tiles_m = (p.M + MC - 1) / MC, tiles_n = (p.N + NC - 1) / NC;
   const bool add_first = p.beta != 0.0f;
-  // Tall products walk a task's tile column panel by column panel, each B slice reused from L1
-  // down all its row panels. When C's rows are a multiple of 4 KiB apart, every row of a column
-  // panel falls in the same two L1 sets, so that walk sends all of the task's stores to two sets,
-  // evicting their lines again and again: BERT-mini's FFN input product (4096 x 1024 x 256, C
-  // rows 4 KiB apart) ran at 163 GFLOP/s on one thread, 18% under a 1040-column C. Walking row
-  // panel by row panel instead spreads consecutive tiles' stores over the sets (204 GFLOP/s);
-  // each B slice then comes from L2, prefetched by the call before it.
-  const bool rows_outer = !short_m && p.ldc % 1024 == 0;
+  const bool rows_outer = gemm_detail::walk_rows_outer(short_m, p.ldc);
   std::atomic<bool> oom{false};
   run_parallel(c, tiles_m * tiles_n, [&](int64_t t) {
     const int64_t m0 = (t % tiles_m) * MC, n0 = (t / tiles_m) * NC;

@@ -210,6 +210,7 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
   // 2. Compute, one task per MC x NC tile of C; tiles sharing columns run back to back.
   const int64_t tiles_m = (p.M + MC - 1) / MC, tiles_n = (p.N + NC - 1) / NC;
   std::atomic<bool> oom{false};
+  const bool rows_outer = gemm_detail::walk_rows_outer(short_m, ldc);
   run_parallel(c, tiles_m * tiles_n, [&](int64_t t) {
     const int64_t m0 = (t % tiles_m) * MC, n0 = (t / tiles_m) * NC;
     const int64_t m1 = std::min(p.M, m0 + MC), n1 = std::min(p.N, n0 + NC);
@@ -229,27 +230,40 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
         for (int64_t jr = n0; jr < n1; jr += NR)
           kn.pack_b(bt + (jr - n0) / NR * NR * kcp, p.B + jr * ldb + pc, ldb, kc,
                     static_cast<int>(std::min<int64_t>(NR, p.N - jr)));
-      for (int64_t jr = n0; jr < n1; jr += NR) {
+      const int64_t tile_panels = (m1 - m0 + MR - 1) / MR;
+      // One micro-tile: rows [ir, ir + MR) x columns [jr, jr + NR) over this K block.
+      const auto micro = [&](int64_t ir, int64_t jr, gemm_detail::Prefetch pf) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
         const int cols = static_cast<int>(std::min<int64_t>(NR, n1 - jr));
+        const char* a = Ap + ir / MR * a_panel + pc * MR * kn.a_bytes;
         const uint16_t* b = bt ? bt + (jr - n0) / NR * NR * kcp : Bp + jr / NR * b_panel + pc * NR;
+        float* ct = p.C + ir * ldc + jr;
+        if (last && p.ep && kn.micro_ep) {
+          kn.micro_ep(kc, a, b, ct, ldc, rows, cols, add, *p.ep, ir, jr, pf);
+        } else {
+          kn.micro(kc, a, b, ct, ldc, rows, cols, add, pf);
+          if (last && p.ep) path.epilogue(*p.ep, ct, ldc, ir, jr, rows, cols);
+        }
+      };
+      if (rows_outer) {  // (gemm_detail::walk_rows_outer) the call on one B slice prefetches the next
+        for (int64_t ir = m0; ir < m1; ir += MR)
+          for (int64_t jr = n0; jr < n1; jr += NR) {
+            gemm_detail::PanelPrefetch next;
+            if (jr + NR < n1) next = gemm_detail::PanelPrefetch(Bp + (jr / NR + 1) * b_panel + pc * NR, kcp * NR * 2, 1);
+            micro(ir, jr, next.take());
+          }
+        if (last) break;
+        continue;
+      }
+      for (int64_t jr = n0; jr < n1; jr += NR) {
         // The next slice of a packed weight, prefetched among the dot products (as in fp32).
         gemm_detail::PanelPrefetch next;
-        const int64_t tile_panels = (m1 - m0 + MR - 1) / MR;
         if (!bt) next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, kn.kstep, tile_panels);
         const bool reverse = lazy_a && (t & 1);  // odd tasks from the bottom (LazyPanels)
         for (int64_t q = 0; q < tile_panels; ++q) {
           const int64_t ir = m0 + (reverse ? tile_panels - 1 - q : q) * MR;
           if (lazy_a && pc == 0 && jr == n0) a_lazy.ensure(ir / MR, pack_a);
-          const gemm_detail::Prefetch pf = next.take();
-          const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
-          const char* a = Ap + ir / MR * a_panel + pc * MR * kn.a_bytes;
-          float* ct = p.C + ir * ldc + jr;
-          if (last && p.ep && kn.micro_ep) {
-            kn.micro_ep(kc, a, b, ct, ldc, rows, cols, add, *p.ep, ir, jr, pf);
-          } else {
-            kn.micro(kc, a, b, ct, ldc, rows, cols, add, pf);
-            if (last && p.ep) path.epilogue(*p.ep, ct, ldc, ir, jr, rows, cols);
-          }
+          micro(ir, jr, next.take());
         }
       }
       if (last) break;
