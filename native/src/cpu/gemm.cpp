@@ -393,7 +393,6 @@ Status run_gemm(const Ctx& c, const Problem& p) {
       const bool last = pc + kc >= K;
       const bool add = pc > 0 || add_first;
       if (bt) pack_b_panels(kn, p, pc, kc, n0 / NR, (n1 - n0 + NR - 1) / NR, bt);
-      const int64_t tile_panels = (m1 - m0 + MR - 1) / MR;
       // One micro-tile: rows [ir, ir + MR) x columns [jr, jr + NR) over this K block.
       const auto micro = [&](int64_t ir, int64_t jr, Prefetch pf) {
         const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
@@ -409,30 +408,11 @@ Status run_gemm(const Ctx& c, const Problem& p) {
           if (last && p.ep) kn.epilogue(*p.ep, ct, p.ldc, ir, jr, rows, cols);
         }
       };
-      if (rows_outer) {
-        // Each row panel across the tile's columns; the call on one B slice prefetches the next.
-        for (int64_t ir = m0; ir < m1; ir += MR)
-          for (int64_t jr = n0; jr < n1; jr += NR) {
-            PanelPrefetch next;
-            if (jr + NR < n1) next = PanelPrefetch(Bp + (jr / NR + 1) * b_panel + pc * NR, kc * NR * 4, 1);
-            micro(ir, jr, next.take());
-          }
-        if (last) break;
-        continue;
-      }
-      for (int64_t jr = n0; jr < n1; jr += NR) {
-        // Read straight from a packed weight, the next slice would otherwise come from memory
-        // at the pace of the first micro-kernel call, which then waits on it.
-        PanelPrefetch next;
-        if (!bt) next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, 1, tile_panels);
-        const bool reverse = lazy_a && (t & 1);  // odd tasks from the bottom (LazyPanels)
-        for (int64_t q = 0; q < tile_panels; ++q) {
-          const int64_t ir = m0 + (reverse ? tile_panels - 1 - q : q) * MR;
-          if (lazy_a && pc == 0 && jr == n0)
-            a_lazy.ensure(ir / MR, [&](int64_t i) { pack_a_panels(kn, p, i, 1, Ap); });
-          micro(ir, jr, next.take());
-        }
-      }
+      const auto first = [&](int64_t ir) {
+        if (lazy_a && pc == 0) a_lazy.ensure(ir / MR, [&](int64_t i) { pack_a_panels(kn, p, i, 1, Ap); });
+      };
+      const gemm_detail::TileWalk w{m0, m1, n0, n1, pc, KC, K, MR, NR, 1, rows_outer, lazy_a && (t & 1)};
+      gemm_detail::walk_tile(w, bt ? nullptr : Bp, b_panel, first, micro);
       if (last) break;
     }
   });

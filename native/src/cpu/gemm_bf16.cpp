@@ -230,7 +230,6 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
         for (int64_t jr = n0; jr < n1; jr += NR)
           kn.pack_b(bt + (jr - n0) / NR * NR * kcp, p.B + jr * ldb + pc, ldb, kc,
                     static_cast<int>(std::min<int64_t>(NR, p.N - jr)));
-      const int64_t tile_panels = (m1 - m0 + MR - 1) / MR;
       // One micro-tile: rows [ir, ir + MR) x columns [jr, jr + NR) over this K block.
       const auto micro = [&](int64_t ir, int64_t jr, gemm_detail::Prefetch pf) {
         const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - ir));
@@ -245,27 +244,11 @@ Status run_packed(const Ctx& c, const Path& path, const Problem& p) {
           if (last && p.ep) path.epilogue(*p.ep, ct, ldc, ir, jr, rows, cols);
         }
       };
-      if (rows_outer) {  // (gemm_detail::walk_rows_outer) the call on one B slice prefetches the next
-        for (int64_t ir = m0; ir < m1; ir += MR)
-          for (int64_t jr = n0; jr < n1; jr += NR) {
-            gemm_detail::PanelPrefetch next;
-            if (jr + NR < n1) next = gemm_detail::PanelPrefetch(Bp + (jr / NR + 1) * b_panel + pc * NR, kcp * NR * 2, 1);
-            micro(ir, jr, next.take());
-          }
-        if (last) break;
-        continue;
-      }
-      for (int64_t jr = n0; jr < n1; jr += NR) {
-        // The next slice of a packed weight, prefetched among the dot products (as in fp32).
-        gemm_detail::PanelPrefetch next;
-        if (!bt) next = gemm_detail::next_slice(Bp, b_panel, NR, n0, n1, jr, pc, KC, K, kn.kstep, tile_panels);
-        const bool reverse = lazy_a && (t & 1);  // odd tasks from the bottom (LazyPanels)
-        for (int64_t q = 0; q < tile_panels; ++q) {
-          const int64_t ir = m0 + (reverse ? tile_panels - 1 - q : q) * MR;
-          if (lazy_a && pc == 0 && jr == n0) a_lazy.ensure(ir / MR, pack_a);
-          micro(ir, jr, next.take());
-        }
-      }
+      const auto first = [&](int64_t ir) {
+        if (lazy_a && pc == 0) a_lazy.ensure(ir / MR, pack_a);
+      };
+      const gemm_detail::TileWalk w{m0, m1, n0, n1, pc, KC, K, MR, NR, kn.kstep, rows_outer, lazy_a && (t & 1)};
+      gemm_detail::walk_tile(w, bt ? nullptr : Bp, b_panel, first, micro);
       if (last) break;
     }
   });

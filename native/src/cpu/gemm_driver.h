@@ -53,15 +53,16 @@ constexpr int64_t kShortMinTasks = 4;
 constexpr int64_t kStreamM = 32;
 constexpr int64_t kStreamNC = 48;  // columns of C per task (a multiple of the 3-column dot block)
 
-// How a task walks its tile. Tall products go column panel by column panel, each B slice reused
-// from L1 down all the tile's row panels. When C's rows are a multiple of 4 KiB apart, though,
-// every row of a column panel falls in the same two L1 sets, so that walk sends all of a task's
-// stores to two sets and they keep evicting the lines there: BERT-mini's FFN input product
-// (4096 x 1024 x 256, rows 4 KiB apart) ran at 163 GFLOP/s on one thread, 18% under the same
-// product with 1040 columns. Walking row panel by row panel instead spreads consecutive tiles'
-// stores over the sets (204 GFLOP/s); each B slice then comes from L2, prefetched by the call
-// before the one that uses it. Short products keep the column walk (their C stays in L2 and
-// showed no such loss). `ldc` in elements of C (f32).
+// Which way a task walks its tile (walk_tile). Tall products go column panel by column panel,
+// each B slice reused from L1 down all the tile's row panels. When C's rows are a multiple of
+// 4 KiB apart, though, every row of a column panel falls in the same two L1 sets, so that walk
+// sends all of a task's stores to two sets and they keep evicting the lines there. Walking row
+// panel by row panel instead spreads consecutive tiles' stores over the sets; each B slice then
+// comes from L2, prefetched by the call before the one that uses it. BERT-mini's FFN input
+// product on one thread (`bench_gemm op=NT m=4096 n=1024 k=256 threads=1 packed=1`, the two
+// walks' builds alternated): 163 -> 204 GFLOP/s; the same product with 1040 columns (rows not
+// 4 KiB apart) ran at 208 with the column walk. Short products keep the column walk (their C
+// stays in L2: no such loss at M = 128). `ldc` in elements of C (f32).
 inline bool walk_rows_outer(bool short_m, int64_t ldc) { return !short_m && ldc % 1024 == 0; }
 
 // The A panels of a short problem (M <= kShortM), packed by the compute tasks as they first reach
@@ -143,6 +144,48 @@ PanelPrefetch next_slice(const T* Bp, int64_t b_panel, int64_t NR, int64_t n0, i
   if (jr + NR < n1) return {Bp + (jr / NR + 1) * b_panel + pc * NR, slice_bytes(pc), calls};
   if (pc + KC < K) return {Bp + (n0 / NR) * b_panel + (pc + KC) * NR, slice_bytes(pc + KC), calls};
   return {};
+}
+
+// One task's tile, rows [m0, m1) x columns [n0, n1), over the K block at pc (blocks of KC, K
+// in all), for walk_tile.
+struct TileWalk {
+  int64_t m0, m1, n0, n1;
+  int64_t pc, KC, K;
+  int64_t MR, NR;
+  int64_t kstep;    // k granularity of the B panels (f32 1, bf16 2)
+  bool rows_outer;  // walk_rows_outer
+  bool reverse;     // column walk: row panels from the bottom (odd tasks, LazyPanels)
+};
+
+// Walks a tile micro-tile by micro-tile, for both GEMM drivers: micro(ir, jr, pf) computes the
+// tile at rows ir, columns jr and issues the prefetches pf; first(ir) runs before row panel
+// ir's first micro-tile (a short problem packs its A panel there, LazyPanels). Bp: the packed
+// weight, whose next slice the calls prefetch among their FMAs (read straight from memory, it
+// would otherwise arrive at the pace of the first call that waits on it); null when B is the
+// task's own block, already in cache.
+template <typename T, typename First, typename Micro>
+void walk_tile(const TileWalk& w, const T* Bp, int64_t b_panel, const First& first, const Micro& micro) {
+  const int64_t panels = (w.m1 - w.m0 + w.MR - 1) / w.MR;
+  if (w.rows_outer) {  // the call on one B slice prefetches the next
+    for (int64_t ir = w.m0; ir < w.m1; ir += w.MR) {
+      first(ir);
+      for (int64_t jr = w.n0; jr < w.n1; jr += w.NR) {
+        PanelPrefetch next;
+        if (Bp && jr + w.NR < w.n1) next = next_slice(Bp, b_panel, w.NR, w.n0, w.n1, jr, w.pc, w.KC, w.K, w.kstep, 1);
+        micro(ir, jr, next.take());
+      }
+    }
+    return;
+  }
+  for (int64_t jr = w.n0; jr < w.n1; jr += w.NR) {  // the slice spread over the column's calls
+    PanelPrefetch next;
+    if (Bp) next = next_slice(Bp, b_panel, w.NR, w.n0, w.n1, jr, w.pc, w.KC, w.K, w.kstep, panels);
+    for (int64_t q = 0; q < panels; ++q) {
+      const int64_t ir = w.m0 + (w.reverse ? panels - 1 - q : q) * w.MR;
+      if (jr == w.n0) first(ir);
+      micro(ir, jr, next.take());
+    }
+  }
 }
 
 }  // namespace elmo::cpu::gemm_detail
