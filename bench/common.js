@@ -8,6 +8,18 @@ function option(name, fallback) {
   return hit.includes('=') ? hit.slice(hit.indexOf('=') + 1) : true;
 }
 
+// --name=a,b,c as a list of strings (empty entries dropped).
+function listOption(name, fallback) {
+  return String(option(name, fallback)).split(',').filter(Boolean);
+}
+
+// --name=1,8,32 as positive integers; anything else is an error.
+function countsOption(name, fallback) {
+  const v = listOption(name, fallback).map(Number);
+  for (const x of v) if (!Number.isInteger(x) || x < 1) throw new Error(`--${name}: expected positive integers, got ${option(name, fallback)}`);
+  return v;
+}
+
 // The generators of native/bench/bench_bert (64-bit LCG).
 const MASK64 = (1n << 64n) - 1n;
 const lcg = (s) => (s * 6364136223846793005n + 1442695040888963407n) & MASK64;
@@ -31,4 +43,4 @@ function median(xs) {
   return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
 }
 
-module.exports = { option, lcg, makeIds, median };
+module.exports = { option, listOption, countsOption, lcg, makeIds, median };

@@ -50,7 +50,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { option, lcg, makeIds, median } = require('./common');
+const { option, listOption, countsOption, lcg, makeIds, median } = require('./common');
 
 const root = path.resolve(__dirname, '..');
 const buildDir = path.join(root, 'build-bench');
@@ -74,23 +74,17 @@ function chatLengths() {
   return lens;
 }
 
-// The benchmark's rows: batch x seq (fixed lengths) and the chat batch, less what --batches,
-// --seqs and --no-chat leave out. The chat batch is always the check's input (chatCase).
-function listOption(name, fallback) {
-  const v = String(option(name, fallback)).split(',').filter(Boolean).map(Number);
-  for (const x of v) if (!Number.isInteger(x) || x < 1) throw new Error(`--${name}: expected positive integers, got ${option(name, fallback)}`);
-  return v;
-}
-
 function chatCase() {
   const lens = chatLengths();
   return { name: 'chat', batch: 32, seq: 'chat', lens, ids: makeIds(lens) };
 }
 
+// The benchmark's rows: batch x seq (fixed lengths) and the chat batch, less what --batches,
+// --seqs and --no-chat leave out. The chat batch is always the check's input (chatCase).
 function makeCases() {
   const cases = [];
-  for (const batch of listOption('batches', '1,8,32')) {
-    for (const seq of listOption('seqs', '32,128')) {
+  for (const batch of countsOption('batches', '1,8,32')) {
+    for (const seq of countsOption('seqs', '32,128')) {
       const lens = new Array(batch).fill(seq);
       cases.push({ name: `b${batch}-s${seq}`, batch, seq, lens, ids: makeIds(lens) });
     }
@@ -488,9 +482,9 @@ function fmt(x, digits = 3) {
 
 async function main() {
   const t0 = Date.now();
-  const models = String(option('models', 'mini,small,base')).split(',').filter(Boolean);
+  const models = listOption('models', 'mini,small,base');
   for (const m of models) if (!MODELS[m]) throw new Error(`unknown model ${m}`);
-  const engines = String(option('engines', 'elmo,ort,pytorch')).split(',').filter(Boolean);
+  const engines = listOption('engines', 'elmo,ort,pytorch');
   const repeat = Math.max(1, parseInt(option('repeat', '1'), 10));
   const cases = makeCases();
   const timing = { budget_ms: parseFloat(option('budget-ms', '1500')), min_runs: 3, max_runs: 25, long_ms: 4000 };
@@ -836,7 +830,7 @@ if (child) {
     process.exit(1);
   });
 } else if (option('merge', null)) {
-  merge(String(option('merge', '')).split(',').filter(Boolean));
+  merge(listOption('merge', ''));
 } else {
   main().catch((e) => {
     console.error(e && e.stack ? e.stack : String(e));

@@ -19,7 +19,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { option, makeIds } = require('./common');
+const { option, listOption, countsOption, makeIds } = require('./common');
 
 const root = path.resolve(__dirname, '..');
 
@@ -43,8 +43,8 @@ async function main() {
   } catch (e) {
     throw new Error(`dist/ is not built (npm run build:addon && npm run build): ${e.message}`);
   }
-  const models = String(option('models', 'mini,small,base')).split(',').filter(Boolean);
-  const seqs = String(option('seqs', '32,128')).split(',').filter(Boolean).map(Number);
+  const models = listOption('models', 'mini,small,base');
+  const seqs = countsOption('seqs', '32,128');
   const rounds = Math.max(1, parseInt(option('rounds', '5'), 10));
   const ms = Math.max(50, parseFloat(option('ms', '400')));
   const rows = [];
