@@ -135,7 +135,7 @@ int main() {
     for (const auto& nk : shapes) {
       bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, GemmKernel::kMma);
       if (hopper && T >= 4096)
-        for (GemmKernel k : {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256})
+        for (GemmKernel k : elmo::cuda::kWgmmaKernels)
           bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, k);
     }
   for (GemmOp op : {GemmOp::kNN, GemmOp::kTN})

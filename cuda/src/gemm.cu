@@ -406,9 +406,7 @@ int wgmma_env() {
 // BERT-base at 4096 tokens on 132 SMs, 192 for N = 768 and 2304 (128 and 384 blocks, where 256
 // would leave a quarter of the last wave idle) and 256 for N = 3072 (384 blocks).
 int wgmma_bn(GemmKernel kernel, const EpilogueArgs& e) {
-  if (kernel == GemmKernel::kWgmma128) return 128;
-  if (kernel == GemmKernel::kWgmma192) return 192;
-  if (kernel == GemmKernel::kWgmma256) return 256;
+  if (const int forced = wgmma_tile_columns(kernel)) return forced;
   const int mode = kernel == GemmKernel::kAuto ? wgmma_env() : 0;
   if (mode == 0) return 0;
   int dev = 0;
@@ -504,8 +502,7 @@ Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_g
              Code::kInput, "gemm: unknown Epilogue %d", static_cast<int>(ep));
   ELMO_CHECK(!accumulate || ep == Epilogue::kNone, Code::kInput,
              "gemm: accumulate is only allowed with Epilogue::kNone");
-  const bool force_wgmma = cfg.kernel == GemmKernel::kWgmma128 || cfg.kernel == GemmKernel::kWgmma192 ||
-                           cfg.kernel == GemmKernel::kWgmma256;
+  const bool force_wgmma = wgmma_tile_columns(cfg.kernel) > 0;
   ELMO_CHECK(cfg.kernel == GemmKernel::kAuto || cfg.kernel == GemmKernel::kMma || force_wgmma, Code::kInput,
              "gemm: unknown GemmKernel %d", static_cast<int>(cfg.kernel));
   if (force_wgmma) {

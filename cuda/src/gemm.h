@@ -28,6 +28,12 @@ namespace elmo::cuda {
 enum class GemmKernel { kAuto, kMma, kWgmma128, kWgmma192, kWgmma256 };
 // "auto", "mma", "wgmma128", "wgmma192", "wgmma256" (tests and benchmark rows); "?" otherwise.
 const char* gemm_kernel_name(GemmKernel k);
+// The forced wgmma kernels, for tests and benchmarks that run each one.
+constexpr GemmKernel kWgmmaKernels[] = {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256};
+// A forced wgmma kernel's block-tile columns; 0 for kAuto and kMma.
+constexpr int wgmma_tile_columns(GemmKernel k) {
+  return k == GemmKernel::kWgmma128 ? 128 : k == GemmKernel::kWgmma192 ? 192 : k == GemmKernel::kWgmma256 ? 256 : 0;
+}
 
 struct GemmConfig {
   bool allow_tf32 = false;

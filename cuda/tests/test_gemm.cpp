@@ -369,13 +369,13 @@ bool wgmma_device() {
 TEST_CASE(gemm_nt_bf16_wgmma) {
   using elmo::cuda::GemmKernel;
   if (wgmma_device())
-    for (GemmKernel k : {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256})
+    for (GemmKernel k : elmo::cuda::kWgmmaKernels)
       run_op(GemmOp::kNT, DType::kBF16, k);
 }
 TEST_CASE(gemm_nt_f16_wgmma) {
   using elmo::cuda::GemmKernel;
   if (wgmma_device())
-    for (GemmKernel k : {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256})
+    for (GemmKernel k : elmo::cuda::kWgmmaKernels)
       run_op(GemmOp::kNT, DType::kF16, k);
 }
 
@@ -388,8 +388,8 @@ TEST_CASE(gemm_nt_f16_wgmma) {
 TEST_CASE(gemm_wgmma_operand_layout) {
   if (!wgmma_device()) return;
   using elmo::cuda::GemmKernel;
-  for (GemmKernel kernel : {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256}) {
-    const int bn = kernel == GemmKernel::kWgmma128 ? 128 : kernel == GemmKernel::kWgmma192 ? 192 : 256;
+  for (GemmKernel kernel : elmo::cuda::kWgmmaKernels) {
+    const int bn = elmo::cuda::wgmma_tile_columns(kernel);
     const int64_t M = 256, N = 2 * bn;
     for (int64_t K : {64, 576}) {
       std::vector<float> a(static_cast<size_t>(M * K), 0.0f), b_n(static_cast<size_t>(N * K)), b_k(b_n.size());
