@@ -18,9 +18,10 @@
 //
 // Short forwards run inline. Handing a call to the worker and its result back costs two
 // thread wake-ups (an interprocessor interrupt each on a VM): BERT-mini at 32 tokens takes
-// 0.569 ms that way and 0.537 ms inline (bench/latency.js). A CPU forward whose estimated time is at most inlineMaxMs
-// (default 1 ms; 0: never) runs on the calling JS thread instead, as onnxruntime-node runs
-// every call, and its promise is resolved before it is returned. The estimate is the call's
+// 0.569 ms that way and 0.537 ms inline (`npm run bench:latency`, the two side by side). A CPU
+// forward whose estimated time is at most inlineMaxMs (default 1 ms; 0: never) runs on the
+// calling JS thread instead, as onnxruntime-node runs every call, and its promise is resolved
+// before it is returned. The estimate is the call's
 // FLOPs over the rate this model's forwards have reached so far (an average over the
 // completed ones, inline or not), so the first forward always runs on the worker, and a
 // large batch never blocks the event loop. CUDA forwards always run on the worker.

@@ -87,8 +87,7 @@ struct ForwardOptions {
   // a GEMM, LayerNorm or GELU depends only on its input row) and on AVX2 with packed weights;
   // to rounding on AVX2 for a weight left row-major (a width not a multiple of 16, or
   // set_weights_packed(false)), whose products of up to 32 rows stream and sum in another
-  // order. The last
-  // layer's output-projection, FFN and LayerNorm work drops from T rows to B.
+  // order. The last layer's output-projection, FFN and LayerNorm work drops from T rows to B.
   // BertOutputs::hidden is then empty and ::cls holds the rows.
   // Ignored (full forward) when training, without a pooler, with n_mlm > 0, or where the last
   // layer's attention output is not f32 (bf16 activations on CUDA).
