@@ -5,9 +5,10 @@
 //   (2304,768) fused QKV}, T in {128, 4096, 16384}, NT (the linear layer); plus NN and TN at
 //   T = 4096 (the backward's data and weight gradients).
 //
-// NT rows at T >= 4096 run four times on compute capability 9.0 devices: the mma.sync kernel
-// ("kernel":"mma") and the wgmma kernel with 128x128, 128x192 and 128x256 block tiles
-// ("wgmma128", "wgmma192", "wgmma256"), side by side; elsewhere only "mma".
+// NT rows at T >= 4096 run once per kernel on compute capability 9.0 devices, side by side: the
+// mma.sync kernel ("kernel":"mma") and each forced wgmma kernel of gemm.h (kWgmmaKernels:
+// "wgmma128", "wgmma192", "wgmma256", the persistent "wgmma192p", "wgmma256p", and the
+// two-blocks-per-SM "wgmma128x2", "wgmma128x2p"); elsewhere only "mma".
 //
 // Each shape: 5 warm-up runs, then 20 timed runs (cudaEvent pair around each), median reported.
 // Inputs rotate over enough copies that the working set exceeds the L2 cache, so the timed runs

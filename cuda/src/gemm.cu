@@ -388,49 +388,70 @@ Status launch_simt(cudaStream_t stream, GemmOp op, const T* a, const T* b, const
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-// What ELMO_CUDA_WGMMA in the environment asks of kAuto (read once): 0 = nothing (unset or
-// anything else), 1 = "1" (the size rule below), 2 = "force" (every NT product on tensor cores).
-int wgmma_env() {
-  static const int mode = [] {
+// What ELMO_CUDA_WGMMA in the environment asks of kAuto (read once): mode 0 = nothing (unset
+// or anything else), 1 = "1" or the name of a forced wgmma kernel such as "wgmma128x2p" (the
+// size rule of wgmma_choice; a name also fixes the kernel), 2 = "force" (every NT product on
+// tensor cores).
+struct WgmmaEnv {
+  int mode = 0;
+  GemmKernel kernel = GemmKernel::kAuto;
+};
+WgmmaEnv wgmma_env() {
+  static const WgmmaEnv env = [] {
     const char* v = std::getenv("ELMO_CUDA_WGMMA");
-    if (v == nullptr) return 0;
-    if (std::strcmp(v, "1") == 0) return 1;
-    return std::strcmp(v, "force") == 0 ? 2 : 0;
+    if (v == nullptr) return WgmmaEnv{};
+    if (std::strcmp(v, "1") == 0) return WgmmaEnv{1};
+    if (std::strcmp(v, "force") == 0) return WgmmaEnv{2};
+    for (GemmKernel k : kWgmmaKernels)
+      if (std::strcmp(v, gemm_kernel_name(k)) == 0) return WgmmaEnv{1, k};
+    return WgmmaEnv{};
   }();
-  return mode;
+  return env;
 }
 
-// The wgmma kernel's block-tile columns for an NT product under `kernel`, or 0 for mma.sync.
-// kAuto takes it only when 128x128 tiles already give every SM a block (or when forced), with
-// the tile width whose grid leaves least of its last wave idle (the wider on a near tie): for
-// BERT-base at 4096 tokens on 132 SMs, 192 for N = 768 and 2304 (128 and 384 blocks, where 256
-// would leave a quarter of the last wave idle) and 256 for N = 3072 (384 blocks).
-int wgmma_bn(GemmKernel kernel, const EpilogueArgs& e) {
-  if (const int forced = wgmma_tile_columns(kernel)) return forced;
-  const int mode = kernel == GemmKernel::kAuto ? wgmma_env() : 0;
-  if (mode == 0) return 0;
+// How the wgmma kernel runs an NT product under `cfg`, or columns = 0 for mma.sync. A forced
+// kernel is its WgmmaVariant. kAuto takes it only when ELMO_CUDA_WGMMA asks and 128x128 tiles
+// already give every SM a block (or when forced): the kernel ELMO_CUDA_WGMMA names, or else one
+// block per tile with the tile width whose grid leaves least of its last wave idle (the wider
+// on a near tie): for BERT-base at 4096 tokens on 132 SMs, 192 for N = 768 and 2304 (128 and
+// 384 blocks, where 256 would leave a quarter of the last wave idle) and 256 for N = 3072 (384
+// blocks).
+WgmmaVariant wgmma_choice(const GemmConfig& cfg, const EpilogueArgs& e) {
+  const WgmmaVariant forced = wgmma_variant(cfg.kernel);
+  if (forced.columns > 0) return forced;
+  const WgmmaEnv env = cfg.kernel == GemmKernel::kAuto ? wgmma_env() : WgmmaEnv{};
+  if (env.mode == 0) return {};
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || !gemm_detail::wgmma_supported(dev)) return 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || !gemm_detail::wgmma_supported(dev)) return {};
   const int64_t sms = sm_count();
   const int64_t rows = ceil_div(e.M, gemm_detail::kWgmmaBM);
-  if (rows * ceil_div(e.N, 128) < sms && mode != 2) return 0;
-  int best = 128;
+  if (rows * ceil_div(e.N, 128) < sms && env.mode != 2) return {};
+  if (env.kernel != GemmKernel::kAuto) return wgmma_variant(env.kernel);
+  WgmmaVariant best{128, 1, false};
   double best_use = 0.0;
   for (int bn : {256, 192, 128}) {
     const int64_t tiles = rows * ceil_div(e.N, bn);
     const double use = static_cast<double>(tiles) / static_cast<double>(ceil_div(tiles, sms) * sms);
     if (use > best_use + 0.02) {
-      best = bn;
+      best.columns = bn;
       best_use = use;
     }
   }
   return best;
 }
 
+// The wgmma kernel's grid for `v`: 0 (a block per tile), or for a persistent kernel a block per
+// SM slot, at most cfg.max_blocks when that is set.
+int64_t wgmma_grid(const GemmConfig& cfg, const WgmmaVariant& v) {
+  if (!v.persistent) return 0;
+  const int64_t slots = int64_t{sm_count()} * v.blocks_per_sm;
+  return cfg.max_blocks > 0 ? std::min<int64_t>(slots, cfg.max_blocks) : slots;
+}
+
 // 16-bit operands of one type: tensor cores when every row is 16-byte aligned (wgmma or
 // mma.sync), else SIMT.
 template <typename T>
-Status run_16bit(cudaStream_t stream, GemmKernel kernel, GemmOp op, const T* a, const T* b, const EpilogueArgs& e,
+Status run_16bit(cudaStream_t stream, const GemmConfig& cfg, GemmOp op, const T* a, const T* b, const EpilogueArgs& e,
                  int K) {
   const int M = e.M, N = e.N;
   const int lda = op == GemmOp::kTN ? M : K;
@@ -438,8 +459,10 @@ Status run_16bit(cudaStream_t stream, GemmKernel kernel, GemmOp op, const T* a, 
   const bool tc_ok = lda % 8 == 0 && ldb % 8 == 0 && aligned16(a) && aligned16(b);
   if (!tc_ok) return launch_simt<T>(stream, op, a, b, e, K);
   if (op == GemmOp::kNT && K > 0) {
-    const int bn = wgmma_bn(kernel, e);
-    if (bn > 0) return gemm_detail::gemm_wgmma_nt(stream, TypeOf<T>::kDType, a, b, e, K, lda, ldb, bn);
+    const WgmmaVariant v = wgmma_choice(cfg, e);
+    if (v.columns > 0)
+      return gemm_detail::gemm_wgmma_nt(stream, TypeOf<T>::kDType, a, b, e, K, lda, ldb, v.columns, v.blocks_per_sm,
+                                        wgmma_grid(cfg, v));
   }
   switch (op) {
     case GemmOp::kNN: return dispatch_tc<T, true, false>(stream, a, b, e, K, lda, ldb);
@@ -486,6 +509,10 @@ const char* gemm_kernel_name(GemmKernel k) {
     case GemmKernel::kWgmma128: return "wgmma128";
     case GemmKernel::kWgmma192: return "wgmma192";
     case GemmKernel::kWgmma256: return "wgmma256";
+    case GemmKernel::kWgmma192P: return "wgmma192p";
+    case GemmKernel::kWgmma256P: return "wgmma256p";
+    case GemmKernel::kWgmma128x2: return "wgmma128x2";
+    case GemmKernel::kWgmma128x2P: return "wgmma128x2p";
   }
   return "?";
 }
@@ -502,9 +529,10 @@ Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_g
              Code::kInput, "gemm: unknown Epilogue %d", static_cast<int>(ep));
   ELMO_CHECK(!accumulate || ep == Epilogue::kNone, Code::kInput,
              "gemm: accumulate is only allowed with Epilogue::kNone");
-  const bool force_wgmma = wgmma_tile_columns(cfg.kernel) > 0;
+  const bool force_wgmma = wgmma_variant(cfg.kernel).columns > 0;
   ELMO_CHECK(cfg.kernel == GemmKernel::kAuto || cfg.kernel == GemmKernel::kMma || force_wgmma, Code::kInput,
              "gemm: unknown GemmKernel %d", static_cast<int>(cfg.kernel));
+  ELMO_CHECK(cfg.max_blocks >= 0, Code::kInput, "gemm: GemmConfig::max_blocks must be >= 0, got %d", cfg.max_blocks);
   if (force_wgmma) {
     int dev = 0;
     ELMO_CUDA_TRY(cudaGetDevice(&dev), "gemm: cudaGetDevice");
@@ -600,9 +628,9 @@ Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_g
     (a.dtype == DType::kF32 ? pa : pb) = cfg.workspace;
   }
   if (t16 == DType::kBF16)
-    return run_16bit(stream, cfg.kernel, op, static_cast<const __nv_bfloat16*>(pa),
+    return run_16bit(stream, cfg, op, static_cast<const __nv_bfloat16*>(pa),
                      static_cast<const __nv_bfloat16*>(pb), e, Ki);
-  return run_16bit(stream, cfg.kernel, op, static_cast<const __half*>(pa), static_cast<const __half*>(pb), e, Ki);
+  return run_16bit(stream, cfg, op, static_cast<const __half*>(pa), static_cast<const __half*>(pb), e, Ki);
 }
 
 }  // namespace elmo::cuda

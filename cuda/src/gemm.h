@@ -18,21 +18,58 @@ namespace elmo::cuda {
 // Which kernel computes a 16-bit product on tensor cores.
 //   kAuto: the mma.sync kernel, unless the environment has ELMO_CUDA_WGMMA=1 (the wgmma kernel of
 //     gemm_sm90a.cu on compute capability 9.0 for NT products that fill the GPU with 128x128
-//     tiles, with the tile width that wastes least of the last wave) or ELMO_CUDA_WGMMA=force
-//     (for every NT product on tensor cores; whole-model checks).
+//     tiles, with the tile width that wastes least of the last wave), ELMO_CUDA_WGMMA=<name> of
+//     a kWgmma* kernel below, e.g. wgmma128x2p (that kernel, for the same products), or
+//     ELMO_CUDA_WGMMA=force (for every NT product on tensor cores; whole-model checks).
 //     Off by default: the wgmma kernel has not yet been run on a Hopper GPU.
 //   kMma: always the mma.sync kernel.
-//   kWgmma128 / kWgmma192 / kWgmma256: the wgmma kernel with 128 x 128 / 192 / 256 block tiles
-//     for every NT product the tensor-core path takes, whatever its size (tests, benchmarks);
-//     ERR_UNSUPPORTED on devices other than compute capability 9.0. NN and TN use mma.sync.
-enum class GemmKernel { kAuto, kMma, kWgmma128, kWgmma192, kWgmma256 };
-// "auto", "mma", "wgmma128", "wgmma192", "wgmma256" (tests and benchmark rows); "?" otherwise.
+//   kWgmma*: one wgmma kernel (WgmmaVariant below) for every NT product the tensor-core path
+//     takes, whatever its size (tests, benchmarks); ERR_UNSUPPORTED on devices other than
+//     compute capability 9.0. NN and TN use mma.sync.
+//     kWgmma128 / 192 / 256: 128 x 128 / 192 / 256 block tiles, one block per tile;
+//     kWgmma192P / 256P: the same tiles, persistent (a block per SM walks tiles);
+//     kWgmma128x2 / 128x2P: 128 x 128 tiles, two blocks per SM, one block per tile / persistent.
+enum class GemmKernel {
+  kAuto,
+  kMma,
+  kWgmma128,
+  kWgmma192,
+  kWgmma256,
+  kWgmma192P,
+  kWgmma256P,
+  kWgmma128x2,
+  kWgmma128x2P
+};
+// "auto", "mma", "wgmma128", "wgmma192", ..., "wgmma128x2p" (tests and benchmark rows); "?" otherwise.
 const char* gemm_kernel_name(GemmKernel k);
 // The forced wgmma kernels, for tests and benchmarks that run each one.
-constexpr GemmKernel kWgmmaKernels[] = {GemmKernel::kWgmma128, GemmKernel::kWgmma192, GemmKernel::kWgmma256};
-// A forced wgmma kernel's block-tile columns; 0 for kAuto and kMma.
-constexpr int wgmma_tile_columns(GemmKernel k) {
-  return k == GemmKernel::kWgmma128 ? 128 : k == GemmKernel::kWgmma192 ? 192 : k == GemmKernel::kWgmma256 ? 256 : 0;
+constexpr GemmKernel kWgmmaKernels[] = {GemmKernel::kWgmma128,   GemmKernel::kWgmma192,  GemmKernel::kWgmma256,
+                                        GemmKernel::kWgmma192P,  GemmKernel::kWgmma256P, GemmKernel::kWgmma128x2,
+                                        GemmKernel::kWgmma128x2P};
+
+// How a wgmma kernel runs (gemm_sm90a.cu):
+//   columns: the block tile's columns (its rows are 128); 0 for kAuto and kMma;
+//   blocks_per_sm: 1, or 2 (128 columns only: three stages each, so that while one block is in
+//     its epilogue the other's wgmmas keep the tensor cores busy);
+//   persistent: the grid is one block per SM slot (blocks_per_sm per SM) and each walks the
+//     tiles blockIdx.x, + gridDim.x, ...; its producer loads the next tile's first stages while
+//     the consumers write the last one out. Otherwise the grid is one block per tile.
+struct WgmmaVariant {
+  int columns = 0;
+  int blocks_per_sm = 1;
+  bool persistent = false;
+};
+constexpr WgmmaVariant wgmma_variant(GemmKernel k) {
+  switch (k) {
+    case GemmKernel::kWgmma128: return {128, 1, false};
+    case GemmKernel::kWgmma192: return {192, 1, false};
+    case GemmKernel::kWgmma256: return {256, 1, false};
+    case GemmKernel::kWgmma192P: return {192, 1, true};
+    case GemmKernel::kWgmma256P: return {256, 1, true};
+    case GemmKernel::kWgmma128x2: return {128, 2, false};
+    case GemmKernel::kWgmma128x2P: return {128, 2, true};
+    default: return {};
+  }
 }
 
 struct GemmConfig {
@@ -40,6 +77,9 @@ struct GemmConfig {
   GemmKernel kernel = GemmKernel::kAuto;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // A persistent wgmma kernel's grid is at most this many blocks (0: every SM slot). Tests set
+  // it low so that each block walks several tiles on any GPU.
+  int max_blocks = 0;
 };
 
 Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_gelu, Tensor a, Tensor b,

@@ -2,14 +2,19 @@
 // 16-bit operands (bf16 or f16) and fp32 accumulation. Compiled for sm_90a only; gemm.cu calls it
 // when wgmma_supported() (interface: gemm_sm90a.h; design: docs/kernels-cuda-gemm.md).
 //
-// One block computes a 128 x BN tile of out (BN = 128, 192 or 256) with three warpgroups:
-//   * warpgroup 0, the producer: one thread walks K in 64-wide steps and has the tensor-memory
-//     accelerator (TMA) copy the A tile [128 x 64] and the B tile [BN x 64] of each step into a
-//     ring of shared-memory stages, each completing on the stage's "full" mbarrier;
-//   * warpgroups 1 and 2, the consumers: each owns 64 rows of the tile and, per stage, issues
+// A block computes 128 x BN tiles of out (BN = 128, 192 or 256):
+//   * warpgroups 0 and 1, the consumers: each owns 64 rows of the tile and, per stage, issues
 //     four wgmma.m64nBNk16 (k = 0, 16, 32, 48) reading both operands straight from shared memory;
 //     once the tensor cores are done with a stage every consumer thread arrives on the stage's
-//     "empty" mbarrier, which hands it back to the producer.
+//     "empty" mbarrier, which hands it back to the producer;
+//   * the producer, the warps after them: one thread walks K in 64-wide steps and has the
+//     tensor-memory accelerator (TMA) copy the A tile [128 x 64] and the B tile [BN x 64] of each
+//     step into a ring of shared-memory stages, each completing on the stage's "full" mbarrier.
+// The grid is either one block per tile or, persistent, fewer blocks that each walk the tiles
+// blockIdx.x, blockIdx.x + gridDim.x, ...: the ring and its phases carry on from tile to tile,
+// so the producer fills the stages of a block's next tile while its consumers are still in the
+// epilogue of the last. With 128-column tiles two blocks can share an SM (three stages each),
+// and one block's wgmmas then run while the other writes its tile out.
 // Both operands are K-major (K contiguous), as a [M,K] and b [N,K] are stored, which is the
 // layout wgmma reads without a transpose. TMA writes them with the 128-byte swizzle: a tile row
 // is 64 elements = 128 bytes, and the 16-byte chunks of row r are permuted by r mod 8, so the
@@ -18,13 +23,18 @@
 // TMA zero-fills everything outside the matrices, so M, N and K tails need no code here, and the
 // epilogue (gemm_epilogue.cuh, shared with the mma.sync kernel) writes only rows < M, cols < N.
 //
-// Registers: the consumers keep BN/2 fp32 accumulators per thread (128 for BN = 256), so the
-// producer gives its registers up (setmaxnreg 40) and the consumers take them (232).
+// Registers: the consumers keep BN/2 fp32 accumulators per thread (128 for BN = 256). With one
+// block per SM the producer is a whole warpgroup (384 threads, 168 registers each at launch)
+// that gives its registers up with setmaxnreg (40) for the consumers to take (232). ptxas
+// compiles every path within the launch bound, so a wgmma needs its accumulators to fit that:
+// two blocks per SM (BN = 128, 64 accumulators) therefore use one producer warp instead
+// (288 threads, at most 112 registers each) and no setmaxnreg.
 #include "gemm_sm90a.h"
 
 #include <cuda.h>  // CUtensorMap and its enums (types only: the encoder is fetched at run time)
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -39,19 +49,28 @@ namespace {
 // ================================================================================================
 
 constexpr int kBK = 64;         // K per stage: one 128-byte swizzle row of 16-bit elements
-constexpr int kConsumers = 2;   // warpgroups computing, 64 rows each
-constexpr int kThreads = 128 * (1 + kConsumers);
+constexpr int kConsumerThreads = 256;  // two warpgroups computing, 64 rows each
 
-template <int BN>
+template <int BN, int kBlocks>
 struct Tile {
+  static_assert(kBlocks == 1 || (kBlocks == 2 && BN == 128), "two blocks per SM only with 128-column tiles");
   static constexpr int kABytes = kWgmmaBM * kBK * 2;  // 16 KiB
-  static constexpr int kBBytes = BN * kBK * 2;        // 16 or 32 KiB
+  static constexpr int kBBytes = BN * kBK * 2;        // 16, 24 or 32 KiB
   static constexpr int kStageBytes = kABytes + kBBytes;
-  // As many stages as 200 KiB holds, at most 6: 6, 5 and 4 for BN = 128, 192, 256.
-  static constexpr int kStages = 200 * 1024 / kStageBytes < 6 ? 200 * 1024 / kStageBytes : 6;
+  // One block per SM: as many stages as 200 KiB holds, at most 6 (6, 5 and 4 for BN = 128, 192,
+  // 256). Two: 96 KiB each, 3 stages, so that both fit the SM's 228 KiB.
+  static constexpr int kBudget = kBlocks == 1 ? 200 * 1024 : 96 * 1024;
+  static constexpr int kStages = kBudget / kStageBytes < 6 ? kBudget / kStageBytes : 6;
   // Tiles (1024-byte aligned for the swizzle atoms), then full[kStages] and empty[kStages]; plus
   // up to 1 KiB lost to aligning the dynamic shared memory's base.
   static constexpr size_t kSmemBytes = size_t{kStages} * kStageBytes + 2 * kStages * 8 + 1024;
+  // Threads: the consumers, then a producer warpgroup (one block per SM) or warp (two).
+  static constexpr int kThreads = kConsumerThreads + (kBlocks == 1 ? 128 : 32);
+  // One block per SM: setmaxnreg's split of the 168 registers per thread the launch bound gives
+  // (65536 / 384 rounded down to 8): 128 * 40 + 256 * 232 = 64512 = 384 * 168.
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = 232;
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168, "the register split exceeds the block's");
 };
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -110,6 +129,17 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
       "[%4];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
       : "memory");
+}
+
+// ---- setmaxnreg: this warpgroup's registers per thread (an immediate) -------------------------
+
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs) : "memory");
+}
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs) : "memory");
 }
 
 // ---- wgmma ---------------------------------------------------------------------------------------
@@ -184,15 +214,16 @@ ELMO_DEFINE_WGMMA(__half, "f16", 256, ELMO_WGMMA_D256, ELMO_D128_OPERANDS, "128"
 
 #endif  // ELMO_SM90A_DEVICE
 
-// out = a · bᵀ + epilogue for one 128 x BN tile per block. Grid: (ceil(N/BN), ceil(M/128)).
-// ta: a [M,K] as a tensor map with box {64, 128}; tb: b [N,K] with box {64, BN}; both 128B
-// swizzled. The body exists only in the sm_90a image.
-template <typename T, int BN>
-__global__ void __launch_bounds__(kThreads, 1)
+// out = a · bᵀ + epilogue over 128 x BN tiles: tile i is row panel i / tiles_n, column panel
+// i % tiles_n; block b takes tiles b, b + gridDim.x, ... (one each when the grid has a block per
+// tile). ta: a [M,K] as a tensor map with box {64, 128}; tb: b [N,K] with box {64, BN}; both
+// 128B swizzled. The body exists only in the sm_90a image.
+template <typename T, int BN, int kBlocks>
+__global__ void __launch_bounds__(Tile<BN, kBlocks>::kThreads, kBlocks)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, EpilogueArgs e,
-                      int K) {
+                      int K, int tiles_n, int tiles) {
 #ifdef ELMO_SM90A_DEVICE
-  using Cfg = Tile<BN>;
+  using Cfg = Tile<BN, kBlocks>;
   constexpr int S = Cfg::kStages;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
@@ -202,71 +233,83 @@ __global__ void __launch_bounds__(kThreads, 1)
   const auto full = [&](int s) { return bars + 8 * s; };
   const auto empty = [&](int s) { return bars + 8 * (S + s); };
 
-  const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+  const bool producer = threadIdx.x >= kConsumerThreads;
   const int nk = (K + kBK - 1) / kBK;
-  const int m0 = blockIdx.y * kWgmmaBM, n0 = blockIdx.x * BN;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
       mbar_init(full(s), 1);
-      mbar_init(empty(s), kConsumers * 128);
+      mbar_init(empty(s), kConsumerThreads);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
-  // The two roles are the two branches of one if/else, each starting with its setmaxnreg, so
-  // that ptxas applies the register split.
-  if (wg == 0) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    if (t == 0) {
-      for (int kt = 0; kt < nk; ++kt) {
-        const int s = kt % S;
-        mbar_wait(empty(s), ((kt / S) & 1) ^ 1);
-        mbar_arrive_expect_tx(full(s), Cfg::kStageBytes);
-        tma_load_2d(a_tile(s), &ta, kt * kBK, m0, full(s));
-        tma_load_2d(b_tile(s), &tb, kt * kBK, n0, full(s));
+  // The two roles are the two branches of one if/else, each starting with its setmaxnreg (one
+  // block per SM), so that ptxas applies the register split. Both walk the same tiles; `it` counts the K steps
+  // this block has passed through the ring, over all its tiles: step `it` uses stage it % S in
+  // the phase of parity (it / S) & 1.
+  if (producer) {
+    if constexpr (kBlocks == 1) setmaxnreg_dec<Cfg::kProducerRegs>();
+    if (threadIdx.x == kConsumerThreads) {
+      uint32_t it = 0;
+      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int m0 = (tile / tiles_n) * kWgmmaBM, n0 = (tile % tiles_n) * BN;
+        for (int kt = 0; kt < nk; ++kt, ++it) {
+          const int s = static_cast<int>(it % S);
+          mbar_wait(empty(s), ((it / S) & 1) ^ 1);
+          mbar_arrive_expect_tx(full(s), Cfg::kStageBytes);
+          tma_load_2d(a_tile(s), &ta, kt * kBK, m0, full(s));
+          tma_load_2d(b_tile(s), &tb, kt * kBK, n0, full(s));
+        }
       }
     }
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
-    const int c = wg - 1;  // this warpgroup's 64 rows: m0 + 64c ...
-    float d[BN / 2];
+    if constexpr (kBlocks == 1) setmaxnreg_inc<Cfg::kConsumerRegs>();
+    const int c = threadIdx.x / 128;  // this warpgroup's 64 rows of each tile: m0 + 64c ...
+    const int warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
+    uint32_t it = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      const int m0 = (tile / tiles_n) * kWgmmaBM, n0 = (tile % tiles_n) * BN;
+      float d[BN / 2];
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) d[i] = 0.0f;
+      for (int i = 0; i < BN / 2; ++i) d[i] = 0.0f;
 
-    for (int kt = 0; kt < nk; ++kt) {
-      const int s = kt % S;
-      mbar_wait(full(s), (kt / S) & 1);
+      for (int kt = 0; kt < nk; ++kt, ++it) {
+        const int s = static_cast<int>(it % S);
+        mbar_wait(full(s), (it / S) & 1);
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fence_operand(d[i]);
+        wgmma_fence();
+        const uint32_t a0 = a_tile(s) + c * 64 * 128;  // 64 rows of 128 bytes
+#pragma unroll
+        for (int kk = 0; kk < kBK / 16; ++kk)
+          Wgmma<T, BN>::run(d, smem_desc(a0 + kk * 32), smem_desc(b_tile(s) + kk * 32));
+        wgmma_commit();
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fence_operand(d[i]);
+        // Keep this step's wgmmas in flight while the previous step's finish, then hand that
+        // step's stage back to the producer.
+        wgmma_wait<1>();
+        if (kt > 0) mbar_arrive(empty((it - 1) % S));
+      }
+      wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) fence_operand(d[i]);
-      wgmma_fence();
-      const uint32_t a0 = a_tile(s) + c * 64 * 128;  // 64 rows of 128 bytes
-#pragma unroll
-      for (int kk = 0; kk < kBK / 16; ++kk)
-        Wgmma<T, BN>::run(d, smem_desc(a0 + kk * 32), smem_desc(b_tile(s) + kk * 32));
-      wgmma_commit();
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) fence_operand(d[i]);
-      // Keep this step's wgmmas in flight while the previous step's finish, then hand that
-      // step's stage back to the producer.
-      wgmma_wait<1>();
-      if (kt > 0) mbar_arrive(empty((kt - 1) % S));
-    }
-    wgmma_wait<0>();
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) fence_operand(d[i]);
+      // The tile's last stage goes back before the epilogue, so that the producer can fill it
+      // with the next tile's data meanwhile.
+      mbar_arrive(empty((it - 1) % S));
 
-    // Fragment layout of the 64 x BN accumulator: warp w of the warpgroup holds rows
-    // 16w..16w+15; per 8 columns j, d[4j], d[4j+1] sit at (row lane/4, cols 8j + 2(lane%4) +
-    // {0,1}) and d[4j+2], d[4j+3] eight rows below.
-    const int warp = t / 32, lane = t % 32;
-    const int row = m0 + c * 64 + warp * 16 + lane / 4;
+      // Fragment layout of the 64 x BN accumulator: warp w of the warpgroup holds rows
+      // 16w..16w+15; per 8 columns j, d[4j], d[4j+1] sit at (row lane/4, cols 8j + 2(lane%4) +
+      // {0,1}) and d[4j+2], d[4j+3] eight rows below.
+      const int row = m0 + c * 64 + warp * 16 + lane / 4;
 #pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      const int col = n0 + 8 * j + 2 * (lane % 4);
-      epilogue_pair(e, row, col, d[4 * j], d[4 * j + 1]);
-      epilogue_pair(e, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
+      for (int j = 0; j < BN / 8; ++j) {
+        const int col = n0 + 8 * j + 2 * (lane % 4);
+        epilogue_pair(e, row, col, d[4 * j], d[4 * j + 1]);
+        epilogue_pair(e, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
+      }
     }
   }
 #else
@@ -274,6 +317,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   (void)tb;
   (void)e;
   (void)K;
+  (void)tiles_n;
+  (void)tiles;
 #endif
 }
 
@@ -319,18 +364,37 @@ Status make_map(CUtensorMap* map, DType t, const void* p, int64_t rows, int64_t 
   return Status::ok();
 }
 
-template <typename T, int BN>
+template <typename T, int BN, int kBlocks>
 Status launch(cudaStream_t stream, const void* a, const void* b, DType t, const EpilogueArgs& e, int K, int lda,
-              int ldb) {
+              int ldb, int64_t grid) {
+  const int64_t tiles_n = ceil_div(e.N, BN);
+  const int64_t tiles = tiles_n * ceil_div(e.M, kWgmmaBM);
+  ELMO_CHECK(tiles <= INT32_MAX, Code::kInput, "gemm (wgmma): %lld tiles of 128 x %d is too many",
+             static_cast<long long>(tiles), BN);
+  if (tiles == 0) return Status::ok();
   CUtensorMap ta, tb;
   ELMO_RETURN_IF_ERROR(make_map(&ta, t, a, e.M, K, lda, kWgmmaBM));
   ELMO_RETURN_IF_ERROR(make_map(&tb, t, b, e.N, K, ldb, BN));
-  auto kernel = gemm_wgmma_kernel<T, BN>;
-  constexpr size_t smem = Tile<BN>::kSmemBytes;
+  auto kernel = gemm_wgmma_kernel<T, BN, kBlocks>;
+  constexpr size_t smem = Tile<BN, kBlocks>::kSmemBytes;
   static std::atomic<uint64_t> configured{0};
   ELMO_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, &configured, "gemm (wgmma): raise the shared memory limit"));
-  const dim3 grid(ceil_div(e.N, BN), ceil_div(e.M, kWgmmaBM));
-  kernel<<<grid, kThreads, smem, stream>>>(ta, tb, e, K);
+  if (kBlocks > 1) {
+    // Both blocks' shared memory must fit one SM: ask for the largest carveout.
+    static std::atomic<uint64_t> carved{0};
+    int dev = 0;
+    ELMO_CUDA_TRY(cudaGetDevice(&dev), "gemm (wgmma): cudaGetDevice");
+    const uint64_t bit = uint64_t{1} << (dev & 63);
+    if (!(carved.load(std::memory_order_relaxed) & bit)) {
+      ELMO_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         cudaSharedmemCarveoutMaxShared),
+                    "gemm (wgmma): shared memory carveout");
+      carved.fetch_or(bit, std::memory_order_relaxed);
+    }
+  }
+  const int64_t blocks = grid > 0 ? std::min(grid, tiles) : tiles;
+  kernel<<<static_cast<unsigned>(blocks), Tile<BN, kBlocks>::kThreads, smem, stream>>>(ta, tb, e, K, static_cast<int>(tiles_n),
+                                                                    static_cast<int>(tiles));
   ELMO_CUDA_CHECK_LAUNCH("gemm (wgmma): kernel launch");
   return Status::ok();
 }
@@ -354,19 +418,26 @@ bool wgmma_supported(int dev) {
 }
 
 Status gemm_wgmma_nt(cudaStream_t stream, DType t, const void* a, const void* b, const EpilogueArgs& e, int K, int lda,
-                     int ldb, int bn) {
+                     int ldb, int bn, int blocks_per_sm, int64_t grid) {
   ELMO_CHECK(t == DType::kBF16 || t == DType::kF16, Code::kDType, "gemm (wgmma): operands must be bf16 or f16, got %s",
              dtype_name(t));
-  ELMO_CHECK(K > 0 && (bn == 128 || bn == 192 || bn == 256), Code::kInput, "gemm (wgmma): K = %d, bn = %d", K, bn);
+  ELMO_CHECK(K > 0 && (bn == 128 || bn == 192 || bn == 256) && (blocks_per_sm == 1 || (blocks_per_sm == 2 && bn == 128)) &&
+                 grid >= 0,
+             Code::kInput, "gemm (wgmma): K = %d, bn = %d, blocks_per_sm = %d, grid = %lld", K, bn, blocks_per_sm,
+             static_cast<long long>(grid));
   ELMO_CHECK(encoder() != nullptr, Code::kUnsupported, "gemm (wgmma): the driver has no cuTensorMapEncodeTiled");
-  if (t == DType::kBF16) {
-    if (bn == 256) return launch<__nv_bfloat16, 256>(stream, a, b, t, e, K, lda, ldb);
-    if (bn == 192) return launch<__nv_bfloat16, 192>(stream, a, b, t, e, K, lda, ldb);
-    return launch<__nv_bfloat16, 128>(stream, a, b, t, e, K, lda, ldb);
-  }
-  if (bn == 256) return launch<__half, 256>(stream, a, b, t, e, K, lda, ldb);
-  if (bn == 192) return launch<__half, 192>(stream, a, b, t, e, K, lda, ldb);
-  return launch<__half, 128>(stream, a, b, t, e, K, lda, ldb);
+  const bool bf16 = t == DType::kBF16;
+  if (blocks_per_sm == 2)
+    return bf16 ? launch<__nv_bfloat16, 128, 2>(stream, a, b, t, e, K, lda, ldb, grid)
+                : launch<__half, 128, 2>(stream, a, b, t, e, K, lda, ldb, grid);
+  if (bn == 256)
+    return bf16 ? launch<__nv_bfloat16, 256, 1>(stream, a, b, t, e, K, lda, ldb, grid)
+                : launch<__half, 256, 1>(stream, a, b, t, e, K, lda, ldb, grid);
+  if (bn == 192)
+    return bf16 ? launch<__nv_bfloat16, 192, 1>(stream, a, b, t, e, K, lda, ldb, grid)
+                : launch<__half, 192, 1>(stream, a, b, t, e, K, lda, ldb, grid);
+  return bf16 ? launch<__nv_bfloat16, 128, 1>(stream, a, b, t, e, K, lda, ldb, grid)
+              : launch<__half, 128, 1>(stream, a, b, t, e, K, lda, ldb, grid);
 }
 
 }  // namespace elmo::cuda::gemm_detail

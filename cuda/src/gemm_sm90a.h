@@ -21,9 +21,11 @@ bool wgmma_supported(int dev);
 
 // out[M,N] = a[M,K] · b[N,K]ᵀ, then the epilogue `e` (e.M = M, e.N = N). a and b are `t`
 // (bf16 or f16), row strides lda/ldb elements (multiples of 8), base pointers 16-byte aligned,
-// K > 0. bn: 128, 192 or 256, the block tile's columns. Returns kCuda when the tensor maps
+// K > 0. bn: 128, 192 or 256, the block tile's columns; blocks_per_sm: 1, or 2 with bn = 128
+// (WgmmaVariant in gemm.h). grid: the number of blocks, each walking tiles blockIdx.x,
+// + gridDim.x, ... (persistent); 0 for one block per tile. Returns kCuda when the tensor maps
 // cannot be built or the launch fails.
 Status gemm_wgmma_nt(cudaStream_t stream, DType t, const void* a, const void* b, const EpilogueArgs& e, int K,
-                     int lda, int ldb, int bn);
+                     int lda, int ldb, int bn, int blocks_per_sm, int64_t grid);
 
 }  // namespace elmo::cuda::gemm_detail

@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <thread>
 #include <tuple>
@@ -211,7 +212,9 @@ const Variant kVariants[] = {
 };
 
 // Runs every variant for one op and compute type `t` (f32, bf16 or f16) on every shape, with
-// the tensor-core kernel chosen by `kernel`.
+// the tensor-core kernel chosen by `kernel`. A persistent wgmma kernel runs on a grid of 3
+// blocks, so that every block walks several tiles whatever the GPU's size (and the ring's
+// phases carry over from tile to tile in every shape with more than 3 tiles).
 // Under ELMO_TEST_QUICK (compute-sanitizer in scripts/gpu-check.sh) the three shapes over 2^24
 // multiply-adds are left out: the sanitizer slows every kernel by one to two orders of
 // magnitude, and the small shapes already have every kind of tail (the stage ring's wrap-around
@@ -261,6 +264,7 @@ void run_op(GemmOp op, DType t, elmo::cuda::GemmKernel kernel = elmo::cuda::Gemm
       DevBuf ws(ws_bytes);
       elmo::cuda::GemmConfig cfg;
       cfg.kernel = kernel;
+      cfg.max_blocks = 3;
       cfg.workspace = ws_bytes ? ws.p : nullptr;
       cfg.workspace_bytes = ws_bytes;
 
@@ -366,17 +370,20 @@ bool wgmma_device() {
               major, minor);
   return false;
 }
-TEST_CASE(gemm_nt_bf16_wgmma) {
+// Under ELMO_TEST_QUICK (compute-sanitizer) only the first and the last forced kernel run: one
+// block per tile, and persistent with two blocks per SM.
+void run_wgmma(DType t) {
   using elmo::cuda::GemmKernel;
-  if (wgmma_device())
-    for (GemmKernel k : elmo::cuda::kWgmmaKernels)
-      run_op(GemmOp::kNT, DType::kBF16, k);
+  const bool quick = std::getenv("ELMO_TEST_QUICK") != nullptr;
+  const size_t n = std::size(elmo::cuda::kWgmmaKernels);
+  for (size_t i = 0; i < n; ++i)
+    if (!quick || i == 0 || i + 1 == n) run_op(GemmOp::kNT, t, elmo::cuda::kWgmmaKernels[i]);
+}
+TEST_CASE(gemm_nt_bf16_wgmma) {
+  if (wgmma_device()) run_wgmma(DType::kBF16);
 }
 TEST_CASE(gemm_nt_f16_wgmma) {
-  using elmo::cuda::GemmKernel;
-  if (wgmma_device())
-    for (GemmKernel k : elmo::cuda::kWgmmaKernels)
-      run_op(GemmOp::kNT, DType::kF16, k);
+  if (wgmma_device()) run_wgmma(DType::kF16);
 }
 
 // Where each output of the wgmma kernel takes its operands from, exactly. Row m of A is one-hot
@@ -389,8 +396,8 @@ TEST_CASE(gemm_wgmma_operand_layout) {
   if (!wgmma_device()) return;
   using elmo::cuda::GemmKernel;
   for (GemmKernel kernel : elmo::cuda::kWgmmaKernels) {
-    const int bn = elmo::cuda::wgmma_tile_columns(kernel);
-    const int64_t M = 256, N = 2 * bn;
+    const int bn = elmo::cuda::wgmma_variant(kernel).columns;
+    const int64_t M = 384, N = 2 * bn;  // 6 tiles: a persistent kernel's 3 blocks take two each
     for (int64_t K : {64, 576}) {
       std::vector<float> a(static_cast<size_t>(M * K), 0.0f), b_n(static_cast<size_t>(N * K)), b_k(b_n.size());
       std::vector<int64_t> km(static_cast<size_t>(M));
@@ -409,6 +416,7 @@ TEST_CASE(gemm_wgmma_operand_layout) {
       dbk.upload(encode(b_k, DType::kBF16));
       elmo::cuda::GemmConfig cfg;
       cfg.kernel = kernel;
+      cfg.max_blocks = 3;
       std::vector<double> got_n, got_k;
       for (int pass = 0; pass < 2; ++pass) {
         dout.poison();
@@ -427,8 +435,8 @@ TEST_CASE(gemm_wgmma_operand_layout) {
           if (got_n[i] == want_n && got_k[i] == want_k) continue;
           if (bad++ < 8)
             std::fprintf(stderr,
-                         "  wgmma%d K=%lld out[%lld][%lld]: read b[n'=%g][k'=%g], want b[%g][%g] (k(m)=%lld)\n",
-                         bn, static_cast<long long>(K),
+                         "  %s K=%lld out[%lld][%lld]: read b[n'=%g][k'=%g], want b[%g][%g] (k(m)=%lld)\n",
+                         elmo::cuda::gemm_kernel_name(kernel), static_cast<long long>(K),
                          static_cast<long long>(m), static_cast<long long>(n), got_n[i], got_k[i], want_n, want_k,
                          static_cast<long long>(km[m]));
         }
