@@ -25,6 +25,9 @@ SUMMARY="$REPORT_DIR/summary.json"
 BENCH="$REPORT_DIR/bench.jsonl"
 : >"$BENCH"
 declare -A STEP
+# The forced wgmma kernels by name (gemm_kernel_name in cuda/src/gemm.cu), each tested and timed
+# on its own.
+WGMMA_KERNELS=$(grep -o 'return "wgmma[0-9a-z]*"' cuda/src/gemm.cu | cut -d'"' -f2 | tr '\n' ' ')
 t0=$(date +%s)
 step() { echo "== $1 ($(($(date +%s) - t0)) s)"; }
 
@@ -61,20 +64,36 @@ fi
 step "tests"
 if [ "${STEP[build]}" = ok ]; then
   if [ -f "$BUILD/CTestTestfile.cmake" ] && [ -z "${GPU_CHECK_PREBUILT:-}" ]; then
-    (cd "$BUILD" && ctest --output-on-failure -j 4 --timeout 300) >"$REPORT_DIR/tests.log" 2>&1 && STEP[tests]=ok || STEP[tests]=failed
+    # The CPU tests; the CUDA ones run below, each once.
+    (cd "$BUILD" && ctest --output-on-failure -j 4 --timeout 300 -E '^cuda_') >"$REPORT_DIR/tests.log" 2>&1 && STEP[tests]=ok || STEP[tests]=failed
   else
     STEP[tests]=ok
     : >"$REPORT_DIR/tests.log"
   fi
   # test_gemm_bf16 runs here too, whatever ctest did: GPU hosts usually have AVX512_BF16, and its
   # output says which bf16 GEMM kernels ran (or SKIP, naming the CPU) where ctest would hide it.
-  for t in "$BUILD"/cuda_test_* "$BUILD"/test_gemm_bf16; do
-    [ -x "$t" ] || continue
-    echo "--- $(basename "$t")" >>"$REPORT_DIR/tests.log"
-    ELMO_FIXTURES="$ROOT/test/fixtures" timeout 120 "$t" >>"$REPORT_DIR/tests.log" 2>&1
-    rc=$?
+  # cuda_test_gemm runs first without the wgmma kernels, then once per wgmma kernel in a process
+  # of its own: a kernel that traps or faults takes the CUDA context down with it, and must not
+  # hide how the others did ("--- cuda_test_gemm wgmma=NAME" sections, read by the summary).
+  run_test() {  # label, then the command
+    local label=$1; shift
+    echo "--- $label" >>"$REPORT_DIR/tests.log"
+    ELMO_FIXTURES="$ROOT/test/fixtures" timeout 120 "$@" >>"$REPORT_DIR/tests.log" 2>&1
+    local rc=$?
     echo "exit $rc" >>"$REPORT_DIR/tests.log"
     [ "$rc" = 0 ] || [ "$rc" = 77 ] || STEP[tests]=failed
+  }
+  for t in "$BUILD"/cuda_test_* "$BUILD"/test_gemm_bf16; do
+    [ -x "$t" ] || continue
+    if [ "$(basename "$t")" = cuda_test_gemm ]; then
+      ELMO_TEST_WGMMA=none run_test cuda_test_gemm "$t"
+      for k in $WGMMA_KERNELS; do
+        ELMO_TEST_WGMMA=$k ELMO_TEST_CASES=gemm_wgmma_operand_layout,gemm_nt_bf16_wgmma,gemm_nt_f16_wgmma \
+          run_test "cuda_test_gemm wgmma=$k" "$t"
+      done
+    else
+      run_test "$(basename "$t")" "$t"
+    fi
   done
   # The whole model again with the opt-in kernels: the Hopper wgmma GEMM on every NT product (a
   # no-op on other GPUs) and attention with 32 query rows per warp (the fixtures' head size is
@@ -91,24 +110,38 @@ fi
 
 step "benchmarks"
 if [ "${STEP[build]}" = ok ] && [ -z "${GPU_CHECK_SKIP_BENCH:-}" ]; then
+  # cuda_bench_gemm: mma.sync first, then each wgmma kernel in a process of its own
+  # (ELMO_BENCH_WGMMA), so that one that faults costs only its own rows.
   for b in "$BUILD"/cuda_bench_*; do
     [ -x "$b" ] || continue
-    timeout 120 "$b" >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || echo "{\"bench\":\"$(basename "$b")\",\"error\":$?}" >>"$BENCH"
+    if [ "$(basename "$b")" = cuda_bench_gemm ]; then
+      for k in none $WGMMA_KERNELS; do
+        ELMO_BENCH_WGMMA=$k timeout 120 "$b" >>"$BENCH" 2>>"$REPORT_DIR/bench.err" ||
+          echo "{\"bench\":\"cuda_bench_gemm:$k\",\"error\":$?}" >>"$BENCH"
+      done
+    else
+      timeout 120 "$b" >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || { rc=$?; echo "{\"bench\":\"$(basename "$b")\",\"error\":$rc}" >>"$BENCH"; }
+    fi
   done
   [ -x "$BUILD/bench_bert" ] && { timeout 180 "$BUILD/bench_bert" --device cuda \
     ${GPU_CHECK_BERT_ARGS:---precision bf16 --models base,mini,small --batches 1,32,256 --seqs 128 --chat-batch 256 --min-ms 200} >>"$BENCH" 2>>"$REPORT_DIR/bench.err" || echo '{"bench":"bert","error":1}' >>"$BENCH"; }
   # BERT-base again with the wgmma GEMM where it fills the GPU (ELMO_CUDA_WGMMA=1: a block per
   # tile), and with the wgmma kernel that was fastest above (the best geometric mean over the
-  # NT rows at T >= 4096) if that is another one; tagged "variant".
-  BEST=$(python3 - "$BENCH" <<'PY'
+  # NT rows at T >= 4096, among the kernels whose tests passed) if that is another one; tagged
+  # "variant".
+  BEST=$(python3 - "$BENCH" "$REPORT_DIR/tests.log" <<'PY'
 import json, math, sys
+passed, section = set(), ""
+for line in open(sys.argv[2]):
+    if line.startswith("--- "): section = line[4:].strip()
+    if line.strip() == "exit 0" and section.startswith("cuda_test_gemm wgmma="): passed.add(section.split("=")[1])
 by = {}
 for line in open(sys.argv[1]):
     try: r = json.loads(line)
     except Exception: continue
     if r.get("bench") == "cuda_gemm" and r.get("op") == "NT" and r.get("m", 0) >= 4096 and r.get("tflops"):
         by.setdefault(r.get("kernel"), []).append(math.log(r["tflops"]))
-wg = {k: sum(v) / len(v) for k, v in by.items() if k and k.startswith("wgmma")}
+wg = {k: sum(v) / len(v) for k, v in by.items() if k in passed}
 print(max(wg, key=wg.get) if wg else "")
 PY
 )
@@ -193,15 +226,21 @@ for r in rows:
 
 # The opt-in kernels, each against what runs by default, and their tests: whether to turn them on.
 tests_log = {}
+kernel_tests = {}  # wgmma kernel -> its section's verdict: PASS, or what failed
 try:
     section = ""
     for line in open(tests_log_path):
         w = line.split()
         if line.startswith("--- "): section = line[4:].strip()
-        if len(w) == 2 and w[0] in ("PASS", "FAIL"): tests_log[w[1]] = w[0]
-        # the whole model with both opt-ins forced: its exit status
-        if len(w) == 2 and w[0] == "exit" and "ELMO_CUDA_WGMMA=force" in section:
-            tests_log["cuda_test_bert(opt-ins forced)"] = {"0": "PASS", "77": "SKIP"}.get(w[1], "FAIL")
+        kern = section.split("wgmma=")[1] if section.startswith("cuda_test_gemm wgmma=") else None
+        if len(w) == 2 and w[0] in ("PASS", "FAIL"):
+            tests_log[w[1]] = w[0] if tests_log.get(w[1]) != "FAIL" else "FAIL"
+            if kern and w[0] == "FAIL": kernel_tests[kern] = "FAIL " + w[1]
+        if len(w) == 2 and w[0] == "exit":
+            if kern: kernel_tests.setdefault(kern, {"0": "PASS", "77": "SKIP"}.get(w[1], f"exit {w[1]}"))
+            # the whole model with both opt-ins forced: its exit status
+            if "ELMO_CUDA_WGMMA=force" in section:
+                tests_log["cuda_test_bert(opt-ins forced)"] = {"0": "PASS", "77": "SKIP"}.get(w[1], "FAIL")
 except OSError: pass
 def verdict(names):
     got = [tests_log.get(n, "not run") for n in names]
@@ -225,7 +264,10 @@ for shape, ks in by.items():
     for k, v in ks.items():
         if cublas.get(shape) and v: per.setdefault(k, []).append(v / cublas[shape])
 for k, rs in sorted(per.items(), key=lambda kv: -sum(map(math.log, kv[1])) / len(kv[1])):
-    print(f"  {k:12s} geomean {math.exp(sum(map(math.log, rs)) / len(rs)):.2f}x cuBLAS, min {min(rs):.2f}x over {len(rs)} shapes")
+    print(f"  {k:12s} geomean {math.exp(sum(map(math.log, rs)) / len(rs)):.2f}x cuBLAS, min {min(rs):.2f}x over {len(rs)} shapes"
+          + (f"; tests {kernel_tests.get(k, 'not run')}" if k.startswith("wgmma") else ""))
+for k, v in sorted(kernel_tests.items()):
+    if k not in per: print(f"  {k:12s} tests {v} (no benchmark rows)")
 att = {}
 for r in rows:
     if r.get("bench") == "cuda_attention": att.setdefault((r["B"], r["S"]), {})[r.get("rows", 16)] = r.get("tflops")

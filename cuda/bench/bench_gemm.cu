@@ -10,6 +10,8 @@
 // "wgmma128", "wgmma192", "wgmma256", the persistent "wgmma192p", "wgmma256p", and the
 // two-blocks-per-SM "wgmma128x2", "wgmma128x2p"); elsewhere only "mma".
 //
+// ELMO_BENCH_WGMMA=none|<kernel> narrows the rows (see main).
+//
 // Each shape: 5 warm-up runs, then 20 timed runs (cudaEvent pair around each), median reported.
 // Inputs rotate over enough copies that the working set exceeds the L2 cache, so the timed runs
 // read operands from HBM as they would inside a model step.
@@ -21,6 +23,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "gemm.h"
@@ -132,14 +135,25 @@ int main() {
   const int64_t shapes[][2] = {{3072, 768}, {768, 3072}, {768, 768}, {2304, 768}};
   using elmo::cuda::GemmKernel;
   const bool hopper = prop.major == 9 && prop.minor == 0;
+  // ELMO_BENCH_WGMMA: unset, every row; "none", no wgmma row; a kernel's name, only that
+  // kernel's rows (scripts/gpu-check.sh times each wgmma kernel in a process of its own).
+  const char* only = std::getenv("ELMO_BENCH_WGMMA");
+  std::vector<GemmKernel> wgmma;
+  for (GemmKernel k : elmo::cuda::kWgmmaKernels)
+    if (hopper && (only == nullptr || std::strcmp(only, elmo::cuda::gemm_kernel_name(k)) == 0)) wgmma.push_back(k);
+  if (only != nullptr && std::strcmp(only, "none") != 0 && hopper && wgmma.empty()) {
+    std::fprintf(stderr, "ELMO_BENCH_WGMMA=%s names no wgmma kernel\n", only);
+    return 2;
+  }
+  const bool mma = only == nullptr || std::strcmp(only, "none") == 0;
   for (int64_t T : {128, 4096, 16384})
     for (const auto& nk : shapes) {
-      bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, GemmKernel::kMma);
-      if (hopper && T >= 4096)
-        for (GemmKernel k : elmo::cuda::kWgmmaKernels)
-          bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, k);
+      if (mma) bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, GemmKernel::kMma);
+      if (T >= 4096)
+        for (GemmKernel k : wgmma) bench(GemmOp::kNT, T, nk[0], nk[1], prop.l2CacheSize, k);
     }
-  for (GemmOp op : {GemmOp::kNN, GemmOp::kTN})
-    for (const auto& nk : shapes) bench(op, 4096, nk[0], nk[1], prop.l2CacheSize, GemmKernel::kMma);
+  if (mma)
+    for (GemmOp op : {GemmOp::kNN, GemmOp::kTN})
+      for (const auto& nk : shapes) bench(op, 4096, nk[0], nk[1], prop.l2CacheSize, GemmKernel::kMma);
   return 0;
 }

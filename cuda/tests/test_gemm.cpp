@@ -370,20 +370,36 @@ bool wgmma_device() {
               major, minor);
   return false;
 }
-// Under ELMO_TEST_QUICK (compute-sanitizer) only the first and the last forced kernel run: one
-// block per tile, and persistent with two blocks per SM.
-void run_wgmma(DType t) {
-  using elmo::cuda::GemmKernel;
+// The forced wgmma kernels the wgmma cases run: all of them; under ELMO_TEST_QUICK
+// (compute-sanitizer) the first and the last (one block per tile; persistent with two blocks
+// per SM); with ELMO_TEST_WGMMA=<name> only that one (scripts/gpu-check.sh runs each kernel in
+// its own process, so that one that brings the context down leaves the others' results), and
+// with ELMO_TEST_WGMMA=none none. Any other value fails the case.
+std::vector<elmo::cuda::GemmKernel> wgmma_kernels() {
+  const char* only = std::getenv("ELMO_TEST_WGMMA");
   const bool quick = std::getenv("ELMO_TEST_QUICK") != nullptr;
   const size_t n = std::size(elmo::cuda::kWgmmaKernels);
-  for (size_t i = 0; i < n; ++i)
-    if (!quick || i == 0 || i + 1 == n) run_op(GemmOp::kNT, t, elmo::cuda::kWgmmaKernels[i]);
+  std::vector<elmo::cuda::GemmKernel> ks;
+  for (size_t i = 0; i < n; ++i) {
+    const elmo::cuda::GemmKernel k = elmo::cuda::kWgmmaKernels[i];
+    if (only != nullptr ? std::strcmp(only, elmo::cuda::gemm_kernel_name(k)) == 0 : !quick || i == 0 || i + 1 == n)
+      ks.push_back(k);
+  }
+  if (only != nullptr && std::strcmp(only, "none") == 0) {
+    std::printf("  ELMO_TEST_WGMMA=none: no wgmma kernel in this run\n");
+  } else if (only != nullptr && ks.empty()) {
+    ++failures();
+    std::fprintf(stderr, "  ELMO_TEST_WGMMA=%s names no wgmma kernel\n", only);
+  }
+  return ks;
 }
 TEST_CASE(gemm_nt_bf16_wgmma) {
-  if (wgmma_device()) run_wgmma(DType::kBF16);
+  if (!wgmma_device()) return;
+  for (elmo::cuda::GemmKernel k : wgmma_kernels()) run_op(GemmOp::kNT, DType::kBF16, k);
 }
 TEST_CASE(gemm_nt_f16_wgmma) {
-  if (wgmma_device()) run_wgmma(DType::kF16);
+  if (!wgmma_device()) return;
+  for (elmo::cuda::GemmKernel k : wgmma_kernels()) run_op(GemmOp::kNT, DType::kF16, k);
 }
 
 // Where each output of the wgmma kernel takes its operands from, exactly. Row m of A is one-hot
@@ -395,7 +411,7 @@ TEST_CASE(gemm_nt_f16_wgmma) {
 TEST_CASE(gemm_wgmma_operand_layout) {
   if (!wgmma_device()) return;
   using elmo::cuda::GemmKernel;
-  for (GemmKernel kernel : elmo::cuda::kWgmmaKernels) {
+  for (GemmKernel kernel : wgmma_kernels()) {
     const int bn = elmo::cuda::wgmma_variant(kernel).columns;
     const int64_t M = 384, N = 2 * bn;  // 6 tiles: a persistent kernel's 3 blocks take two each
     for (int64_t K : {64, 576}) {

@@ -5,6 +5,8 @@
 //
 // Each test executable prints one line per case and a summary "N passed, N failed";
 // exit code 0 when all pass, 1 otherwise, 77 when the whole file is skipped (ctest: Not Run).
+// ELMO_TEST_CASES=name,name,... runs only those cases (the summary then says how many of all);
+// a name that matches no case fails the run.
 // for_each_config() runs a body under every ISA the CPU has and with 1 and 2 threads.
 #pragma once
 
@@ -181,9 +183,41 @@ inline void for_each_config(const std::function<void(elmo::Backend&, const Confi
   context().clear();
 }
 
+// Whether ELMO_TEST_CASES (a comma-separated list of exact names) selects `name`; everything
+// when it is unset or empty.
+inline bool case_selected(const char* name) {
+  const char* list = std::getenv("ELMO_TEST_CASES");
+  if (list == nullptr || *list == '\0') return true;
+  const size_t n = std::strlen(name);
+  for (const char* p = list; *p;) {
+    const char* end = std::strchr(p, ',');
+    const size_t len = end ? static_cast<size_t>(end - p) : std::strlen(p);
+    if (len == n && std::strncmp(p, name, n) == 0) return true;
+    p += len + (end ? 1 : 0);
+  }
+  return false;
+}
+
 inline int run_all_tests() {
-  int passed = 0, failed = 0;
+  int passed = 0, failed = 0, selected = 0;
+  const char* list = std::getenv("ELMO_TEST_CASES");
+  if (list != nullptr && *list != '\0') {
+    // Every name asked for must exist: a typo must not pass as "nothing failed".
+    for (const char* p = list; *p;) {
+      const char* end = std::strchr(p, ',');
+      const std::string name(p, end ? static_cast<size_t>(end - p) : std::strlen(p));
+      bool found = false;
+      for (const Case& c : registry()) found = found || name == c.name;
+      if (!found) {
+        std::printf("FAIL ELMO_TEST_CASES names no case \"%s\"\n", name.c_str());
+        ++failed;
+      }
+      p += name.size() + (end ? 1 : 0);
+    }
+  }
   for (const Case& c : registry()) {
+    if (!case_selected(c.name)) continue;
+    ++selected;
     const int before = failures();
     c.fn();
     const bool ok = failures() == before;
@@ -191,6 +225,8 @@ inline int run_all_tests() {
     std::fflush(stdout);
     (ok ? passed : failed)++;
   }
+  if (selected < static_cast<int>(registry().size()))
+    std::printf("(ELMO_TEST_CASES: %d of %zu cases run)\n", selected, registry().size());
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }
