@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <initializer_list>
 #include <new>
@@ -92,8 +93,10 @@ class GrowBuffers final : public cuda::Scratch {
     if (host_) cudaFreeHost(host_);
   }
   Status device(size_t bytes, void** out) override {
-    if (bytes > dev_bytes_)
+    if (bytes > dev_bytes_) {
+      ++allocs_;
       ELMO_RETURN_IF_ERROR(regrow_device(&dev_, &dev_bytes_, std::max(bytes, dev_bytes_ + dev_bytes_ / 2), "scratch"));
+    }
     *out = dev_;
     return Status::ok();
   }
@@ -102,6 +105,7 @@ class GrowBuffers final : public cuda::Scratch {
       if (host_) cudaFreeHost(host_);
       host_ = nullptr;
       host_bytes_ = 0;
+      ++allocs_;
       if (cudaHostAlloc(&host_, bytes, cudaHostAllocDefault) != cudaSuccess) {
         cudaGetLastError();
         return Status(Code::kOom, strformat("scratch: out of pinned host memory asking for %zu bytes", bytes));
@@ -111,8 +115,11 @@ class GrowBuffers final : public cuda::Scratch {
     *out = host_;
     return Status::ok();
   }
+  // Allocations asked for so far (device and pinned).
+  uint64_t allocs() const { return allocs_.load(std::memory_order_relaxed); }
 
  private:
+  std::atomic<uint64_t> allocs_{0};
   void* dev_ = nullptr;
   size_t dev_bytes_ = 0;
   void* host_ = nullptr;
@@ -182,6 +189,7 @@ class CudaBackend final : public Backend {
     if (bytes > 0) {
       cudaSetDevice(device_);
       void* p = nullptr;
+      ++allocations_;
       cudaError_t e = cudaMalloc(&p, bytes);
       if (e != cudaSuccess) {
         cudaGetLastError();  // an allocation failure is not sticky; clear it
@@ -200,6 +208,9 @@ class CudaBackend final : public Backend {
     if (t == nullptr) return;
     if (t->data && t->device == Device::kCuda) cudaFree(t->data);
     *t = Tensor();
+  }
+  uint64_t allocations() const override {
+    return allocations_.load(std::memory_order_relaxed) + scratch_.allocs();
   }
 
   Status upload(Tensor dst, const void* src, size_t bytes) override {
@@ -402,6 +413,7 @@ class CudaBackend final : public Backend {
 
   Status grow_gemm_workspace(size_t bytes) {
     if (bytes <= gemm_ws_bytes_) return Status::ok();
+    ++allocations_;
     return regrow_device(&gemm_ws_, &gemm_ws_bytes_, bytes, "gemm workspace");
   }
 
@@ -415,6 +427,7 @@ class CudaBackend final : public Backend {
   void* staging_ = nullptr;
   void* gemm_ws_ = nullptr;
   size_t gemm_ws_bytes_ = 0;
+  std::atomic<uint64_t> allocations_{0};  // alloc() and the GEMM workspace; scratch_ counts its own
   GrowBuffers scratch_;
   cuda::Ctx ctx_;
 };

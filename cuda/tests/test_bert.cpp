@@ -10,7 +10,8 @@
 //     adds to that (0.066 on pooled was measured on an H200). A wrong kernel is off by O(scale).
 // A bf16 model with fp32 attention computes what the CPU bf16 model computes (a rounded to bf16,
 // bf16 weights, fp32 sums) up to summation order: 1e-3 of the scale. With bf16 compute, keeping
-// activations in bf16 (CudaOptions::bf16_activations) changes no bit of the outputs.
+// activations in bf16 (CudaOptions::bf16_activations) changes no bit of the outputs. A
+// warmed-up forward allocates nothing, on the device or pinned.
 // Exit code 77 with "SKIP: no CUDA device (...)" when there is no usable device.
 #include <algorithm>
 #include <cmath>
@@ -89,7 +90,9 @@ void run_fixtures(elmo::DType compute, double tol) {
       compare_scaled(std::string(name) + " " + o.first + " " + elmo::dtype_name(compute), download(*gpu, *o.second),
                      it->second.values, tol);
     }
-    // Twice on the same model: the arena is reused and the result is the same bits.
+    // Twice more on the same model: the arena is reused, nothing at all is allocated (device
+    // or pinned: the backend counts both) and the result is the same bits.
+    const uint64_t warm = gpu->allocations();
     elmo::BertOutputs again;
     CHECK_OK(m->forward(f.inputs(), {}, &again));
     const std::vector<float> h1 = download(*gpu, again.hidden);
@@ -97,6 +100,12 @@ void run_fixtures(elmo::DType compute, double tol) {
     const std::vector<float> h2 = download(*gpu, again.hidden);
     elmo_test::bit_equal((std::string(name) + " repeat").c_str(), h1.data(), h2.data(),
                          static_cast<int64_t>(h1.size()));
+    CHECK(m->arena_allocations() == 1);
+    if (gpu->allocations() != warm) {
+      ++elmo_test::failures();
+      std::fprintf(stderr, "  %s: %llu allocations in two warmed-up forwards\n", name,
+                   static_cast<unsigned long long>(gpu->allocations() - warm));
+    }
   }
   elmo_test::context().clear();
 }

@@ -434,7 +434,8 @@ TEST_CASE(arena_allocated_once_and_grown_on_demand) {
   CHECK_OK(m->forward(f.inputs(), {}, &out));
   CHECK(m->arena_allocations() == 1);
   const size_t bytes = m->arena_bytes();
-  // Smaller batches and repeated calls reuse it.
+  const uint64_t warm = be->allocations();
+  // Smaller batches and repeated calls reuse it, and nothing else is allocated.
   elmo::BertInputs small = f.inputs();
   small.B = 2;
   small.T = f.offsets[2];
@@ -443,6 +444,7 @@ TEST_CASE(arena_allocated_once_and_grown_on_demand) {
   CHECK_OK(m->forward(f.inputs(), {}, &out));
   compare(*be, f, "mlm_logits", out.mlm_logits);
   CHECK(m->arena_allocations() == 1 && m->arena_bytes() == bytes);
+  CHECK(be->allocations() == warm);
   // A bigger batch grows it once.
   std::vector<int32_t> ids, types, offsets{0};
   for (int r = 0; r < 3; ++r) {
@@ -458,6 +460,7 @@ TEST_CASE(arena_allocated_once_and_grown_on_demand) {
   big.T = static_cast<int64_t>(ids.size());
   CHECK_OK(m->forward(big, {}, &out));
   CHECK(m->arena_allocations() == 2 && m->arena_bytes() > bytes);
+  CHECK(be->allocations() == warm + 1);  // the arena, nothing else
   // The repeated sequences give the same hidden rows as the original batch.
   const auto h = download(*be, out.hidden);
   const auto& want = f.outputs["hidden"].values;

@@ -68,6 +68,10 @@ class Backend {
   // Allocates a contiguous tensor on this backend. Fails with ERR_OOM (bytes asked, free).
   virtual Status alloc(Tensor* out, DType dtype, std::initializer_list<int64_t> dims) = 0;
   virtual void free(Tensor* t) = 0;  // idempotent; leaves t empty
+  // How many allocations the backend has made so far: every alloc(), and on CUDA also its own
+  // device scratch, GEMM workspace and pinned staging as they grow. A warmed-up forward of a
+  // batch no larger than before adds none (tests check it).
+  virtual uint64_t allocations() const = 0;
   virtual Status upload(Tensor dst, const void* host_src, size_t bytes) = 0;
   virtual Status download(void* host_dst, Tensor src, size_t bytes) = 0;
   virtual Status fill(Tensor t, float value) = 0;           // f32, bf16, f16 (and i32: exact ints)

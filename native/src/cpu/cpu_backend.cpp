@@ -1,4 +1,5 @@
 // CpuBackend: owns the thread pool and the chosen ISA; each op lives in its own file.
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -29,6 +30,7 @@ class CpuBackend final : public Backend {
     size_t rounded = (bytes + 63) / 64 * 64;
     void* p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
     if (rounded && !p) return Status(Code::kOom, strformat("alloc: out of host memory asking for %zu bytes", bytes));
+    if (p) ++allocations_;
     t.data = p;
     *out = t;
     return Status::ok();
@@ -37,6 +39,7 @@ class CpuBackend final : public Backend {
     if (t && t->data) std::free(t->data);
     if (t) *t = Tensor();
   }
+  uint64_t allocations() const override { return allocations_.load(std::memory_order_relaxed); }
   Status upload(Tensor dst, const void* src, size_t bytes) override {
     ELMO_CHECK(bytes <= dst.nbytes(), Code::kShape, "upload: %zu bytes into %s", bytes, dst.describe().c_str());
     if (bytes) std::memcpy(dst.data, src, bytes);
@@ -162,6 +165,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   cpu::Ctx ctx_;
+  std::atomic<uint64_t> allocations_{0};
 };
 
 }  // namespace
