@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <new>
@@ -147,6 +148,12 @@ class CudaBackend final : public Backend {
     device_ = opts.device;
     compute_ = opts.compute;
     bf16_activations_ = opts.bf16_activations;
+    if (opts.bf16_hidden != 0) {
+      bf16_hidden_ = opts.bf16_hidden > 0;
+    } else {
+      const char* v = std::getenv("ELMO_CUDA_BF16_HIDDEN");
+      bf16_hidden_ = v != nullptr && std::strcmp(v, "1") == 0;
+    }
     cudaError_t e = cudaSetDevice(device_);
     if (e != cudaSuccess) return cuda_error("make_cuda_backend: cudaSetDevice", e);
     cudaDeviceProp prop{};
@@ -317,6 +324,7 @@ class CudaBackend final : public Backend {
     return cuda::gemm(stream_, cfg, out, pre_gelu, a2, b2, bias, residual, op, ep, accumulate);
   }
   bool gemm_bf16_activations() const override { return bf16_activations_; }
+  bool bf16_hidden_states() const override { return bf16_hidden_ && compute_ == DType::kBF16; }
   // attention_forward's tensor-core kernels round f32 q/k/v to bf16 under bf16 compute.
   bool attention_bf16_io(int head_dim) const override {
     return bf16_activations_ && compute_ == DType::kBF16 && cuda::attention_tensor_core_head_size(head_dim);
@@ -420,6 +428,7 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   DType compute_ = DType::kF32;
   bool bf16_activations_ = true;
+  bool bf16_hidden_ = false;
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
   void* flag_ = nullptr;

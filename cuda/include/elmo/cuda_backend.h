@@ -40,6 +40,11 @@ struct CudaOptions {
   // by length (32 from 256 tokens), 0 for the default: ELMO_CUDA_ATTN_ROWS (16, 32 or auto)
   // in the environment, else 16. 32 has not yet run on a GPU, hence not the default.
   int attention_rows = 0;
+  // A bf16 model keeps its hidden states in bf16 too at inference (Backend::bf16_hidden_states:
+  // less memory traffic between layers, results rounded like a bf16 PyTorch model's). 1 on,
+  // -1 off, 0 for the default: ELMO_CUDA_BF16_HIDDEN=1 in the environment, else off. Not yet
+  // run on a GPU, hence off by default.
+  int bf16_hidden = 0;
 };
 Status make_cuda_backend(std::unique_ptr<Backend>* out, const CudaOptions& opts = {});
 

@@ -119,6 +119,13 @@ class Backend {
     (void)head_dim;
     return false;
   }
+  // bf16_hidden_states: a bf16 model at inference also keeps its hidden states in bf16 (the
+  // embeddings, each LayerNorm's input and output, the residuals), as a bf16 PyTorch model
+  // does. Unlike the two above this changes results: the residual sums are rounded to bf16.
+  // The model's outputs stay f32 (hidden and cls are converted once at the end). It needs
+  // embedding_forward, layernorm_forward and gather_rows on bf16 and a gemm whose bf16 `out`
+  // takes a bf16 residual. An opt-in of the CUDA backend (CudaOptions::bf16_hidden).
+  virtual bool bf16_hidden_states() const { return false; }
 
   // ---- weight layout for the linear-layer GEMM ----------------------------------------------
   // A linear layer reads its weight W [N, K] as gemm's b with op kNT on every call. A backend

@@ -237,6 +237,9 @@ class Bert {
     // from cls_x (its input rows) and cls_layer.att; cls_layer.h2 is `cls`.
     Tensor cls_x;                                     // [B, H]
     LayerActs cls_layer;                              // [B, ...]: att, ln1_in, h1, act, ln2_in, h2
+    // bf16 hidden states (Backend::bf16_hidden_states): f32 copies of hidden [T, H] and cls
+    // [B, H] for the outputs, over the memory of emb_out and cls_x.
+    Tensor hidden_f32, cls_f32;
     Tensor logits;                                    // [B, L]
     Tensor mlm_in, mlm_pre, mlm_act, mlm_ln;          // [N, H]
     Tensor mlm_mean, mlm_rstd;                        // [N]

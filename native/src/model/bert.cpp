@@ -506,14 +506,18 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     return base ? make_view(region.data, static_cast<size_t>(elem_offset) * 4, dt, dims, dev) : Tensor();
   };
   const DType F = DType::kF32, I32 = DType::kI32;
+  const bool bf16 = opts_.precision == DType::kBF16;
+  // The hidden states (embeddings, LayerNorm inputs and outputs, residuals): bf16 at inference
+  // of a bf16 model where the backend keeps them so (Backend::bf16_hidden_states).
+  const DType R = !training && bf16 && backend_->bf16_hidden_states() ? DType::kBF16 : F;
   *a = Acts();
   a->ids = take(I32, {T});
   a->type_ids = take(I32, {T});
   a->offsets = take(I32, {B + 1});
   a->cls_idx = take(I32, {B});
   a->mlm_pos = take(I32, {N});
-  a->emb_sum = take(F, {T, H});
-  a->emb_out = take(F, {T, H});
+  a->emb_sum = take(R, {T, H});
+  a->emb_out = take(R, {T, H});
   if (training) a->emb_drop = take(F, {T, H});
   a->emb_mean = take(F, {T});
   a->emb_rstd = take(F, {T});
@@ -542,24 +546,26 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     const Tensor scratch = take(F, {T, std::max(4 * H, I)});
     // qkv, att and act in bf16 where the backend rounds them so anyway (Backend::
     // gemm_bf16_activations, attention_bf16_io); the offsets stay those of f32.
-    const bool bf16 = opts_.precision == DType::kBF16;
     const DType QA = bf16 && backend_->attention_bf16_io(static_cast<int>(H / NH)) ? DType::kBF16 : F;
     const DType A = bf16 && backend_->gemm_bf16_activations() ? DType::kBF16 : F;
     la.qkv = view_at(scratch, 0, {T, 3 * H}, QA);
     la.att = view_at(scratch, T * 3 * H, {T, H}, QA);
-    la.ln1_in = view_at(scratch, 0, {T, H});
+    la.ln1_in = view_at(scratch, 0, {T, H}, R);
     la.act = view_at(scratch, 0, {T, I}, A);
     la.lse = take(F, {NH, T});
     la.ln1_mean = take(F, {T});
     la.ln1_rstd = take(F, {T});
-    la.h1 = take(F, {T, H});
+    la.h1 = take(R, {T, H});
     la.ln2_in = a->emb_sum;
     la.ln2_mean = take(F, {T});
     la.ln2_rstd = take(F, {T});
-    la.h2 = take(F, {T, H});
+    la.h2 = take(R, {T, H});
+    // bf16 hidden states: the f32 output over emb_out's memory (4 bytes per element, and dead
+    // once the first layer has read it).
+    if (R != F) a->hidden_f32 = view_at(a->emb_out, 0, {T, H});
   }
   if (heads_.pooler) {
-    a->cls = take(F, {B, H});
+    a->cls = take(R, {B, H});
     // cls_only's rows, in the training layout too (B rows: small), so that an inference layout
     // never exceeds the training layout of the same capacity (ensure_arena relies on it).
     a->cls_x = take(F, {B, H});
@@ -570,13 +576,15 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     c.act = take(F, {B, I});
     c.ln2_in = take(F, {B, H});
     c.h2 = a->cls;
+    // bf16 hidden states: cls's f32 copy over cls_x's memory (cls_only needs f32 activations).
+    if (R != F) a->cls_f32 = view_at(a->cls_x, 0, {B, H});
     a->pool_pre = take(F, {B, H});
     a->pooled = take(F, {B, H});
     if (training) a->pooled_drop = take(F, {B, H});
   }
   if (heads_.classifier) a->logits = take(F, {B, L});
   if (heads_.mlm) {
-    a->mlm_in = take(F, {N, H});
+    a->mlm_in = take(R, {N, H});
     if (training) a->mlm_pre = take(F, {N, H});
     a->mlm_act = take(F, {N, H});
     a->mlm_ln = take(F, {N, H});
@@ -651,7 +659,8 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
     x = a.emb_drop;
   }
 
-  const bool cls_only = opts.cls_only && !train && heads_.pooler && N == 0 && a.layers[0].att.dtype == DType::kF32;
+  const bool cls_only = opts.cls_only && !train && heads_.pooler && N == 0 && a.layers[0].att.dtype == DType::kF32 &&
+                        a.cls.dtype == DType::kF32;
   bool cls_done = false;  // a.cls holds the last layer's [CLS] rows
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = w_.layers[static_cast<size_t>(l)];
@@ -672,10 +681,18 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
   }
   *out = BertOutputs();
   if (!cls_done) out->hidden = x;
+  if (!cls_done && x.dtype != DType::kF32) {  // bf16 hidden states: the output is f32
+    ELMO_RETURN_IF_ERROR(be.convert(a.hidden_f32, x));
+    out->hidden = a.hidden_f32;
+  }
 
   if (heads_.pooler) {
     if (!cls_done) ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls, x, a.cls_idx));
     out->cls = a.cls;
+    if (a.cls.dtype != DType::kF32) {
+      ELMO_RETURN_IF_ERROR(be.convert(a.cls_f32, a.cls));
+      out->cls = a.cls_f32;
+    }
     ELMO_RETURN_IF_ERROR(be.gemm(a.pool_pre, Tensor(), a.cls, w_.pool_wc, w_.pool_b, Tensor(), GemmOp::kNT,
                                  Epilogue::kBias, false));
     ELMO_RETURN_IF_ERROR(be.tanh_forward(a.pooled, a.pool_pre));
