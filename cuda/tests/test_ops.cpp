@@ -306,9 +306,11 @@ TEST_CASE(attention_forward_bad_input) {
 
 // ---- layer norm -----------------------------------------------------------------------------
 
+// C = 97 takes the element-wise kernel; 256 and 768 the register-resident one (16-byte vectors:
+// 1 and 3 per lane in bf16, 2 and 6 in f32), also in place at 768.
 TEST_CASE(layernorm_forward) {
   for (int64_t T : {1, 7, 322})
-    for (int64_t C : {97, 768})
+    for (int64_t C : {97, 256, 768})
       for (bool with_res : {false, true})
         for (DType dt : {DType::kF32, DType::kBF16}) {
           std::vector<float> inp = random_vec(T * C, 11 + T, -3, 3), res = random_vec(T * C, 12 + C, -1, 1);
@@ -345,23 +347,26 @@ TEST_CASE(layernorm_forward) {
                   *g_gpu, fn, {r_out, r_sum, r_mean, r_rstd}, tol, dt == DType::kF32);
         }
   // In place on the residual stream: sum_out aliases residual, out aliases inp.
-  const int64_t T = 65, C = 97;
-  std::vector<float> inp = random_vec(T * C, 21), res = random_vec(T * C, 22), w = random_vec(C, 23), bias = random_vec(C, 24);
-  std::vector<double> r_out(T * C), r_sum(T * C);
-  for (int64_t t = 0; t < T; ++t) {
-    double m = 0, v = 0;
-    for (int64_t c = 0; c < C; ++c) m += (r_sum[t * C + c] = double(inp[t * C + c]) + res[t * C + c]);
-    m /= C;
-    for (int64_t c = 0; c < C; ++c) v += (r_sum[t * C + c] - m) * (r_sum[t * C + c] - m);
-    const double rs = 1.0 / std::sqrt(v / C + 1e-5);
-    for (int64_t c = 0; c < C; ++c) r_out[t * C + c] = (r_sum[t * C + c] - m) * rs * w[c] + bias[c];
+  for (int64_t C : {97, 768}) {
+    const int64_t T = 65;
+    std::vector<float> inp = random_vec(T * C, 21), res = random_vec(T * C, 22), w = random_vec(C, 23),
+                       bias = random_vec(C, 24);
+    std::vector<double> r_out(T * C), r_sum(T * C);
+    for (int64_t t = 0; t < T; ++t) {
+      double m = 0, v = 0;
+      for (int64_t c = 0; c < C; ++c) m += (r_sum[t * C + c] = double(inp[t * C + c]) + res[t * C + c]);
+      m /= C;
+      for (int64_t c = 0; c < C; ++c) v += (r_sum[t * C + c] - m) * (r_sum[t * C + c] - m);
+      const double rs = 1.0 / std::sqrt(v / C + 1e-5);
+      for (int64_t c = 0; c < C; ++c) r_out[t * C + c] = (r_sum[t * C + c] - m) * rs * w[c] + bias[c];
+    }
+    OpFn fn = [&](Arena& a, std::vector<Tensor>* outs) -> Status {
+      Tensor ti = a.up(inp, {T, C}), tr = a.up(res, {T, C}), tw = a.up(w, {C}), tb = a.up(bias, {C});
+      *outs = {ti, tr};
+      return a.b.layernorm_forward(ti, tr, Tensor(), Tensor(), ti, tr, tw, tb, 1e-5f);
+    };
+    compare("layernorm_forward in-place C=" + std::to_string(C), *g_gpu, fn, {r_out, r_sum}, 1e-5);
   }
-  OpFn fn = [&](Arena& a, std::vector<Tensor>* outs) -> Status {
-    Tensor ti = a.up(inp, {T, C}), tr = a.up(res, {T, C}), tw = a.up(w, {C}), tb = a.up(bias, {C});
-    *outs = {ti, tr};
-    return a.b.layernorm_forward(ti, tr, Tensor(), Tensor(), ti, tr, tw, tb, 1e-5f);
-  };
-  compare("layernorm_forward in-place", *g_gpu, fn, {r_out, r_sum}, 1e-5);
   Arena a(*g_gpu);
   Tensor x = a.alloc(DType::kF32, {4, 8}), w8 = a.alloc(DType::kF32, {7});
   CHECK_STATUS(g_gpu->layernorm_forward(x, Tensor(), Tensor(), Tensor(), x, Tensor(), w8, w8, 1e-5f), Code::kShape);
