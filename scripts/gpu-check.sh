@@ -4,8 +4,9 @@
 # PyTorch. Logs and a JSON summary go to REPORT_DIR; a short table is printed last.
 #
 #   scripts/gpu-check.sh REPORT_DIR            (needs nvcc, cmake, a CUDA device; python3 + torch
-#                                               for the baselines; optional .node/node.xz and
-#                                               build/Release/elmo.node for a Node smoke run)
+#                                               for the baselines; optional .node/node.xz, the
+#                                               addon (.node/elmo.node.xz or build/Release) and
+#                                               dist/ for a Node smoke run: scripts/gpu-pack-node.sh)
 # Order: device, build, CUDA tests, benchmarks, Node smoke, compute-sanitizer, summary (the
 # table, then each opt-in kernel: its tests and its speed against the default kernel).
 # Environment: GPU_CHECK_SANITIZE="cuda_test_x ..." (default: every CUDA test),
@@ -168,8 +169,10 @@ PY
 fi
 
 step "node"
-# An addon built with the CUDA backend next to the executables takes the place of build/Release's.
-if [ -f "$BUILD/elmo.node" ]; then mkdir -p build/Release && cp "$BUILD/elmo.node" build/Release/elmo.node; fi
+# The addon: one built with the CUDA backend next to the executables, else .node/elmo.node.xz
+# (scripts/gpu-pack-node.sh), else build/Release's as it is.
+if [ -f "$BUILD/elmo.node" ]; then mkdir -p build/Release && cp "$BUILD/elmo.node" build/Release/elmo.node
+elif [ -f .node/elmo.node.xz ]; then mkdir -p build/Release && xz -dc .node/elmo.node.xz >build/Release/elmo.node; fi
 if [ -f .node/node.xz ] && [ -f build/Release/elmo.node ] && [ -d dist ]; then
   mkdir -p /tmp/elmo-node && xz -dc .node/node.xz >/tmp/elmo-node/node && chmod +x /tmp/elmo-node/node
   if [ -f scripts/gpu-node-smoke.js ]; then
