@@ -10,9 +10,13 @@
 # Order: device, build, CUDA tests, benchmarks, Node smoke, compute-sanitizer, summary (the
 # table, then each opt-in kernel: its tests and its speed against the default kernel).
 # Environment: GPU_CHECK_SANITIZE="cuda_test_x ..." (default: every CUDA test),
-#   GPU_CHECK_SANITIZE_TIMEOUT (s, default 180), GPU_CHECK_BERT_ARGS (bench_bert flags), GPU_CHECK_CPU_BERT_ARGS (host CPU fp32 vs bf16), GPU_CHECK_ARCH (default 90), GPU_CHECK_SKIP_BENCH=1, GPU_CHECK_JOBS,
-#   GPU_CHECK_BUILD=DIR (build directory, default build-gpu), GPU_CHECK_PREBUILT=1 (DIR already
-#   holds the executables, e.g. built elsewhere with -DCMAKE_CUDA_ARCHITECTURES=90: skip the build).
+#   GPU_CHECK_SANITIZE_TIMEOUT (s per test, default 180), GPU_CHECK_BERT_ARGS (bench_bert
+#   flags), GPU_CHECK_CPU_BERT_ARGS (host CPU fp32 vs bf16), GPU_CHECK_ARCH (default 90),
+#   GPU_CHECK_SKIP_BENCH=1, GPU_CHECK_JOBS, GPU_CHECK_BUILD=DIR (build directory, default
+#   build-gpu), GPU_CHECK_PREBUILT=1 (DIR already holds the executables, e.g. built elsewhere
+#   with -DCMAKE_CUDA_ARCHITECTURES=90: skip the build), GPU_CHECK_BUDGET (s, default 450): the
+#   compute-sanitizer runs get only what is left of it, so that the summary is always printed
+#   within the budget plus a few seconds.
 set -uo pipefail
 REPORT_DIR=${1:?usage: scripts/gpu-check.sh REPORT_DIR}
 mkdir -p "$REPORT_DIR"
@@ -31,6 +35,7 @@ declare -A STEP
 WGMMA_KERNELS=$(grep -o 'return "wgmma[0-9a-z]*"' cuda/src/gemm.cu | cut -d'"' -f2 | tr '\n' ' ')
 t0=$(date +%s)
 step() { echo "== $1 ($(($(date +%s) - t0)) s)"; }
+left() { echo $((${GPU_CHECK_BUDGET:-450} - ($(date +%s) - t0))); }  # seconds of the budget left
 
 step "device"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv; nvcc --version | tail -2; } \
@@ -190,7 +195,14 @@ if [ "${STEP[build]}" = ok ] && command -v compute-sanitizer >/dev/null; then
   : >"$REPORT_DIR/sanitizer.log"
   for t in ${GPU_CHECK_SANITIZE:-$(cd "$BUILD" && ls cuda_test_*)}; do
     echo "--- $t" >>"$REPORT_DIR/sanitizer.log"
-    ELMO_TEST_QUICK=1 ELMO_FIXTURES="$ROOT/test/fixtures" timeout "${GPU_CHECK_SANITIZE_TIMEOUT:-180}" \
+    limit=$(left)
+    [ "$limit" -gt "${GPU_CHECK_SANITIZE_TIMEOUT:-180}" ] && limit=${GPU_CHECK_SANITIZE_TIMEOUT:-180}
+    if [ "$limit" -lt 10 ]; then
+      echo "skipped: the budget (GPU_CHECK_BUDGET) is spent" >>"$REPORT_DIR/sanitizer.log"
+      STEP[sanitizer]="partial(budget)"
+      continue
+    fi
+    ELMO_TEST_QUICK=1 ELMO_FIXTURES="$ROOT/test/fixtures" timeout "$limit" \
       compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$BUILD/$t" \
       >>"$REPORT_DIR/sanitizer.log" 2>&1 || STEP[sanitizer]="failed($?)"
   done

@@ -537,8 +537,12 @@ TEST_CASE(gemm_bad_input) {
                Code::kShape);
   CHECK_STATUS(run(tout, {}, ta, tb_nt, tbias, {}, GemmOp::kNT, Epilogue::kBias, true), Code::kInput);
   elmo::cuda::GemmConfig bad_kernel;
-  bad_kernel.kernel = static_cast<elmo::cuda::GemmKernel>(9);
+  bad_kernel.kernel = static_cast<elmo::cuda::GemmKernel>(99);
   CHECK_STATUS(elmo::cuda::gemm(nullptr, bad_kernel, tout, {}, ta, tb_nt, {}, {}, GemmOp::kNT, Epilogue::kNone, false),
+               Code::kInput);
+  elmo::cuda::GemmConfig bad_grid;
+  bad_grid.max_blocks = -1;
+  CHECK_STATUS(elmo::cuda::gemm(nullptr, bad_grid, tout, {}, ta, tb_nt, {}, {}, GemmOp::kNT, Epilogue::kNone, false),
                Code::kInput);
   // Host tensors are refused.
   CHECK_STATUS(run(tout, {}, Tensor(a.p, DType::kF32, {M, K}), tb_nt, {}, {}, GemmOp::kNT, Epilogue::kNone, false),
