@@ -388,18 +388,21 @@ Status launch_simt(cudaStream_t stream, GemmOp op, const T* a, const T* b, const
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-// What ELMO_CUDA_WGMMA in the environment asks of kAuto (read once): mode 0 = nothing (unset
-// or anything else), 1 = "1" or the name of a forced wgmma kernel such as "wgmma128x2p" (the
-// size rule of wgmma_choice; a name also fixes the kernel), 2 = "force" (every NT product on
-// tensor cores).
+// What ELMO_CUDA_WGMMA in the environment asks of kAuto (read once): mode 0 = nothing ("0" or
+// anything else unknown; unset: kWgmmaDefault), 1 = "1" or the name of a forced wgmma kernel
+// such as "wgmma128x2p" (the size rule of wgmma_choice; a name also fixes the kernel),
+// 2 = "force" (every NT product on tensor cores).
 struct WgmmaEnv {
   int mode = 0;
   GemmKernel kernel = GemmKernel::kAuto;
 };
+// What kAuto does when ELMO_CUDA_WGMMA is unset: mma.sync, until the wgmma kernels have passed
+// scripts/gpu-check.sh on a Hopper GPU; then {1, <the fastest variant its summary names>}.
+constexpr WgmmaEnv kWgmmaDefault{};
 WgmmaEnv wgmma_env() {
   static const WgmmaEnv env = [] {
     const char* v = std::getenv("ELMO_CUDA_WGMMA");
-    if (v == nullptr) return WgmmaEnv{};
+    if (v == nullptr) return kWgmmaDefault;
     if (std::strcmp(v, "1") == 0) return WgmmaEnv{1};
     if (std::strcmp(v, "force") == 0) return WgmmaEnv{2};
     for (GemmKernel k : kWgmmaKernels)
