@@ -109,13 +109,14 @@ __device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
 // Returns once the phase of parity `parity` has completed. A fresh barrier is in phase 0, so
 // waiting on parity 1 returns at once (the producer's first pass over the empty barriers).
 // A phase that never completes (a transaction count that disagrees with what TMA delivers)
-// would hang the GPU; after ~2^35 cycles (over 15 s) the kernel traps instead, which the
-// launcher's next synchronization reports as ERR_CUDA.
+// would hang the GPU; after 2^32 cycles (about 2 s at 2 GHz, a thousand times the longest
+// legitimate wait: one stage's copy, or one tile's epilogue, even under compute-sanitizer) the
+// kernel traps instead, which the launcher's next synchronization reports as ERR_CUDA.
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   if (mbar_try_wait(bar, parity)) return;
   const long long t0 = clock64();
   while (!mbar_try_wait(bar, parity)) {
-    if (clock64() - t0 > (1LL << 35)) __trap();
+    if (clock64() - t0 > (1LL << 32)) __trap();
   }
 }
 
