@@ -371,30 +371,32 @@ Status make_map(CUtensorMap* map, DType t, const void* p, int64_t rows, int64_t 
 // hit is the map make_map would build (an address reused by another allocation of the same
 // layout included).
 Status cached_map(CUtensorMap* map, DType t, const void* p, int64_t rows, int64_t K, int64_t ld, int box_rows) {
+  struct Key {
+    const void* p;
+    int64_t rows, K, ld;
+    int box_rows;
+    DType t;
+    bool operator==(const Key& o) const {
+      return p == o.p && rows == o.rows && K == o.K && ld == o.ld && box_rows == o.box_rows && t == o.t;
+    }
+  };
   struct Entry {
     CUtensorMap map;
-    const void* p = nullptr;
-    int64_t rows = 0, K = 0, ld = 0;
-    int box_rows = 0;
-    DType t = DType::kF32;
+    Key key{nullptr, 0, 0, 0, 0, DType::kF32};  // p == nullptr: empty
   };
   constexpr size_t kEntries = 64;
   thread_local Entry cache[kEntries];
+  const Key key{p, rows, K, ld, box_rows, t};
   const uint64_t h = (reinterpret_cast<uintptr_t>(p) >> 8) * 0x9E3779B97F4A7C15ull ^
                      static_cast<uint64_t>(rows * 31 + K * 17 + ld * 7 + box_rows) * 0xC2B2AE3D27D4EB4Full;
   Entry& e = cache[(h >> 32) % kEntries];
-  if (e.p == p && p != nullptr && e.rows == rows && e.K == K && e.ld == ld && e.box_rows == box_rows && e.t == t) {
+  if (p != nullptr && e.key == key) {
     *map = e.map;
     return Status::ok();
   }
   ELMO_RETURN_IF_ERROR(make_map(map, t, p, rows, K, ld, box_rows));
   e.map = *map;
-  e.p = p;
-  e.rows = rows;
-  e.K = K;
-  e.ld = ld;
-  e.box_rows = box_rows;
-  e.t = t;
+  e.key = key;
   return Status::ok();
 }
 
