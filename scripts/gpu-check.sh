@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: build the CUDA backend for the local GPU, run the CUDA tests against the CPU
 # backend, run one test under compute-sanitizer, then the GPU benchmarks side by side with
-# PyTorch. Logs and a JSON summary go to REPORT_DIR; a short table is printed last.
+# PyTorch. Logs, a JSON summary and markdown tables (report.md) go to REPORT_DIR; a short table
+# is printed last.
 #
 #   scripts/gpu-check.sh REPORT_DIR            (needs nvcc, cmake, a CUDA device; python3 + torch
 #                                               for the baselines; optional .node/node.xz, the
@@ -292,4 +293,7 @@ print("opt-in attention rows=32: tests " + verdict(["attention_forward_bf16_rows
 for shape, rs in sorted(att.items()):
     if rs.get(16) and rs.get(32): print(f"  B,S={shape}: rows=32 {rs[32]:.1f} vs rows=16 {rs[16]:.1f} TFLOP/s = {rs[32] / rs[16]:.2f}x")
 PY
+# The same rows as markdown tables in the layout of docs/benchmarks-gpu.md.
+python3 scripts/gpu-report-md.py "$REPORT_DIR" >"$REPORT_DIR/report.md" 2>>"$REPORT_DIR/bench.err" &&
+  echo "tables for docs/benchmarks-gpu.md: $REPORT_DIR/report.md"
 echo "total $(($(date +%s) - t0)) s"
