@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include "elmo/json.h"
 #include "elmo/safetensors.h"
 #include "harness.h"
+#include "tests/forwarding_backend.h"
 #include "tests/bert_fixture.h"
 
 using elmo::Bert;
@@ -467,6 +469,77 @@ TEST_CASE(arena_allocated_once_and_grown_on_demand) {
   const int64_t n = static_cast<int64_t>(want.size());
   if (static_cast<int64_t>(h.size()) == 3 * n)
     for (int r = 0; r < 3; ++r) elmo_test::all_close("repeated batch", h.data() + r * n, want.data(), n, 1e-4, 1e-4);
+}
+
+namespace {
+// A CPU backend whose alloc() refuses, once `cap` is set, any allocation over cap bytes with
+// ERR_OOM, as a device that has run out of memory does.
+class CappedBackend final : public elmo_test::ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  size_t cap = SIZE_MAX;
+  elmo::Status alloc(elmo::Tensor* out, elmo::DType dtype, std::initializer_list<int64_t> dims) override {
+    size_t bytes = elmo::dtype_size(dtype);
+    for (int64_t d : dims) bytes *= static_cast<size_t>(d);
+    if (bytes > cap) return elmo::Status(Code::kOom, "capped: out of memory");
+    return ForwardingBackend::alloc(out, dtype, dims);
+  }
+};
+}  // namespace
+
+// Out of memory on a batch too large for the activation arena: ERR_OOM, and the model stays
+// usable: the batch it ran before runs again with the same results, and a larger one that fits
+// exactly, but not with the arena's usual headroom, runs too.
+TEST_CASE(arena_out_of_memory_leaves_the_model_usable) {
+  Fixture f;
+  if (!load_fixture("bert-a-cls", &f)) return;
+  // The fixture's batch `times` over.
+  std::vector<int32_t> ids, types, offsets;
+  auto repeated = [&](int times) {
+    ids.clear(), types.clear(), offsets = {0};
+    for (int r = 0; r < times; ++r) {
+      ids.insert(ids.end(), f.ids.begin(), f.ids.end());
+      types.insert(types.end(), f.type_ids.begin(), f.type_ids.end());
+      for (size_t b = 1; b < f.offsets.size(); ++b) offsets.push_back(offsets.back() + f.offsets[b] - f.offsets[b - 1]);
+    }
+    return elmo::BertInputs{ids.data(), types.data(), offsets.data(), static_cast<int>(offsets.size()) - 1,
+                            static_cast<int64_t>(ids.size())};
+  };
+  // The cap: the arena of exactly 4x the batch. 4x with headroom (6x) and 16x do not fit it.
+  size_t bytes4 = 0;
+  {
+    auto be = elmo_test::make_backend({elmo::best_isa(), 1});
+    std::unique_ptr<Bert> m;
+    CHECK_OK(Bert::load(f.dir, be.get(), &m));
+    if (!m) return;
+    elmo::BertOutputs out;
+    CHECK_OK(m->forward(repeated(4), {}, &out));
+    bytes4 = m->arena_bytes();
+  }
+  auto be = std::make_unique<CappedBackend>(elmo_test::make_backend({elmo::best_isa(), 1}));
+  std::unique_ptr<Bert> m;
+  CHECK_OK(Bert::load(f.dir, be.get(), &m));
+  if (!m) return;
+  be->cap = bytes4;  // the weights are in; from here on nothing over the 4x arena fits
+  elmo::BertOutputs out;
+  CHECK_OK(m->forward(f.inputs(), {}, &out));
+  compare(*be, f, "logits", out.logits);
+  const size_t bytes1 = m->arena_bytes();
+  CHECK_STATUS(m->forward(repeated(16), {}, &out), Code::kOom);
+  CHECK(m->arena_bytes() == 0);
+  // The fixture's batch again: the arena comes back at its old size.
+  CHECK_OK(m->forward(f.inputs(), {}, &out));
+  compare(*be, f, "logits", out.logits);
+  CHECK(m->arena_bytes() == bytes1);
+  // 4x: no room for the headroom, so exactly 4x, with each copy's logits right.
+  CHECK_OK(m->forward(repeated(4), {}, &out));
+  CHECK(m->arena_bytes() == bytes4);
+  const auto logits = download(*be, out.logits);
+  const auto& want = f.outputs["logits"].values;
+  const int64_t n = static_cast<int64_t>(want.size());
+  CHECK(static_cast<int64_t>(logits.size()) == 4 * n);
+  if (static_cast<int64_t>(logits.size()) == 4 * n)
+    for (int r = 0; r < 4; ++r) elmo_test::all_close("4x batch logits", logits.data() + r * n, want.data(), n, 1e-4, 1e-4);
 }
 
 TEST_CASE(training_mode) {

@@ -13,6 +13,7 @@
 
 #include "elmo/bert.h"
 #include "harness.h"
+#include "tests/forwarding_backend.h"
 #include "tests/bert_fixture.h"
 
 using elmo::Bert;
@@ -74,14 +75,13 @@ const Bert::Param* find_param(const Bert& m, const std::string& name) {
 // rounding each bf16 result once to nearest even, as the CUDA kernels do. Every other call goes
 // to the CPU backend unchanged. It runs those data flows of the model here, where there is no
 // GPU.
-class Bf16StorageCpu final : public elmo::Backend {
+class Bf16StorageCpu final : public elmo_test::ForwardingBackend {
  public:
   Bf16StorageCpu(std::unique_ptr<elmo::Backend> cpu, bool activations, bool hidden)
-      : cpu_(std::move(cpu)), activations_(activations), hidden_(hidden) {}
+      : ForwardingBackend(std::move(cpu)), activations_(activations), hidden_(hidden) {}
   int bf16_calls = 0;  // calls that had a bf16 tensor
 
-  elmo::Device device() const override { return cpu_->device(); }
-  std::string name() const override { return "bf16-storage " + cpu_->name(); }
+  std::string name() const override { return "bf16-storage " + ForwardingBackend::name(); }
   bool gemm_bf16_activations() const override { return activations_; }
   bool attention_bf16_io(int head_dim) const override {
     return activations_ && (head_dim == 32 || head_dim == 64 || head_dim == 128);
@@ -92,7 +92,7 @@ class Bf16StorageCpu final : public elmo::Backend {
                                  int NH, int HD, float p, uint64_t seed, uint64_t stream) override {
     Widened o(this, out, false), q(this, qkv, true);
     for (const Widened* w : {&o, &q}) ELMO_RETURN_IF_ERROR(w->status);
-    ELMO_RETURN_IF_ERROR(cpu_->attention_forward(o.t, lse, q.t, offsets, NH, HD, p, seed, stream));
+    ELMO_RETURN_IF_ERROR(inner().attention_forward(o.t, lse, q.t, offsets, NH, HD, p, seed, stream));
     return o.finish();
   }
 
@@ -101,7 +101,7 @@ class Bf16StorageCpu final : public elmo::Backend {
                                  elmo::Tensor wtt) override {
     Widened o(this, out, false);
     ELMO_RETURN_IF_ERROR(o.status);
-    ELMO_RETURN_IF_ERROR(cpu_->embedding_forward(o.t, ids, type_ids, offsets, wte, wpe, wtt));
+    ELMO_RETURN_IF_ERROR(inner().embedding_forward(o.t, ids, type_ids, offsets, wte, wpe, wtt));
     return o.finish();
   }
   elmo::Status layernorm_forward(elmo::Tensor out, elmo::Tensor sum_out, elmo::Tensor mean, elmo::Tensor rstd,
@@ -109,14 +109,14 @@ class Bf16StorageCpu final : public elmo::Backend {
                                  float eps) override {
     Widened o(this, out, false), so(this, sum_out, false), i(this, inp, true), r(this, residual, true);
     for (const Widened* w : {&o, &so, &i, &r}) ELMO_RETURN_IF_ERROR(w->status);
-    ELMO_RETURN_IF_ERROR(cpu_->layernorm_forward(o.t, so.t, mean, rstd, i.t, r.t, weight, bias, eps));
+    ELMO_RETURN_IF_ERROR(inner().layernorm_forward(o.t, so.t, mean, rstd, i.t, r.t, weight, bias, eps));
     ELMO_RETURN_IF_ERROR(o.finish());
     return so.finish();
   }
   elmo::Status gather_rows(elmo::Tensor out, elmo::Tensor inp, elmo::Tensor idx) override {
     Widened o(this, out, false), i(this, inp, true);
     for (const Widened* w : {&o, &i}) ELMO_RETURN_IF_ERROR(w->status);
-    ELMO_RETURN_IF_ERROR(cpu_->gather_rows(o.t, i.t, idx));
+    ELMO_RETURN_IF_ERROR(inner().gather_rows(o.t, i.t, idx));
     return o.finish();
   }
   // a bf16 beside a bf16 weight: widened, so that the CPU's bf16-weight GEMM rounds it back to
@@ -126,75 +126,9 @@ class Bf16StorageCpu final : public elmo::Backend {
     const bool alias = residual.data != nullptr && residual.data == out.data;
     Widened o(this, out, accumulate || alias), wa(this, a, true), r(this, alias ? elmo::Tensor() : residual, true);
     for (const Widened* w : {&o, &wa, &r}) ELMO_RETURN_IF_ERROR(w->status);
-    ELMO_RETURN_IF_ERROR(cpu_->gemm(o.t, pre_gelu, wa.t, b, bias, alias ? o.t : r.t, op, ep, accumulate));
+    ELMO_RETURN_IF_ERROR(inner().gemm(o.t, pre_gelu, wa.t, b, bias, alias ? o.t : r.t, op, ep, accumulate));
     return o.finish();
   }
-
-  // ---- everything else: the CPU backend ----
-  elmo::Status alloc(elmo::Tensor* out, DType dtype, std::initializer_list<int64_t> dims) override {
-    return cpu_->alloc(out, dtype, dims);
-  }
-  void free(elmo::Tensor* t) override { cpu_->free(t); }
-  uint64_t allocations() const override { return cpu_->allocations(); }
-  elmo::Status upload(elmo::Tensor dst, const void* src, size_t bytes) override { return cpu_->upload(dst, src, bytes); }
-  elmo::Status download(void* dst, elmo::Tensor src, size_t bytes) override { return cpu_->download(dst, src, bytes); }
-  elmo::Status fill(elmo::Tensor t, float value) override { return cpu_->fill(t, value); }
-  elmo::Status convert(elmo::Tensor out, elmo::Tensor in) override { return cpu_->convert(out, in); }
-  elmo::Status sync() override { return cpu_->sync(); }
-  elmo::Status embedding_backward(elmo::Tensor dwte, elmo::Tensor dwpe, elmo::Tensor dwtt, elmo::Tensor dout,
-                                  elmo::Tensor ids, elmo::Tensor type_ids, const elmo::Offsets& offsets) override {
-    return cpu_->embedding_backward(dwte, dwpe, dwtt, dout, ids, type_ids, offsets);
-  }
-  elmo::Status layernorm_backward(elmo::Tensor dinp, elmo::Tensor dweight, elmo::Tensor dbias, elmo::Tensor dout,
-                                  elmo::Tensor x, elmo::Tensor weight, elmo::Tensor mean, elmo::Tensor rstd) override {
-    return cpu_->layernorm_backward(dinp, dweight, dbias, dout, x, weight, mean, rstd);
-  }
-  elmo::Status bias_backward(elmo::Tensor dbias, elmo::Tensor dout) override { return cpu_->bias_backward(dbias, dout); }
-  int weight_panel() const override { return cpu_->weight_panel(); }
-  elmo::Status pack_weight(elmo::Tensor* w, bool packed) override { return cpu_->pack_weight(w, packed); }
-  elmo::Status attention_backward(elmo::Tensor dqkv, elmo::Tensor dout, elmo::Tensor qkv, elmo::Tensor out,
-                                  elmo::Tensor lse, const elmo::Offsets& offsets, int NH, int HD, float p,
-                                  uint64_t seed, uint64_t stream) override {
-    return cpu_->attention_backward(dqkv, dout, qkv, out, lse, offsets, NH, HD, p, seed, stream);
-  }
-  elmo::Status gelu_forward(elmo::Tensor out, elmo::Tensor inp) override { return cpu_->gelu_forward(out, inp); }
-  elmo::Status gelu_backward(elmo::Tensor dinp, elmo::Tensor dout, elmo::Tensor inp) override {
-    return cpu_->gelu_backward(dinp, dout, inp);
-  }
-  elmo::Status tanh_forward(elmo::Tensor out, elmo::Tensor inp) override { return cpu_->tanh_forward(out, inp); }
-  elmo::Status tanh_backward(elmo::Tensor dinp, elmo::Tensor dout, elmo::Tensor out) override {
-    return cpu_->tanh_backward(dinp, dout, out);
-  }
-  elmo::Status dropout_forward(elmo::Tensor out, elmo::Tensor inp, float p, uint64_t seed, uint64_t stream) override {
-    return cpu_->dropout_forward(out, inp, p, seed, stream);
-  }
-  elmo::Status dropout_backward(elmo::Tensor dinp, elmo::Tensor dout, float p, uint64_t seed,
-                                uint64_t stream) override {
-    return cpu_->dropout_backward(dinp, dout, p, seed, stream);
-  }
-  elmo::Status softmax_forward(elmo::Tensor out, elmo::Tensor inp) override { return cpu_->softmax_forward(out, inp); }
-  elmo::Status scatter_add_rows(elmo::Tensor dinp, elmo::Tensor dout, elmo::Tensor idx) override {
-    return cpu_->scatter_add_rows(dinp, dout, idx);
-  }
-  elmo::Status cross_entropy_forward(elmo::Tensor losses, elmo::Tensor lse, elmo::Tensor logits,
-                                     elmo::Tensor targets, int ignore_index) override {
-    return cpu_->cross_entropy_forward(losses, lse, logits, targets, ignore_index);
-  }
-  elmo::Status cross_entropy_backward(elmo::Tensor dlogits, elmo::Tensor logits, elmo::Tensor lse,
-                                      elmo::Tensor targets, float scale, int ignore_index) override {
-    return cpu_->cross_entropy_backward(dlogits, logits, lse, targets, scale, ignore_index);
-  }
-  elmo::Status bce_forward(elmo::Tensor losses, elmo::Tensor logits, elmo::Tensor targets) override {
-    return cpu_->bce_forward(losses, logits, targets);
-  }
-  elmo::Status bce_backward(elmo::Tensor dlogits, elmo::Tensor logits, elmo::Tensor targets, float scale) override {
-    return cpu_->bce_backward(dlogits, logits, targets, scale);
-  }
-  elmo::Status adamw_update(elmo::Tensor param, elmo::Tensor grad, elmo::Tensor m, elmo::Tensor v,
-                            const elmo::AdamWParams& p) override {
-    return cpu_->adamw_update(param, grad, m, v, p);
-  }
-  elmo::Status sum_squares(double* result, elmo::Tensor x) override { return cpu_->sum_squares(result, x); }
 
  private:
   // An f32 stand-in for a bf16 tensor (t is the tensor itself otherwise): filled from it when
@@ -203,21 +137,20 @@ class Bf16StorageCpu final : public elmo::Backend {
     Widened(Bf16StorageCpu* be, elmo::Tensor orig, bool load) : be(be), orig(orig), t(orig) {
       if (orig.empty() || orig.dtype != DType::kBF16) return;
       ++be->bf16_calls;
-      status = be->cpu_->alloc(&t, DType::kF32, {orig.numel()});
+      status = be->inner().alloc(&t, DType::kF32, {orig.numel()});
       if (!status.is_ok()) return;
       t.ndim = orig.ndim;
       for (int d = 0; d < orig.ndim; ++d) t.shape[d] = orig.shape[d];
-      if (load) status = be->cpu_->convert(t, orig);
+      if (load) status = be->inner().convert(t, orig);
     }
     ~Widened() {
-      if (t.data != orig.data) be->cpu_->free(&t);
+      if (t.data != orig.data) be->inner().free(&t);
     }
-    elmo::Status finish() const { return t.data != orig.data ? be->cpu_->convert(orig, t) : elmo::Status::ok(); }
+    elmo::Status finish() const { return t.data != orig.data ? be->inner().convert(orig, t) : elmo::Status::ok(); }
     Bf16StorageCpu* be;
     elmo::Tensor orig, t;
     elmo::Status status;
   };
-  std::unique_ptr<elmo::Backend> cpu_;
   bool activations_, hidden_;
 };
 

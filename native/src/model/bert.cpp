@@ -598,18 +598,29 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
 Status Bert::ensure_arena(int64_t T, int B, int N, bool training) {
   const bool grow = T > cap_T_ || B > cap_B_ || N > cap_N_ || (training && !cap_training_) || arena_.empty();
   if (grow) {
-    // Grow with headroom so a slowly rising batch size does not reallocate every call.
-    cap_T_ = std::max<int64_t>(T, cap_T_ > 0 && T > cap_T_ ? cap_T_ * 3 / 2 : cap_T_);
-    cap_B_ = std::max(B, cap_B_ > 0 && B > cap_B_ ? cap_B_ * 3 / 2 : cap_B_);
-    cap_N_ = std::max(N, cap_N_ > 0 && N > cap_N_ ? cap_N_ * 3 / 2 : cap_N_);
-    cap_training_ = cap_training_ || training;
-    Acts sizing;
-    const size_t bytes = layout_acts(nullptr, cap_T_, cap_B_, cap_N_, cap_training_, &sizing);
+    // The old arena goes first (it and the new one may not fit together). The capacities change
+    // only once an allocation has succeeded, so after ERR_OOM the arena is empty at the old
+    // capacities and a batch that ran before runs again (its next call allocates them anew).
     backend_->free(&arena_);
     arena_bytes_ = 0;
-    ELMO_RETURN_IF_ERROR(backend_->alloc(&arena_, DType::kF32, {static_cast<int64_t>(bytes / 4)}));
-    arena_bytes_ = bytes;
-    ++arena_allocs_;
+    const bool tr = cap_training_ || training;
+    auto allocate = [&](int64_t t, int b, int n) -> Status {
+      Acts sizing;
+      const size_t bytes = layout_acts(nullptr, t, b, n, tr, &sizing);
+      ELMO_RETURN_IF_ERROR(backend_->alloc(&arena_, DType::kF32, {static_cast<int64_t>(bytes / 4)}));
+      cap_T_ = t, cap_B_ = b, cap_N_ = n, cap_training_ = tr;
+      arena_bytes_ = bytes;
+      ++arena_allocs_;
+      return Status::ok();
+    };
+    // With headroom, so that a slowly rising batch size does not reallocate every call; if that
+    // does not fit, exactly this batch.
+    const int64_t hT = std::max<int64_t>(T, cap_T_ > 0 && T > cap_T_ ? cap_T_ * 3 / 2 : cap_T_);
+    const int hB = std::max(B, cap_B_ > 0 && B > cap_B_ ? cap_B_ * 3 / 2 : cap_B_);
+    const int hN = std::max(N, cap_N_ > 0 && N > cap_N_ ? cap_N_ * 3 / 2 : cap_N_);
+    Status st = allocate(hT, hB, hN);
+    if (st.code() == Code::kOom && (hT != T || hB != B || hN != N)) st = allocate(T, B, N);
+    ELMO_RETURN_IF_ERROR(st);
   }
   // The inference layout of a batch never exceeds the training layout of the same capacity, and
   // every layout grows with T, B and N, so the actual sizes fit.
