@@ -292,6 +292,14 @@ for r in rows:
 print("opt-in attention rows=32: tests " + verdict(["attention_forward_bf16_rows_per_warp", "cuda_test_bert(opt-ins forced)"]))
 for shape, rs in sorted(att.items()):
     if rs.get(16) and rs.get(32): print(f"  B,S={shape}: rows=32 {rs[32]:.1f} vs rows=16 {rs[16]:.1f} TFLOP/s = {rs[32] / rs[16]:.2f}x")
+# bf16 hidden states: BERT-base rows tagged "wgmma:K+hidden" against the same kernel's "wgmma:K".
+print("opt-in bf16 hidden states: tests " + verdict(["bert_bf16_hidden_states_match_transformers"]))
+bert_rows = {(r.get("variant"), r.get("batch"), str(r.get("seq"))): r.get("seq_per_s")
+             for r in rows if r.get("bench") == "bert" and r.get("device") == "cuda"}
+for (v, batch, seq), sps in sorted(bert_rows.items(), key=lambda kv: str(kv[0])):
+    if v and v.endswith("+hidden") and sps and bert_rows.get((v[:-len("+hidden")], batch, seq)):
+        print(f"  base batch={batch} seq={seq}: {sps:.0f} vs {bert_rows[(v[:-len('+hidden')], batch, seq)]:.0f} seq/s "
+              f"with f32 hidden states ({v[len('wgmma:'):-len('+hidden')]}) = {sps / bert_rows[(v[:-len('+hidden')], batch, seq)]:.2f}x")
 PY
 # The same rows as markdown tables in the layout of docs/benchmarks-gpu.md.
 python3 scripts/gpu-report-md.py "$REPORT_DIR" >"$REPORT_DIR/report.md" 2>>"$REPORT_DIR/bench.err" &&
