@@ -95,7 +95,7 @@ if [ "${STEP[build]}" = ok ]; then
     if [ "$(basename "$t")" = cuda_test_gemm ]; then
       ELMO_TEST_WGMMA=none run_test cuda_test_gemm "$t"
       for k in $WGMMA_KERNELS; do
-        ELMO_TEST_WGMMA=$k ELMO_TEST_CASES=gemm_wgmma_operand_layout,gemm_nt_bf16_wgmma,gemm_nt_f16_wgmma \
+        ELMO_TEST_WGMMA=$k ELMO_TEST_CASES=gemm_wgmma_occupancy,gemm_wgmma_operand_layout,gemm_nt_bf16_wgmma,gemm_nt_f16_wgmma \
           run_test "cuda_test_gemm wgmma=$k" "$t"
       done
     else
@@ -267,7 +267,7 @@ gemm = [r for r in rows if r.get("bench") == "cuda_gemm" and r.get("op") == "NT"
 by = {}
 for r in gemm: by.setdefault((r["m"], r["n"], r["k"]), {})[r.get("kernel", "mma")] = r.get("tflops")
 cublas = {(r["m"], r["n"], r["k"]): r.get("tflops") for r in rows if r.get("bench", "").startswith("torch") and r.get("op") == "NT" and "m" in r}
-print("opt-in wgmma GEMM: tests " + verdict(["gemm_nt_bf16_wgmma", "gemm_nt_f16_wgmma", "gemm_wgmma_operand_layout", "cuda_test_bert(opt-ins forced)"]))
+print("opt-in wgmma GEMM: tests " + verdict(["gemm_wgmma_occupancy", "gemm_nt_bf16_wgmma", "gemm_nt_f16_wgmma", "gemm_wgmma_operand_layout", "cuda_test_bert(opt-ins forced)"]))
 for shape, ks in sorted(by.items()):
     wg = {k: v for k, v in ks.items() if k.startswith("wgmma") and v}
     m, cb = ks.get("mma"), cublas.get(shape)

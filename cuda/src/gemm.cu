@@ -522,6 +522,17 @@ const char* gemm_kernel_name(GemmKernel k) {
 
 size_t gemm_workspace_bytes(Tensor a, Tensor b) { return conversion_bytes(a, b); }
 
+Status gemm_blocks_per_sm(GemmKernel k, DType t, int* blocks) {
+  const WgmmaVariant v = wgmma_variant(k);
+  ELMO_CHECK(v.columns > 0 && blocks != nullptr, Code::kInput, "gemm_blocks_per_sm: a forced wgmma kernel, got %s",
+             gemm_kernel_name(k));
+  int dev = 0;
+  ELMO_CUDA_TRY(cudaGetDevice(&dev), "gemm_blocks_per_sm: cudaGetDevice");
+  ELMO_CHECK(gemm_detail::wgmma_supported(dev), Code::kUnsupported,
+             "gemm_blocks_per_sm: the wgmma kernels need a compute capability 9.0 device");
+  return gemm_detail::wgmma_occupancy(t, v.columns, v.blocks_per_sm, blocks);
+}
+
 Status gemm(cudaStream_t stream, const GemmConfig& cfg, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias,
             Tensor residual, GemmOp op, Epilogue ep, bool accumulate) {
   // ---- validation: nothing is launched unless every argument agrees ----

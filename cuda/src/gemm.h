@@ -72,6 +72,11 @@ constexpr WgmmaVariant wgmma_variant(GemmKernel k) {
   }
 }
 
+// How many blocks of forced wgmma kernel `k` with operands of type t (bf16 or f16) the current
+// device keeps on one SM at once, configured as a call would configure it. ERR_UNSUPPORTED
+// where the wgmma kernels cannot run; ERR_INPUT for kAuto, kMma or another dtype.
+Status gemm_blocks_per_sm(GemmKernel k, DType t, int* blocks);
+
 struct GemmConfig {
   bool allow_tf32 = false;
   GemmKernel kernel = GemmKernel::kAuto;

@@ -400,23 +400,16 @@ Status cached_map(CUtensorMap* map, DType t, const void* p, int64_t rows, int64_
   return Status::ok();
 }
 
+// Sets the attributes gemm_wgmma_kernel<T, BN, kBlocks> needs on the current device, once:
+// its dynamic shared memory, and for two blocks per SM the largest carveout (both blocks'
+// shared memory must fit one SM).
 template <typename T, int BN, int kBlocks>
-Status launch(cudaStream_t stream, const void* a, const void* b, DType t, const EpilogueArgs& e, int K, int lda,
-              int ldb, int64_t grid) {
-  const int64_t tiles_n = ceil_div(e.N, BN);
-  const int64_t tiles = tiles_n * ceil_div(e.M, kWgmmaBM);
-  ELMO_CHECK(tiles <= INT32_MAX, Code::kInput, "gemm (wgmma): %lld tiles of 128 x %d is too many",
-             static_cast<long long>(tiles), BN);
-  if (tiles == 0) return Status::ok();
-  CUtensorMap ta, tb;
-  ELMO_RETURN_IF_ERROR(cached_map(&ta, t, a, e.M, K, lda, kWgmmaBM));
-  ELMO_RETURN_IF_ERROR(cached_map(&tb, t, b, e.N, K, ldb, BN));
+Status configure() {
   auto kernel = gemm_wgmma_kernel<T, BN, kBlocks>;
-  constexpr size_t smem = Tile<BN, kBlocks>::kSmemBytes;
   static std::atomic<uint64_t> configured{0};
-  ELMO_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, &configured, "gemm (wgmma): raise the shared memory limit"));
+  ELMO_RETURN_IF_ERROR(allow_dynamic_smem(kernel, Tile<BN, kBlocks>::kSmemBytes, &configured,
+                                          "gemm (wgmma): raise the shared memory limit"));
   if (kBlocks > 1) {
-    // Both blocks' shared memory must fit one SM: ask for the largest carveout.
     static std::atomic<uint64_t> carved{0};
     int dev = 0;
     ELMO_CUDA_TRY(cudaGetDevice(&dev), "gemm (wgmma): cudaGetDevice");
@@ -428,10 +421,36 @@ Status launch(cudaStream_t stream, const void* a, const void* b, DType t, const 
       carved.fetch_or(bit, std::memory_order_relaxed);
     }
   }
-  const int64_t blocks = grid > 0 ? std::min(grid, tiles) : tiles;
-  kernel<<<static_cast<unsigned>(blocks), Tile<BN, kBlocks>::kThreads, smem, stream>>>(ta, tb, e, K, static_cast<int>(tiles_n),
-                                                                    static_cast<int>(tiles));
+  return Status::ok();
+}
+
+template <typename T, int BN, int kBlocks>
+Status launch(cudaStream_t stream, const void* a, const void* b, DType t, const EpilogueArgs& e, int K, int lda,
+              int ldb, int64_t grid) {
+  using Cfg = Tile<BN, kBlocks>;
+  const int64_t tiles_n = ceil_div(e.N, BN);
+  const int64_t tiles = tiles_n * ceil_div(e.M, kWgmmaBM);
+  ELMO_CHECK(tiles <= INT32_MAX, Code::kInput, "gemm (wgmma): %lld tiles of 128 x %d is too many",
+             static_cast<long long>(tiles), BN);
+  if (tiles == 0) return Status::ok();
+  CUtensorMap ta, tb;
+  ELMO_RETURN_IF_ERROR(cached_map(&ta, t, a, e.M, K, lda, kWgmmaBM));
+  ELMO_RETURN_IF_ERROR(cached_map(&tb, t, b, e.N, K, ldb, BN));
+  ELMO_RETURN_IF_ERROR((configure<T, BN, kBlocks>()));
+  const unsigned blocks = static_cast<unsigned>(grid > 0 ? std::min(grid, tiles) : tiles);
+  gemm_wgmma_kernel<T, BN, kBlocks><<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+      ta, tb, e, K, static_cast<int>(tiles_n), static_cast<int>(tiles));
   ELMO_CUDA_CHECK_LAUNCH("gemm (wgmma): kernel launch");
+  return Status::ok();
+}
+
+template <typename T, int BN, int kBlocks>
+Status occupancy(int* blocks) {
+  ELMO_RETURN_IF_ERROR((configure<T, BN, kBlocks>()));
+  ELMO_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, gemm_wgmma_kernel<T, BN, kBlocks>,
+                                                              Tile<BN, kBlocks>::kThreads,
+                                                              Tile<BN, kBlocks>::kSmemBytes),
+                "gemm (wgmma): occupancy");
   return Status::ok();
 }
 
@@ -474,6 +493,19 @@ Status gemm_wgmma_nt(cudaStream_t stream, DType t, const void* a, const void* b,
                 : launch<__half, 192, 1>(stream, a, b, t, e, K, lda, ldb, grid);
   return bf16 ? launch<__nv_bfloat16, 128, 1>(stream, a, b, t, e, K, lda, ldb, grid)
               : launch<__half, 128, 1>(stream, a, b, t, e, K, lda, ldb, grid);
+}
+
+Status wgmma_occupancy(DType t, int bn, int blocks_per_sm, int* blocks) {
+  ELMO_CHECK(blocks != nullptr && (t == DType::kBF16 || t == DType::kF16), Code::kInput,
+             "wgmma_occupancy: bf16 or f16, and somewhere to write");
+  const bool bf16 = t == DType::kBF16;
+  if (blocks_per_sm == 2 && bn == 128)
+    return bf16 ? occupancy<__nv_bfloat16, 128, 2>(blocks) : occupancy<__half, 128, 2>(blocks);
+  ELMO_CHECK(blocks_per_sm == 1 && (bn == 128 || bn == 192 || bn == 256), Code::kInput,
+             "wgmma_occupancy: bn = %d, blocks_per_sm = %d", bn, blocks_per_sm);
+  if (bn == 256) return bf16 ? occupancy<__nv_bfloat16, 256, 1>(blocks) : occupancy<__half, 256, 1>(blocks);
+  if (bn == 192) return bf16 ? occupancy<__nv_bfloat16, 192, 1>(blocks) : occupancy<__half, 192, 1>(blocks);
+  return bf16 ? occupancy<__nv_bfloat16, 128, 1>(blocks) : occupancy<__half, 128, 1>(blocks);
 }
 
 }  // namespace elmo::cuda::gemm_detail

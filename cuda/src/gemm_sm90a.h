@@ -28,4 +28,10 @@ bool wgmma_supported(int dev);
 Status gemm_wgmma_nt(cudaStream_t stream, DType t, const void* a, const void* b, const EpilogueArgs& e, int K,
                      int lda, int ldb, int bn, int blocks_per_sm, int64_t grid);
 
+// How many blocks of the wgmma kernel for (t, bn, blocks_per_sm) the current device keeps on
+// one SM at once, with its attributes set as gemm_wgmma_nt sets them (gemm_blocks_per_sm in
+// gemm.h; tests check that it is blocks_per_sm: a two-per-SM kernel that got one would quietly
+// lose its point).
+Status wgmma_occupancy(DType t, int bn, int blocks_per_sm, int* blocks);
+
 }  // namespace elmo::cuda::gemm_detail

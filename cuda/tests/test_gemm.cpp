@@ -402,6 +402,21 @@ TEST_CASE(gemm_nt_f16_wgmma) {
   for (elmo::cuda::GemmKernel k : wgmma_kernels()) run_op(GemmOp::kNT, DType::kF16, k);
 }
 
+// Each wgmma kernel gets the blocks per SM it is built for: one, or two for wgmma128x2(p), whose
+// point is that one block computes while the other writes its tile out.
+TEST_CASE(gemm_wgmma_occupancy) {
+  if (!wgmma_device()) return;
+  for (elmo::cuda::GemmKernel k : wgmma_kernels()) {
+    const elmo::cuda::WgmmaVariant v = elmo::cuda::wgmma_variant(k);
+    for (DType t : {DType::kBF16, DType::kF16}) {
+      int blocks = -1;
+      CHECK_OK(elmo::cuda::gemm_blocks_per_sm(k, t, &blocks));
+      std::printf("  %s %s: %d block(s) per SM\n", elmo::cuda::gemm_kernel_name(k), elmo::dtype_name(t), blocks);
+      CHECK(blocks == v.blocks_per_sm);
+    }
+  }
+}
+
 // Where each output of the wgmma kernel takes its operands from, exactly. Row m of A is one-hot
 // at k(m) = (m * 37 + 5) % K, spread over every K step; B holds small integers (exact in bf16),
 // once as b[n][k] = n and once as b[n][k] = k. So out[m][n] must be n in the first run and k(m)
