@@ -400,6 +400,26 @@ Status cached_map(CUtensorMap* map, DType t, const void* p, int64_t rows, int64_
   return Status::ok();
 }
 
+// Names one instantiation of gemm_wgmma_kernel, for with_kernel below.
+template <typename T, int BN, int kBlocks>
+struct Kernel {};
+
+// Calls f(Kernel<T, BN, kBlocks>{}) for the instantiation that operand type t (bf16 or f16),
+// bn (128, 192, 256) and blocks_per_sm (1, or 2 with bn = 128) name; ERR_INPUT for none.
+template <typename F>
+Status with_kernel(DType t, int bn, int blocks_per_sm, F&& f) {
+  ELMO_CHECK(t == DType::kBF16 || t == DType::kF16, Code::kDType, "gemm (wgmma): operands must be bf16 or f16, got %s",
+             dtype_name(t));
+  ELMO_CHECK((blocks_per_sm == 1 && (bn == 128 || bn == 192 || bn == 256)) || (blocks_per_sm == 2 && bn == 128),
+             Code::kInput, "gemm (wgmma): no kernel for bn = %d, blocks_per_sm = %d", bn, blocks_per_sm);
+  using B16 = __nv_bfloat16;
+  const bool bf16 = t == DType::kBF16;
+  if (blocks_per_sm == 2) return bf16 ? f(Kernel<B16, 128, 2>{}) : f(Kernel<__half, 128, 2>{});
+  if (bn == 256) return bf16 ? f(Kernel<B16, 256, 1>{}) : f(Kernel<__half, 256, 1>{});
+  if (bn == 192) return bf16 ? f(Kernel<B16, 192, 1>{}) : f(Kernel<__half, 192, 1>{});
+  return bf16 ? f(Kernel<B16, 128, 1>{}) : f(Kernel<__half, 128, 1>{});
+}
+
 // Sets the attributes gemm_wgmma_kernel<T, BN, kBlocks> needs on the current device, once:
 // its dynamic shared memory, and for two blocks per SM the largest carveout (both blocks'
 // shared memory must fit one SM).
@@ -425,8 +445,8 @@ Status configure() {
 }
 
 template <typename T, int BN, int kBlocks>
-Status launch(cudaStream_t stream, const void* a, const void* b, DType t, const EpilogueArgs& e, int K, int lda,
-              int ldb, int64_t grid) {
+Status launch(Kernel<T, BN, kBlocks>, cudaStream_t stream, const void* a, const void* b, DType t, const EpilogueArgs& e,
+              int K, int lda, int ldb, int64_t grid) {
   using Cfg = Tile<BN, kBlocks>;
   const int64_t tiles_n = ceil_div(e.N, BN);
   const int64_t tiles = tiles_n * ceil_div(e.M, kWgmmaBM);
@@ -445,7 +465,7 @@ Status launch(cudaStream_t stream, const void* a, const void* b, DType t, const 
 }
 
 template <typename T, int BN, int kBlocks>
-Status occupancy(int* blocks) {
+Status occupancy(Kernel<T, BN, kBlocks>, int* blocks) {
   ELMO_RETURN_IF_ERROR((configure<T, BN, kBlocks>()));
   ELMO_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, gemm_wgmma_kernel<T, BN, kBlocks>,
                                                               Tile<BN, kBlocks>::kThreads,
@@ -474,38 +494,14 @@ bool wgmma_supported(int dev) {
 
 Status gemm_wgmma_nt(cudaStream_t stream, DType t, const void* a, const void* b, const EpilogueArgs& e, int K, int lda,
                      int ldb, int bn, int blocks_per_sm, int64_t grid) {
-  ELMO_CHECK(t == DType::kBF16 || t == DType::kF16, Code::kDType, "gemm (wgmma): operands must be bf16 or f16, got %s",
-             dtype_name(t));
-  ELMO_CHECK(K > 0 && (bn == 128 || bn == 192 || bn == 256) && (blocks_per_sm == 1 || (blocks_per_sm == 2 && bn == 128)) &&
-                 grid >= 0,
-             Code::kInput, "gemm (wgmma): K = %d, bn = %d, blocks_per_sm = %d, grid = %lld", K, bn, blocks_per_sm,
-             static_cast<long long>(grid));
+  ELMO_CHECK(K > 0 && grid >= 0, Code::kInput, "gemm (wgmma): K = %d, grid = %lld", K, static_cast<long long>(grid));
   ELMO_CHECK(encoder() != nullptr, Code::kUnsupported, "gemm (wgmma): the driver has no cuTensorMapEncodeTiled");
-  const bool bf16 = t == DType::kBF16;
-  if (blocks_per_sm == 2)
-    return bf16 ? launch<__nv_bfloat16, 128, 2>(stream, a, b, t, e, K, lda, ldb, grid)
-                : launch<__half, 128, 2>(stream, a, b, t, e, K, lda, ldb, grid);
-  if (bn == 256)
-    return bf16 ? launch<__nv_bfloat16, 256, 1>(stream, a, b, t, e, K, lda, ldb, grid)
-                : launch<__half, 256, 1>(stream, a, b, t, e, K, lda, ldb, grid);
-  if (bn == 192)
-    return bf16 ? launch<__nv_bfloat16, 192, 1>(stream, a, b, t, e, K, lda, ldb, grid)
-                : launch<__half, 192, 1>(stream, a, b, t, e, K, lda, ldb, grid);
-  return bf16 ? launch<__nv_bfloat16, 128, 1>(stream, a, b, t, e, K, lda, ldb, grid)
-              : launch<__half, 128, 1>(stream, a, b, t, e, K, lda, ldb, grid);
+  return with_kernel(t, bn, blocks_per_sm, [&](auto k) { return launch(k, stream, a, b, t, e, K, lda, ldb, grid); });
 }
 
 Status wgmma_occupancy(DType t, int bn, int blocks_per_sm, int* blocks) {
-  ELMO_CHECK(blocks != nullptr && (t == DType::kBF16 || t == DType::kF16), Code::kInput,
-             "wgmma_occupancy: bf16 or f16, and somewhere to write");
-  const bool bf16 = t == DType::kBF16;
-  if (blocks_per_sm == 2 && bn == 128)
-    return bf16 ? occupancy<__nv_bfloat16, 128, 2>(blocks) : occupancy<__half, 128, 2>(blocks);
-  ELMO_CHECK(blocks_per_sm == 1 && (bn == 128 || bn == 192 || bn == 256), Code::kInput,
-             "wgmma_occupancy: bn = %d, blocks_per_sm = %d", bn, blocks_per_sm);
-  if (bn == 256) return bf16 ? occupancy<__nv_bfloat16, 256, 1>(blocks) : occupancy<__half, 256, 1>(blocks);
-  if (bn == 192) return bf16 ? occupancy<__nv_bfloat16, 192, 1>(blocks) : occupancy<__half, 192, 1>(blocks);
-  return bf16 ? occupancy<__nv_bfloat16, 128, 1>(blocks) : occupancy<__half, 128, 1>(blocks);
+  ELMO_CHECK(blocks != nullptr, Code::kInput, "wgmma_occupancy: nowhere to write");
+  return with_kernel(t, bn, blocks_per_sm, [&](auto k) { return occupancy(k, blocks); });
 }
 
 }  // namespace elmo::cuda::gemm_detail
