@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include "gemm.h"
@@ -139,12 +140,17 @@ int main() {
   // kernel's rows (scripts/gpu-check.sh times each wgmma kernel in a process of its own).
   const char* only = std::getenv("ELMO_BENCH_WGMMA");
   std::vector<GemmKernel> wgmma;
-  for (GemmKernel k : elmo::cuda::kWgmmaKernels)
-    if (hopper && (only == nullptr || std::strcmp(only, elmo::cuda::gemm_kernel_name(k)) == 0)) wgmma.push_back(k);
-  if (only != nullptr && std::strcmp(only, "none") != 0 && hopper && wgmma.empty()) {
-    std::fprintf(stderr, "ELMO_BENCH_WGMMA=%s names no wgmma kernel\n", only);
-    return 2;
+  if (only == nullptr) {
+    wgmma.assign(std::begin(elmo::cuda::kWgmmaKernels), std::end(elmo::cuda::kWgmmaKernels));
+  } else if (std::strcmp(only, "none") != 0) {
+    GemmKernel k = GemmKernel::kAuto;
+    if (!elmo::cuda::gemm_kernel_by_name(only, &k) || elmo::cuda::wgmma_variant(k).columns == 0) {
+      std::fprintf(stderr, "ELMO_BENCH_WGMMA=%s names no wgmma kernel\n", only);
+      return 2;
+    }
+    wgmma.push_back(k);
   }
+  if (!hopper) wgmma.clear();
   const bool mma = only == nullptr || std::strcmp(only, "none") == 0;
   for (int64_t T : {128, 4096, 16384})
     for (const auto& nk : shapes) {

@@ -405,8 +405,8 @@ WgmmaEnv wgmma_env() {
     if (v == nullptr) return kWgmmaDefault;
     if (std::strcmp(v, "1") == 0) return WgmmaEnv{1};
     if (std::strcmp(v, "force") == 0) return WgmmaEnv{2};
-    for (GemmKernel k : kWgmmaKernels)
-      if (std::strcmp(v, gemm_kernel_name(k)) == 0) return WgmmaEnv{1, k};
+    GemmKernel k = GemmKernel::kAuto;
+    if (gemm_kernel_by_name(v, &k) && wgmma_variant(k).columns > 0) return WgmmaEnv{1, k};
     return WgmmaEnv{};
   }();
   return env;
@@ -518,6 +518,15 @@ const char* gemm_kernel_name(GemmKernel k) {
     case GemmKernel::kWgmma128x2P: return "wgmma128x2p";
   }
   return "?";
+}
+
+bool gemm_kernel_by_name(const char* name, GemmKernel* k) {
+  if (name == nullptr) return false;
+  for (GemmKernel c : {GemmKernel::kAuto, GemmKernel::kMma})
+    if (std::strcmp(name, gemm_kernel_name(c)) == 0) return *k = c, true;
+  for (GemmKernel c : kWgmmaKernels)
+    if (std::strcmp(name, gemm_kernel_name(c)) == 0) return *k = c, true;
+  return false;
 }
 
 size_t gemm_workspace_bytes(Tensor a, Tensor b) { return conversion_bytes(a, b); }

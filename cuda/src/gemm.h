@@ -42,6 +42,8 @@ enum class GemmKernel {
 };
 // "auto", "mma", "wgmma128", "wgmma192", ..., "wgmma128x2p" (tests and benchmark rows); "?" otherwise.
 const char* gemm_kernel_name(GemmKernel k);
+// The kernel whose gemm_kernel_name is `name`; false when none is (null included).
+bool gemm_kernel_by_name(const char* name, GemmKernel* k);
 // The forced wgmma kernels, for tests and benchmarks that run each one.
 constexpr GemmKernel kWgmmaKernels[] = {GemmKernel::kWgmma128,   GemmKernel::kWgmma192,  GemmKernel::kWgmma256,
                                         GemmKernel::kWgmma192P,  GemmKernel::kWgmma256P, GemmKernel::kWgmma128x2,

@@ -376,22 +376,22 @@ bool wgmma_device() {
 // its own process, so that one that brings the context down leaves the others' results), and
 // with ELMO_TEST_WGMMA=none none. Any other value fails the case.
 std::vector<elmo::cuda::GemmKernel> wgmma_kernels() {
+  using elmo::cuda::GemmKernel;
   const char* only = std::getenv("ELMO_TEST_WGMMA");
-  const bool quick = std::getenv("ELMO_TEST_QUICK") != nullptr;
-  const size_t n = std::size(elmo::cuda::kWgmmaKernels);
-  std::vector<elmo::cuda::GemmKernel> ks;
-  for (size_t i = 0; i < n; ++i) {
-    const elmo::cuda::GemmKernel k = elmo::cuda::kWgmmaKernels[i];
-    if (only != nullptr ? std::strcmp(only, elmo::cuda::gemm_kernel_name(k)) == 0 : !quick || i == 0 || i + 1 == n)
-      ks.push_back(k);
+  if (only != nullptr) {
+    GemmKernel k = GemmKernel::kAuto;
+    if (elmo::cuda::gemm_kernel_by_name(only, &k) && elmo::cuda::wgmma_variant(k).columns > 0) return {k};
+    if (std::strcmp(only, "none") == 0) {
+      std::printf("  ELMO_TEST_WGMMA=none: no wgmma kernel in this run\n");
+    } else {
+      ++failures();
+      std::fprintf(stderr, "  ELMO_TEST_WGMMA=%s names no wgmma kernel\n", only);
+    }
+    return {};
   }
-  if (only != nullptr && std::strcmp(only, "none") == 0) {
-    std::printf("  ELMO_TEST_WGMMA=none: no wgmma kernel in this run\n");
-  } else if (only != nullptr && ks.empty()) {
-    ++failures();
-    std::fprintf(stderr, "  ELMO_TEST_WGMMA=%s names no wgmma kernel\n", only);
-  }
-  return ks;
+  const auto& all = elmo::cuda::kWgmmaKernels;
+  if (std::getenv("ELMO_TEST_QUICK") != nullptr) return {all[0], all[std::size(all) - 1]};
+  return std::vector<GemmKernel>(std::begin(all), std::end(all));
 }
 TEST_CASE(gemm_nt_bf16_wgmma) {
   if (!wgmma_device()) return;
