@@ -10,6 +10,7 @@
 // for_each_config() runs a body under every ISA the CPU has and with 1 and 2 threads.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -183,40 +184,33 @@ inline void for_each_config(const std::function<void(elmo::Backend&, const Confi
   context().clear();
 }
 
-// Whether ELMO_TEST_CASES (a comma-separated list of exact names) selects `name`; everything
-// when it is unset or empty.
-inline bool case_selected(const char* name) {
+// The names ELMO_TEST_CASES lists (comma-separated); empty when it is unset or empty.
+inline std::vector<std::string> selected_cases() {
+  std::vector<std::string> names;
   const char* list = std::getenv("ELMO_TEST_CASES");
-  if (list == nullptr || *list == '\0') return true;
-  const size_t n = std::strlen(name);
-  for (const char* p = list; *p;) {
+  for (const char* p = list ? list : ""; *p;) {
     const char* end = std::strchr(p, ',');
-    const size_t len = end ? static_cast<size_t>(end - p) : std::strlen(p);
-    if (len == n && std::strncmp(p, name, n) == 0) return true;
-    p += len + (end ? 1 : 0);
+    names.emplace_back(p, end ? static_cast<size_t>(end - p) : std::strlen(p));
+    p += names.back().size() + (end ? 1 : 0);
   }
-  return false;
+  return names;
 }
 
 inline int run_all_tests() {
   int passed = 0, failed = 0, selected = 0;
-  const char* list = std::getenv("ELMO_TEST_CASES");
-  if (list != nullptr && *list != '\0') {
-    // Every name asked for must exist: a typo must not pass as "nothing failed".
-    for (const char* p = list; *p;) {
-      const char* end = std::strchr(p, ',');
-      const std::string name(p, end ? static_cast<size_t>(end - p) : std::strlen(p));
-      bool found = false;
-      for (const Case& c : registry()) found = found || name == c.name;
-      if (!found) {
-        std::printf("FAIL ELMO_TEST_CASES names no case \"%s\"\n", name.c_str());
-        ++failed;
-      }
-      p += name.size() + (end ? 1 : 0);
+  const std::vector<std::string> only = selected_cases();
+  auto listed = [&](const std::string& name) { return std::find(only.begin(), only.end(), name) != only.end(); };
+  // Every name asked for must exist: a typo must not pass as "nothing failed".
+  for (const std::string& name : only) {
+    bool found = false;
+    for (const Case& c : registry()) found = found || name == c.name;
+    if (!found) {
+      std::printf("FAIL ELMO_TEST_CASES names no case \"%s\"\n", name.c_str());
+      ++failed;
     }
   }
   for (const Case& c : registry()) {
-    if (!case_selected(c.name)) continue;
+    if (!only.empty() && !listed(c.name)) continue;
     ++selected;
     const int before = failures();
     c.fn();
