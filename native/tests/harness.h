@@ -109,6 +109,21 @@ inline bool all_close(const char* what, const float* got, const float* want, int
   std::vector<double> w(want, want + n);
   return all_close(what, got, w.data(), n, atol, rtol);
 }
+// Every value is a bf16 one (its low 16 bits zero: it came through bf16 storage); otherwise a
+// failure naming `what` and how many are not.
+inline bool all_bf16_values(const char* what, const std::vector<float>& v) {
+  size_t bad = 0;
+  for (float x : v) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    bad += (u & 0xFFFFu) != 0;
+  }
+  if (bad == 0) return true;
+  ++failures();
+  std::fprintf(stderr, "  %s: %zu of %zu values are not bf16 %s\n", what, bad, v.size(), context().c_str());
+  return false;
+}
+
 inline bool bit_equal(const char* what, const float* a, const float* b, int64_t n) {
   if (std::memcmp(a, b, sizeof(float) * n) != 0) {
     ++failures();

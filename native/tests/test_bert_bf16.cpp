@@ -195,24 +195,11 @@ void bf16_storage_data_flow(bool activations, bool hidden, double tol) {
       for (float v : w) scale = std::max(scale, static_cast<double>(std::fabs(v)));
       std::printf("  %s %s: off fp32 by %.4g of the scale %.3g with bf16 storage, %.4g without\n", name, key,
                   err / scale, scale, err16 / scale);
-      if (hidden && std::string(key) == "hidden")
-        for (float v : g) {
-          uint32_t u;
-          std::memcpy(&u, &v, 4);
-          if (u & 0xFFFFu) {
-            ++elmo_test::failures();
-            std::fprintf(stderr, "  %s hidden: %.9g is not a bf16 value\n", name, v);
-            break;
-          }
-        }
+      if (hidden && std::string(key) == "hidden") elmo_test::all_bf16_values("hidden", g);
     }
     if (hidden && !o.cls.empty()) {
       CHECK(o.cls.dtype == DType::kF32);
-      for (float v : download(*store, o.cls)) {
-        uint32_t u;
-        std::memcpy(&u, &v, 4);
-        CHECK((u & 0xFFFFu) == 0);
-      }
+      elmo_test::all_bf16_values("cls", download(*store, o.cls));
     }
     const int before = store->bf16_calls;
     elmo::ForwardOptions train;
