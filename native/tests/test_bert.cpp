@@ -425,6 +425,22 @@ TEST_CASE(bad_inputs) {
   compare(*be, f, "logits", out.logits);
 }
 
+// The fixture's batch `times` over, as one packed batch (its arrays owned here).
+struct Repeated {
+  std::vector<int32_t> ids, types, offsets{0};
+  Repeated(const Fixture& f, int times) {
+    for (int r = 0; r < times; ++r) {
+      ids.insert(ids.end(), f.ids.begin(), f.ids.end());
+      types.insert(types.end(), f.type_ids.begin(), f.type_ids.end());
+      for (size_t b = 1; b < f.offsets.size(); ++b) offsets.push_back(offsets.back() + f.offsets[b] - f.offsets[b - 1]);
+    }
+  }
+  elmo::BertInputs inputs() const {
+    return elmo::BertInputs{ids.data(), types.data(), offsets.data(), static_cast<int>(offsets.size()) - 1,
+                            static_cast<int64_t>(ids.size())};
+  }
+};
+
 TEST_CASE(arena_allocated_once_and_grown_on_demand) {
   auto be = elmo_test::make_backend({elmo::best_isa(), 1});
   Fixture f;
@@ -448,19 +464,8 @@ TEST_CASE(arena_allocated_once_and_grown_on_demand) {
   CHECK(m->arena_allocations() == 1 && m->arena_bytes() == bytes);
   CHECK(be->allocations() == warm);
   // A bigger batch grows it once.
-  std::vector<int32_t> ids, types, offsets{0};
-  for (int r = 0; r < 3; ++r) {
-    ids.insert(ids.end(), f.ids.begin(), f.ids.end());
-    types.insert(types.end(), f.type_ids.begin(), f.type_ids.end());
-    for (size_t b = 1; b < f.offsets.size(); ++b) offsets.push_back(offsets.back() + f.offsets[b] - f.offsets[b - 1]);
-  }
-  elmo::BertInputs big;
-  big.ids = ids.data();
-  big.type_ids = types.data();
-  big.offsets = offsets.data();
-  big.B = static_cast<int>(offsets.size()) - 1;
-  big.T = static_cast<int64_t>(ids.size());
-  CHECK_OK(m->forward(big, {}, &out));
+  const Repeated big(f, 3);
+  CHECK_OK(m->forward(big.inputs(), {}, &out));
   CHECK(m->arena_allocations() == 2 && m->arena_bytes() > bytes);
   CHECK(be->allocations() == warm + 1);  // the arena, nothing else
   // The repeated sequences give the same hidden rows as the original batch.
@@ -493,18 +498,7 @@ class CappedBackend final : public elmo_test::ForwardingBackend {
 TEST_CASE(arena_out_of_memory_leaves_the_model_usable) {
   Fixture f;
   if (!load_fixture("bert-a-cls", &f)) return;
-  // The fixture's batch `times` over.
-  std::vector<int32_t> ids, types, offsets;
-  auto repeated = [&](int times) {
-    ids.clear(), types.clear(), offsets = {0};
-    for (int r = 0; r < times; ++r) {
-      ids.insert(ids.end(), f.ids.begin(), f.ids.end());
-      types.insert(types.end(), f.type_ids.begin(), f.type_ids.end());
-      for (size_t b = 1; b < f.offsets.size(); ++b) offsets.push_back(offsets.back() + f.offsets[b] - f.offsets[b - 1]);
-    }
-    return elmo::BertInputs{ids.data(), types.data(), offsets.data(), static_cast<int>(offsets.size()) - 1,
-                            static_cast<int64_t>(ids.size())};
-  };
+  const Repeated four(f, 4), sixteen(f, 16);
   // The cap: the arena of exactly 4x the batch. 4x with headroom (6x) and 16x do not fit it.
   size_t bytes4 = 0;
   {
@@ -513,7 +507,7 @@ TEST_CASE(arena_out_of_memory_leaves_the_model_usable) {
     CHECK_OK(Bert::load(f.dir, be.get(), &m));
     if (!m) return;
     elmo::BertOutputs out;
-    CHECK_OK(m->forward(repeated(4), {}, &out));
+    CHECK_OK(m->forward(four.inputs(), {}, &out));
     bytes4 = m->arena_bytes();
   }
   auto be = std::make_unique<CappedBackend>(elmo_test::make_backend({elmo::best_isa(), 1}));
@@ -525,14 +519,14 @@ TEST_CASE(arena_out_of_memory_leaves_the_model_usable) {
   CHECK_OK(m->forward(f.inputs(), {}, &out));
   compare(*be, f, "logits", out.logits);
   const size_t bytes1 = m->arena_bytes();
-  CHECK_STATUS(m->forward(repeated(16), {}, &out), Code::kOom);
+  CHECK_STATUS(m->forward(sixteen.inputs(), {}, &out), Code::kOom);
   CHECK(m->arena_bytes() == 0);
   // The fixture's batch again: the arena comes back at its old size.
   CHECK_OK(m->forward(f.inputs(), {}, &out));
   compare(*be, f, "logits", out.logits);
   CHECK(m->arena_bytes() == bytes1);
   // 4x: no room for the headroom, so exactly 4x, with each copy's logits right.
-  CHECK_OK(m->forward(repeated(4), {}, &out));
+  CHECK_OK(m->forward(four.inputs(), {}, &out));
   CHECK(m->arena_bytes() == bytes4);
   const auto logits = download(*be, out.logits);
   const auto& want = f.outputs["logits"].values;
