@@ -27,7 +27,6 @@ cd "$ROOT"
 ARCH=${GPU_CHECK_ARCH:-90}
 JOBS=${GPU_CHECK_JOBS:-$(nproc)}
 BUILD=${GPU_CHECK_BUILD:-build-gpu}
-SUMMARY="$REPORT_DIR/summary.json"
 BENCH="$REPORT_DIR/bench.jsonl"
 : >"$BENCH"
 declare -A STEP
@@ -136,22 +135,7 @@ if [ "${STEP[build]}" = ok ] && [ -z "${GPU_CHECK_SKIP_BENCH:-}" ]; then
   # tile; batch 1 stays on mma.sync, too small to fill the GPU), and with the wgmma kernel that
   # was fastest above (the best geometric mean over the NT rows at T >= 4096, among the kernels
   # whose tests passed) if that is another one; tagged "variant".
-  BEST=$(python3 - "$BENCH" "$REPORT_DIR/tests.log" <<'PY'
-import json, math, sys
-passed, section = set(), ""
-for line in open(sys.argv[2]):
-    if line.startswith("--- "): section = line[4:].strip()
-    if line.strip() == "exit 0" and section.startswith("cuda_test_gemm wgmma="): passed.add(section.split("=")[1])
-by = {}
-for line in open(sys.argv[1]):
-    try: r = json.loads(line)
-    except Exception: continue
-    if r.get("bench") == "cuda_gemm" and r.get("op") == "NT" and r.get("m", 0) >= 4096 and r.get("tflops"):
-        by.setdefault(r.get("kernel"), []).append(math.log(r["tflops"]))
-wg = {k: sum(v) / len(v) for k, v in by.items() if k in passed}
-print(max(wg, key=wg.get) if wg else "")
-PY
-)
+  BEST=$(python3 scripts/gpu_report.py best "$REPORT_DIR")
   # Last, the fastest of those with bf16 hidden states too (ELMO_CUDA_BF16_HIDDEN=1, opt-in).
   for variant in 1 $BEST ${BEST:-1}+hidden; do
     [ -x "$BUILD/bench_bert" ] || break
@@ -211,97 +195,9 @@ if [ "${STEP[build]}" = ok ] && command -v compute-sanitizer >/dev/null; then
 fi
 
 step "summary"
-python3 - "$BENCH" "$SUMMARY" "${STEP[build]:-}" "${STEP[tests]:-}" "${STEP[sanitizer]:-}" "${STEP[node]:-}" "$REPORT_DIR/tests.log" <<'PY'
-import json, sys
-bench, out, build, tests, san, node, tests_log_path = sys.argv[1:8]
-rows = []
-for line in open(bench):
-    line = line.strip()
-    if line.startswith('{'):
-        try: rows.append(json.loads(line))
-        except Exception: pass
-json.dump({"build": build, "tests": tests, "sanitizer": san, "node": node, "bench": rows}, open(out, "w"), indent=1)
-def key(r):
-    return tuple(r.get(k) for k in ("m", "n", "k", "op", "B", "S", "NH", "HD", "model", "batch", "seq"))
-ours = {}; theirs = {}
-for r in rows:
-    b = r.get("bench", "")
-    (theirs if b.startswith("torch") else ours).setdefault(b.replace("cuda_", ""), {})[key(r)] = r
-print(f"build={build} tests={tests} sanitizer={san} node={node}")
-for r in rows:
-    b = r.get("bench", "")
-    if b.startswith("torch") or "error" in r: 
-        if "error" in r: print("ERROR", r)
-        continue
-    val = r.get("tflops") or r.get("seq_per_s") or r.get("tokens_per_s")
-    base = None
-    for tb, tab in theirs.items():
-        if key(r) in tab:
-            t = tab[key(r)]; base = t.get("tflops") or t.get("seq_per_s") or t.get("tokens_per_s")
-    ratio = f"{val / base:.2f}x" if val and base else "-"
-    desc = " ".join(f"{k}={r[k]}" for k in ("m","n","k","op","B","S","HD","model","batch","seq","dtype","kernel","rows","variant") if k in r)
-    print(f"{b:16s} {desc:64s} {val if val is not None else '-':>10} vs torch {base if base is not None else '-':>10} {ratio}")
-
-# The opt-in kernels, each against what runs by default, and their tests: whether to turn them on.
-tests_log = {}
-kernel_tests = {}  # wgmma kernel -> its section's verdict: PASS, or what failed
-try:
-    section = ""
-    for line in open(tests_log_path):
-        w = line.split()
-        if line.startswith("--- "): section = line[4:].strip()
-        kern = section.split("wgmma=")[1] if section.startswith("cuda_test_gemm wgmma=") else None
-        if len(w) == 2 and w[0] in ("PASS", "FAIL"):
-            tests_log[w[1]] = w[0] if tests_log.get(w[1]) != "FAIL" else "FAIL"
-            if kern and w[0] == "FAIL": kernel_tests[kern] = "FAIL " + w[1]
-        if len(w) == 2 and w[0] == "exit":
-            if kern: kernel_tests.setdefault(kern, {"0": "PASS", "77": "SKIP"}.get(w[1], f"exit {w[1]}"))
-            # the whole model with both opt-ins forced: its exit status
-            if "ELMO_CUDA_WGMMA=force" in section:
-                tests_log["cuda_test_bert(opt-ins forced)"] = {"0": "PASS", "77": "SKIP"}.get(w[1], "FAIL")
-except OSError: pass
-def verdict(names):
-    got = [tests_log.get(n, "not run") for n in names]
-    return "PASS" if all(g == "PASS" for g in got) else ",".join(f"{n}={g}" for n, g in zip(names, got))
-gemm = [r for r in rows if r.get("bench") == "cuda_gemm" and r.get("op") == "NT" and r.get("m", 0) >= 4096]
-by = {}
-for r in gemm: by.setdefault((r["m"], r["n"], r["k"]), {})[r.get("kernel", "mma")] = r.get("tflops")
-cublas = {(r["m"], r["n"], r["k"]): r.get("tflops") for r in rows if r.get("bench", "").startswith("torch") and r.get("op") == "NT" and "m" in r}
-print("opt-in wgmma GEMM: tests " + verdict(["gemm_wgmma_occupancy", "gemm_nt_bf16_wgmma", "gemm_nt_f16_wgmma", "gemm_wgmma_operand_layout", "cuda_test_bert(opt-ins forced)"]))
-for shape, ks in sorted(by.items()):
-    wg = {k: v for k, v in ks.items() if k.startswith("wgmma") and v}
-    m, cb = ks.get("mma"), cublas.get(shape)
-    if not wg or not m: continue
-    bk = max(wg, key=wg.get)
-    print(f"  {shape}: best {bk} {wg[bk]:.1f} TFLOP/s = {wg[bk] / m:.2f}x mma" + (f", {wg[bk] / cb:.2f}x cuBLAS (goal 0.70)" if cb else "")
-          + " | " + " ".join(f"{k[5:]}={v:.0f}" for k, v in sorted(wg.items())))
-# Each kernel over all those shapes (geometric mean against cuBLAS): which one to make the default.
-import math
-per = {}
-for shape, ks in by.items():
-    for k, v in ks.items():
-        if cublas.get(shape) and v: per.setdefault(k, []).append(v / cublas[shape])
-for k, rs in sorted(per.items(), key=lambda kv: -sum(map(math.log, kv[1])) / len(kv[1])):
-    print(f"  {k:12s} geomean {math.exp(sum(map(math.log, rs)) / len(rs)):.2f}x cuBLAS, min {min(rs):.2f}x over {len(rs)} shapes"
-          + (f"; tests {kernel_tests.get(k, 'not run')}" if k.startswith("wgmma") else ""))
-for k, v in sorted(kernel_tests.items()):
-    if k not in per: print(f"  {k:12s} tests {v} (no benchmark rows)")
-att = {}
-for r in rows:
-    if r.get("bench") == "cuda_attention": att.setdefault((r["B"], r["S"]), {})[r.get("rows", 16)] = r.get("tflops")
-print("opt-in attention rows=32: tests " + verdict(["attention_forward_bf16_rows_per_warp", "cuda_test_bert(opt-ins forced)"]))
-for shape, rs in sorted(att.items()):
-    if rs.get(16) and rs.get(32): print(f"  B,S={shape}: rows=32 {rs[32]:.1f} vs rows=16 {rs[16]:.1f} TFLOP/s = {rs[32] / rs[16]:.2f}x")
-# bf16 hidden states: BERT-base rows tagged "wgmma:K+hidden" against the same kernel's "wgmma:K".
-print("opt-in bf16 hidden states: tests " + verdict(["bert_bf16_hidden_states_match_transformers"]))
-bert_rows = {(r.get("variant"), r.get("batch"), str(r.get("seq"))): r.get("seq_per_s")
-             for r in rows if r.get("bench") == "bert" and r.get("device") == "cuda"}
-for (v, batch, seq), sps in sorted(bert_rows.items(), key=lambda kv: str(kv[0])):
-    if v and v.endswith("+hidden") and sps and bert_rows.get((v[:-len("+hidden")], batch, seq)):
-        print(f"  base batch={batch} seq={seq}: {sps:.0f} vs {bert_rows[(v[:-len('+hidden')], batch, seq)]:.0f} seq/s "
-              f"with f32 hidden states ({v[len('wgmma:'):-len('+hidden')]}) = {sps / bert_rows[(v[:-len('+hidden')], batch, seq)]:.2f}x")
-PY
+python3 scripts/gpu_report.py summary "$REPORT_DIR" "${STEP[build]:-}" "${STEP[tests]:-}" "${STEP[sanitizer]:-}" \
+  "${STEP[node]:-}"
 # The same rows as markdown tables in the layout of docs/benchmarks-gpu.md.
-python3 scripts/gpu-report-md.py "$REPORT_DIR" >"$REPORT_DIR/report.md" 2>>"$REPORT_DIR/bench.err" &&
+python3 scripts/gpu_report.py markdown "$REPORT_DIR" >"$REPORT_DIR/report.md" 2>>"$REPORT_DIR/bench.err" &&
   echo "tables for docs/benchmarks-gpu.md: $REPORT_DIR/report.md"
 echo "total $(($(date +%s) - t0)) s"
