@@ -52,7 +52,7 @@ constexpr GemmKernel kWgmmaKernels[] = {GemmKernel::kWgmma128,   GemmKernel::kWg
 // How a wgmma kernel runs (gemm_sm90a.cu):
 //   columns: the block tile's columns (its rows are 128); 0 for kAuto and kMma;
 //   blocks_per_sm: 1, or 2 (128 columns only: three stages each, so that while one block is in
-//     its epilogue the other's wgmmas keep the tensor cores busy);
+//     its epilogue the other's wgmmas can keep the tensor cores busy; not yet measured);
 //   persistent: the grid is one block per SM slot (blocks_per_sm per SM) and each walks the
 //     tiles blockIdx.x, + gridDim.x, ...; its producer loads the next tile's first stages while
 //     the consumers write the last one out. Otherwise the grid is one block per tile.

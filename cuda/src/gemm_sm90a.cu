@@ -14,7 +14,8 @@
 // blockIdx.x, blockIdx.x + gridDim.x, ...: the ring and its phases carry on from tile to tile,
 // so the producer fills the stages of a block's next tile while its consumers are still in the
 // epilogue of the last. With 128-column tiles two blocks can share an SM (three stages each),
-// and one block's wgmmas then run while the other writes its tile out.
+// so that one block's wgmmas can run while the other writes its tile out (the intent; neither
+// variant has been timed on a GPU yet).
 // Both operands are K-major (K contiguous), as a [M,K] and b [N,K] are stored, which is the
 // layout wgmma reads without a transpose. TMA writes them with the 128-byte swizzle: a tile row
 // is 64 elements = 128 bytes, and the 16-byte chunks of row r are permuted by r mod 8, so the

@@ -90,7 +90,8 @@ struct ForwardOptions {
   // order. The last layer's output-projection, FFN and LayerNorm work drops from T rows to B.
   // BertOutputs::hidden is then empty and ::cls holds the rows.
   // Ignored (full forward) when training, without a pooler, with n_mlm > 0, or where the last
-  // layer's attention output is not f32 (bf16 activations on CUDA).
+  // layer's attention output or the hidden states are not f32 (bf16 activations or hidden
+  // states on CUDA).
   bool cls_only = false;
 };
 
