@@ -2,7 +2,7 @@
 //   * CUDA error -> Status (ELMO_CUDA_TRY for runtime calls, ELMO_CUDA_CHECK_LAUNCH after a launch);
 //   * element type traits and float <-> bf16/f16 conversion (load_as_float / store_from_float);
 //   * warp-level reductions (sum, max) over all 32 lanes;
-//   * small integer helpers (ceil_div).
+//   * small integer helpers (ceil_div, aligned16).
 // Header-only; include it from .cu files only (it pulls in cuda_bf16.h / cuda_fp16.h).
 #pragma once
 
@@ -113,6 +113,9 @@ template <typename I>
 __host__ __device__ __forceinline__ constexpr I ceil_div(I a, I b) {
   return (a + b - 1) / b;
 }
+
+// A 16-byte aligned address (null is): what 16-byte vector and cp.async accesses need.
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // Lets `kernel` launch with `bytes` of dynamic shared memory on the current device. The opt-in
 // above 48 KiB is per device and per kernel, so it is made once per device: `done` is the

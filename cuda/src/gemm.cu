@@ -386,8 +386,6 @@ Status launch_simt(cudaStream_t stream, GemmOp op, const T* a, const T* b, const
   return Status::ok();
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 // What ELMO_CUDA_WGMMA in the environment asks of kAuto (read once): mode 0 = nothing ("0" or
 // anything else unknown; unset: kWgmmaDefault), 1 = "1" or the name of a forced wgmma kernel
 // such as "wgmma128x2p" (the size rule of wgmma_choice; a name also fixes the kernel),

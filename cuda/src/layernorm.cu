@@ -189,8 +189,6 @@ struct Dout {
   __device__ float operator()(int64_t r, int64_t c) const { return dout[r * C + c]; }
 };
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }  // null is aligned
-
 // layernorm_forward_vec_kernel for rows of 32 * E * k elements, k in {1, 2, 3, 4, 6, 8}.
 template <class T>
 void launch_vec(int k, unsigned blocks, cudaStream_t stream, T* out, T* sum_out, float* mean, float* rstd,
