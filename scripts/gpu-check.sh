@@ -105,11 +105,8 @@ if [ "${STEP[build]}" = ok ]; then
   # no-op on other GPUs) and attention with 32 query rows per warp (the fixtures' head size is
   # 32). cuda_test_gemm and cuda_test_ops above test each against references on its own.
   if [ -x "$BUILD/cuda_test_bert" ]; then
-    echo "--- cuda_test_bert (ELMO_CUDA_WGMMA=force ELMO_CUDA_ATTN_ROWS=32)" >>"$REPORT_DIR/tests.log"
-    ELMO_CUDA_WGMMA=force ELMO_CUDA_ATTN_ROWS=32 ELMO_FIXTURES="$ROOT/test/fixtures" timeout 120 "$BUILD/cuda_test_bert" >>"$REPORT_DIR/tests.log" 2>&1
-    rc=$?
-    echo "exit $rc" >>"$REPORT_DIR/tests.log"
-    [ "$rc" = 0 ] || [ "$rc" = 77 ] || STEP[tests]=failed
+    ELMO_CUDA_WGMMA=force ELMO_CUDA_ATTN_ROWS=32 \
+      run_test "cuda_test_bert (ELMO_CUDA_WGMMA=force ELMO_CUDA_ATTN_ROWS=32)" "$BUILD/cuda_test_bert"
   fi
   grep -E "^---|tests passed|tests failed|^FAIL|SKIP|kernel path|exit [1-9]" "$REPORT_DIR/tests.log" | head -40
 fi
