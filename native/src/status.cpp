@@ -15,6 +15,7 @@ const char* code_name(Code c) {
     case Code::kCheckpoint: return "ERR_CHECKPOINT";
     case Code::kInput: return "ERR_INPUT";
     case Code::kUnsupported: return "ERR_UNSUPPORTED";
+    case Code::kNonFinite: return "ERR_NONFINITE";
   }
   return "ERR_UNKNOWN";
 }

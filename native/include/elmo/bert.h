@@ -56,7 +56,7 @@ struct BertConfig {
   static Status parse(const std::string& text, BertConfig* out);
   static Status load(const std::string& path, BertConfig* out);
   // HF config.json text for the given head set (architectures derived from it).
-  std::string to_json(bool classifier, bool mlm) const;
+  std::string to_json(bool classifier, bool mlm, bool token_classifier = false) const;
 };
 
 // Which heads sit on the encoder.
@@ -64,6 +64,9 @@ struct BertHeads {
   bool pooler = true;       // tanh(dense([CLS]))
   bool classifier = false;  // sequence classification on the pooled row (needs pooler)
   bool mlm = false;         // masked-LM: dense + GELU + LayerNorm, decoder tied to word embeddings
+  // Token classification (BertForTokenClassification): the same `classifier.*` tensors applied
+  // to every token's last hidden state; no pooler. Exclusive with `classifier`.
+  bool token_classifier = false;
 };
 
 // A packed batch in host memory: B sequences, T tokens; sequence b is rows [offsets[b], offsets[b+1]).
@@ -93,6 +96,10 @@ struct ForwardOptions {
   // layer's attention output or the hidden states are not f32 (bf16 activations or hidden
   // states on CUDA).
   bool cls_only = false;
+  // Training: dropout probabilities for this forward; < 0 takes the config's (hidden_dropout,
+  // attention_dropout; the classifier's follows classifier_dropout, else the hidden one).
+  float hidden_dropout = -1;
+  float attention_dropout = -1;
 };
 
 // Views into the model's arena (backend memory), valid until the next forward.
@@ -100,7 +107,7 @@ struct BertOutputs {
   Tensor hidden;      // [T, H] last hidden state (empty under ForwardOptions::cls_only)
   Tensor cls;         // [B, H] last hidden state of each sequence's [CLS] row (pooler), or empty
   Tensor pooled;      // [B, H] (pooler) or empty
-  Tensor logits;      // [B, num_labels] (classifier) or empty
+  Tensor logits;      // [B, num_labels] (classifier), [T, num_labels] (token classifier) or empty
   Tensor mlm_logits;  // [n_mlm, V] or empty
 };
 
@@ -121,7 +128,14 @@ struct BertOptions {
 
 // Dropout RNG streams of the forward (the backward recomputes masks from the same ones).
 inline uint64_t bert_dropout_stream(int layer, int site) { return (static_cast<uint64_t>(layer) + 1) * 8 + site; }
-enum : int { kStreamEmbedding = 0, kStreamClassifier = 1 };  // with layer = -1
+enum : int { kStreamEmbedding = 0, kStreamClassifier = 1 };  // with layer = -1 (token classifier: 1 too)
+
+// What Bert::backward starts from: the loss gradient of each head that took part, written by
+// the caller (a Trainer) over the model's own output views. Empty: that head had no loss.
+struct BertHeadGrads {
+  Tensor dlogits;      // [B, L] (classifier) or [T, L] (token classifier); may be BertOutputs::logits
+  Tensor dmlm_logits;  // [n_mlm, V]; may be BertOutputs::mlm_logits
+};
 enum : int { kSiteAttention = 0, kSiteAttnOut = 1, kSiteFfnOut = 2 };
 
 class Bert {
@@ -148,6 +162,7 @@ class Bert {
   Status save(const std::string& dir) const;
 
   Status forward(const BertInputs& in, const ForwardOptions& opts, BertOutputs* out);
+
 
   const BertConfig& config() const { return config_; }
   const BertHeads& heads() const { return heads_; }
@@ -182,6 +197,31 @@ class Bert {
   Tensor decay_region() const { return decay_region_; }
   Tensor no_decay_region() const { return no_decay_region_; }
 
+  // ---- training (bert_backward.cpp) ---------------------------------------------------------
+  // Training memory, apart from inference's:
+  //   * parameter gradients: one flat f32 buffer laid out exactly like the parameters (same
+  //     offsets, decay region then no-decay region), so an optimizer runs over the two regions
+  //     of parameters, gradients and moments in lockstep; allocated by enable_training();
+  //   * saved activations: the training layout of the activation arena (every layer's);
+  //   * activation gradients: a second arena (layout_grads), grown with the first.
+  // enable_training() also unpacks the linear layers' weights to row-major (HF layout), which
+  // the backward NN GEMMs read; the packed f32 copies the forward reads instead are derived
+  // from them (refresh_compute_weights) after each optimizer step. disable_training() frees
+  // the training memory and packs the weights in place again for inference.
+  Status enable_training();
+  Status disable_training();
+  bool training_enabled() const { return !grad_buf_.empty(); }
+  Status zero_gradients();
+  // Gradients of the last forward (with ForwardOptions::training) from the heads' loss
+  // gradients, ACCUMULATED (+=) into the parameter gradients. Needs enable_training().
+  Status backward(const BertHeadGrads& g);
+  // Same names, shapes and order as parameters(); views into the gradient buffer.
+  const std::vector<Param>& gradients() const { return grads_; }
+  Tensor grad_decay_region() const { return grad_decay_region_; }
+  Tensor grad_no_decay_region() const { return grad_no_decay_region_; }
+  // Bytes of training memory (gradients, packed weight copies, activation-gradient arena).
+  size_t training_bytes() const;
+
   // Arena bookkeeping: bytes held and how many times it was (re)allocated.
   size_t arena_bytes() const { return arena_bytes_; }
   int arena_allocations() const { return arena_allocs_; }
@@ -212,6 +252,26 @@ class Bert {
     Tensor mlm_bias;            // [V] (decoder bias; decoder weight = wte)
     Tensor pool_wc, cls_wc, mlm_wc;  // GEMM operands, as Layer::qkv_wc
   };
+  // Activation gradients of a batch (training), [T, ...] unless noted.
+  struct GradActs {
+    Tensor dy, dx;                  // [T, H]: a layer's output and input (they swap per layer)
+    Tensor dln, dtmp, dh1;          // [T, H]: LayerNorm input, dropout input, h1
+    Tensor dact;                    // [T, I]
+    Tensor dqkv;                    // [T, 3H]
+    Tensor datt;                    // [T, H]
+    Tensor dpin, dpooled, dpool_pre, dcls;  // [B, H]
+    Tensor dmlm_ln, dmlm_pre, dmlm_in;      // [N, H]
+    Tensor pad_row, zero_idx;               // [1, H] f32, [1] i32: the pad row's saved gradient
+  };
+  // What the last training forward used, for backward.
+  struct TrainedForward {
+    bool valid = false;
+    int B = 0, N = 0;
+    int64_t T = 0;
+    float p_hidden = 0, p_att = 0, p_cls = 0;
+    uint64_t seed = 0;
+    bool has_type_ids = false;
+  };
   // Activations of one encoder layer; one set in inference, one per layer in training.
   struct LayerActs {
     Tensor qkv;       // [T, 3H]
@@ -241,7 +301,8 @@ class Bert {
     // bf16 hidden states (Backend::bf16_hidden_states): f32 copies of hidden [T, H] and cls
     // [B, H] for the outputs, over the memory of emb_out and cls_x.
     Tensor hidden_f32, cls_f32;
-    Tensor logits;                                    // [B, L]
+    Tensor logits;                                    // [B, L] or [T, L] (token classifier)
+    Tensor tok_drop;                                  // [T, H] token classifier input (training)
     Tensor mlm_in, mlm_pre, mlm_act, mlm_ln;          // [N, H]
     Tensor mlm_mean, mlm_rstd;                        // [N]
     Tensor mlm_logits;                                // [N, V]
@@ -258,6 +319,9 @@ class Bert {
   // the dropout streams.
   Status layer_tail(int l, const LayerActs& la, Tensor att, Tensor x, float p, uint64_t seed);
   size_t layout_acts(char* base, int64_t T, int B, int N, bool training, Acts* a) const;
+  size_t layout_grads(char* base, int64_t T, int B, int N, GradActs* g) const;
+  Status ensure_grad_arena();
+  Status layer_backward(int l, Tensor dx_out, Tensor dy, Tensor x);
   Status check_inputs(const BertInputs& in) const;
 
   BertConfig config_;
@@ -284,6 +348,16 @@ class Bert {
   bool cap_training_ = false;
   Acts a_;
   std::vector<int32_t> host_offsets_, host_cls_;
+  // Training (bert_backward.cpp).
+  Tensor grad_buf_, grad_decay_region_, grad_no_decay_region_;
+  std::vector<Param> grads_;
+  Weights g_;  // parameter gradients, the same views as w_ over grad_buf_
+  Tensor grad_arena_;
+  size_t grad_arena_bytes_ = 0;
+  int64_t grad_cap_T_ = 0;
+  int grad_cap_B_ = 0, grad_cap_N_ = 0;
+  GradActs ga_;
+  TrainedForward tf_;
 };
 
 }  // namespace elmo

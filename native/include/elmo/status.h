@@ -16,6 +16,7 @@ enum class Code : int {
   kCheckpoint,  // ERR_CHECKPOINT: a weights/config file is malformed
   kInput,       // ERR_INPUT: any other bad argument (null pointer, bad option value)
   kUnsupported, // ERR_UNSUPPORTED: the backend does not implement this op/variant
+  kNonFinite,   // ERR_NONFINITE: a training step met a NaN or infinite loss or gradient
 };
 
 const char* code_name(Code c);  // "ERR_SHAPE", ...

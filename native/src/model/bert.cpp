@@ -22,24 +22,14 @@
 #include <utility>
 
 #include "elmo/safetensors.h"
+#include "model/views.h"
 
 namespace elmo {
 
 namespace {
 
-constexpr size_t kAlign = 64;  // bytes; every view in the parameter buffer and arena
-
-size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-Tensor make_view(void* base, size_t byte_offset, DType dtype, const std::vector<int64_t>& dims, Device dev) {
-  Tensor t;
-  t.data = base ? static_cast<char*>(base) + byte_offset : nullptr;
-  t.dtype = dtype;
-  t.device = dev;
-  t.ndim = static_cast<int>(dims.size());
-  for (size_t i = 0; i < dims.size() && i < static_cast<size_t>(kMaxDims); ++i) t.shape[i] = dims[i];
-  return t;
-}
+using views::make_view;
+using views::round_up;
 
 std::string dims_str(const std::vector<int64_t>& d) {
   std::string s = "[";
@@ -134,7 +124,7 @@ std::vector<std::pair<Tensor*, Tensor*>> Bert::gemm_weights() {
     mats.push_back({&ly.ffn_out_w, &ly.ffn_out_wc});
   }
   if (heads_.pooler) mats.push_back({&w_.pool_w, &w_.pool_wc});
-  if (heads_.classifier) mats.push_back({&w_.cls_w, &w_.cls_wc});
+  if (heads_.classifier || heads_.token_classifier) mats.push_back({&w_.cls_w, &w_.cls_wc});
   if (heads_.mlm) mats.push_back({&w_.mlm_w, &w_.mlm_wc});
   return mats;
 }
@@ -220,7 +210,7 @@ Status Bert::allocate_parameters() {
     add("bert.pooler.dense.weight", {H, H}, &w_.pool_w);
     add("bert.pooler.dense.bias", {H}, &w_.pool_b);
   }
-  if (heads_.classifier) {
+  if (heads_.classifier || heads_.token_classifier) {
     add("classifier.weight", {L, H}, &w_.cls_w);
     add("classifier.bias", {L}, &w_.cls_b);
   }
@@ -264,6 +254,8 @@ Status Bert::create(const BertConfig& config, const BertHeads& heads, uint64_t s
   ELMO_RETURN_IF_ERROR(config.validate());
   ELMO_CHECK(!heads.classifier || (heads.pooler && config.num_labels > 0), Code::kInput,
              "Bert::create: a classifier needs the pooler and num_labels > 0");
+  ELMO_CHECK(!heads.token_classifier || (!heads.classifier && config.num_labels > 0), Code::kInput,
+             "Bert::create: a token classifier needs num_labels > 0 and no sequence classifier");
   std::unique_ptr<Bert> m(new Bert(config, heads, backend, opts));
   ELMO_RETURN_IF_ERROR(m->allocate_parameters());
   InitRng rng{seed * 0x2545F4914F6CDD1Dull + 0x1234567ull};
@@ -331,11 +323,20 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
   heads.mlm = false;
   for (const StTensor& t : file->tensors())
     if (starts_with(t.name, "cls.predictions.")) heads.mlm = true;
+  // BertForTokenClassification: the classifier reads every token and there is no pooler.
+  bool token_arch = false;
+  for (const std::string& arch : config.architectures) token_arch = token_arch || ends_with(arch, "ForTokenClassification");
+  if (heads.classifier && (token_arch || !heads.pooler)) {
+    heads.token_classifier = true;
+    heads.classifier = false;
+  }
   // The architecture named in the config fixes which heads must be there.
   for (const std::string& arch : config.architectures) {
     if (ends_with(arch, "ForSequenceClassification")) {
       if (!heads.pooler) return ckpt(prefix + "pooler.dense.weight", "missing (" + arch + " needs the pooler)");
       if (!heads.classifier) return ckpt("classifier.weight", "missing (" + arch + ")");
+    } else if (ends_with(arch, "ForTokenClassification")) {
+      if (!heads.token_classifier) return ckpt("classifier.weight", "missing (" + arch + ")");
     } else if (ends_with(arch, "ForMaskedLM") || ends_with(arch, "ForPreTraining")) {
       if (!heads.mlm) return ckpt("cls.predictions.bias", "missing (" + arch + ")");
     }
@@ -343,7 +344,7 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
   if (heads.classifier && !heads.pooler) return ckpt(prefix + "pooler.dense.weight", "missing (the classifier reads the pooled row)");
 
   std::unique_ptr<Bert> m(new Bert(config, heads, backend, opts));
-  if (heads.classifier) {
+  if (heads.classifier || heads.token_classifier) {
     // num_labels comes from the config; the weight must agree.
     const StTensor* cw = file->find("classifier.weight");
     if (cw && cw->shape.size() == 2 && cw->shape[0] != config.num_labels)
@@ -427,7 +428,7 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
 Status Bert::save(const std::string& dir) const {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
     return ckpt(dir, strformat("cannot create directory: %s", std::strerror(errno)));
-  const std::string prefix = (heads_.classifier || heads_.mlm) ? "bert." : "";
+  const std::string prefix = (heads_.classifier || heads_.token_classifier || heads_.mlm) ? "bert." : "";
   std::vector<std::vector<float>> host(params_.size());
   std::vector<StWriteItem> items;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -439,7 +440,7 @@ Status Bert::save(const std::string& dir) const {
       items.push_back({pc.file_name, StDType::kF32, pc.dims, host[i].data() + pc.elem_offset});
   }
   ELMO_RETURN_IF_ERROR(backend_->sync());
-  const std::string cfg = config_.to_json(heads_.classifier, heads_.mlm);
+  const std::string cfg = config_.to_json(heads_.classifier, heads_.mlm, heads_.token_classifier);
   ELMO_RETURN_IF_ERROR(write_file_atomic(dir + "/config.json", cfg.data(), cfg.size()));
   return write_safetensors(dir + "/model.safetensors", items, {{"format", "pt"}});
 }
@@ -583,6 +584,10 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     if (training) a->pooled_drop = take(F, {B, H});
   }
   if (heads_.classifier) a->logits = take(F, {B, L});
+  if (heads_.token_classifier) {
+    a->logits = take(F, {T, L});
+    if (training) a->tok_drop = take(F, {T, H});
+  }
   if (heads_.mlm) {
     a->mlm_in = take(R, {N, H});
     if (training) a->mlm_pre = take(F, {N, H});
@@ -638,13 +643,17 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
   const int NH = c.num_heads, HD = static_cast<int>(c.head_dim());
   const float eps = c.layer_norm_eps;
   const bool train = opts.training;
-  const float p_hidden = train ? c.hidden_dropout : 0.0f;
-  const float p_att = train ? c.attention_dropout : 0.0f;
-  const float p_cls = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout) : 0.0f;
+  const float hidden_p = opts.hidden_dropout >= 0 ? opts.hidden_dropout : c.hidden_dropout;
+  const float p_hidden = train ? hidden_p : 0.0f;
+  const float p_att = train ? (opts.attention_dropout >= 0 ? opts.attention_dropout : c.attention_dropout) : 0.0f;
+  const float p_cls = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : hidden_p) : 0.0f;
+  ELMO_CHECK(p_hidden < 1 && p_att < 1 && p_cls < 1, Code::kInput, "forward: a dropout probability must be below 1");
   const uint64_t seed = opts.seed;
   Backend& be = *backend_;
 
   ELMO_RETURN_IF_ERROR(ensure_arena(T, B, N, train));
+  tf_ = TrainedForward();
+  if (train) tf_ = {false, B, N, T, p_hidden, p_att, p_cls, seed, in.type_ids != nullptr};  // valid once it completes
   Acts& a = a_;
   host_offsets_.assign(in.offsets, in.offsets + B + 1);
   host_cls_.assign(in.offsets, in.offsets + B);  // [CLS] is the first row of each sequence
@@ -670,7 +679,7 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
     x = a.emb_drop;
   }
 
-  const bool cls_only = opts.cls_only && !train && heads_.pooler && N == 0 && a.layers[0].att.dtype == DType::kF32 &&
+  const bool cls_only = opts.cls_only && !train && heads_.pooler && !heads_.token_classifier && N == 0 && a.layers[0].att.dtype == DType::kF32 &&
                         a.cls.dtype == DType::kF32;
   bool cls_done = false;  // a.cls holds the last layer's [CLS] rows
   for (int l = 0; l < c.num_layers; ++l) {
@@ -731,6 +740,17 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
                                  Epilogue::kBias, false));
     out->mlm_logits = a.mlm_logits;
   }
+  if (heads_.token_classifier) {
+    Tensor tin = x;
+    if (p_cls > 0) {
+      ELMO_RETURN_IF_ERROR(be.dropout_forward(a.tok_drop, x, p_cls, seed, bert_dropout_stream(-1, kStreamClassifier)));
+      tin = a.tok_drop;
+    }
+    ELMO_RETURN_IF_ERROR(be.gemm(a.logits, Tensor(), tin, w_.cls_wc, w_.cls_b, Tensor(), GemmOp::kNT, Epilogue::kBias,
+                                 false));
+    out->logits = a.logits;
+  }
+  tf_.valid = train;
   return Status::ok();
 }
 
@@ -780,6 +800,7 @@ double Bert::forward_flops(const BertInputs& in, bool cls_only) const {
   }
   if (heads_.pooler) f += 2.0 * in.B * H * H;
   if (heads_.classifier) f += 2.0 * in.B * H * c.num_labels;
+  if (heads_.token_classifier) f += 2.0 * static_cast<double>(in.T) * H * c.num_labels;
   if (heads_.mlm) f += 2.0 * in.n_mlm * (H * H + H * static_cast<double>(c.vocab_size));
   return f;
 }

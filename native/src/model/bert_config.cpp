@@ -172,7 +172,7 @@ Status BertConfig::load(const std::string& path, BertConfig* out) {
   return Status::ok();
 }
 
-std::string BertConfig::to_json(bool classifier, bool mlm) const {
+std::string BertConfig::to_json(bool classifier, bool mlm, bool token_classifier) const {
   std::vector<std::pair<std::string, json::Value>> m;
   if (raw.is_object()) m = raw.members();
   auto set = [&m](const std::string& key, json::Value v) {
@@ -191,7 +191,10 @@ std::string BertConfig::to_json(bool classifier, bool mlm) const {
       }
   };
   auto num = [](double d) { return json::Value::number(d); };
-  const char* arch = classifier ? "BertForSequenceClassification" : mlm ? "BertForMaskedLM" : "BertModel";
+  const char* arch = classifier         ? "BertForSequenceClassification"
+                     : token_classifier ? "BertForTokenClassification"
+                     : mlm              ? "BertForMaskedLM"
+                                        : "BertModel";
   set("architectures", json::Value::array({json::Value::string(arch)}));
   set("model_type", json::Value::string("bert"));
   set("vocab_size", json::Value::integer(vocab_size));

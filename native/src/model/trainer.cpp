@@ -1,0 +1,407 @@
+// Trainer: loss, backward, clipping, AdamW and the schedule around Bert (see trainer.h).
+#include "elmo/trainer.h"
+
+#include <cmath>
+#include <map>
+
+#include "elmo/safetensors.h"
+#include "model/views.h"
+
+namespace elmo {
+
+using views::make_view;
+using views::rebase;
+
+const char* train_task_name(TrainTask t) {
+  switch (t) {
+    case TrainTask::kSequence: return "sequence";
+    case TrainTask::kMultiLabel: return "multi-label";
+    case TrainTask::kRegression: return "regression";
+    case TrainTask::kToken: return "token";
+    case TrainTask::kMlm: return "mlm";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr int kIgnore = -100;
+
+uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Dropout seed of micro-batch `micro` of optimizer step `step`: a pure function of the three,
+// so a resumed run draws the masks the uninterrupted run would have.
+uint64_t step_seed(uint64_t seed, int64_t step, int micro) {
+  return mix64(mix64(seed ^ 0x5EEDull) + static_cast<uint64_t>(step) * 0x100000001B3ull + static_cast<uint64_t>(micro));
+}
+
+Status check_float(float v, const char* what, float lo, float hi) {
+  ELMO_CHECK(std::isfinite(v) && v >= lo && v <= hi, Code::kInput, "Expected a number in [%g, %g] for %s but received %g",
+             static_cast<double>(lo), static_cast<double>(hi), what, static_cast<double>(v));
+  return Status::ok();
+}
+
+}  // namespace
+
+Status Trainer::create(Bert* model, const TrainerOptions& o, std::unique_ptr<Trainer>* out) {
+  ELMO_CHECK(model != nullptr && out != nullptr, Code::kInput, "Trainer::create: null model or output");
+  const BertHeads& h = model->heads();
+  const BertConfig& c = model->config();
+  switch (o.task) {
+    case TrainTask::kSequence:
+    case TrainTask::kMultiLabel:
+    case TrainTask::kRegression:
+      ELMO_CHECK(h.classifier, Code::kInput, "Expected a model with a sequence-classification head for task '%s' but received one without",
+                 train_task_name(o.task));
+      break;
+    case TrainTask::kToken:
+      ELMO_CHECK(h.token_classifier, Code::kInput,
+                 "Expected a model with a token-classification head for task 'token' but received one without");
+      break;
+    case TrainTask::kMlm:
+      ELMO_CHECK(h.mlm, Code::kInput, "Expected a model with a masked-LM head for task 'mlm' but received one without");
+      break;
+    default: return Status(Code::kInput, "Trainer::create: unknown task");
+  }
+  std::unique_ptr<Trainer> t(new Trainer(model, o));
+  ELMO_RETURN_IF_ERROR(t->set_schedule(o.lr, o.warmup_steps, o.total_steps, o.schedule));
+  ELMO_RETURN_IF_ERROR(check_float(o.beta1, "beta1", 0, 0.999999f));
+  ELMO_RETURN_IF_ERROR(check_float(o.beta2, "beta2", 0, 0.999999999f));
+  ELMO_RETURN_IF_ERROR(check_float(o.eps, "eps", 0, 1));
+  ELMO_RETURN_IF_ERROR(check_float(o.weight_decay, "weightDecay", 0, 1e3f));
+  ELMO_CHECK(std::isfinite(o.max_grad_norm), Code::kInput, "Expected a finite number for maxGradNorm but received %g",
+             static_cast<double>(o.max_grad_norm));
+  if (o.hidden_dropout >= 0) ELMO_RETURN_IF_ERROR(check_float(o.hidden_dropout, "dropout", 0, 0.99f));
+  if (o.attention_dropout >= 0) ELMO_RETURN_IF_ERROR(check_float(o.attention_dropout, "attentionDropout", 0, 0.99f));
+  (void)c;
+
+  ELMO_RETURN_IF_ERROR(model->enable_training());
+  Backend& be = *model->backend();
+  const Tensor pd = model->decay_region(), pn = model->no_decay_region();
+  const int64_t nd = pd.numel(), nn = pn.numel();
+  ELMO_RETURN_IF_ERROR(be.alloc(&t->moments_, DType::kF32, {2 * (nd + nn)}));
+  ELMO_RETURN_IF_ERROR(be.fill(t->moments_, 0.0f));
+  const Device dev = be.device();
+  t->m_decay_ = make_view(t->moments_.data, 0, DType::kF32, {nd}, dev);
+  t->m_no_decay_ = make_view(t->moments_.data, static_cast<size_t>(nd) * 4, DType::kF32, {nn}, dev);
+  t->v_decay_ = make_view(t->moments_.data, static_cast<size_t>(nd + nn) * 4, DType::kF32, {nd}, dev);
+  t->v_no_decay_ = make_view(t->moments_.data, static_cast<size_t>(2 * nd + nn) * 4, DType::kF32, {nn}, dev);
+  *out = std::move(t);
+  return Status::ok();
+}
+
+Trainer::~Trainer() {
+  Backend* be = model_ ? model_->backend() : nullptr;
+  if (be) {
+    be->free(&moments_);
+    be->free(&scratch_);
+  }
+}
+
+Status Trainer::set_schedule(float lr, int64_t warmup, int64_t total, LrSchedule schedule) {
+  ELMO_RETURN_IF_ERROR(check_float(lr, "learningRate", 0, 1e3f));
+  ELMO_CHECK(warmup >= 0, Code::kInput, "Expected an integer >= 0 for warmupSteps but received %lld", (long long)warmup);
+  ELMO_CHECK(total >= 0, Code::kInput, "Expected an integer >= 0 for totalSteps but received %lld", (long long)total);
+  ELMO_CHECK(schedule == LrSchedule::kConstant || total > 0, Code::kInput,
+             "Expected totalSteps > 0 for a linear or cosine schedule but received %lld", (long long)total);
+  opts_.lr = lr;
+  opts_.warmup_steps = warmup;
+  opts_.total_steps = total;
+  opts_.schedule = schedule;
+  return Status::ok();
+}
+
+double Trainer::lr_at(int64_t s) const {
+  const double w = static_cast<double>(opts_.warmup_steps), total = static_cast<double>(opts_.total_steps);
+  const double x = static_cast<double>(s);
+  double f = 1.0;
+  if (x < w) {
+    f = x / std::max(1.0, w);
+  } else if (opts_.schedule == LrSchedule::kLinear) {
+    f = std::max(0.0, (total - x) / std::max(1.0, total - w));
+  } else if (opts_.schedule == LrSchedule::kCosine) {
+    const double progress = (x - w) / std::max(1.0, total - w);
+    f = std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+  }
+  return static_cast<double>(opts_.lr) * f;
+}
+
+Status Trainer::check_batch(const TrainBatch& b, int index, int64_t* count) const {
+  const BertConfig& c = model_->config();
+  const int B = b.in.B;
+  const int64_t T = b.in.T, L = c.num_labels;
+  *count = 0;
+  ELMO_CHECK(b.in.ids != nullptr && b.in.offsets != nullptr && B >= 1 && T >= 1, Code::kInput,
+             "step: micro-batch %d is empty", index);
+  switch (opts_.task) {
+    case TrainTask::kSequence:
+      ELMO_CHECK(b.labels_i32 != nullptr, Code::kDType, "Expected Int32Array labels for task 'sequence' (micro-batch %d)", index);
+      ELMO_CHECK(b.n_labels == B, Code::kShape, "Expected %d labels (one per sequence) but received %lld (micro-batch %d)", B,
+                 (long long)b.n_labels, index);
+      for (int i = 0; i < B; ++i)
+        ELMO_CHECK(b.labels_i32[i] >= 0 && b.labels_i32[i] < L, Code::kInput,
+                   "Expected labels in [0, %lld) but received labels[%d] = %d (micro-batch %d)", (long long)L, i,
+                   b.labels_i32[i], index);
+      *count = B;
+      break;
+    case TrainTask::kMultiLabel:
+    case TrainTask::kRegression:
+      ELMO_CHECK(b.labels_f32 != nullptr, Code::kDType, "Expected Float32Array labels for task '%s' (micro-batch %d)",
+                 train_task_name(opts_.task), index);
+      ELMO_CHECK(b.n_labels == B * L, Code::kShape, "Expected %lld labels ([B, numLabels] = [%d, %lld]) but received %lld (micro-batch %d)",
+                 (long long)(B * L), B, (long long)L, (long long)b.n_labels, index);
+      for (int64_t i = 0; i < B * L; ++i) {
+        const float y = b.labels_f32[i];
+        const bool ok = opts_.task == TrainTask::kMultiLabel ? (y >= 0 && y <= 1) : std::isfinite(y);
+        ELMO_CHECK(ok, Code::kInput, "Expected %s labels but received labels[%lld] = %g (micro-batch %d)",
+                   opts_.task == TrainTask::kMultiLabel ? "multi-label targets in [0, 1]" : "finite regression",
+                   (long long)i, static_cast<double>(y), index);
+      }
+      *count = B * L;
+      break;
+    case TrainTask::kToken:
+    case TrainTask::kMlm: {
+      ELMO_CHECK(b.labels_i32 != nullptr, Code::kDType, "Expected Int32Array labels for task '%s' (micro-batch %d)",
+                 train_task_name(opts_.task), index);
+      ELMO_CHECK(b.n_labels == T, Code::kShape, "Expected %lld labels (one per token, -100 = ignore) but received %lld (micro-batch %d)",
+                 (long long)T, (long long)b.n_labels, index);
+      const int64_t n = opts_.task == TrainTask::kToken ? L : c.vocab_size;
+      for (int64_t t = 0; t < T; ++t) {
+        const int32_t y = b.labels_i32[t];
+        ELMO_CHECK(y == kIgnore || (y >= 0 && y < n), Code::kInput,
+                   "Expected labels in [0, %lld) or -100 but received labels[%lld] = %d (micro-batch %d)", (long long)n,
+                   (long long)t, y, index);
+        if (y != kIgnore) ++*count;
+      }
+      break;
+    }
+  }
+  return Status::ok();
+}
+
+Status Trainer::ensure_scratch(int64_t rows, int64_t cells) {
+  if (!scratch_.empty() && rows <= scratch_rows_ && cells <= scratch_cells_) return Status::ok();
+  Backend& be = *model_->backend();
+  be.free(&scratch_);
+  const int64_t R = std::max<int64_t>(rows, scratch_rows_ * 3 / 2), C = std::max<int64_t>(cells, scratch_cells_ * 3 / 2);
+  auto pad = [](int64_t n) { return (n + 15) / 16 * 16; };  // 64-byte views
+  ELMO_RETURN_IF_ERROR(be.alloc(&scratch_, DType::kF32, {pad(C) * 2 + pad(R) * 4}));
+  scratch_rows_ = R, scratch_cells_ = C;
+  return Status::ok();
+}
+
+Status Trainer::run_micro(const TrainBatch& b, bool train, uint64_t seed, int64_t total_count, double* loss_sum) {
+  Backend& be = *model_->backend();
+  const BertConfig& c = model_->config();
+  const TrainTask task = opts_.task;
+  const int B = b.in.B;
+  const int64_t T = b.in.T, L = c.num_labels;
+  BertInputs in = b.in;
+  in.mlm_positions = nullptr;
+  in.n_mlm = 0;
+  // Rows of the loss: sequences, tokens or masked positions; cells: rows x L for the BCE/MSE.
+  int64_t rows = B;
+  if (task == TrainTask::kToken) rows = T;
+  if (task == TrainTask::kMlm) {
+    host_pos_.clear();
+    host_tgt_.clear();
+    for (int64_t t = 0; t < T; ++t)
+      if (b.labels_i32[t] != kIgnore) {
+        host_pos_.push_back(static_cast<int32_t>(t));
+        host_tgt_.push_back(b.labels_i32[t]);
+      }
+    if (host_pos_.empty()) return Status::ok();  // nothing labelled: no loss, no gradient
+    in.mlm_positions = host_pos_.data();
+    in.n_mlm = static_cast<int>(host_pos_.size());
+    rows = in.n_mlm;
+  }
+  const int64_t cells = (task == TrainTask::kMultiLabel || task == TrainTask::kRegression) ? B * L : rows;
+  ELMO_RETURN_IF_ERROR(ensure_scratch(rows, cells));
+  auto pad = [](int64_t n) { return (n + 15) / 16 * 16; };
+  const Device dev = be.device();
+  size_t off = 0;
+  auto take = [&](DType dt, int64_t n) {
+    Tensor t = make_view(scratch_.data, off, dt, {n}, dev);
+    off += static_cast<size_t>(pad(n)) * 4;
+    return t;
+  };
+  losses_ = take(DType::kF32, cells);
+  lse_ = take(DType::kF32, rows);
+  targets_i32_ = take(DType::kI32, rows);
+  targets_f32_ = take(DType::kF32, cells);
+
+  ForwardOptions fo;
+  fo.training = train;
+  fo.seed = seed;
+  fo.hidden_dropout = opts_.hidden_dropout;
+  fo.attention_dropout = opts_.attention_dropout;
+  BertOutputs out;
+  ELMO_RETURN_IF_ERROR(model_->forward(in, fo, &out));
+  const float scale = static_cast<float>(1.0 / static_cast<double>(total_count));
+  BertHeadGrads hg;
+  host_losses_.clear();
+  if (task == TrainTask::kSequence || task == TrainTask::kToken || task == TrainTask::kMlm) {
+    const Tensor logits = task == TrainTask::kMlm ? out.mlm_logits : out.logits;
+    const int32_t* tgt = task == TrainTask::kMlm ? host_tgt_.data() : b.labels_i32;
+    Tensor losses = losses_, lse = lse_, targets = targets_i32_;
+    losses.shape[0] = lse.shape[0] = targets.shape[0] = rows;
+    ELMO_RETURN_IF_ERROR(be.upload(targets, tgt, static_cast<size_t>(rows) * 4));
+    ELMO_RETURN_IF_ERROR(be.cross_entropy_forward(losses, lse, logits, targets, kIgnore));
+    host_f_.resize(static_cast<size_t>(rows));
+    ELMO_RETURN_IF_ERROR(be.download(host_f_.data(), losses, static_cast<size_t>(rows) * 4));
+    if (train) {
+      ELMO_RETURN_IF_ERROR(be.cross_entropy_backward(logits, logits, lse, targets, scale, kIgnore));
+      (task == TrainTask::kMlm ? hg.dmlm_logits : hg.dlogits) = logits;
+    }
+  } else if (task == TrainTask::kMultiLabel) {
+    Tensor losses = losses_, targets = targets_f32_;
+    losses.ndim = targets.ndim = 2;
+    losses.shape[0] = targets.shape[0] = B;
+    losses.shape[1] = targets.shape[1] = L;
+    ELMO_RETURN_IF_ERROR(be.upload(targets, b.labels_f32, static_cast<size_t>(B * L) * 4));
+    ELMO_RETURN_IF_ERROR(be.bce_forward(losses, out.logits, targets));
+    host_f_.resize(static_cast<size_t>(B * L));
+    ELMO_RETURN_IF_ERROR(be.download(host_f_.data(), losses, static_cast<size_t>(B * L) * 4));
+    if (train) {
+      ELMO_RETURN_IF_ERROR(be.bce_backward(out.logits, out.logits, targets, scale));
+      hg.dlogits = out.logits;
+    }
+  } else {  // regression: MSE on [B, L] values, small enough to do on the host on any backend
+    host_g_.resize(static_cast<size_t>(B * L));
+    ELMO_RETURN_IF_ERROR(be.download(host_g_.data(), out.logits, static_cast<size_t>(B * L) * 4));
+    ELMO_RETURN_IF_ERROR(be.sync());
+    host_f_.resize(static_cast<size_t>(B * L));
+    for (int64_t i = 0; i < B * L; ++i) {
+      const double e = static_cast<double>(host_g_[static_cast<size_t>(i)]) - static_cast<double>(b.labels_f32[i]);
+      host_f_[static_cast<size_t>(i)] = static_cast<float>(e * e);
+      host_g_[static_cast<size_t>(i)] = static_cast<float>(2.0 * e / static_cast<double>(total_count));
+    }
+    if (train) {
+      ELMO_RETURN_IF_ERROR(be.upload(out.logits, host_g_.data(), static_cast<size_t>(B * L) * 4));
+      hg.dlogits = out.logits;
+    }
+  }
+  ELMO_RETURN_IF_ERROR(be.sync());
+  double sum = 0;
+  for (float v : host_f_) sum += static_cast<double>(v);
+  *loss_sum += sum;
+  if (train) ELMO_RETURN_IF_ERROR(model_->backward(hg));
+  return Status::ok();
+}
+
+Status Trainer::step(const TrainBatch* micro, int n, StepResult* out) {
+  ELMO_CHECK(micro != nullptr && n >= 1 && out != nullptr, Code::kInput, "step: no micro-batches");
+  ELMO_CHECK(model_->training_enabled(), Code::kInput, "step: the model's training memory was released");
+  int64_t total = 0;
+  for (int i = 0; i < n; ++i) {
+    int64_t cnt = 0;
+    ELMO_RETURN_IF_ERROR(check_batch(micro[i], i, &cnt));
+    total += cnt;
+  }
+  ELMO_CHECK(total > 0, Code::kInput, "step: no labelled %s in the batch (every label is -100)",
+             opts_.task == TrainTask::kMlm ? "position" : "token");
+  Backend& be = *model_->backend();
+  ELMO_RETURN_IF_ERROR(model_->zero_gradients());
+  double loss_sum = 0;
+  for (int i = 0; i < n; ++i)
+    ELMO_RETURN_IF_ERROR(run_micro(micro[i], true, step_seed(opts_.seed, step_, i), total, &loss_sum));
+  const double loss = loss_sum / static_cast<double>(total);
+  double ss = 0;
+  ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, model_->grad_decay_region()));
+  ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, model_->grad_no_decay_region()));
+  double norm = 0;
+  const float factor = clip_factor(ss, opts_.max_grad_norm, &norm);
+  if (!std::isfinite(loss) || !std::isfinite(norm))
+    return Status(Code::kNonFinite, strformat("step %lld: the %s is %s; the weights are those of the step before",
+                                              (long long)(step_ + 1), std::isfinite(loss) ? "gradient norm" : "loss",
+                                              std::isnan(std::isfinite(loss) ? norm : loss) ? "NaN" : "infinite"));
+  const double lr = lr_at(step_);
+  AdamWParams p;
+  p.lr = static_cast<float>(lr);
+  p.beta1 = opts_.beta1;
+  p.beta2 = opts_.beta2;
+  p.eps = opts_.eps;
+  p.step = step_ + 1;
+  p.grad_scale = factor;
+  p.weight_decay = opts_.weight_decay;
+  ELMO_RETURN_IF_ERROR(be.adamw_update(model_->decay_region(), model_->grad_decay_region(), m_decay_, v_decay_, p));
+  p.weight_decay = 0.0f;
+  ELMO_RETURN_IF_ERROR(be.adamw_update(model_->no_decay_region(), model_->grad_no_decay_region(), m_no_decay_, v_no_decay_, p));
+  ++step_;
+  ELMO_RETURN_IF_ERROR(model_->refresh_compute_weights());
+  out->loss = loss;
+  out->grad_norm = norm;
+  out->lr = lr;
+  out->step = step_;
+  out->count = total;
+  return Status::ok();
+}
+
+Status Trainer::eval_loss(const TrainBatch& batch, double* loss, int64_t* count) {
+  ELMO_CHECK(loss != nullptr && count != nullptr, Code::kInput, "eval_loss: null output");
+  ELMO_RETURN_IF_ERROR(check_batch(batch, 0, count));
+  double sum = 0;
+  if (*count > 0) ELMO_RETURN_IF_ERROR(run_micro(batch, false, 0, *count, &sum));
+  *loss = *count > 0 ? sum / static_cast<double>(*count) : 0.0;
+  return Status::ok();
+}
+
+Status Trainer::save_state(const std::string& path) const {
+  Backend& be = *model_->backend();
+  const std::vector<Bert::Param>& params = model_->parameters();
+  const Tensor& pbase = model_->decay_region();
+  std::vector<std::vector<float>> host;
+  host.reserve(params.size() * 2);
+  std::vector<StWriteItem> items;
+  for (const Bert::Param& p : params) {
+    for (int k = 0; k < 2; ++k) {
+      const Tensor& region = k == 0 ? m_decay_ : v_decay_;
+      const Tensor t = rebase(p.value, pbase, region);  // m and v mirror the parameter layout
+      host.emplace_back(static_cast<size_t>(t.numel()));
+      ELMO_RETURN_IF_ERROR(be.download(host.back().data(), t, host.back().size() * 4));
+      items.push_back({p.name + (k == 0 ? ".exp_avg" : ".exp_avg_sq"), StDType::kF32,
+                       std::vector<int64_t>(t.shape, t.shape + t.ndim), host.back().data()});
+    }
+  }
+  ELMO_RETURN_IF_ERROR(be.sync());
+  return write_safetensors(path, items, {{"format", "elmo-adamw"}, {"step", std::to_string(step_)}});
+}
+
+Status Trainer::load_state(const std::string& path) {
+  std::unique_ptr<SafetensorsFile> file;
+  ELMO_RETURN_IF_ERROR(SafetensorsFile::open(path, &file));
+  const auto& meta = file->index().metadata;
+  auto it = meta.find("step");
+  ELMO_CHECK(it != meta.end(), Code::kCheckpoint, "%s: no \"step\" in the metadata (not an elmo optimizer state)", path.c_str());
+  char* end = nullptr;
+  const long long step = std::strtoll(it->second.c_str(), &end, 10);
+  ELMO_CHECK(end && *end == '\0' && step >= 0, Code::kCheckpoint, "%s: step \"%s\" is not a count", path.c_str(), it->second.c_str());
+  Backend& be = *model_->backend();
+  const Tensor& pbase = model_->decay_region();
+  // Check everything before changing anything.
+  for (int pass = 0; pass < 2; ++pass)
+    for (const Bert::Param& p : model_->parameters())
+      for (int k = 0; k < 2; ++k) {
+        const std::string name = p.name + (k == 0 ? ".exp_avg" : ".exp_avg_sq");
+        const StTensor* st = file->find(name);
+        const Tensor t = rebase(p.value, pbase, k == 0 ? m_decay_ : v_decay_);
+        const std::vector<int64_t> dims(t.shape, t.shape + t.ndim);
+        if (pass == 0) {
+          ELMO_CHECK(st != nullptr, Code::kCheckpoint, "%s: %s: missing (the optimizer state of another model?)", path.c_str(), name.c_str());
+          ELMO_CHECK(st->dtype == StDType::kF32 && st->shape == dims, Code::kCheckpoint,
+                     "%s: %s: expected f32 of the parameter's shape", path.c_str(), name.c_str());
+        } else {
+          ELMO_RETURN_IF_ERROR(be.upload(t, st->data, st->nbytes()));
+        }
+      }
+  ELMO_RETURN_IF_ERROR(be.sync());
+  step_ = step;
+  return Status::ok();
+}
+
+}  // namespace elmo
