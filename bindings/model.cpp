@@ -12,9 +12,10 @@
 // (4 threads by default) and shared with fs, DNS and zlib, and a forward pass of a large batch
 // would hold one of its slots for the whole run. Each operation gets a thread-safe function
 // that lives exactly as long as the operation, so a pending forward keeps the event loop alive
-// and an idle model does not. One operation at a time: a second call while one runs rejects
-// with ERR_BUSY. While an operation runs the wrapper holds a strong reference to itself, so a
-// model dropped by JS mid-forward is not collected under the worker.
+// and an idle model does not. Calls queue: operations run one at a time, in the order they
+// were made (a predict issued during a training step waits for it). While operations are
+// queued or running the wrapper holds a strong reference to itself, so a model dropped by JS
+// mid-forward is not collected under the worker.
 //
 // Short forwards run inline. Handing a call to the worker and its result back costs two
 // thread wake-ups (an interprocessor interrupt each on a VM): BERT-mini at 32 tokens takes
@@ -42,6 +43,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -49,6 +51,7 @@
 
 #include "addon.h"
 #include "elmo/bert.h"
+#include "elmo/trainer.h"
 #ifdef ELMO_HAVE_CUDA
 #include "elmo/cuda_backend.h"
 #endif
@@ -156,7 +159,7 @@ struct Job {
 // What one forward hands back.
 struct ForwardResult {
   int B = 0;
-  int64_t T = 0, H = 0, L = 0;
+  int64_t T = 0, H = 0, L = 0, logit_rows = 0;
   HostBuffer hidden, pooled, logits, embeddings, scores, best;
 };
 
@@ -170,6 +173,14 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::save>("save"),
                            InstanceMethod<&Model::forward>("forward"),
                            InstanceMethod<&Model::dispose>("dispose"),
+                           InstanceMethod<&Model::load_encoder>("loadEncoder"),
+                           InstanceMethod<&Model::trainer_create>("trainerCreate"),
+                           InstanceMethod<&Model::train_step>("trainStep"),
+                           InstanceMethod<&Model::eval_loss>("evalLoss"),
+                           InstanceMethod<&Model::trainer_set_schedule>("trainerSetSchedule"),
+                           InstanceMethod<&Model::trainer_save_state>("trainerSaveState"),
+                           InstanceMethod<&Model::trainer_load_state>("trainerLoadState"),
+                           InstanceMethod<&Model::trainer_dispose>("trainerDispose"),
                            InstanceAccessor<&Model::get_config>("config"),
                            InstanceAccessor<&Model::get_loaded>("loaded"),
                            InstanceAccessor<&Model::get_busy>("busy"),
@@ -253,8 +264,8 @@ class Model : public Napi::ObjectWrap<Model> {
       job->deferred.Reject(e.Value());
     }
     job->keep.clear();
-    busy_ = false;
-    if (dispose_pending_) teardown();
+    busy_ = --outstanding_ > 0;
+    if (dispose_pending_ && outstanding_ == 0) teardown();
     Unref();  // may make the wrapper collectable; nothing touches `this` after this line
   }
 
@@ -265,10 +276,10 @@ class Model : public Napi::ObjectWrap<Model> {
       Job* job = nullptr;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || pending_ != nullptr; });
-        if (pending_ == nullptr) return;  // stop_ with nothing queued
-        job = pending_;
-        pending_ = nullptr;
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stop_ with nothing queued
+        job = queue_.front();
+        queue_.pop_front();
       }
       job->status = timed_run(job);
       JobTsfn tsfn = job->tsfn;
@@ -290,7 +301,8 @@ class Model : public Napi::ObjectWrap<Model> {
     }
     cv_.notify_all();
     if (worker_.joinable()) worker_.join();
-    bert_.reset();  // before the backend that owns its memory
+    trainer_.reset();  // before the model it trains
+    bert_.reset();     // before the backend that owns its memory
     backend_.reset();
   }
 
@@ -298,12 +310,6 @@ class Model : public Napi::ObjectWrap<Model> {
   void check_live(Napi::Env env, const char* what) const {
     if (disposed_ || dispose_pending_)
       throw_error(env, kErrDisposed, std::string("Expected a live model for ") + what + " but received a disposed model");
-  }
-  void check_idle(Napi::Env env, const char* what) const {
-    if (busy_)
-      throw_error(env, kErrBusy,
-                  std::string("Expected an idle model for ") + what +
-                      " but received a model that is running another operation (one at a time per model)");
   }
   void check_loaded(Napi::Env env, const char* what) const {
     if (!bert_)
@@ -328,6 +334,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value run_inline(Napi::Env env, std::unique_ptr<Job> job) {
     Napi::Promise promise = job->deferred.Promise();
     busy_ = true;
+    ++outstanding_;
     Ref();  // finish_job's Unref
     job->status = timed_run(job.get());
     finish_job(env, job.release());
@@ -339,10 +346,11 @@ class Model : public Napi::ObjectWrap<Model> {
     job->tsfn = JobTsfn::New(env, "elmo.model", 0, 1, this);
     Napi::Promise promise = job->deferred.Promise();
     busy_ = true;
+    ++outstanding_;
     Ref();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      pending_ = job.release();
+      queue_.push_back(job.release());
     }
     cv_.notify_one();
     return promise;
@@ -366,7 +374,6 @@ class Model : public Napi::ObjectWrap<Model> {
     Napi::Env env = info.Env();
     return as_promise(env, [&]() -> Napi::Value {
       check_live(env, "load");
-      check_idle(env, "load");
       const std::string dir = string_arg(info[0], "dir");
       auto job = std::make_unique<Job>(env);
       auto loaded = std::make_shared<std::unique_ptr<Bert>>();
@@ -385,7 +392,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value create(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     check_live(env, "create");
-    check_idle(env, "create");
+    if (outstanding_ > 0)
+      throw_error(env, kErrBusy, "Expected an idle model for create (it runs synchronously) but received a model with queued operations");
     if (!info[0].IsObject()) throw_expected(env, "ERR_INPUT", "an object", "config", info[0]);
     if (!info[1].IsObject()) throw_expected(env, "ERR_INPUT", "an object", "heads", info[1]);
     Napi::Object c = info[0].As<Napi::Object>();
@@ -436,6 +444,9 @@ class Model : public Napi::ObjectWrap<Model> {
     heads.pooler = is_absent(h.Get("pooler")) ? true : bool_arg(h.Get("pooler"), "heads.pooler");
     heads.classifier = is_absent(h.Get("classifier")) ? cfg.num_labels > 0 : bool_arg(h.Get("classifier"), "heads.classifier");
     heads.mlm = is_absent(h.Get("mlm")) ? false : bool_arg(h.Get("mlm"), "heads.mlm");
+    heads.token_classifier =
+        is_absent(h.Get("tokenClassifier")) ? false : bool_arg(h.Get("tokenClassifier"), "heads.tokenClassifier");
+    if (heads.token_classifier) heads.classifier = false;
     const uint64_t seed = is_absent(info[2]) ? 0 : u64_arg(info[2], "seed");
     std::unique_ptr<Bert> fresh;
     throw_if_error(env, Bert::create(cfg, heads, seed, backend_.get(), &fresh, options_));
@@ -447,7 +458,6 @@ class Model : public Napi::ObjectWrap<Model> {
     Napi::Env env = info.Env();
     return as_promise(env, [&]() -> Napi::Value {
       check_live(env, "save");
-      check_idle(env, "save");
       check_loaded(env, "save");
       const std::string dir = string_arg(info[0], "dir");
       auto job = std::make_unique<Job>(env);
@@ -473,7 +483,6 @@ class Model : public Napi::ObjectWrap<Model> {
     Napi::Env env = info.Env();
     return as_promise(env, [&]() -> Napi::Value {
       check_live(env, "forward");
-      check_idle(env, "forward");
       check_loaded(env, "forward");
       int64_t T = 0, T_types = 0, n_offsets = 0;
       BertInputs in;
@@ -512,8 +521,8 @@ class Model : public Napi::ObjectWrap<Model> {
           else if (s != "none") throw_expected(env, "ERR_INPUT", "one of 'none', 'softmax', 'sigmoid'", "options.scores", sc);
         }
       }
-      if (scores != Scores::kNone && !bert_->heads().classifier)
-        throw_error(env, "ERR_INPUT", "Expected a model with a classifier head for options.scores but received a model without one");
+      if (scores != Scores::kNone && !bert_->heads().classifier && !bert_->heads().token_classifier)
+        throw_error(env, "ERR_INPUT", "Expected a model with a sequence-classification head for options.scores but received a model without one");
 
       // predict and embed({pooling: 'cls'}) read only the [CLS] rows of the last layer
       // (ForwardOptions::cls_only); on the CPU only, where it is verified to give the same bits.
@@ -521,7 +530,7 @@ class Model : public Napi::ObjectWrap<Model> {
       auto job = std::make_unique<Job>(env);
       job->flops = bert_->forward_flops(in, cls_only);
       const double rate = rate_.load(std::memory_order_relaxed);  // FLOPs per microsecond
-      const bool inline_run = device_ == "cpu" && rate > 0 && job->flops <= inline_max_us_ * rate;
+      const bool inline_run = device_ == "cpu" && outstanding_ == 0 && rate > 0 && job->flops <= inline_max_us_ * rate;
       if (!inline_run)
         for (int i = 0; i < 3; ++i)
           if (!is_absent(info[static_cast<size_t>(i)])) job->keep.push_back(Napi::Persistent(info[static_cast<size_t>(i)]));
@@ -568,7 +577,8 @@ class Model : public Napi::ObjectWrap<Model> {
     }
     if (!out.logits.empty()) {
       r->L = out.logits.shape[1];
-      ELMO_RETURN_IF_ERROR(r->logits.allocate(static_cast<size_t>(B * r->L) * sizeof(float)));
+      r->logit_rows = out.logits.shape[0];  // B, or T for a token classifier
+      ELMO_RETURN_IF_ERROR(r->logits.allocate(static_cast<size_t>(r->logit_rows * r->L) * sizeof(float)));
       ELMO_RETURN_IF_ERROR(be->download(r->logits.data, out.logits, r->logits.bytes));
     }
     ELMO_RETURN_IF_ERROR(be->sync());
@@ -596,12 +606,13 @@ class Model : public Napi::ObjectWrap<Model> {
     if (scores != Scores::kNone) {
       // [B, L] probabilities (softmax over labels, or an independent sigmoid per label) and
       // the arg-max label per sequence (ties: the lowest index).
-      const int64_t L = r->L;
-      ELMO_RETURN_IF_ERROR(r->scores.allocate(static_cast<size_t>(B * L) * sizeof(float)));
-      ELMO_RETURN_IF_ERROR(r->best.allocate(static_cast<size_t>(B) * sizeof(int32_t)));
-      const float* logits = r->logits.f32();  // (B, L)
-      float* probs = r->scores.f32();         // (B, L)
-      for (int b = 0; b < B; ++b) {
+      // Rows: sequences, or tokens for a token classifier.
+      const int64_t L = r->L, R = r->logit_rows;
+      ELMO_RETURN_IF_ERROR(r->scores.allocate(static_cast<size_t>(R * L) * sizeof(float)));
+      ELMO_RETURN_IF_ERROR(r->best.allocate(static_cast<size_t>(R) * sizeof(int32_t)));
+      const float* logits = r->logits.f32();  // (R, L)
+      float* probs = r->scores.f32();         // (R, L)
+      for (int64_t b = 0; b < R; ++b) {
         const float* z = logits + b * L;
         float* p = probs + b * L;
         int32_t arg = 0;
@@ -633,11 +644,245 @@ class Model : public Napi::ObjectWrap<Model> {
                  L = static_cast<size_t>(r->L);
     f32("hidden", r->hidden, T * H);
     f32("pooled", r->pooled, B * H);
-    f32("logits", r->logits, B * L);
+    f32("logits", r->logits, static_cast<size_t>(r->logit_rows) * L);
     f32("embeddings", r->embeddings, B * H);
-    f32("scores", r->scores, B * L);
-    if (r->best.data != nullptr) out.Set("best", Napi::Int32Array::New(env, B, r->best.release_to_js(env), 0));
+    const size_t R = static_cast<size_t>(r->logit_rows);
+    f32("scores", r->scores, R * L);
+    if (r->best.data != nullptr) out.Set("best", Napi::Int32Array::New(env, R, r->best.release_to_js(env), 0));
     return out;
+  }
+
+  // loadEncoder(safetensorsPath) -> Promise<void>: the encoder's weights from another checkpoint
+  // (Bert::load_encoder), on the worker.
+  Napi::Value load_encoder(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "loadEncoder");
+      check_loaded(env, "loadEncoder");
+      const std::string path = string_arg(info[0], "path");
+      auto job = std::make_unique<Job>(env);
+      Bert* bert = bert_.get();
+      const bool heads = !is_absent(info[1]) && bool_arg(info[1], "heads");
+      job->run = [bert, path, heads]() { return bert->load_encoder(path, heads); };
+      return start(env, std::move(job));
+    });
+  }
+
+  // ---- training ------------------------------------------------------------------------------
+  // The model has at most one trainer. Every call below queues behind the model's other
+  // operations and runs on its worker, where the trainer lives.
+
+  // trainerCreate({ task, learningRate, beta1, beta2, eps, weightDecay, warmupSteps, totalSteps,
+  //                 schedule, maxGradNorm, dropout, attentionDropout, seed }) -> Promise<void>
+  // Values arrive validated by lib/ (types, ranges of the public options); Trainer::create
+  // checks the combinations (task vs heads, schedule vs totalSteps).
+  Napi::Value trainer_create(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "trainer");
+      check_loaded(env, "trainer");
+      if (!info[0].IsObject()) throw_expected(env, "ERR_INPUT", "an object", "options", info[0]);
+      Napi::Object o = info[0].As<Napi::Object>();
+      TrainerOptions t;
+      const std::string task = string_arg(o.Get("task"), "options.task");
+      if (task == "sequence") t.task = TrainTask::kSequence;
+      else if (task == "multi-label") t.task = TrainTask::kMultiLabel;
+      else if (task == "regression") t.task = TrainTask::kRegression;
+      else if (task == "token") t.task = TrainTask::kToken;
+      else if (task == "mlm") t.task = TrainTask::kMlm;
+      else throw_expected(env, "ERR_INPUT", "one of 'sequence', 'multi-label', 'regression', 'token', 'mlm'", "options.task", o.Get("task"));
+      auto f = [&](const char* key, float* dst) {
+        Napi::Value v = o.Get(key);
+        if (!is_absent(v)) *dst = static_cast<float>(number_arg(v, key));
+      };
+      auto i = [&](const char* key, int64_t* dst) {
+        Napi::Value v = o.Get(key);
+        if (!is_absent(v)) *dst = int_arg(v, key, 0, INT64_C(1) << 50);
+      };
+      f("learningRate", &t.lr);
+      f("beta1", &t.beta1);
+      f("beta2", &t.beta2);
+      f("eps", &t.eps);
+      f("weightDecay", &t.weight_decay);
+      f("maxGradNorm", &t.max_grad_norm);
+      f("dropout", &t.hidden_dropout);
+      f("attentionDropout", &t.attention_dropout);
+      i("warmupSteps", &t.warmup_steps);
+      i("totalSteps", &t.total_steps);
+      t.schedule = schedule_arg(o.Get("schedule"));
+      if (!is_absent(o.Get("seed"))) t.seed = u64_arg(o.Get("seed"), "options.seed");
+      auto job = std::make_unique<Job>(env);
+      Bert* bert = bert_.get();
+      job->run = [this, bert, t]() {
+        trainer_.reset();
+        return Trainer::create(bert, t, &trainer_);
+      };
+      has_trainer_ = true;
+      return start(env, std::move(job));
+    });
+  }
+
+  static LrSchedule schedule_arg(Napi::Value v) {
+    if (is_absent(v)) return LrSchedule::kLinear;
+    const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+    if (s == "constant") return LrSchedule::kConstant;
+    if (s == "linear") return LrSchedule::kLinear;
+    if (s == "cosine") return LrSchedule::kCosine;
+    throw_expected(v.Env(), "ERR_INPUT", "one of 'constant', 'linear', 'cosine'", "options.schedule", v);
+  }
+
+  // One packed batch { ids, typeIds?, offsets, labels } read in place (references kept).
+  static TrainBatch batch_arg(Napi::Value v, const std::string& what, std::vector<Napi::Reference<Napi::Value>>* keep) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject()) throw_expected(env, "ERR_INPUT", "an object { ids, typeIds?, offsets, labels }", what.c_str(), v);
+    Napi::Object o = v.As<Napi::Object>();
+    TrainBatch b;
+    int64_t T = 0, T_types = 0, n_offsets = 0;
+    b.in.ids = int32_data(o.Get("ids"), (what + ".ids").c_str(), &T, 1);
+    if (!is_absent(o.Get("typeIds"))) {
+      b.in.type_ids = int32_data(o.Get("typeIds"), (what + ".typeIds").c_str(), &T_types, 1);
+      if (T_types != T)
+        throw_expected(env, "ERR_SHAPE", "an Int32Array of length " + std::to_string(T) + " (ids.length)",
+                       (what + ".typeIds").c_str(), o.Get("typeIds"));
+    }
+    b.in.offsets = int32_data(o.Get("offsets"), (what + ".offsets").c_str(), &n_offsets, 2);
+    if (n_offsets - 1 > INT32_MAX) throw_expected(env, "ERR_SHAPE", "at most 2^31-1 sequences", (what + ".offsets").c_str(), o.Get("offsets"));
+    b.in.B = static_cast<int>(n_offsets - 1);
+    b.in.T = T;
+    Napi::Value labels = o.Get("labels");
+    if (!labels.IsTypedArray())
+      throw_expected(env, "ERR_INPUT", "an Int32Array or Float32Array", (what + ".labels").c_str(), labels);
+    Napi::TypedArray ta = labels.As<Napi::TypedArray>();
+    if (ta.TypedArrayType() == napi_int32_array) b.labels_i32 = labels.As<Napi::Int32Array>().Data();
+    else if (ta.TypedArrayType() == napi_float32_array) b.labels_f32 = labels.As<Napi::Float32Array>().Data();
+    else throw_expected(env, "ERR_DTYPE", "an Int32Array or Float32Array", (what + ".labels").c_str(), labels);
+    b.n_labels = static_cast<int64_t>(ta.ElementLength());
+    for (const char* k : {"ids", "typeIds", "offsets", "labels"})
+      if (!is_absent(o.Get(k))) keep->push_back(Napi::Persistent(o.Get(k)));
+    return b;
+  }
+
+  void check_trainer(Napi::Env env, const char* what) const {
+    if (!has_trainer_)
+      throw_error(env, "ERR_INPUT", std::string("Expected a model with a trainer for ") + what +
+                                        " but received a model without one (create it with trainer())");
+  }
+
+  // trainStep(batch | batch[]) -> Promise<{ loss, gradNorm, lr, step, count }>
+  // An array is one optimizer step over its micro-batches (gradient accumulation).
+  Napi::Value train_step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "trainStep");
+      check_trainer(env, "trainStep");
+      auto job = std::make_unique<Job>(env);
+      auto batches = std::make_shared<std::vector<TrainBatch>>();
+      if (info[0].IsArray()) {
+        Napi::Array a = info[0].As<Napi::Array>();
+        if (a.Length() == 0) throw_expected(env, "ERR_INPUT", "at least one micro-batch", "batches", info[0]);
+        for (uint32_t k = 0; k < a.Length(); ++k)
+          batches->push_back(batch_arg(a.Get(k), "batches[" + std::to_string(k) + "]", &job->keep));
+      } else {
+        batches->push_back(batch_arg(info[0], "batch", &job->keep));
+      }
+      auto result = std::make_shared<StepResult>();
+      job->run = [this, batches, result]() {
+        if (!trainer_) return Status(Code::kInput, "trainStep: the trainer could not be created");
+        return trainer_->step(batches->data(), static_cast<int>(batches->size()), result.get());
+      };
+      job->finish = [result](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("loss", Napi::Number::New(e, result->loss));
+        o.Set("gradNorm", Napi::Number::New(e, result->grad_norm));
+        o.Set("lr", Napi::Number::New(e, result->lr));
+        o.Set("step", Napi::Number::New(e, static_cast<double>(result->step)));
+        o.Set("count", Napi::Number::New(e, static_cast<double>(result->count)));
+        return o;
+      };
+      return start(env, std::move(job));
+    });
+  }
+
+  // evalLoss(batch) -> Promise<{ loss, count }>: forward and loss, no dropout, no gradient.
+  Napi::Value eval_loss(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "evalLoss");
+      check_trainer(env, "evalLoss");
+      auto job = std::make_unique<Job>(env);
+      const TrainBatch b = batch_arg(info[0], "batch", &job->keep);
+      auto result = std::make_shared<std::pair<double, int64_t>>();
+      job->run = [this, b, result]() {
+        if (!trainer_) return Status(Code::kInput, "evalLoss: the trainer could not be created");
+        return trainer_->eval_loss(b, &result->first, &result->second);
+      };
+      job->finish = [result](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("loss", Napi::Number::New(e, result->first));
+        o.Set("count", Napi::Number::New(e, static_cast<double>(result->second)));
+        return o;
+      };
+      return start(env, std::move(job));
+    });
+  }
+
+  // trainerSetSchedule(learningRate, warmupSteps, totalSteps, schedule) -> Promise<void>
+  Napi::Value trainer_set_schedule(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "trainerSetSchedule");
+      check_trainer(env, "trainerSetSchedule");
+      const float lr = static_cast<float>(number_arg(info[0], "learningRate"));
+      const int64_t warmup = int_arg(info[1], "warmupSteps", 0, INT64_C(1) << 50);
+      const int64_t total = int_arg(info[2], "totalSteps", 0, INT64_C(1) << 50);
+      const LrSchedule sch = schedule_arg(info[3]);
+      auto job = std::make_unique<Job>(env);
+      job->run = [this, lr, warmup, total, sch]() {
+        if (!trainer_) return Status(Code::kInput, "trainerSetSchedule: no trainer");
+        return trainer_->set_schedule(lr, warmup, total, sch);
+      };
+      return start(env, std::move(job));
+    });
+  }
+
+  // trainerSaveState(path) / trainerLoadState(path) -> Promise<number>: the optimizer state
+  // (AdamW moments and step count; Trainer::save_state); resolves with the step count.
+  Napi::Value trainer_save_state(const Napi::CallbackInfo& info) { return trainer_state(info, true); }
+  Napi::Value trainer_load_state(const Napi::CallbackInfo& info) { return trainer_state(info, false); }
+  Napi::Value trainer_state(const Napi::CallbackInfo& info, bool save) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, save ? "trainerSaveState" : "trainerLoadState");
+      check_trainer(env, save ? "trainerSaveState" : "trainerLoadState");
+      const std::string path = string_arg(info[0], "path");
+      auto job = std::make_unique<Job>(env);
+      auto step = std::make_shared<int64_t>(0);
+      job->run = [this, path, save, step]() {
+        if (!trainer_) return Status(Code::kInput, "no trainer");
+        const Status st = save ? trainer_->save_state(path) : trainer_->load_state(path);
+        *step = trainer_->steps_done();
+        return st;
+      };
+      job->finish = [step](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, static_cast<double>(*step)); };
+      return start(env, std::move(job));
+    });
+  }
+
+  // trainerDispose() -> Promise<void>: frees the trainer and the model's training memory; the
+  // model packs its weights for inference again.
+  Napi::Value trainer_dispose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "trainerDispose");
+      auto job = std::make_unique<Job>(env);
+      Bert* bert = bert_.get();
+      job->run = [this, bert]() {
+        trainer_.reset();
+        return bert ? bert->disable_training() : Status::ok();
+      };
+      has_trainer_ = false;
+      return start(env, std::move(job));
+    });
   }
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
@@ -674,9 +919,10 @@ class Model : public Napi::ObjectWrap<Model> {
     num("attentionDropout", f2d(c.attention_dropout));
     num("initializerRange", f2d(c.initializer_range));
     num("padTokenId", c.pad_token_id);
-    num("numLabels", h.classifier ? c.num_labels : 0);
+    const bool any_classifier = h.classifier || h.token_classifier;
+    num("numLabels", any_classifier ? c.num_labels : 0);
     Napi::Array labels = Napi::Array::New(env);
-    if (h.classifier)
+    if (any_classifier)
       for (int i = 0; i < c.num_labels; ++i)
         labels.Set(static_cast<uint32_t>(i),
                    Napi::String::New(env, i < static_cast<int>(c.labels.size()) ? c.labels[static_cast<size_t>(i)]
@@ -688,6 +934,7 @@ class Model : public Napi::ObjectWrap<Model> {
     heads.Set("pooler", Napi::Boolean::New(env, h.pooler));
     heads.Set("classifier", Napi::Boolean::New(env, h.classifier));
     heads.Set("mlm", Napi::Boolean::New(env, h.mlm));
+    heads.Set("tokenClassifier", Napi::Boolean::New(env, h.token_classifier));
     o.Set("heads", heads);
     num("numParameters", static_cast<double>(bert_->num_parameters()));
     return o;
@@ -709,6 +956,7 @@ class Model : public Napi::ObjectWrap<Model> {
   BertOptions options_;         // how load() and create() make the model
   std::string device_;
   bool busy_ = false;             // JS thread only
+  bool has_trainer_ = false;      // JS thread only: trainerCreate was called (and not disposed)
   bool disposed_ = false;         // JS thread only
   bool dispose_pending_ = false;  // dispose() called while busy
   bool torn_down_ = false;
@@ -718,8 +966,10 @@ class Model : public Napi::ObjectWrap<Model> {
   std::condition_variable cv_;
   double inline_max_us_ = 1000.0;          // forwards estimated to take at most this run inline
   std::atomic<double> rate_{0.0};          // FLOPs per microsecond of this model's forwards
-  Job* pending_ = nullptr;  // guarded by mu_
+  std::deque<Job*> queue_;  // guarded by mu_
   bool stop_ = false;       // guarded by mu_
+  int outstanding_ = 0;     // JS thread: operations queued or running
+  std::unique_ptr<Trainer> trainer_;  // worker thread only (created and used by queued jobs)
 };
 
 void call_js(Napi::Env env, Napi::Function, Model* model, Job* job) {

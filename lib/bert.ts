@@ -18,6 +18,7 @@
  * ```
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { resolveDevice } from './devices';
@@ -34,6 +35,18 @@ import type {
 } from './native';
 import { Tokenizer, TokenizerError } from './tokenizer';
 import type { TokenizerInput, TokenizerOptions } from './tokenizer';
+import type { TrainTask } from './train/data';
+import { evaluate, fineTune } from './train/fine-tune';
+import type {
+  EvalMetrics,
+  EvaluateOptions,
+  ExampleSource,
+  FineTuneHost,
+  FineTuneOptions,
+  FineTuneResult,
+} from './train/fine-tune';
+import { Trainer } from './train/trainer';
+import type { TrainerOptions } from './train/trainer';
 
 // Node defines Symbol.dispose as the registered symbol 'nodejs.dispose', but a vm context (a
 // jest test, a REPL sandbox) may lack it; the same registered symbol there keeps `using` and
@@ -178,9 +191,10 @@ const TOKENIZER_FILES = ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json',
  * ```
  */
 export class Bert {
-  readonly #model: NativeModel;
+  #model: NativeModel;
   readonly #tokenizer: Tokenizer;
-  readonly #info: NativeModelConfig;
+  #info: NativeModelConfig;
+  readonly #options: BertRunOptions;
   readonly #maxSeqLen: number;
   readonly #truncation: boolean;
   readonly #tokenizerFiles: TokenizerFiles | undefined;
@@ -198,6 +212,7 @@ export class Bert {
     this.#tokenizer = tokenizer;
     this.#info = info;
     this.#tokenizerFiles = tokenizerFiles;
+    this.#options = options;
     const maxSeqLen = options.maxSeqLen ?? info.maxPositions;
     if (!Number.isInteger(maxSeqLen) || maxSeqLen < 3 || maxSeqLen > info.maxPositions) {
       throw expected(
@@ -339,6 +354,58 @@ export class Bert {
   /** Longest sequence in tokens (special tokens included). */
   get maxSeqLen(): number {
     return this.#maxSeqLen;
+  }
+
+  /**
+   * A trainer for custom training loops: one optimizer step per call on a packed batch you
+   * built (see {@link Trainer}). One per model; a new one replaces the old. Its calls queue
+   * behind the model's other operations.
+   *
+   * @example
+   * ```ts
+   * const trainer = model.trainer({ learningRate: 1e-3, warmupSteps: 10, totalSteps: 1000 });
+   * const batch = model.tokenizer.encodeBatch(['where is my card?', 'hi']);
+   * const { loss } = await trainer.step({ ...batch, labels: Int32Array.of(3, 0) });
+   * await trainer.dispose();
+   * ```
+   */
+  trainer(options: TrainerOptions = {}): Trainer {
+    this.#checkLive('trainer');
+    return new Trainer(this.#host(), options);
+  }
+
+  /**
+   * Fine-tunes the model on labelled examples and returns the training and eval metrics.
+   * Examples: `{ text, label }` (classes), `{ text, labels: [...] }` (multi-label),
+   * `{ text, label: number }` (regression), `{ text, pair }`, `{ text, context: [...] }`
+   * (earlier turns, left-truncated, as segment A), `{ tokens, tags }` (BIO tagging); an array
+   * or a `.jsonl` / `.csv` file streamed from disk. A model without a head for the task gets a
+   * fresh one (its labels from the data). Calls to the model made meanwhile queue behind it.
+   *
+   * @example
+   * ```ts
+   * const result = await model.fineTune('data/train.jsonl', {
+   *   evalSet: 'data/dev.jsonl', epochs: 5, learningRate: 1e-3,
+   *   onProgress: (p) => console.log(p.step, p.loss),
+   * });
+   * console.log(result.evalMetrics); // accuracy, macroF1, perLabel, confusion, ...
+   * await model.save('models/intent');
+   * ```
+   */
+  async fineTune(examples: ExampleSource, options: FineTuneOptions = {}): Promise<FineTuneResult> {
+    this.#checkLive('fineTune');
+    return fineTune(this.#host(), examples, options);
+  }
+
+  /**
+   * Metrics of the model on labelled examples: accuracy, macro-F1, per-label precision /
+   * recall / F1 and the confusion matrix (classes); micro / macro F1 at a threshold
+   * (multi-label); entity-level precision / recall / F1 as seqeval computes them (BIO tags);
+   * MSE, MAE, R² (regression).
+   */
+  async evaluate(examples: ExampleSource, options: EvaluateOptions = {}): Promise<EvalMetrics> {
+    this.#checkLive('evaluate');
+    return evaluate(this.#host(), examples, options);
   }
 
   /** true while an operation (forward, save, ...) runs. */
@@ -496,6 +563,98 @@ export class Bert {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** What lib/train needs of the model (its native object is replaced when a head is reset). */
+  #host(): FineTuneHost {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    return {
+      get native() {
+        return self.#model;
+      },
+      get info() {
+        return self.#info;
+      },
+      tokenizer: this.#tokenizer,
+      maxSeqLen: this.#maxSeqLen,
+      checkLive: (what) => {
+        self.#checkLive(what);
+      },
+      forward: (batch, options) => self.#model.forward(batch.ids, batch.typeIds, batch.offsets, options),
+      ensureHead: (task, labels, resetHead, seed) => self.#ensureHead(task, labels, resetHead, seed),
+      save: (dir) => self.save(dir),
+    };
+  }
+
+  /**
+   * Gives the model the head `task` needs with `labels`. A head that already fits is kept; one
+   * of another label set is refused unless `resetHead`; otherwise a fresh model with the same
+   * encoder weights and a new head (initialized as transformers does) replaces the native one.
+   */
+  async #ensureHead(task: TrainTask, labels: readonly string[], resetHead: boolean, seed: number): Promise<void> {
+    const info = this.#info;
+    const problemType: NativeProblemType =
+      task === 'multi-label'
+        ? 'multi_label_classification'
+        : task === 'regression'
+          ? 'regression'
+          : 'single_label_classification';
+    const token = task === 'token';
+    const hasHead = token ? info.heads.tokenClassifier : info.heads.classifier;
+    const numLabels = task === 'regression' ? Math.max(1, labels.length) : labels.length;
+    if (hasHead) {
+      const sameKind = token || (info.problemType ?? 'single_label_classification') === problemType;
+      const sameLabels =
+        info.labels.length === numLabels && (task === 'regression' || info.labels.every((l, i) => l === labels[i]));
+      if (sameKind && sameLabels) return;
+      if (!resetHead) {
+        throw new InputError(
+          `Expected the labels of the model's head [${info.labels.join(', ')}] (${info.problemType ?? 'single_label_classification'}) ` +
+            `for fine-tuning but received [${labels.slice(0, 12).join(', ')}${labels.length > 12 ? ', ...' : ''}] (${token ? 'token' : problemType}); ` +
+            'pass resetHead: true to replace the head',
+        );
+      }
+    }
+    if (numLabels < 1) throw new InputError('Expected at least one label to fine-tune a classifier but received none');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-head-'));
+    const fresh = newNativeModel(this.#options);
+    try {
+      await this.#model.save(tmp);
+      fresh.create(
+        {
+          vocabSize: info.vocabSize,
+          hiddenSize: info.hiddenSize,
+          numLayers: info.numLayers,
+          numHeads: info.numHeads,
+          intermediateSize: info.intermediateSize,
+          maxPositions: info.maxPositions,
+          typeVocabSize: info.typeVocabSize,
+          layerNormEps: info.layerNormEps,
+          hiddenDropout: info.hiddenDropout,
+          attentionDropout: info.attentionDropout,
+          initializerRange: info.initializerRange,
+          padTokenId: info.padTokenId,
+          numLabels,
+          labels:
+            task === 'regression' ? Array.from({ length: numLabels }, (_, i) => `LABEL_${String(i)}`) : [...labels],
+          ...(token ? {} : { problemType }),
+        },
+        { pooler: !token, classifier: !token, tokenClassifier: token, mlm: false },
+        seed,
+      );
+      await fresh.loadEncoder(path.join(tmp, 'model.safetensors'));
+    } catch (err) {
+      fresh.dispose();
+      throw err;
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+    const info2 = fresh.config;
+    if (info2 === null) throw new ElmoError('A fresh model reported no config');
+    this.#model.dispose();
+    this.#model = fresh;
+    this.#info = info2;
+  }
 
   #checkLive(what: string): void {
     if (this.#disposed) {

@@ -26,7 +26,8 @@ export type ErrorCode =
   | 'ERR_INPUT'
   | 'ERR_UNSUPPORTED'
   | 'ERR_DEVICE_UNAVAILABLE'
-  | 'ERR_NATIVE_LOAD';
+  | 'ERR_NATIVE_LOAD'
+  | 'ERR_NONFINITE';
 
 /** Base class of every error thrown by elmo-chat. */
 export class ElmoError extends Error {
@@ -134,6 +135,17 @@ export class DeviceUnavailableError extends ElmoError {
   }
 }
 
+/**
+ * A training step met a NaN or infinite loss or gradient (`ERR_NONFINITE`); the message names
+ * the step. The step was not applied: the weights are those of the step before.
+ */
+export class NonFiniteError extends ElmoError {
+  constructor(message: string) {
+    super(message, 'ERR_NONFINITE');
+    this.name = 'NonFiniteError';
+  }
+}
+
 /** The native addon (build/Release/elmo.node) could not be loaded (`ERR_NATIVE_LOAD`). */
 export class NativeLoadError extends ElmoError {
   constructor(message: string, options?: ErrorOptions) {
@@ -156,6 +168,7 @@ export const errorClasses = {
   ERR_UNSUPPORTED: UnsupportedError,
   ERR_DEVICE_UNAVAILABLE: DeviceUnavailableError,
   ERR_NATIVE_LOAD: NativeLoadError,
+  ERR_NONFINITE: NonFiniteError,
 } as const satisfies Record<ErrorCode, new (message: string) => ElmoError>;
 
 /**

@@ -166,7 +166,7 @@ export interface NativeModelConfig {
   /** Label names in id order (`LABEL_i` where the config names none). */
   labels: string[];
   problemType: NativeProblemType | null;
-  heads: { pooler: boolean; classifier: boolean; mlm: boolean };
+  heads: { pooler: boolean; classifier: boolean; mlm: boolean; tokenClassifier: boolean };
   numParameters: number;
 }
 
@@ -220,10 +220,44 @@ export interface NativeForwardResult {
   best?: Int32Array;
 }
 
+/** What {@link NativeModel.trainerCreate} takes (validated by lib/train/trainer.ts). */
+export interface NativeTrainerOptions {
+  task: 'sequence' | 'multi-label' | 'regression' | 'token' | 'mlm';
+  learningRate?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  warmupSteps?: number;
+  totalSteps?: number;
+  schedule?: 'constant' | 'linear' | 'cosine';
+  maxGradNorm?: number;
+  dropout?: number;
+  attentionDropout?: number;
+  seed?: number | bigint;
+}
+
+/** One packed training batch; arrays are read in place until the step's promise settles. */
+export interface NativeTrainBatch {
+  ids: Int32Array;
+  typeIds?: Int32Array | undefined;
+  offsets: Int32Array;
+  labels: Int32Array | Float32Array;
+}
+
+/** What one optimizer step reports. */
+export interface NativeStepResult {
+  loss: number;
+  gradNorm: number;
+  lr: number;
+  step: number;
+  count: number;
+}
+
 /**
- * The native BERT model (bindings/model.cpp): its own backend and worker thread, one operation
- * at a time (`ERR_BUSY`), promise methods reject and never throw, `dispose()` idempotent and
- * deferred while an operation runs.
+ * The native BERT model (bindings/model.cpp): its own backend and worker thread; calls queue
+ * and run one at a time in order; promise methods reject and never throw; `dispose()`
+ * idempotent and deferred until queued operations have run.
  */
 export interface NativeModel {
   /** config.json + model.safetensors of `dir`, read on the model's thread. */
@@ -231,7 +265,7 @@ export interface NativeModel {
   /** Fresh weights as transformers initializes them, deterministic in `seed`. */
   create(
     config: NativeCreateConfig,
-    heads: { pooler?: boolean; classifier?: boolean; mlm?: boolean },
+    heads: { pooler?: boolean; classifier?: boolean; mlm?: boolean; tokenClassifier?: boolean },
     seed?: number | bigint,
   ): void;
   /** Writes dir/config.json and dir/model.safetensors, each atomically. */
@@ -243,6 +277,28 @@ export interface NativeModel {
     offsets: Int32Array,
     options?: NativeForwardOptions,
   ): Promise<NativeForwardResult>;
+  /**
+   * The encoder's weights (not the pooler or heads) from another checkpoint's model.safetensors
+   * of the same configuration; with `heads`, every parameter.
+   */
+  loadEncoder(safetensorsPath: string, heads?: boolean): Promise<void>;
+  /** Creates (or replaces) the model's trainer; enables its training memory. */
+  trainerCreate(options: NativeTrainerOptions): Promise<void>;
+  /** One optimizer step; an array is one step over its micro-batches. */
+  trainStep(batch: NativeTrainBatch | NativeTrainBatch[]): Promise<NativeStepResult>;
+  /** Forward + loss without dropout or gradient. */
+  evalLoss(batch: NativeTrainBatch): Promise<{ loss: number; count: number }>;
+  trainerSetSchedule(
+    learningRate: number,
+    warmupSteps: number,
+    totalSteps: number,
+    schedule: 'constant' | 'linear' | 'cosine',
+  ): Promise<void>;
+  /** optimizer.safetensors (AdamW moments, step); resolves with the step count. */
+  trainerSaveState(path: string): Promise<number>;
+  trainerLoadState(path: string): Promise<number>;
+  /** Frees the trainer and the training memory; the weights are packed for inference again. */
+  trainerDispose(): Promise<void>;
   dispose(): void;
   /** null before load() / create(). */
   readonly config: NativeModelConfig | null;

@@ -160,6 +160,11 @@ class Bert {
   // Writes dir/config.json and dir/model.safetensors (f32, HF names, Q/K/V split), each
   // atomically; creates dir if needed. transformers loads the result.
   Status save(const std::string& dir) const;
+  // The encoder's weights (embeddings and layers; not the pooler or any head) from another
+  // checkpoint's model.safetensors of the same configuration: fine-tuning a pretrained encoder
+  // with a fresh head. heads_too: every parameter (restoring a saved checkpoint of this model).
+  // Every tensor is checked before any is written (ERR_CHECKPOINT).
+  Status load_encoder(const std::string& safetensors_path, bool heads_too = false);
 
   Status forward(const BertInputs& in, const ForwardOptions& opts, BertOutputs* out);
 

@@ -21,6 +21,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "elmo/half.h"
 #include "elmo/safetensors.h"
 #include "model/views.h"
 
@@ -423,6 +424,55 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
   ELMO_RETURN_IF_ERROR(m->set_weights_packed(true));
   *out = std::move(m);
   return Status::ok();
+}
+
+Status Bert::load_encoder(const std::string& path, bool heads_too) {
+  ELMO_CHECK(!training_enabled(), Code::kInput, "load_encoder: not while training memory is enabled");
+  std::unique_ptr<SafetensorsFile> file;
+  ELMO_RETURN_IF_ERROR(SafetensorsFile::open(path, &file));
+  std::string prefix;
+  if (file->find("bert.embeddings.word_embeddings.weight")) prefix = "bert.";
+  else if (!file->find("embeddings.word_embeddings.weight"))
+    return ckpt("bert.embeddings.word_embeddings.weight", "missing from " + path);
+  const int64_t H = config_.hidden_size;
+  if (heads_too && prefix.empty() && (heads_.classifier || heads_.token_classifier || heads_.mlm))
+    return ckpt("bert.embeddings.word_embeddings.weight", "missing from " + path + " (a bare encoder has no heads)");
+  // Check every encoder tensor first, so that a mismatch changes nothing.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const Param& p : params_) {
+      if (!heads_too && (!starts_with(p.name, "bert.") || starts_with(p.name, "bert.pooler."))) continue;
+      for (const Piece& pc : pieces_of(p, prefix, H)) {
+        const StTensor* t = file->find(pc.file_name);
+        if (pass == 0) {
+          if (!t) return ckpt(pc.file_name, "missing from " + path);
+          if (t->shape != pc.dims)
+            return ckpt(pc.file_name, "expected shape " + dims_str(pc.dims) + " but the file has " + dims_str(t->shape) +
+                                          " (an encoder of another configuration)");
+          if (t->dtype != StDType::kF32 && t->dtype != StDType::kF16 && t->dtype != StDType::kBF16)
+            return ckpt(pc.file_name, strformat("dtype %s is not a floating type (F32, F16, BF16)", st_dtype_name(t->dtype)));
+          continue;
+        }
+        int64_t n = 1;
+        for (int64_t d : pc.dims) n *= d;
+        std::vector<float> host(static_cast<size_t>(n));
+        if (t->dtype == StDType::kF32) {
+          std::memcpy(host.data(), t->data, host.size() * 4);
+        } else {
+          for (int64_t e = 0; e < n; ++e) {
+            uint16_t h;
+            std::memcpy(&h, t->data + e * 2, 2);  // the mapping may be only byte-aligned
+            host[static_cast<size_t>(e)] = t->dtype == StDType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
+          }
+        }
+        Tensor dst = make_view(p.value.data, static_cast<size_t>(pc.elem_offset) * 4, DType::kF32, {n}, backend_->device());
+        ELMO_RETURN_IF_ERROR(backend_->upload(dst, host.data(), host.size() * 4));
+        ELMO_RETURN_IF_ERROR(backend_->sync());
+      }
+    }
+    if (pass == 0) ELMO_RETURN_IF_ERROR(set_weights_packed(false));  // row-major while writing
+  }
+  ELMO_RETURN_IF_ERROR(set_weights_packed(true));
+  return refresh_compute_weights();
 }
 
 Status Bert::save(const std::string& dir) const {
