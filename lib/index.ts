@@ -38,6 +38,7 @@ export {
   ElmoError,
   InputError,
   NativeLoadError,
+  NonFiniteError,
   OutOfMemoryError,
   ShapeError,
   UnsupportedError,

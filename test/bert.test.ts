@@ -7,7 +7,6 @@ import * as path from 'node:path';
 
 import {
   Bert,
-  BusyError,
   CheckpointError,
   DeviceUnavailableError,
   DisposedError,
@@ -304,7 +303,7 @@ describe('Bert.create', () => {
     using b = Bert.create(config, { tokenizer, device: 'cpu', seed: 7 });
     using c = Bert.create(config, { tokenizer, device: 'cpu', seed: 8 });
     expect(a.labels).toEqual(config.labels);
-    expect(a.config.heads).toEqual({ pooler: true, classifier: true, mlm: false });
+    expect(a.config.heads).toEqual({ pooler: true, classifier: true, mlm: false, tokenClassifier: false });
     const texts = ['hello there', 'bye'];
     const [oa, ob, oc] = await Promise.all([a.forward(texts), b.forward(texts), c.forward(texts)]);
     expect(bitEqual(oa.hidden, ob.hidden)).toBe(true);
@@ -407,19 +406,43 @@ describe('Bert lifecycle and concurrency', () => {
     expect(inline.busy).toBe(false);
   });
 
-  it('one operation at a time: a concurrent call rejects with ERR_BUSY', async () => {
+  it('calls queue: concurrent operations run one at a time, in the order they were made', async () => {
     using model = Bert.create(bigConfig, { tokenizer, device: 'cpu', seed: 1 });
-    const first = model.forward(bigBatch);
+    const order: string[] = [];
+    const first = model.forward(bigBatch).then((out) => {
+      order.push('forward');
+      return out;
+    });
     expect(model.busy).toBe(true);
-    const err = await rejection(model.forward(['hi']));
-    expect(err).toBeInstanceOf(BusyError);
-    expect(err.code).toBe('ERR_BUSY');
-    expect((await rejection(model.embed(['hi']))).code).toBe('ERR_BUSY');
-    expect((await rejection(model.save(tmpDir()))).code).toBe('ERR_BUSY');
+    const second = model.forward(['hi']).then((out) => {
+      order.push('forward hi');
+      return out;
+    });
+    const third = model.embed(['hi']).then((out) => {
+      order.push('embed');
+      return out;
+    });
+    const dir = tmpDir();
+    const fourth = model.save(dir).then(() => order.push('save'));
     const out = await first;
     expect(out.hidden.length).toBe(8 * 256 * 128);
+    const [hi, emb] = await Promise.all([second, third, fourth]);
+    expect(order).toEqual(['forward', 'forward hi', 'embed', 'save']);
     expect(model.busy).toBe(false);
-    await expect(model.forward(['hi'])).resolves.toBeDefined();
+    // The queued calls computed what they compute alone.
+    expect(hi.hidden).toEqual((await model.forward(['hi'])).hidden);
+    expect(emb).toEqual(await model.embed(['hi']));
+    expect(fs.existsSync(path.join(dir, 'model.safetensors'))).toBe(true);
+  });
+
+  it('dispose while calls are queued lets them finish, then frees the model', async () => {
+    const model = Bert.create(bigConfig, { tokenizer, device: 'cpu', seed: 1 });
+    const a = model.forward(bigBatch);
+    const b = model.embed(['hi']);
+    model.dispose();
+    await expect(a).resolves.toBeDefined();
+    await expect(b).resolves.toBeDefined();
+    expect((await rejection(model.forward(['hi']))).code).toBe('ERR_DISPOSED');
   });
 
   it('dispose is idempotent; use after dispose rejects with ERR_DISPOSED', async () => {

@@ -8,6 +8,7 @@ import {
   DisposedError,
   ElmoError,
   InputError,
+  NonFiniteError,
   OutOfMemoryError,
   ShapeError,
   UnsupportedError,
@@ -27,6 +28,7 @@ const table: [string, new (message: string) => ElmoError][] = [
   ['ERR_INPUT', InputError],
   ['ERR_UNSUPPORTED', UnsupportedError],
   ['ERR_DEVICE_UNAVAILABLE', DeviceUnavailableError],
+  ['ERR_NONFINITE', NonFiniteError],
 ];
 
 describe('error classes', () => {
