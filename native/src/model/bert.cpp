@@ -283,6 +283,12 @@ Status Bert::set_weights_packed(bool packed) {
   // A bf16 model's GEMMs read its bf16 copies (packed when they are made, from row-major f32
   // weights): the f32 weights stay as they are.
   if (opts_.precision != DType::kF32) return Status::ok();
+  // Training keeps the masters row-major and the forward reads packed copies of them
+  // (enable_training): the layout is not the caller's to change until disable_training.
+  if (training_enabled()) {
+    ELMO_CHECK(!packed, Code::kInput, "set_weights_packed: not while training (the weights stay row-major)");
+    return Status::ok();
+  }
   const int panel = backend_->weight_panel();
   if (panel == 0 && !packed_) return Status::ok();  // nothing to gain on this backend
   const std::vector<std::pair<Tensor*, Tensor*>> mats = gemm_weights();
@@ -427,7 +433,6 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
 }
 
 Status Bert::load_encoder(const std::string& path, bool heads_too) {
-  ELMO_CHECK(!training_enabled(), Code::kInput, "load_encoder: not while training memory is enabled");
   std::unique_ptr<SafetensorsFile> file;
   ELMO_RETURN_IF_ERROR(SafetensorsFile::open(path, &file));
   std::string prefix;
@@ -469,9 +474,11 @@ Status Bert::load_encoder(const std::string& path, bool heads_too) {
         ELMO_RETURN_IF_ERROR(backend_->sync());
       }
     }
-    if (pass == 0) ELMO_RETURN_IF_ERROR(set_weights_packed(false));  // row-major while writing
+    // Row-major while writing (training keeps the masters row-major already).
+    if (pass == 0 && !training_enabled()) ELMO_RETURN_IF_ERROR(set_weights_packed(false));
   }
-  ELMO_RETURN_IF_ERROR(set_weights_packed(true));
+  // Training keeps the masters row-major (its packed copies are re-derived below).
+  if (!training_enabled()) ELMO_RETURN_IF_ERROR(set_weights_packed(true));
   return refresh_compute_weights();
 }
 
