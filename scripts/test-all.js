@@ -113,6 +113,11 @@ function native() {
       result.passed += s.passed;
       result.failed += s.failed;
     }
+    // Cases an executable skipped (SKIP_CASE in native/tests/harness.h), by name.
+    for (const [, caseName, why] of out.matchAll(/^SKIP (\S+): (.*)$/gm)) {
+      result.skipped += 1;
+      result.skippedNames.push(`${name} ${caseName}: ${why}`);
+    }
     if (status === 'fail' && (!s || s.failed === 0)) {
       // Crashed, timed out or exited non-zero without reporting a failed case: one failure.
       result.failed += 1;
@@ -127,7 +132,7 @@ function native() {
     result.problems.push(`ctest exited with ${ctest.status}`);
   }
   console.log(`\nnative: ${executables} test executables, ${result.passed} cases passed, ${result.failed} failed` +
-    (result.skipped ? `, ${result.skipped} executables skipped` : ''));
+    (result.skipped ? `, ${result.skipped} skipped (executables or cases)` : ''));
   for (const s of result.skippedNames) console.log(`  SKIP ${s}`);
   for (const p of result.problems) console.log(`  ! ${p}`);
   return result;

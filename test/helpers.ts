@@ -2,8 +2,6 @@
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 
-import { UnsupportedError } from '../lib/errors';
-
 /** A deterministic generator of floats in [lo, hi) (xorshift). */
 export function rng(seed: number): (lo?: number, hi?: number) => number {
   let s = seed >>> 0 || 1;
@@ -83,17 +81,6 @@ export async function collectUntil(cond: () => boolean, tries = 20): Promise<boo
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
   return cond();
-}
-
-/** false when the kernel behind fn is still a stub (ERR_UNSUPPORTED); rethrows anything else. */
-export function kernelImplemented(fn: () => void): boolean {
-  try {
-    fn();
-    return true;
-  } catch (err) {
-    if (err instanceof UnsupportedError) return false;
-    throw err;
-  }
 }
 
 /**

@@ -366,8 +366,7 @@ bool wgmma_device() {
                                 dev_tensor(a.p, DType::kBF16, 64, 64), dev_tensor(b.p, DType::kBF16, 64, 64), Tensor(),
                                 Tensor(), GemmOp::kNT, Epilogue::kNone, false),
                Code::kUnsupported);
-  std::printf("SKIP: the wgmma kernel needs compute capability 9.0 (this device is sm_%d%d); ERR_UNSUPPORTED checked\n",
-              major, minor);
+  SKIP_CASE("the wgmma kernel needs compute capability 9.0 (this device is sm_%d%d); ERR_UNSUPPORTED checked", major, minor);
   return false;
 }
 // The forced wgmma kernels the wgmma cases run: all of them; under ELMO_TEST_QUICK

@@ -45,6 +45,20 @@ inline std::string& context() {
   static std::string c;
   return c;
 }
+// Why the running case was skipped (empty: it was not). A skipped case is reported by name
+// ("SKIP name: why") and counted apart, never as a pass.
+inline std::string& skip_reason() {
+  static std::string r;
+  return r;
+}
+
+// Marks the running case skipped, with the reason; the case should return right after.
+#define SKIP_CASE(...)                                          \
+  do {                                                          \
+    char skip_buf_[512];                                        \
+    std::snprintf(skip_buf_, sizeof skip_buf_, __VA_ARGS__);    \
+    ::elmo_test::skip_reason() = skip_buf_;                     \
+  } while (0)
 
 #define TEST_CASE(name)                                                   \
   static void test_##name();                                              \
@@ -212,7 +226,7 @@ inline std::vector<std::string> selected_cases() {
 }
 
 inline int run_all_tests() {
-  int passed = 0, failed = 0, selected = 0;
+  int passed = 0, failed = 0, skipped = 0, selected = 0;
   const std::vector<std::string> only = selected_cases();
   auto listed = [&](const std::string& name) { return std::find(only.begin(), only.end(), name) != only.end(); };
   // Every name asked for must exist: a typo must not pass as "nothing failed".
@@ -228,14 +242,22 @@ inline int run_all_tests() {
     if (!only.empty() && !listed(c.name)) continue;
     ++selected;
     const int before = failures();
+    skip_reason().clear();
     c.fn();
     const bool ok = failures() == before;
+    if (ok && !skip_reason().empty()) {
+      std::printf("SKIP %s: %s\n", c.name, skip_reason().c_str());
+      std::fflush(stdout);
+      ++skipped;
+      continue;
+    }
     std::printf("%s %s\n", ok ? "PASS" : "FAIL", c.name);
     std::fflush(stdout);
     (ok ? passed : failed)++;
   }
   if (selected < static_cast<int>(registry().size()))
     std::printf("(ELMO_TEST_CASES: %d of %zu cases run)\n", selected, registry().size());
+  if (skipped > 0) std::printf("%d skipped\n", skipped);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -92,12 +92,14 @@ constexpr double kRtol = 2e-6;
 
 }  // namespace
 
-TEST_CASE(paths_available) {
-  if (!cpu_features().avx512_bf16 || best_isa() != Isa::kAvx512)
-    std::printf("SKIP avx512_bf16 kernel: this CPU has no AVX512_BF16 (best ISA %s), not run here\n",
-                isa_name(best_isa()));
+TEST_CASE(avx512_bf16_kernel_runs_where_the_cpu_has_it) {
   for (const Config& c : path_configs())
     if (c.threads == 1) std::printf("  kernel path: isa=%s -> %s\n", isa_name(c.isa), cpu::gemm_bf16_kernel_name(c.isa));
+  if (!cpu_features().avx512_bf16 || best_isa() != Isa::kAvx512) {
+    SKIP_CASE("this CPU has no AVX512_BF16 (best ISA %s): the avx512_bf16 kernel is not run here", isa_name(best_isa()));
+    return;
+  }
+  CHECK(std::string(cpu::gemm_bf16_kernel_name(Isa::kAvx512)) == "avx512_bf16");
 }
 
 TEST_CASE(gemm_bf16_matches_float64_reference_and_is_thread_invariant) {
