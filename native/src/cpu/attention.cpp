@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu/attention_kernels.h"
+#include "cpu/philox_words.h"
 #include "cpu/ops.h"
 #include "elmo/philox.h"
 
@@ -58,21 +59,17 @@ void backward_item_scalar(const Args& a, int b, int h, float* scratch) { backwar
 void dropout_tile_t(float* mkt, int ld, int kv, int qv, int cols, int64_t i0, int64_t j0, int h, const Args& a) {
   const float keep_scale = 1.0f / (1.0f - a.p);
   const uint64_t T = static_cast<uint64_t>(a.T);
+  uint32_t words[1024];
   for (int i = 0; i < qv; ++i) {
     const uint64_t e0 = (static_cast<uint64_t>(h) * T + static_cast<uint64_t>(i0 + i)) * T + static_cast<uint64_t>(j0);
-    // One Philox block serves 4 consecutive elements: draw a block when e enters a new one.
-    uint32_t words[4] = {0, 0, 0, 0};
-    for (int j = 0; j < kv; ++j) {
-      const uint64_t e = e0 + static_cast<uint64_t>(j);
-      if (j == 0 || (e & 3) == 0) {
-        const uint64_t blk = e >> 2;
-        const uint32_t ctr[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
-                                 static_cast<uint32_t>(a.stream), static_cast<uint32_t>(a.stream >> 32)};
-        philox4x32_10(ctr, static_cast<uint32_t>(a.seed), static_cast<uint32_t>(a.seed >> 32), words);
+    for (int j0k = 0; j0k < kv; j0k += 1024) {
+      const int n = std::min(1024, kv - j0k);
+      philox_words(words, e0 + static_cast<uint64_t>(j0k), n, a.seed, a.stream);
+      for (int j = 0; j < n; ++j) {
+        // Same decision as dropout_keep(): 24 random bits as a uniform in [0, 1), kept when >= p.
+        const float u = static_cast<float>(words[j] >> 8) * (1.0f / 16777216.0f);
+        mkt[(j0k + j) * ld + i] = u >= a.p ? keep_scale : 0.0f;
       }
-      // Same decision as dropout_keep(): 24 random bits as a uniform in [0, 1), kept when >= p.
-      const float u = static_cast<float>(words[e & 3] >> 8) * (1.0f / 16777216.0f);
-      mkt[j * ld + i] = u >= a.p ? keep_scale : 0.0f;
     }
   }
   for (int j = 0; j < kv; ++j)

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "cpu/ops.h"
+#include "cpu/philox_words.h"
 #include "elmo/philox.h"
 
 namespace elmo::cpu {
@@ -82,16 +83,14 @@ void softmax_row_scalar(float* out, const float* x, int64_t V) {
 // dropout_keep(seed, stream, e, p) as every backend draws it.
 void dropout_span(float* out, const float* in, int64_t begin, int64_t end, float p, float scale, uint64_t seed,
                   uint64_t stream) {
-  uint32_t words[4];
-  for (int64_t e = begin; e < end; ++e) {
-    if (e == begin || (e & 3) == 0) {
-      const uint64_t blk = static_cast<uint64_t>(e) >> 2;
-      const uint32_t ctr[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
-                               static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)};
-      philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), words);
+  uint32_t words[1024];
+  for (int64_t e0 = begin; e0 < end; e0 += 1024) {
+    const int64_t n = std::min<int64_t>(1024, end - e0);
+    philox_words(words, static_cast<uint64_t>(e0), n, seed, stream);
+    for (int64_t k = 0; k < n; ++k) {
+      const float u = static_cast<float>(words[k] >> 8) * (1.0f / 16777216.0f);  // as dropout_keep()
+      out[e0 + k] = u >= p ? in[e0 + k] * scale : 0.0f;
     }
-    const float u = static_cast<float>(words[e & 3] >> 8) * (1.0f / 16777216.0f);
-    out[e] = u >= p ? in[e] * scale : 0.0f;
   }
 }
 
