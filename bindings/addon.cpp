@@ -16,7 +16,9 @@ std::shared_ptr<Backend> cpu_backend(Napi::Env env) {
   AddonData& data = addon_data(env);
   if (!data.cpu) {
     std::unique_ptr<Backend> backend;
-    throw_if_error(env, make_cpu_backend(&backend));
+    CpuOptions co;
+    co.shared_pool = true;  // the same pool as the models of the default thread count
+    throw_if_error(env, make_cpu_backend(&backend, co));
     data.cpu = std::move(backend);
   }
   return data.cpu;

@@ -223,6 +223,7 @@ class Model : public Napi::ObjectWrap<Model> {
     if (device == "cpu") {
       CpuOptions co;
       co.threads = threads;
+      co.shared_pool = true;  // every model of the process takes turns on one pool per thread count
       throw_if_error(env, make_cpu_backend(&backend, co));
     } else if (device == "cuda") {
 #ifdef ELMO_HAVE_CUDA

@@ -132,4 +132,34 @@ TEST_CASE(bf16_and_f16_conversion_round_trip) {
   CHECK(back[0] == 1.0f && back[1] == -2.5f && std::fabs(back[2] - 3.14159f) < 2e-2f);
 }
 
+// The process pool: one per thread count, shared while in use; callers on different threads
+// (two models' worker threads) take turns and each gets its own complete result.
+TEST_CASE(shared_thread_pool_serves_concurrent_callers) {
+  std::shared_ptr<ThreadPool> a = shared_thread_pool(2), b = shared_thread_pool(2), c = shared_thread_pool(1);
+  CHECK(a.get() == b.get());
+  CHECK(a.get() != c.get() && c->threads() == 1);
+  constexpr int64_t n = 1000;
+  std::vector<int64_t> sums(4, 0);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t)
+    callers.emplace_back([&, t] {
+      for (int rep = 0; rep < 50; ++rep) {
+        std::vector<std::atomic_int64_t> hits(n);
+        a->parallel_for(n, [&](int64_t i) { hits[static_cast<size_t>(i)] += i + t; });
+        int64_t s = 0;
+        for (auto& h : hits) s += h.load();
+        sums[static_cast<size_t>(t)] += s;
+      }
+    });
+  for (auto& th : callers) th.join();
+  for (int t = 0; t < 4; ++t) CHECK(sums[static_cast<size_t>(t)] == 50 * (n * (n - 1) / 2 + n * t));
+  // Backends made with shared_pool use it.
+  std::unique_ptr<elmo::Backend> be;
+  elmo::CpuOptions o;
+  o.threads = 2;
+  o.shared_pool = true;
+  CHECK_OK(elmo::make_cpu_backend(&be, o));
+  CHECK(a.use_count() >= 3);
+}
+
 int main() { return elmo_test::run_all_tests(); }

@@ -198,6 +198,7 @@ class Backend {
 struct CpuOptions {
   int threads = 0;           // 0: ELMO_NUM_THREADS or the machine's cores
   const char* isa = nullptr; // nullptr: ELMO_ISA or the best the CPU has ("scalar"|"avx2"|"avx512")
+  bool shared_pool = false;  // the process's pool of that many threads (shared_thread_pool)
 };
 Status make_cpu_backend(std::unique_ptr<Backend>* out, const CpuOptions& opts = {});
 

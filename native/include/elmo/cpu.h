@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -43,7 +44,9 @@ class ThreadPool {
   int threads() const { return threads_; }
   // Runs fn(i) for i in [0, n), spread over the pool (the calling thread takes part).
   // Blocks until all are done. Chunks are claimed dynamically; fn must not depend on which
-  // thread runs it. Not reentrant: fn must not call parallel_for on the same pool.
+  // thread runs it. Not reentrant: fn must not call parallel_for on the same pool. Callers on
+  // different threads (models sharing the process pool) take turns, one job at a time, so
+  // the machine's cores are never oversubscribed.
   void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
   // Waiting: a worker that finished a job polls for the next one for about kSpinMicros
@@ -59,6 +62,7 @@ class ThreadPool {
   int threads_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
+  std::mutex run_mu_;  // one job at a time across calling threads
   std::condition_variable cv_start_, cv_done_;
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
@@ -70,6 +74,11 @@ class ThreadPool {
 };
 
 int default_threads();  // ELMO_NUM_THREADS or hardware_concurrency()
+
+// The process's pool of `threads` threads (0: default_threads()), shared by every CPU backend
+// that asks for that count: the models of a process take turns on the cores instead of
+// oversubscribing them. Freed when its last user goes.
+std::shared_ptr<ThreadPool> shared_thread_pool(int threads);
 
 // The arithmetic peak this CPU reaches, measured rather than derived from a clock that a VM or
 // a boosting core does not report: `threads` threads at once run chains of independent vector

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 namespace elmo {
 
@@ -131,6 +132,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
+  std::lock_guard<std::mutex> turn(run_mu_);
   // Every worker has left the previous job (busy_ reached 0 before it returned), so the job
   // fields can be rewritten; workers read them only after seeing the new generation.
   job_ = &fn;
@@ -171,6 +173,19 @@ void ThreadPool::worker_loop(int /*id*/) {
     for (int64_t i; (i = next_.fetch_add(1)) < n;) (*job)(i);
     if (busy_.fetch_sub(1) == 1) wake_sleepers();
   }
+}
+
+std::shared_ptr<ThreadPool> shared_thread_pool(int threads) {
+  static std::mutex mu;
+  static std::map<int, std::weak_ptr<ThreadPool>> pools;
+  const int n = threads > 0 ? threads : default_threads();
+  std::lock_guard<std::mutex> lock(mu);
+  std::shared_ptr<ThreadPool> p = pools[n].lock();
+  if (!p) {
+    p = std::make_shared<ThreadPool>(n);
+    pools[n] = p;
+  }
+  return p;
 }
 
 }  // namespace elmo

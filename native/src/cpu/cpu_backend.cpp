@@ -3,7 +3,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
+#include <utility>
 
 #include "cpu/ops.h"
 #include "elmo/backend.h"
@@ -14,11 +16,11 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int threads, Isa isa) : pool_(threads), ctx_{&pool_, isa} {}
+  CpuBackend(std::shared_ptr<ThreadPool> pool, Isa isa) : pool_(std::move(pool)), ctx_{pool_.get(), isa} {}
 
   Device device() const override { return Device::kCpu; }
   std::string name() const override {
-    return strformat("cpu(%s, %d threads)", isa_name(ctx_.isa), pool_.threads());
+    return strformat("cpu(%s, %d threads)", isa_name(ctx_.isa), pool_->threads());
   }
 
   Status alloc(Tensor* out, DType dtype, std::initializer_list<int64_t> dims) override {
@@ -163,7 +165,7 @@ class CpuBackend final : public Backend {
   Status sum_squares(double* result, Tensor x) override { return cpu::sum_squares(ctx_, result, x); }
 
  private:
-  ThreadPool pool_;
+  std::shared_ptr<ThreadPool> pool_;
   cpu::Ctx ctx_;
   std::atomic<uint64_t> allocations_{0};
 };
@@ -175,7 +177,8 @@ Status make_cpu_backend(std::unique_ptr<Backend>* out, const CpuOptions& opts) {
   const char* want = opts.isa ? opts.isa : std::getenv("ELMO_ISA");
   if (want && *want) ELMO_RETURN_IF_ERROR(parse_isa(want, &isa));
   const int threads = opts.threads > 0 ? opts.threads : default_threads();
-  out->reset(new (std::nothrow) CpuBackend(threads, isa));
+  std::shared_ptr<ThreadPool> pool = opts.shared_pool ? shared_thread_pool(threads) : std::make_shared<ThreadPool>(threads);
+  out->reset(new (std::nothrow) CpuBackend(std::move(pool), isa));
   if (!*out) return Status(Code::kOom, "make_cpu_backend: out of memory");
   return Status::ok();
 }
