@@ -34,8 +34,8 @@
 // out: each output is copied (downloaded, for CUDA) once into a fresh host allocation that
 // becomes an external ArrayBuffer owned by JS (freed by its finalizer), or a JS-owned copy
 // where the runtime forbids external buffers. Pooling (CLS row or mean over each sequence's
-// tokens) and the label scores (softmax or sigmoid, plus the arg-max) are computed here on the
-// worker so that lib/ never loops over tensor elements.
+// tokens) and the label scores (softmax or sigmoid, plus the arg-max) are computed on the
+// worker by native/ (postprocess.h), so that neither lib/ nor bindings/ loops over elements.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -51,6 +51,7 @@
 
 #include "addon.h"
 #include "elmo/bert.h"
+#include "elmo/postprocess.h"
 #include "elmo/trainer.h"
 #ifdef ELMO_HAVE_CUDA
 #include "elmo/cuda_backend.h"
@@ -585,50 +586,17 @@ class Model : public Napi::ObjectWrap<Model> {
     ELMO_RETURN_IF_ERROR(be->sync());
 
     if (pooling != Pooling::kNone && !cls_rows) {
-      // [B, H]: the [CLS] row of each sequence, or the mean of its rows (in double).
+      // [B, H]: the [CLS] row of each sequence, or the mean of its rows (postprocess.h).
       ELMO_RETURN_IF_ERROR(r->embeddings.allocate(static_cast<size_t>(B) * row_bytes));
-      const float* hs = hidden.f32();   // (T, H)
-      float* emb = r->embeddings.f32();  // (B, H)
-      std::vector<double> acc(static_cast<size_t>(H));
-      for (int b = 0; b < B; ++b) {
-        const int64_t t0 = in.offsets[b], t1 = in.offsets[b + 1];
-        float* dst = emb + b * H;
-        if (pooling == Pooling::kCls) {
-          std::memcpy(dst, hs + t0 * H, row_bytes);
-          continue;
-        }
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (int64_t t = t0; t < t1; ++t)
-          for (int64_t j = 0; j < H; ++j) acc[static_cast<size_t>(j)] += hs[t * H + j];
-        const double inv = 1.0 / static_cast<double>(t1 - t0);
-        for (int64_t j = 0; j < H; ++j) dst[j] = static_cast<float>(acc[static_cast<size_t>(j)] * inv);
-      }
+      if (pooling == Pooling::kCls) first_rows(r->embeddings.f32(), hidden.f32(), in.offsets, B, H);
+      else mean_pool_rows(r->embeddings.f32(), hidden.f32(), in.offsets, B, H);
     }
     if (scores != Scores::kNone) {
-      // [B, L] probabilities (softmax over labels, or an independent sigmoid per label) and
-      // the arg-max label per sequence (ties: the lowest index).
-      // Rows: sequences, or tokens for a token classifier.
+      // Probabilities and the arg-max per row: sequences, or tokens for a token classifier.
       const int64_t L = r->L, R = r->logit_rows;
       ELMO_RETURN_IF_ERROR(r->scores.allocate(static_cast<size_t>(R * L) * sizeof(float)));
       ELMO_RETURN_IF_ERROR(r->best.allocate(static_cast<size_t>(R) * sizeof(int32_t)));
-      const float* logits = r->logits.f32();  // (R, L)
-      float* probs = r->scores.f32();         // (R, L)
-      for (int64_t b = 0; b < R; ++b) {
-        const float* z = logits + b * L;
-        float* p = probs + b * L;
-        int32_t arg = 0;
-        for (int64_t l = 1; l < L; ++l)
-          if (z[l] > z[arg]) arg = static_cast<int32_t>(l);
-        r->best.i32()[b] = arg;
-        if (scores == Scores::kSigmoid) {
-          for (int64_t l = 0; l < L; ++l) p[l] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(z[l]))));
-        } else {
-          const double zmax = z[arg];
-          double sum = 0;
-          for (int64_t l = 0; l < L; ++l) sum += std::exp(static_cast<double>(z[l]) - zmax);
-          for (int64_t l = 0; l < L; ++l) p[l] = static_cast<float>(std::exp(static_cast<double>(z[l]) - zmax) / sum);
-        }
-      }
+      score_rows(r->scores.f32(), r->best.i32(), r->logits.f32(), R, L, scores == Scores::kSigmoid);
     }
     if (want_hidden) r->hidden = std::move(hidden);
     return Status::ok();
