@@ -1,40 +1,49 @@
 #!/usr/bin/env node
 /**
- * The `elmo` command line.
+ * The `elmo` command line (arguments parsed by commander; `elmo <command> --help` for each).
  *
  *   elmo info [--json] [--peak]       devices, CPU kernel path and threads, build flags,
  *                                     with --peak the CPU's measured GFLOP/s
  *   elmo predict --model DIR ...      labels of texts (JSON lines with --json)
  *   elmo embed --model DIR ...        sentence embeddings as JSON lines
+ *   elmo finetune --train F --out DIR fine-tune (or train from scratch) a classifier, with
+ *                                     metrics.json and an HTML report (lib/cli/finetune.ts)
+ *   elmo eval --model DIR --data F    metrics of a model on labelled examples
  *
  * Texts come from repeated `--text` options or a JSONL file (`--input FILE`, `-` for stdin)
  * whose lines are `{"text": "...", "pair"?: "..."}` objects or bare JSON strings.
+ *
+ * Exit codes: 0 ok, 1 a failure (an ElmoError: its code and message on stderr), 2 a usage
+ * problem (the message and the command's help on stderr).
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { Command, CommanderError, Option } from 'commander';
 
 import { Bert } from './bert';
 import type { BertInput } from './bert';
+import type { CliIo } from './cli/args';
+import {
+  UsageError,
+  choice,
+  collect,
+  commanderExitCode,
+  configureCommand,
+  deviceOption,
+  integer,
+  usageError,
+} from './cli/args';
+import { addEvalCommand, addFinetuneCommand } from './cli/finetune';
 import { ElmoError } from './errors';
 import { native } from './native';
 
-const USAGE = `Usage: elmo <command>
+/** Commands that load a model and run asynchronously: {@link main} runs them, {@link runCli} does not. */
+const ASYNC_COMMANDS = new Set(['predict', 'embed', 'finetune', 'eval']);
 
-Commands:
-  info [--json] [--peak]
-                  devices, CPU ISA and threads, build flags; --peak also measures the
-                  CPU's fp32 (and bf16) GFLOP/s on all its threads (about a second)
-  predict --model DIR (--text TEXT ... | --input FILE.jsonl) [--json] [--device auto|cpu|cuda]
-                  [--max-seq-len N] [--batch-size N]
-                  the label and score of each text: tab-separated, or JSON lines
-                  {"text", "pair"?, "label", "score", "scores": {label: score}} with --json
-  embed --model DIR (--text TEXT ... | --input FILE.jsonl) [--pooling mean|cls]
-                  [--device auto|cpu|cuda] [--max-seq-len N] [--batch-size N]
-                  one JSON line per text: {"text", "pair"?, "embedding": number[]}
-  help            this text
-
+const INPUT_HELP = `
 An --input file has one JSON value per line: {"text": "...", "pair": "..."} (pair optional)
-or a bare string; "-" reads stdin.
-`;
+or a bare string; "-" reads stdin.`;
 
 function info(json: boolean, peak: boolean, write: (line: string) => void): void {
   const addon = native();
@@ -79,87 +88,16 @@ function bf16Line(kernel: string, hasAvx512Bf16: boolean): string {
   return `${kernel} kernels (${why}: bf16 weights widened to fp32)`;
 }
 
-/** Options of `predict` and `embed`. */
-interface ModelCommandArgs {
+/** Flags of `predict` and `embed`, as commander hands them over. */
+interface ModelCommandFlags {
   model: string;
-  inputs: BertInput[];
-  json: boolean;
-  pooling: 'cls' | 'mean';
+  text?: string[];
+  input?: string;
+  json?: boolean;
+  pooling?: 'cls' | 'mean';
   device: 'auto' | 'cpu' | 'cuda';
-  maxSeqLen: number | undefined;
+  maxSeqLen?: number;
   batchSize: number;
-}
-
-/** A usage problem: printed with the command's name, exit code 2. */
-class UsageError extends Error {}
-
-function parseModelArgs(command: 'predict' | 'embed', args: readonly string[]): ModelCommandArgs {
-  const out: ModelCommandArgs = {
-    model: '',
-    inputs: [],
-    json: false,
-    pooling: 'mean',
-    device: 'auto',
-    maxSeqLen: undefined,
-    batchSize: 32,
-  };
-  let input: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] ?? '';
-    const value = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${arg} needs a value`);
-      return v;
-    };
-    const count = (name: string): number => {
-      const v = value();
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new UsageError(`${name} expects a positive integer, got '${v}'`);
-      return n;
-    };
-    switch (arg) {
-      case '--model':
-        out.model = value();
-        break;
-      case '--text':
-        out.inputs.push(value());
-        break;
-      case '--input':
-        input = value();
-        break;
-      case '--json':
-        if (command !== 'predict') throw new UsageError(`unknown option ${arg}`);
-        out.json = true;
-        break;
-      case '--pooling': {
-        if (command !== 'embed') throw new UsageError(`unknown option ${arg}`);
-        const v = value();
-        if (v !== 'mean' && v !== 'cls') throw new UsageError(`--pooling expects 'mean' or 'cls', got '${v}'`);
-        out.pooling = v;
-        break;
-      }
-      case '--device': {
-        const v = value();
-        if (v !== 'auto' && v !== 'cpu' && v !== 'cuda') {
-          throw new UsageError(`--device expects 'auto', 'cpu' or 'cuda', got '${v}'`);
-        }
-        out.device = v;
-        break;
-      }
-      case '--max-seq-len':
-        out.maxSeqLen = count('--max-seq-len');
-        break;
-      case '--batch-size':
-        out.batchSize = count('--batch-size');
-        break;
-      default:
-        throw new UsageError(`unknown option ${arg}`);
-    }
-  }
-  if (out.model === '') throw new UsageError('--model DIR is required');
-  if (input !== undefined) out.inputs.push(...readJsonl(input));
-  if (out.inputs.length === 0) throw new UsageError('no texts: give --text TEXT or --input FILE.jsonl');
-  return out;
 }
 
 /** Texts of a JSONL file (or stdin for "-"). */
@@ -201,22 +139,23 @@ function inputFields(input: BertInput): { text: string; pair?: string } {
 
 async function runModelCommand(
   command: 'predict' | 'embed',
-  args: ModelCommandArgs,
+  flags: ModelCommandFlags,
+  inputs: readonly BertInput[],
   write: (line: string) => void,
 ): Promise<void> {
-  const model = await Bert.load(args.model, {
-    device: args.device,
-    ...(args.maxSeqLen !== undefined ? { maxSeqLen: args.maxSeqLen } : {}),
+  const model = await Bert.load(flags.model, {
+    device: flags.device,
+    ...(flags.maxSeqLen !== undefined ? { maxSeqLen: flags.maxSeqLen } : {}),
   });
   try {
     const H = model.config.hiddenSize;
-    for (let start = 0; start < args.inputs.length; start += args.batchSize) {
-      const chunk = args.inputs.slice(start, start + args.batchSize);
+    for (let start = 0; start < inputs.length; start += flags.batchSize) {
+      const chunk = inputs.slice(start, start + flags.batchSize);
       if (command === 'predict') {
         const results = await model.predict(chunk);
         results.forEach((r, i) => {
           const input = chunk[i] ?? '';
-          if (args.json) {
+          if (flags.json === true) {
             const scores: Record<string, number> = {};
             model.labels.forEach((name, k) => (scores[name] = r.scores[k] ?? NaN));
             write(JSON.stringify({ ...inputFields(input), label: r.label, score: r.score, scores }));
@@ -226,7 +165,7 @@ async function runModelCommand(
           }
         });
       } else {
-        const vectors = await model.embed(chunk, { pooling: args.pooling });
+        const vectors = await model.embed(chunk, { pooling: flags.pooling ?? 'mean' });
         chunk.forEach((input, i) => {
           const embedding = Array.from(vectors.subarray(i * H, (i + 1) * H));
           write(JSON.stringify({ ...inputFields(input), embedding }));
@@ -238,81 +177,133 @@ async function runModelCommand(
   }
 }
 
+function addModelCommand(program: Command, io: CliIo, command: 'predict' | 'embed'): void {
+  const cmd = new Command(command)
+    .description(
+      command === 'predict'
+        ? 'the label and score of each text: tab-separated, or JSON lines {"text", "pair"?, "label", "score", "scores": {label: score}} with --json'
+        : 'one JSON line per text: {"text", "pair"?, "embedding": number[]}',
+    )
+    .requiredOption('--model <DIR>', 'checkpoint directory (config.json, model.safetensors, vocab)')
+    .option('--text <TEXT>', 'a text (repeatable)', collect)
+    .option('--input <FILE>', 'a JSONL file of texts, "-" for stdin');
+  if (command === 'predict') cmd.option('--json', 'JSON lines with every label score');
+  else {
+    cmd.addOption(new Option('--pooling <MODE>', 'mean or cls').argParser(choice(['mean', 'cls'])).default('mean'));
+  }
+  cmd
+    .addOption(deviceOption())
+    .option('--max-seq-len <N>', "longest sequence in tokens (default: the model's)", integer(1))
+    .option('--batch-size <N>', 'texts per forward', integer(1), 32)
+    .addHelpText('after', INPUT_HELP)
+    .action(async (flags: ModelCommandFlags) => {
+      const inputs: BertInput[] = [...(flags.text ?? [])];
+      try {
+        if (flags.input !== undefined) inputs.push(...readJsonl(flags.input));
+        if (inputs.length === 0) throw new UsageError('no texts: give --text TEXT or --input FILE.jsonl');
+      } catch (err) {
+        if (err instanceof UsageError) usageError(cmd, err);
+        throw err;
+      }
+      await runModelCommand(command, flags, inputs, io.write);
+    });
+  program.addCommand(configureCommand(cmd, io));
+}
+
+/** The version in package.json (one directory above lib/ and dist/). */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The `elmo` program with every command, reporting through `io`. */
+export function buildProgram(io: CliIo, argv: readonly string[] = []): Command {
+  const program = new Command('elmo')
+    .description('Pretrain, fine-tune and run BERT encoders from Node.js on CPU and CUDA.')
+    .version(packageVersion(), '-V, --version')
+    .addHelpText('after', INPUT_HELP);
+  configureCommand(program, io);
+  const infoCmd = new Command('info')
+    .description(
+      "devices, CPU ISA and threads, build flags; --peak also measures the CPU's fp32 (and bf16) GFLOP/s on all its threads (about a second)",
+    )
+    .option('--json', 'machine-readable')
+    .option('--peak', 'measure the CPU peak GFLOP/s')
+    .action((flags: { json?: boolean; peak?: boolean }) => {
+      info(flags.json === true, flags.peak === true, io.write);
+    });
+  program.addCommand(configureCommand(infoCmd, io));
+  addModelCommand(program, io, 'predict');
+  addModelCommand(program, io, 'embed');
+  addFinetuneCommand(program, io, argv);
+  addEvalCommand(program, io);
+  return program;
+}
+
+const stdoutLine = (l: string): void => void process.stdout.write(`${l}\n`);
+const stderrLine = (l: string): void => void process.stderr.write(`${l}\n`);
+
+/** Exit code of a failed command: ElmoErrors 1 (code and message printed), usage problems 2. */
+function failure(err: unknown, argv: readonly string[], error: (line: string) => void): number {
+  if (err instanceof CommanderError) return commanderExitCode(err);
+  if (err instanceof ElmoError) {
+    const command = argv[0] !== undefined && ASYNC_COMMANDS.has(argv[0]) ? `elmo ${argv[0]}` : 'elmo';
+    error(`${command}: ${err.code}: ${err.message}`);
+    return 1;
+  }
+  throw err;
+}
+
 /**
  * Runs the CLI, model commands included; resolves to the exit code (0 ok, 1 failure, 2
- * usage). `write` receives stdout lines, `error` stderr lines.
+ * usage). `write` receives stdout lines, `error` stderr lines; progress bars are drawn only
+ * when both are the defaults and stderr is a terminal.
  */
 export async function main(
   argv: readonly string[],
-  write: (line: string) => void = (l) => void process.stdout.write(`${l}\n`),
-  error: (line: string) => void = (l) => void process.stderr.write(`${l}\n`),
+  write: (line: string) => void = stdoutLine,
+  error: (line: string) => void = stderrLine,
 ): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command !== 'predict' && command !== 'embed') return runCli(argv, write, error);
-  let args: ModelCommandArgs;
+  const io: CliIo = { write, error, isTTY: error === stderrLine && process.stderr.isTTY === true };
+  if (argv.length === 0) return runCli(argv, write, error);
   try {
-    args = parseModelArgs(command, rest);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      error(`elmo ${command}: ${err.message}\n\n${USAGE.trimEnd()}`);
-      return 2;
-    }
-    throw err;
-  }
-  try {
-    await runModelCommand(command, args, write);
+    await buildProgram(io, argv).parseAsync(argv, { from: 'user' });
     return 0;
   } catch (err) {
-    if (err instanceof ElmoError) {
-      error(`elmo ${command}: ${err.code}: ${err.message}`);
-      return 1;
-    }
-    throw err;
+    return failure(err, argv, error);
   }
 }
 
 /**
- * Runs the synchronous commands (`info`, `help`); returns the exit code. `predict` and
- * `embed` load a model and need {@link main}. `write` receives stdout lines, `error` stderr
- * lines.
+ * Runs the synchronous commands (`info`, `help`); returns the exit code. `predict`, `embed`,
+ * `finetune` and `eval` load a model and need {@link main}. `write` receives stdout lines,
+ * `error` stderr lines.
  */
 export function runCli(
   argv: readonly string[],
-  write: (line: string) => void = (l) => void process.stdout.write(`${l}\n`),
-  error: (line: string) => void = (l) => void process.stderr.write(`${l}\n`),
+  write: (line: string) => void = stdoutLine,
+  error: (line: string) => void = stderrLine,
 ): number {
-  const [command, ...rest] = argv;
+  const [command] = argv;
+  const io: CliIo = { write, error, isTTY: false };
+  const program = buildProgram(io, argv);
+  if (command === undefined) {
+    write(program.helpInformation().trimEnd());
+    return 2;
+  }
+  if (ASYNC_COMMANDS.has(command) && !argv.includes('--help') && !argv.includes('-h')) {
+    error(`elmo ${command}: runs asynchronously; call main() instead of runCli()`);
+    return 2;
+  }
   try {
-    switch (command) {
-      case 'info': {
-        const unknown = rest.filter((a) => a !== '--json' && a !== '--peak');
-        if (unknown.length > 0) {
-          error(`elmo info: unknown option ${unknown[0] ?? ''}`);
-          return 2;
-        }
-        info(rest.includes('--json'), rest.includes('--peak'), write);
-        return 0;
-      }
-      case 'predict':
-      case 'embed':
-        error(`elmo ${command}: runs asynchronously; call main() instead of runCli()`);
-        return 2;
-      case undefined:
-      case 'help':
-      case '--help':
-      case '-h':
-        write(USAGE.trimEnd());
-        return command === undefined ? 2 : 0;
-      default:
-        error(`elmo: unknown command '${command}'\n\n${USAGE.trimEnd()}`);
-        return 2;
-    }
+    program.parse(argv, { from: 'user' });
+    return 0;
   } catch (err) {
-    if (err instanceof ElmoError) {
-      error(`elmo: ${err.code}: ${err.message}`);
-      return 1;
-    }
-    throw err;
+    return failure(err, argv, error);
   }
 }
 
