@@ -268,7 +268,7 @@ export async function main(
   write: (line: string) => void = stdoutLine,
   error: (line: string) => void = stderrLine,
 ): Promise<number> {
-  const io: CliIo = { write, error, isTTY: error === stderrLine && process.stderr.isTTY === true };
+  const io: CliIo = { write, error, isTTY: error === stderrLine && process.stderr.isTTY };
   if (argv.length === 0) return runCli(argv, write, error);
   try {
     await buildProgram(io, argv).parseAsync(argv, { from: 'user' });
