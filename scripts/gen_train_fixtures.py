@@ -24,11 +24,12 @@ import os
 import numpy as np
 import torch
 from safetensors.torch import save_file
+
+from gen_bert_fixtures import small_vocab  # the same 600-token vocabulary as the inference fixtures
 from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification,
                           BertForTokenClassification, get_linear_schedule_with_warmup)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VOCAB = "/work/shared/data/bert_vocab/vocab.txt"
 OUT = os.path.join(ROOT, "test", "fixtures")
 VOCAB_SIZE = 600
 CLS, SEP, MASK, PAD = 101, 102, 103, 0
@@ -45,21 +46,6 @@ TASKS = [
     ("token", BertForTokenClassification, 7, None),
     ("mlm", BertForMaskedLM, None, None),
 ]
-
-
-def small_vocab(size):
-    """Specials ([PAD], [unused*], [UNK], [CLS], [SEP], [MASK]), ASCII pieces, frequent words."""
-    lines = open(VOCAB, encoding="utf-8").read().split("\n")
-    keep = lines[:104]
-    for tok in lines[999:1996]:
-        core = tok[2:] if tok.startswith("##") else tok
-        if len(core) == 1 and ord(core) < 128:
-            keep.append(tok)
-    i = 1996
-    while len(keep) < size:
-        keep.append(lines[i])
-        i += 1
-    return keep[:size]
 
 
 def randomize(model, seed, std=0.05):

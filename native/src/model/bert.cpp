@@ -552,14 +552,8 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
   const BertConfig& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, NH = c.num_heads, L = c.num_labels, V = c.vocab_size;
   const Device dev = backend_->device();
-  size_t off = 0;
-  auto take = [&](DType dt, std::vector<int64_t> dims) {
-    int64_t n = 1;
-    for (int64_t d : dims) n *= d;
-    Tensor t = base ? make_view(base, off, dt, dims, dev) : Tensor();
-    off += round_up(static_cast<size_t>(n) * 4);
-    return t;
-  };
+  views::Arena arena{base, dev};
+  auto take = [&arena](DType dt, const std::vector<int64_t>& dims) { return arena.take(dt, dims); };
   auto view_at = [&](const Tensor& region, int64_t elem_offset, std::vector<int64_t> dims, DType dt = DType::kF32) {
     return base ? make_view(region.data, static_cast<size_t>(elem_offset) * 4, dt, dims, dev) : Tensor();
   };
@@ -654,7 +648,7 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     a->mlm_rstd = take(F, {N});
     a->mlm_logits = take(F, {N, V});
   }
-  return off;
+  return arena.bytes;
 }
 
 Status Bert::ensure_arena(int64_t T, int B, int N, bool training) {

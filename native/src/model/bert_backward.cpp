@@ -125,14 +125,8 @@ Status Bert::zero_gradients() {
 size_t Bert::layout_grads(char* base, int64_t T, int B, int N, GradActs* g) const {
   const int64_t H = config_.hidden_size, I = config_.intermediate_size;
   const Device dev = backend_->device();
-  size_t off = 0;
-  auto take = [&](DType dt, std::vector<int64_t> dims) {
-    int64_t n = 1;
-    for (int64_t d : dims) n *= d;
-    Tensor t = base ? make_view(base, off, dt, dims, dev) : Tensor();
-    off += round_up(static_cast<size_t>(n) * 4);
-    return t;
-  };
+  views::Arena arena{base, dev};
+  auto take = [&arena](DType dt, const std::vector<int64_t>& dims) { return arena.take(dt, dims); };
   const DType F = DType::kF32;
   *g = GradActs();
   g->dy = take(F, {T, H});
@@ -156,7 +150,7 @@ size_t Bert::layout_grads(char* base, int64_t T, int B, int N, GradActs* g) cons
   }
   g->pad_row = take(F, {1, H});
   g->zero_idx = take(DType::kI32, {1});
-  return off;
+  return arena.bytes;
 }
 
 // Sized by the activation arena's capacities, so it grows exactly when that arena does.

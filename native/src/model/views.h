@@ -34,4 +34,20 @@ inline Tensor rebase(const Tensor& t, const Tensor& from, const Tensor& to) {
   return r;
 }
 
+// Lays views out one after another from `base`, each 64-byte aligned and sized as if f32 (4
+// bytes per element, whatever the dtype: a layout's offsets stay those of f32). base ==
+// nullptr only measures: `bytes` is then the size, and the views are empty.
+struct Arena {
+  char* base;
+  Device dev;
+  size_t bytes = 0;
+  Tensor take(DType dt, const std::vector<int64_t>& dims) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    Tensor t = base ? make_view(base, bytes, dt, dims, dev) : Tensor();
+    bytes += round_up(static_cast<size_t>(n) * 4);
+    return t;
+  }
+};
+
 }  // namespace elmo::views
