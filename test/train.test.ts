@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { AbortedError, Bert, CheckpointError, InputError, Tokenizer } from '../lib';
+import { AbortedError, Bert, CheckpointError, InputError, NonFiniteError, Tokenizer } from '../lib';
 import type { Example } from '../lib/train/data';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
@@ -220,6 +220,30 @@ describe('fineTune and evaluate', () => {
     const r = await model.fineTune(toyExamples(9), { resetHead: true, epochs: 1 });
     expect(r.labels).toEqual(['x', 'y', 'z']);
     expect(model.labels).toEqual(['x', 'y', 'z']);
+  });
+
+  it('a NaN loss stops with ERR_NONFINITE naming the step; the model goes back to the last good checkpoint', async () => {
+    using model = Bert.create(tiny, { tokenizer, device: 'cpu', seed: 3 });
+    const dir = tmpDir();
+    const data = toyExamples(64);
+    // A learning rate of 900 without clipping blows the weights up within a few epochs.
+    const err = await rejection(
+      model.fineTune(data, {
+        epochs: 50,
+        batchSize: 8,
+        learningRate: 900,
+        maxGradNorm: 0,
+        warmupRatio: 0,
+        checkpointDir: dir,
+      }),
+    );
+    expect(err).toBeInstanceOf(NonFiniteError);
+    expect(err.message).toMatch(/^step \d+: the (loss|gradient norm) is (NaN|infinite); the step was not applied/);
+    expect(err.message).toMatch(/last good checkpoint/);
+    const ckpts = fs.readdirSync(dir).filter((n) => n.startsWith('checkpoint-'));
+    expect(ckpts.length).toBeGreaterThan(0);
+    const [p] = await model.predict([data[0]?.text ?? '']);
+    for (const v of p?.scores ?? [NaN]) expect(Number.isFinite(v)).toBe(true);
   });
 
   it('an AbortSignal stops between steps; the model stays usable', async () => {

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { AbortedError, CheckpointError, ElmoError, InputError, expected } from '../errors';
+import { AbortedError, CheckpointError, ElmoError, InputError, NonFiniteError, expected } from '../errors';
 import type { NativeForwardOptions, NativeForwardResult, NativeModelConfig } from '../native';
 import type { Tokenizer } from '../tokenizer';
 import {
@@ -416,7 +416,10 @@ export async function fineTune(
           );
         }
         const group = batches.slice(i, i + accum);
-        const r: StepResult = await trainer.step(
+        const r: StepResult = await stepOrRestore(
+          host,
+          trainer,
+          ckptDir,
           group.length === 1 && group[0] !== undefined ? toTrainBatch(group[0]) : group.map(toTrainBatch),
         );
         state.step = r.step;
@@ -493,6 +496,30 @@ export async function fineTune(
     // Whatever happened, the model is left usable for inference (weights of the last step).
     await trainer.dispose().catch(() => undefined);
     if (ownBestDir) fs.rmSync(bestDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * One step; on ERR_NONFINITE the weights that produced the non-finite loss are not kept: the
+ * newest checkpoint's weights go back into the model (when there is one), and the error says
+ * which weights the model holds.
+ */
+async function stepOrRestore(
+  host: FineTuneHost,
+  trainer: Trainer,
+  ckptDir: string | undefined,
+  batch: Parameters<Trainer['step']>[0],
+): Promise<StepResult> {
+  try {
+    return await trainer.step(batch);
+  } catch (err) {
+    if (!(err instanceof NonFiniteError)) throw err;
+    const newest = ckptDir !== undefined ? listCheckpoints(ckptDir).pop() : undefined;
+    if (newest === undefined) {
+      throw new NonFiniteError(`${err.message}; no checkpoint to go back to: do not use these weights`);
+    }
+    await host.native.loadEncoder(path.join(newest, 'model.safetensors'), true);
+    throw new NonFiniteError(`${err.message}; the model now holds the weights of ${newest}, the last good checkpoint`);
   }
 }
 

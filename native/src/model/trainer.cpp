@@ -317,9 +317,10 @@ Status Trainer::step(const TrainBatch* micro, int n, StepResult* out) {
   double norm = 0;
   const float factor = clip_factor(ss, opts_.max_grad_norm, &norm);
   if (!std::isfinite(loss) || !std::isfinite(norm))
-    return Status(Code::kNonFinite, strformat("step %lld: the %s is %s; the weights are those of the step before",
-                                              (long long)(step_ + 1), std::isfinite(loss) ? "gradient norm" : "loss",
-                                              std::isnan(std::isfinite(loss) ? norm : loss) ? "NaN" : "infinite"));
+    return Status(Code::kNonFinite,
+                  strformat("step %lld: the %s is %s; the step was not applied (the weights are those after step %lld)",
+                            (long long)(step_ + 1), std::isfinite(loss) ? "gradient norm" : "loss",
+                            std::isnan(std::isfinite(loss) ? norm : loss) ? "NaN" : "infinite", (long long)step_));
   const double lr = lr_at(step_);
   AdamWParams p;
   p.lr = static_cast<float>(lr);
