@@ -523,4 +523,46 @@ TEST_CASE(resume_into_a_training_model_is_bit_exact) {
   if (p1.size() == p2.size()) elmo_test::bit_equal("10 straight vs 5 + load_encoder + 5", p1.data(), p2.data(), static_cast<int64_t>(p1.size()));
 }
 
+// The [CLS]-only last layer in training (ForwardOptions::cls_only, which the Trainer sets for
+// sequence-level tasks) gives the full forward's logits and every gradient, to rounding.
+TEST_CASE(cls_only_training_matches_the_full_forward) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 2});
+  bert_fixture::Fixture f;
+  if (!bert_fixture::load_fixture("bert-a-cls", &f)) return;
+  elmo::BertConfig c;
+  CHECK_OK(elmo::BertConfig::load(f.dir + "/config.json", &c));
+  c.hidden_dropout = c.attention_dropout = 0;
+  std::vector<std::vector<float>> grads[2], logits(2);
+  for (int k = 0; k < 2; ++k) {
+    std::unique_ptr<Bert> m;
+    CHECK_OK(Bert::load_weights(f.dir + "/model.safetensors", c, be.get(), &m));
+    if (!m) return;
+    CHECK_OK(m->enable_training());
+    elmo::ForwardOptions fo;
+    fo.training = true;
+    fo.cls_only = k == 1;
+    elmo::BertInputs in = f.inputs();
+    in.mlm_positions = nullptr;
+    in.n_mlm = 0;
+    elmo::BertOutputs out;
+    CHECK_OK(m->forward(in, fo, &out));
+    CHECK(out.hidden.empty() == (k == 1));  // the cls-only forward has no full last hidden state
+    logits[static_cast<size_t>(k)] = bert_fixture::download(*be, out.logits);
+    // dlogits: a fixed pattern written over the logits.
+    std::vector<float> g(static_cast<size_t>(out.logits.numel()));
+    for (size_t i = 0; i < g.size(); ++i) g[i] = 0.1f * static_cast<float>(static_cast<int>(i % 7) - 3);
+    CHECK_OK(be->upload(out.logits, g.data(), g.size() * 4));
+    elmo::BertHeadGrads hg;
+    hg.dlogits = out.logits;
+    CHECK_OK(m->backward(hg));
+    for (const auto& p : m->gradients()) grads[k].push_back(bert_fixture::download(*be, p.value));
+  }
+  elmo_test::all_close("logits", logits[1].data(), logits[0].data(), static_cast<int64_t>(logits[0].size()), 1e-5, 1e-4);
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    const double scale = std::max(max_abs(grads[0][i]), 1e-12);
+    elmo_test::all_close(("gradient " + std::to_string(i)).c_str(), grads[1][i].data(), grads[0][i].data(),
+                         static_cast<int64_t>(grads[0][i].size()), 1e-5 * scale, 1e-4);
+  }
+}
+
 int main() { return elmo_test::run_all_tests(); }

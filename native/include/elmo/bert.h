@@ -92,9 +92,14 @@ struct ForwardOptions {
   // set_weights_packed(false)), whose products of up to 32 rows stream and sum in another
   // order. The last layer's output-projection, FFN and LayerNorm work drops from T rows to B.
   // BertOutputs::hidden is then empty and ::cls holds the rows.
-  // Ignored (full forward) when training, without a pooler, with n_mlm > 0, or where the last
-  // layer's attention output or the hidden states are not f32 (bf16 activations or hidden
-  // states on CUDA).
+  // Training too (the Trainer sets it for sequence-level tasks): backward then runs the last
+  // layer's tail on the B [CLS] rows and attention's backward with a gradient on those query
+  // rows only. The loss and every gradient are those of the full forward (the other rows of
+  // the last layer's output reach no loss); the dropout masks of that tail are drawn over its
+  // [B, ...] tensors.
+  // Ignored (full forward) without a pooler, with a token classifier, with n_mlm > 0, or where
+  // the last layer's attention output or the hidden states are not f32 (bf16 activations or
+  // hidden states on CUDA).
   bool cls_only = false;
   // Training: dropout probabilities for this forward; < 0 takes the config's (hidden_dropout,
   // attention_dropout; the classifier's follows classifier_dropout, else the hidden one).
@@ -276,6 +281,7 @@ class Bert {
     float p_hidden = 0, p_att = 0, p_cls = 0;
     uint64_t seed = 0;
     bool has_type_ids = false;
+    bool cls_only = false;  // the last layer past attention ran on the [CLS] rows (cls_layer)
   };
   // Activations of one encoder layer; one set in inference, one per layer in training.
   struct LayerActs {
@@ -327,6 +333,7 @@ class Bert {
   size_t layout_grads(char* base, int64_t T, int B, int N, GradActs* g) const;
   Status ensure_grad_arena();
   Status layer_backward(int l, Tensor dx_out, Tensor dy, Tensor x);
+  Status cls_layer_backward(int l, Tensor dx_out, Tensor dcls, Tensor x);
   Status check_inputs(const BertInputs& in) const;
 
   BertConfig config_;

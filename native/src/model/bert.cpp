@@ -628,6 +628,15 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     c.act = take(F, {B, I});
     c.ln2_in = take(F, {B, H});
     c.h2 = a->cls;
+    if (training) {  // what the backward of the [CLS]-only last layer reads
+      c.proj = take(F, {B, H});
+      c.pre_gelu = take(F, {B, I});
+      c.ffn = take(F, {B, H});
+      c.ln1_mean = take(F, {B});
+      c.ln1_rstd = take(F, {B});
+      c.ln2_mean = take(F, {B});
+      c.ln2_rstd = take(F, {B});
+    }
     // bf16 hidden states: cls's f32 copy over cls_x's memory (cls_only needs f32 activations).
     if (R != F) a->cls_f32 = view_at(a->cls_x, 0, {B, H});
     a->pool_pre = take(F, {B, H});
@@ -704,7 +713,7 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
 
   ELMO_RETURN_IF_ERROR(ensure_arena(T, B, N, train));
   tf_ = TrainedForward();
-  if (train) tf_ = {false, B, N, T, p_hidden, p_att, p_cls, seed, in.type_ids != nullptr};  // valid once it completes
+  if (train) tf_ = {false, B, N, T, p_hidden, p_att, p_cls, seed, in.type_ids != nullptr, false};  // valid once it completes
   Acts& a = a_;
   host_offsets_.assign(in.offsets, in.offsets + B + 1);
   host_cls_.assign(in.offsets, in.offsets + B);  // [CLS] is the first row of each sequence
@@ -730,7 +739,7 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
     x = a.emb_drop;
   }
 
-  const bool cls_only = opts.cls_only && !train && heads_.pooler && !heads_.token_classifier && N == 0 && a.layers[0].att.dtype == DType::kF32 &&
+  const bool cls_only = opts.cls_only && heads_.pooler && !heads_.token_classifier && N == 0 && a.layers[0].att.dtype == DType::kF32 &&
                         a.cls.dtype == DType::kF32;
   bool cls_done = false;  // a.cls holds the last layer's [CLS] rows
   for (int l = 0; l < c.num_layers; ++l) {
@@ -743,7 +752,7 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
       // The rest of the last layer on the [CLS] rows only (inference: no dropout).
       ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls_x, x, a.cls_idx));
       ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls_layer.att, la.att, a.cls_idx));
-      ELMO_RETURN_IF_ERROR(layer_tail(l, a.cls_layer, a.cls_layer.att, a.cls_x, 0.0f, seed));
+      ELMO_RETURN_IF_ERROR(layer_tail(l, a.cls_layer, a.cls_layer.att, a.cls_x, p_hidden, seed));
       cls_done = true;
       break;
     }
@@ -801,6 +810,7 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
                                  false));
     out->logits = a.logits;
   }
+  tf_.cls_only = cls_done;
   tf_.valid = train;
   return Status::ok();
 }

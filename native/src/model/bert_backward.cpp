@@ -231,7 +231,7 @@ Status Bert::backward(const BertHeadGrads& hg) {
       ELMO_RETURN_IF_ERROR(be.gemm(g_.pool_w, Tensor(), d.dpool_pre, a.cls, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
       ELMO_RETURN_IF_ERROR(be.bias_backward(g_.pool_b, d.dpool_pre));
       ELMO_RETURN_IF_ERROR(be.gemm(d.dcls, Tensor(), d.dpool_pre, w_.pool_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
-      ELMO_RETURN_IF_ERROR(be.scatter_add_rows(dh, d.dcls, a.cls_idx));
+      if (!tf_.cls_only) ELMO_RETURN_IF_ERROR(be.scatter_add_rows(dh, d.dcls, a.cls_idx));
     }
   }
   if (!hg.dmlm_logits.empty()) {
@@ -255,7 +255,16 @@ Status Bert::backward(const BertHeadGrads& hg) {
 
   // Encoder layers, last to first. dy and dx swap roles from layer to layer.
   Tensor dy = d.dy, dx = d.dx;
-  for (int l = c.num_layers - 1; l >= 0; --l) {
+  int l = c.num_layers - 1;
+  if (tf_.cls_only) {  // the last layer's tail ran on the [CLS] rows, whose gradient is dcls
+    ELMO_CHECK(!hg.dlogits.empty() && hg.dmlm_logits.empty(), Code::kInput,
+               "backward: a [CLS]-only forward takes a sequence-classification loss only");
+    const Tensor x = l > 0 ? a.layers[static_cast<size_t>(l - 1)].h2 : (tf_.p_hidden > 0 ? a.emb_drop : a.emb_out);
+    ELMO_RETURN_IF_ERROR(cls_layer_backward(l, dx, d.dcls, x));
+    std::swap(dx, dy);
+    --l;
+  }
+  for (; l >= 0; --l) {
     const Tensor x = l > 0 ? a.layers[static_cast<size_t>(l - 1)].h2 : (tf_.p_hidden > 0 ? a.emb_drop : a.emb_out);
     ELMO_RETURN_IF_ERROR(layer_backward(l, dx, dy, x));
     std::swap(dx, dy);  // this layer's input gradient is the next (lower) layer's output gradient
@@ -328,6 +337,66 @@ Status Bert::layer_backward(int l, Tensor dx_out, Tensor dy, Tensor x) {
   ELMO_RETURN_IF_ERROR(be.bias_backward(gw.qkv_b, d.dqkv));
   ELMO_RETURN_IF_ERROR(be.fill(slice_of(gw.qkv_b, H, H), 0.0f));  // the key bias: exactly zero (header)
   return be.gemm(dx_out, Tensor(), d.dqkv, w.qkv_w, Tensor(), dln1, GemmOp::kNN, Epilogue::kResidual, false);
+}
+
+// The last layer after a [CLS]-only forward (ForwardOptions::cls_only): its tail (output
+// projection, LayerNorms, FFN) ran on the B [CLS] rows (cls_layer), attention on every row.
+// dcls [B, H] is the gradient of those rows' output. The tail's backward runs on B rows; the
+// attention output's gradient is dcls's share scattered to the [CLS] rows (zero elsewhere: no
+// other row of this layer's output reaches the loss), so attention's backward gives dK, dV for
+// every key and dQ for the [CLS] queries. dx_out (=) the layer input's gradient.
+Status Bert::cls_layer_backward(int l, Tensor dx_out, Tensor dcls, Tensor x) {
+  const Layer& w = w_.layers[static_cast<size_t>(l)];
+  Layer& gw = g_.layers[static_cast<size_t>(l)];
+  const LayerActs& la = a_.layers[static_cast<size_t>(l)];  // qkv, att, lse over every row
+  const LayerActs& ca = a_.cls_layer;                       // the tail's rows [B, ...]
+  const GradActs& d = ga_;
+  const BertConfig& c = config_;
+  const int64_t H = c.hidden_size;
+  const int B = tf_.B;
+  const int NH = c.num_heads, HD = static_cast<int>(c.head_dim());
+  const float p = tf_.p_hidden;
+  const uint64_t seed = tf_.seed;
+  Backend& be = *backend_;
+  Offsets offs;
+  ELMO_RETURN_IF_ERROR(make_offsets(&offs, host_offsets_.data(), a_.offsets.i32(), tf_.B, tf_.T));
+  // [B, ...] views of the [T, ...] gradient buffers (B <= T).
+  const Tensor dln = rows_of(d.dln, 0, B), dtmp = rows_of(d.dtmp, 0, B), dh1 = rows_of(d.dh1, 0, B),
+               dact = rows_of(d.dact, 0, B), dln1 = rows_of(d.dy, 0, B);
+
+  ELMO_RETURN_IF_ERROR(be.layernorm_backward(dln, gw.ln2_w, gw.ln2_b, dcls, ca.ln2_in, w.ln2_w, ca.ln2_mean, ca.ln2_rstd));
+  Tensor dffn = dln;
+  if (p > 0) {
+    ELMO_RETURN_IF_ERROR(be.dropout_backward(dtmp, dln, p, seed, bert_dropout_stream(l, kSiteFfnOut)));
+    dffn = dtmp;
+  }
+  ELMO_RETURN_IF_ERROR(be.gemm(gw.ffn_out_w, Tensor(), dffn, ca.act, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.ffn_out_b, dffn));
+  ELMO_RETURN_IF_ERROR(be.gemm(dact, Tensor(), dffn, w.ffn_out_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
+  ELMO_RETURN_IF_ERROR(be.gelu_backward(dact, dact, ca.pre_gelu));
+  ELMO_RETURN_IF_ERROR(be.gemm(gw.ffn_in_w, Tensor(), dact, ca.h1, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.ffn_in_b, dact));
+  ELMO_RETURN_IF_ERROR(be.gemm(dh1, Tensor(), dact, w.ffn_in_w, Tensor(), dln, GemmOp::kNN, Epilogue::kResidual, false));
+  ELMO_RETURN_IF_ERROR(be.layernorm_backward(dln1, gw.ln1_w, gw.ln1_b, dh1, ca.ln1_in, w.ln1_w, ca.ln1_mean, ca.ln1_rstd));
+  Tensor dproj = dln1;
+  if (p > 0) {
+    ELMO_RETURN_IF_ERROR(be.dropout_backward(dtmp, dln1, p, seed, bert_dropout_stream(l, kSiteAttnOut)));
+    dproj = dtmp;
+  }
+  ELMO_RETURN_IF_ERROR(be.gemm(gw.attn_out_w, Tensor(), dproj, ca.att, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.attn_out_b, dproj));
+  const Tensor datt_cls = dln;  // dead since dh1
+  ELMO_RETURN_IF_ERROR(be.gemm(datt_cls, Tensor(), dproj, w.attn_out_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
+  ELMO_RETURN_IF_ERROR(be.fill(d.datt, 0.0f));
+  ELMO_RETURN_IF_ERROR(be.scatter_add_rows(d.datt, datt_cls, a_.cls_idx));
+  ELMO_RETURN_IF_ERROR(be.attention_backward(d.dqkv, d.datt, la.qkv, la.att, la.lse, offs, NH, HD, tf_.p_att, seed,
+                                             bert_dropout_stream(l, kSiteAttention)));
+  ELMO_RETURN_IF_ERROR(be.gemm(gw.qkv_w, Tensor(), d.dqkv, x, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.qkv_b, d.dqkv));
+  ELMO_RETURN_IF_ERROR(be.fill(slice_of(gw.qkv_b, H, H), 0.0f));  // the key bias: exactly zero
+  ELMO_RETURN_IF_ERROR(be.gemm(dx_out, Tensor(), d.dqkv, w.qkv_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
+  // The tail's residual input was x's [CLS] rows: their gradient dln1 goes back to those rows.
+  return be.scatter_add_rows(dx_out, dln1, a_.cls_idx);
 }
 
 }  // namespace elmo

@@ -237,6 +237,8 @@ Status Trainer::run_micro(const TrainBatch& b, bool train, uint64_t seed, int64_
 
   ForwardOptions fo;
   fo.training = train;
+  // Sequence-level losses read only the [CLS] rows of the last layer: its tail runs on those.
+  fo.cls_only = task == TrainTask::kSequence || task == TrainTask::kMultiLabel || task == TrainTask::kRegression;
   fo.seed = seed;
   fo.hidden_dropout = opts_.hidden_dropout;
   fo.attention_dropout = opts_.attention_dropout;
