@@ -126,6 +126,7 @@ describe('fineTune and evaluate', () => {
     const progress: number[] = [];
     const result = await model.fineTune(toyExamples(240), {
       epochs: 12,
+      learningRate: 1e-3,
       batchSize: 16,
       evalSet: toyExamples(60, 1000),
       progressIntervalMs: 0,
@@ -196,7 +197,7 @@ describe('fineTune and evaluate', () => {
   it("precision 'bf16' trains too (bf16 forward operands, f32 masters, gradients and moments)", async () => {
     using a = Bert.create(tiny, { tokenizer, device: 'cpu', seed: 3 });
     using b = Bert.create(tiny, { tokenizer, device: 'cpu', seed: 3, precision: 'bf16' });
-    const opts = { epochs: 12, batchSize: 16, evalSet: toyExamples(60, 1000) };
+    const opts = { epochs: 12, batchSize: 16, learningRate: 1e-3, evalSet: toyExamples(60, 1000) };
     const ra = await a.fineTune(toyExamples(240), opts);
     const rb = await b.fineTune(toyExamples(240), opts);
     expect(rb.evalMetrics?.task === 'sequence' && rb.evalMetrics.accuracy).toBeGreaterThan(0.9);

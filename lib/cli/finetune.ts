@@ -124,7 +124,7 @@ export function addFinetuneCommand(program: Command, io: CliIo, argv: readonly s
     )
     .option('--epochs <N>', 'passes over the training set (default 5)', integer(1))
     .option('--batch-size <N>', 'most sequences per batch (default 32)', integer(1))
-    .option('--lr <X>', 'peak learning rate (default by width: 1e-3 / 3e-4 / 5e-5)', number(0, Infinity, true))
+    .option('--lr <X>', 'peak learning rate (default by width: 3e-4 / 1e-4 / 5e-5)', number(0, Infinity, true))
     .option('--max-seq-len <N>', "longest sequence in tokens (default: the model's)", integer(3))
     .option('--warmup-ratio <X>', 'share of the steps spent warming up (default 0.06)', number(0, 1))
     .option('--weight-decay <X>', 'AdamW weight decay (default 0.01)', number(0, Infinity))
