@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from gen_bert_fixtures import small_vocab  # the same 600-token vocabulary as the inference fixtures
+from gen_bert_fixtures import randomize, small_vocab  # shared with the inference fixtures
 from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification,
                           BertForTokenClassification, get_linear_schedule_with_warmup)
 
@@ -46,17 +46,6 @@ TASKS = [
     ("token", BertForTokenClassification, 7, None),
     ("mlm", BertForMaskedLM, None, None),
 ]
-
-
-def randomize(model, seed, std=0.05):
-    """Every parameter ~ N(0, std); LayerNorm gains ~ 1 + N(0, std). Tied parameters are drawn once."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=g, dtype=torch.float32) * std
-            if "LayerNorm.weight" in name:
-                r += 1.0
-            p.copy_(r)
 
 
 def make_batch(rng):
@@ -168,7 +157,7 @@ def generate():
         config = BertConfig(**kw)
         torch.manual_seed(4000 + i)
         model = cls(config)
-        randomize(model, seed=5000 + i)
+        randomize(model, seed=5000 + i, std=0.05)
         if task == "mlm":
             assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
         d = os.path.join(OUT, f"train-{task}")

@@ -334,6 +334,9 @@ class Bert {
   Status ensure_grad_arena();
   Status layer_backward(int l, Tensor dx_out, Tensor dy, Tensor x);
   Status cls_layer_backward(int l, Tensor dx_out, Tensor dcls, Tensor x);
+  Status attention_qkv_backward(int l, Tensor x);
+  Status tail_backward(int l, const LayerActs& ta, Tensor dy, Tensor dln, Tensor dtmp, Tensor dact, Tensor dh1,
+                       Tensor dln1, Tensor datt);
   Status check_inputs(const BertInputs& in) const;
 
   BertConfig config_;

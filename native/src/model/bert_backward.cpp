@@ -289,54 +289,72 @@ Status Bert::backward(const BertHeadGrads& hg) {
   return Status::ok();
 }
 
+// A layer's tail in reverse, on the rows of `ta` (every token, or the [CLS] rows):
+//   h2 = LN2(h1 + dropout(act W2ᵀ + b2)),  act = gelu(h1 W1ᵀ + b1),  h1 = LN1(x + dropout(att Woᵀ + bo))
+// from dy (h2's gradient) to dln1 (LN1's input's: also the residual x's share) and datt (the
+// attention output's); parameter gradients +=. dln, dtmp, dact, dh1 are scratch; dln1 may alias
+// dy and datt may alias dln (each is written after the other is last read).
+Status Bert::tail_backward(int l, const LayerActs& ta, Tensor dy, Tensor dln, Tensor dtmp, Tensor dact, Tensor dh1,
+                           Tensor dln1, Tensor datt) {
+  const Layer& w = w_.layers[static_cast<size_t>(l)];
+  Layer& gw = g_.layers[static_cast<size_t>(l)];
+  const float p = tf_.p_hidden;
+  const uint64_t seed = tf_.seed;
+  Backend& be = *backend_;
+  ELMO_RETURN_IF_ERROR(be.layernorm_backward(dln, gw.ln2_w, gw.ln2_b, dy, ta.ln2_in, w.ln2_w, ta.ln2_mean, ta.ln2_rstd));
+  Tensor dffn = dln;
+  if (p > 0) {
+    ELMO_RETURN_IF_ERROR(be.dropout_backward(dtmp, dln, p, seed, bert_dropout_stream(l, kSiteFfnOut)));
+    dffn = dtmp;
+  }
+  ELMO_RETURN_IF_ERROR(be.gemm(gw.ffn_out_w, Tensor(), dffn, ta.act, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.ffn_out_b, dffn));
+  ELMO_RETURN_IF_ERROR(be.gemm(dact, Tensor(), dffn, w.ffn_out_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
+  ELMO_RETURN_IF_ERROR(be.gelu_backward(dact, dact, ta.pre_gelu));
+  ELMO_RETURN_IF_ERROR(be.gemm(gw.ffn_in_w, Tensor(), dact, ta.h1, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.ffn_in_b, dact));
+  ELMO_RETURN_IF_ERROR(be.gemm(dh1, Tensor(), dact, w.ffn_in_w, Tensor(), dln, GemmOp::kNN, Epilogue::kResidual, false));
+  ELMO_RETURN_IF_ERROR(be.layernorm_backward(dln1, gw.ln1_w, gw.ln1_b, dh1, ta.ln1_in, w.ln1_w, ta.ln1_mean, ta.ln1_rstd));
+  Tensor dproj = dln1;
+  if (p > 0) {
+    ELMO_RETURN_IF_ERROR(be.dropout_backward(dtmp, dln1, p, seed, bert_dropout_stream(l, kSiteAttnOut)));
+    dproj = dtmp;
+  }
+  ELMO_RETURN_IF_ERROR(be.gemm(gw.attn_out_w, Tensor(), dproj, ta.att, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.attn_out_b, dproj));
+  return be.gemm(datt, Tensor(), dproj, w.attn_out_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false);
+}
+
 // dx_out (=) the layer input's gradient from dy (its output's); dy is overwritten.
 Status Bert::layer_backward(int l, Tensor dx_out, Tensor dy, Tensor x) {
   const Layer& w = w_.layers[static_cast<size_t>(l)];
+  const LayerActs& la = a_.layers[static_cast<size_t>(l)];
+  const GradActs& d = ga_;
+  // dy is dead once LayerNorm2's backward has read it: it takes dln1.
+  const Tensor dln1 = dy;
+  ELMO_RETURN_IF_ERROR(tail_backward(l, la, dy, d.dln, d.dtmp, d.dact, d.dh1, dln1, d.datt));
+  ELMO_RETURN_IF_ERROR(attention_qkv_backward(l, x));
+  return backend_->gemm(dx_out, Tensor(), d.dqkv, w.qkv_w, Tensor(), dln1, GemmOp::kNN, Epilogue::kResidual, false);
+}
+
+// att = attention(qkv), qkv = x Wqkvᵀ + bqkv, from datt (every row of the layer): dqkv (=), and
+// the QKV parameters' gradients (+=) with the key bias's exactly zero (header).
+Status Bert::attention_qkv_backward(int l, Tensor x) {
   Layer& gw = g_.layers[static_cast<size_t>(l)];
   const LayerActs& la = a_.layers[static_cast<size_t>(l)];
   const GradActs& d = ga_;
   const BertConfig& c = config_;
   const int64_t H = c.hidden_size;
   const int NH = c.num_heads, HD = static_cast<int>(c.head_dim());
-  const float p = tf_.p_hidden;
   const uint64_t seed = tf_.seed;
   Backend& be = *backend_;
   Offsets offs;
   ELMO_RETURN_IF_ERROR(make_offsets(&offs, host_offsets_.data(), a_.offsets.i32(), tf_.B, tf_.T));
-
-  // h2 = LN2(h1 + dropout(act W2ᵀ + b2))
-  ELMO_RETURN_IF_ERROR(be.layernorm_backward(d.dln, gw.ln2_w, gw.ln2_b, dy, la.ln2_in, w.ln2_w, la.ln2_mean, la.ln2_rstd));
-  Tensor dffn = d.dln;
-  if (p > 0) {
-    ELMO_RETURN_IF_ERROR(be.dropout_backward(d.dtmp, d.dln, p, seed, bert_dropout_stream(l, kSiteFfnOut)));
-    dffn = d.dtmp;
-  }
-  ELMO_RETURN_IF_ERROR(be.gemm(gw.ffn_out_w, Tensor(), dffn, la.act, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
-  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.ffn_out_b, dffn));
-  ELMO_RETURN_IF_ERROR(be.gemm(d.dact, Tensor(), dffn, w.ffn_out_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
-  // act = gelu(pre_gelu = h1 W1ᵀ + b1)
-  ELMO_RETURN_IF_ERROR(be.gelu_backward(d.dact, d.dact, la.pre_gelu));
-  ELMO_RETURN_IF_ERROR(be.gemm(gw.ffn_in_w, Tensor(), d.dact, la.h1, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
-  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.ffn_in_b, d.dact));
-  ELMO_RETURN_IF_ERROR(be.gemm(d.dh1, Tensor(), d.dact, w.ffn_in_w, Tensor(), d.dln, GemmOp::kNN, Epilogue::kResidual, false));
-  // h1 = LN1(x + dropout(att Woᵀ + bo)); dy is dead: it takes dln1.
-  const Tensor dln1 = dy;
-  ELMO_RETURN_IF_ERROR(be.layernorm_backward(dln1, gw.ln1_w, gw.ln1_b, d.dh1, la.ln1_in, w.ln1_w, la.ln1_mean, la.ln1_rstd));
-  Tensor dproj = dln1;
-  if (p > 0) {
-    ELMO_RETURN_IF_ERROR(be.dropout_backward(d.dtmp, dln1, p, seed, bert_dropout_stream(l, kSiteAttnOut)));
-    dproj = d.dtmp;
-  }
-  ELMO_RETURN_IF_ERROR(be.gemm(gw.attn_out_w, Tensor(), dproj, la.att, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
-  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.attn_out_b, dproj));
-  ELMO_RETURN_IF_ERROR(be.gemm(d.datt, Tensor(), dproj, w.attn_out_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
-  // att = attention(qkv), qkv = x Wqkvᵀ + bqkv
   ELMO_RETURN_IF_ERROR(be.attention_backward(d.dqkv, d.datt, la.qkv, la.att, la.lse, offs, NH, HD, tf_.p_att, seed,
                                              bert_dropout_stream(l, kSiteAttention)));
   ELMO_RETURN_IF_ERROR(be.gemm(gw.qkv_w, Tensor(), d.dqkv, x, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
   ELMO_RETURN_IF_ERROR(be.bias_backward(gw.qkv_b, d.dqkv));
-  ELMO_RETURN_IF_ERROR(be.fill(slice_of(gw.qkv_b, H, H), 0.0f));  // the key bias: exactly zero (header)
-  return be.gemm(dx_out, Tensor(), d.dqkv, w.qkv_w, Tensor(), dln1, GemmOp::kNN, Epilogue::kResidual, false);
+  return be.fill(slice_of(gw.qkv_b, H, H), 0.0f);
 }
 
 // The last layer after a [CLS]-only forward (ForwardOptions::cls_only): its tail (output
@@ -347,53 +365,18 @@ Status Bert::layer_backward(int l, Tensor dx_out, Tensor dy, Tensor x) {
 // every key and dQ for the [CLS] queries. dx_out (=) the layer input's gradient.
 Status Bert::cls_layer_backward(int l, Tensor dx_out, Tensor dcls, Tensor x) {
   const Layer& w = w_.layers[static_cast<size_t>(l)];
-  Layer& gw = g_.layers[static_cast<size_t>(l)];
-  const LayerActs& la = a_.layers[static_cast<size_t>(l)];  // qkv, att, lse over every row
-  const LayerActs& ca = a_.cls_layer;                       // the tail's rows [B, ...]
+  const LayerActs& ca = a_.cls_layer;  // the tail's rows [B, ...]
   const GradActs& d = ga_;
-  const BertConfig& c = config_;
-  const int64_t H = c.hidden_size;
   const int B = tf_.B;
-  const int NH = c.num_heads, HD = static_cast<int>(c.head_dim());
-  const float p = tf_.p_hidden;
-  const uint64_t seed = tf_.seed;
   Backend& be = *backend_;
-  Offsets offs;
-  ELMO_RETURN_IF_ERROR(make_offsets(&offs, host_offsets_.data(), a_.offsets.i32(), tf_.B, tf_.T));
   // [B, ...] views of the [T, ...] gradient buffers (B <= T).
   const Tensor dln = rows_of(d.dln, 0, B), dtmp = rows_of(d.dtmp, 0, B), dh1 = rows_of(d.dh1, 0, B),
                dact = rows_of(d.dact, 0, B), dln1 = rows_of(d.dy, 0, B);
-
-  ELMO_RETURN_IF_ERROR(be.layernorm_backward(dln, gw.ln2_w, gw.ln2_b, dcls, ca.ln2_in, w.ln2_w, ca.ln2_mean, ca.ln2_rstd));
-  Tensor dffn = dln;
-  if (p > 0) {
-    ELMO_RETURN_IF_ERROR(be.dropout_backward(dtmp, dln, p, seed, bert_dropout_stream(l, kSiteFfnOut)));
-    dffn = dtmp;
-  }
-  ELMO_RETURN_IF_ERROR(be.gemm(gw.ffn_out_w, Tensor(), dffn, ca.act, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
-  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.ffn_out_b, dffn));
-  ELMO_RETURN_IF_ERROR(be.gemm(dact, Tensor(), dffn, w.ffn_out_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
-  ELMO_RETURN_IF_ERROR(be.gelu_backward(dact, dact, ca.pre_gelu));
-  ELMO_RETURN_IF_ERROR(be.gemm(gw.ffn_in_w, Tensor(), dact, ca.h1, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
-  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.ffn_in_b, dact));
-  ELMO_RETURN_IF_ERROR(be.gemm(dh1, Tensor(), dact, w.ffn_in_w, Tensor(), dln, GemmOp::kNN, Epilogue::kResidual, false));
-  ELMO_RETURN_IF_ERROR(be.layernorm_backward(dln1, gw.ln1_w, gw.ln1_b, dh1, ca.ln1_in, w.ln1_w, ca.ln1_mean, ca.ln1_rstd));
-  Tensor dproj = dln1;
-  if (p > 0) {
-    ELMO_RETURN_IF_ERROR(be.dropout_backward(dtmp, dln1, p, seed, bert_dropout_stream(l, kSiteAttnOut)));
-    dproj = dtmp;
-  }
-  ELMO_RETURN_IF_ERROR(be.gemm(gw.attn_out_w, Tensor(), dproj, ca.att, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
-  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.attn_out_b, dproj));
-  const Tensor datt_cls = dln;  // dead since dh1
-  ELMO_RETURN_IF_ERROR(be.gemm(datt_cls, Tensor(), dproj, w.attn_out_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
+  const Tensor datt_cls = dln;  // dead once dh1 is formed
+  ELMO_RETURN_IF_ERROR(tail_backward(l, ca, dcls, dln, dtmp, dact, dh1, dln1, datt_cls));
   ELMO_RETURN_IF_ERROR(be.fill(d.datt, 0.0f));
   ELMO_RETURN_IF_ERROR(be.scatter_add_rows(d.datt, datt_cls, a_.cls_idx));
-  ELMO_RETURN_IF_ERROR(be.attention_backward(d.dqkv, d.datt, la.qkv, la.att, la.lse, offs, NH, HD, tf_.p_att, seed,
-                                             bert_dropout_stream(l, kSiteAttention)));
-  ELMO_RETURN_IF_ERROR(be.gemm(gw.qkv_w, Tensor(), d.dqkv, x, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
-  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.qkv_b, d.dqkv));
-  ELMO_RETURN_IF_ERROR(be.fill(slice_of(gw.qkv_b, H, H), 0.0f));  // the key bias: exactly zero
+  ELMO_RETURN_IF_ERROR(attention_qkv_backward(l, x));
   ELMO_RETURN_IF_ERROR(be.gemm(dx_out, Tensor(), d.dqkv, w.qkv_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
   // The tail's residual input was x's [CLS] rows: their gradient dln1 goes back to those rows.
   return be.scatter_add_rows(dx_out, dln1, a_.cls_idx);
