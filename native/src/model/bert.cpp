@@ -104,6 +104,8 @@ Bert::Bert(const BertConfig& config, const BertHeads& heads, Backend* backend, c
 
 Bert::~Bert() {
   if (backend_) {
+    backend_->free(&grad_arena_);  // training memory (bert_backward.cpp), if any
+    backend_->free(&grad_buf_);
     backend_->free(&arena_);
     backend_->free(&compute_buf_);
     backend_->free(&param_buf_);
