@@ -325,13 +325,13 @@ export async function fineTune(
 
   const encoded = encodeExamples(host.tokenizer, train, { task, labels, maxSeqLen });
   const shuffle = options.shuffle ?? true;
-  const plan: PackedBatch[][] = [];
+  // An epoch's batches are a function of (seed, epoch): packed when the epoch starts, so that
+  // only one epoch's copy of the data is held. The schedule needs every epoch's step count
+  // first, hence one counting pass (packing is cheap next to a training step).
+  const packEpoch = (e: number): PackedBatch[] =>
+    packBatches(encoded, { maxTokens, maxBatchSize: batchSize, shuffle, seed, epoch: e });
   let totalSteps = 0;
-  for (let e = 0; e < epochs; e++) {
-    const batches = packBatches(encoded, { maxTokens, maxBatchSize: batchSize, shuffle, seed, epoch: e });
-    plan.push(batches);
-    totalSteps += Math.ceil(batches.length / accum);
-  }
+  for (let e = 0; e < epochs; e++) totalSteps += Math.ceil(packEpoch(e).length / accum);
   const learningRate = options.learningRate ?? defaultLearningRate(host.info);
   const warmupSteps = options.warmupSteps ?? Math.round((options.warmupRatio ?? 0.06) * totalSteps);
   const trainer = new Trainer(host, {
@@ -407,7 +407,7 @@ export async function fineTune(
     let toks = 0;
     const trainStart = performance.now();
     for (let e = state.epoch; e < epochs && !stoppedEarly; e++) {
-      const batches = plan[e] ?? [];
+      const batches = packEpoch(e);
       epochLoss = 0;
       epochCount = 0;
       for (let i = state.batchInEpoch; i < batches.length; i += accum) {
@@ -434,7 +434,7 @@ export async function fineTune(
         epochCount += 1;
         state.history.push({ step: r.step, epoch: e + 1, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm });
         const elapsed = (performance.now() - trainStart) / 1000;
-        report.step(r, e + 1, seqs / elapsed, toks / elapsed, false);
+        report.step(r, e + 1, seqs / elapsed, toks / elapsed);
       }
       state.epoch = e + 1;
       state.batchInEpoch = 0;
@@ -609,15 +609,11 @@ async function evaluateEncoded(
       const yTrue = encoded.map((e) => e.label ?? 0);
       return { task, ...classificationMetrics(yTrue, yPred, labels) };
     }
-    const yTrue = encoded.map((e) => Array.from(e.labelVector ?? new Float32Array(L)));
+    // Rows as they are (views of the native outputs and the encoded labels), no copies.
+    const yTrue = encoded.map((e) => e.labelVector ?? new Float32Array(L));
     return {
       task,
-      ...multiLabelMetrics(
-        yTrue,
-        probs.map((p) => Array.from(p)),
-        labels,
-        o.threshold,
-      ),
+      ...multiLabelMetrics(yTrue, probs, labels, o.threshold),
     };
   }
   if (task === 'regression') {
@@ -659,7 +655,7 @@ function makeReporter(
   totalSteps: number,
   epochs: number,
 ): {
-  step(r: StepResult, epoch: number, seqPerSec: number, tokPerSec: number, force: boolean): void;
+  step(r: StepResult, epoch: number, seqPerSec: number, tokPerSec: number): void;
   flush(): void;
   evaluated(m: EvalMetrics, epoch: number, step: number): void;
 } {
@@ -677,7 +673,7 @@ function makeReporter(
     }
   };
   return {
-    step(r, epoch, seqPerSec, tokPerSec, force) {
+    step(r, epoch, seqPerSec, tokPerSec) {
       lossSum += r.loss;
       n += 1;
       const now = performance.now();
@@ -695,7 +691,7 @@ function makeReporter(
         tokensPerSecond: tokPerSec,
         etaSeconds: r.step > 0 ? (elapsed / r.step) * Math.max(0, totalSteps - r.step) : 0,
       };
-      if (force || now - last >= intervalMs) {
+      if (now - last >= intervalMs) {
         emit(pending);
         pending = undefined;
         lossSum = 0;

@@ -51,7 +51,6 @@ Status check_float(float v, const char* what, float lo, float hi) {
 Status Trainer::create(Bert* model, const TrainerOptions& o, std::unique_ptr<Trainer>* out) {
   ELMO_CHECK(model != nullptr && out != nullptr, Code::kInput, "Trainer::create: null model or output");
   const BertHeads& h = model->heads();
-  const BertConfig& c = model->config();
   switch (o.task) {
     case TrainTask::kSequence:
     case TrainTask::kMultiLabel:
@@ -78,7 +77,6 @@ Status Trainer::create(Bert* model, const TrainerOptions& o, std::unique_ptr<Tra
              static_cast<double>(o.max_grad_norm));
   if (o.hidden_dropout >= 0) ELMO_RETURN_IF_ERROR(check_float(o.hidden_dropout, "dropout", 0, 0.99f));
   if (o.attention_dropout >= 0) ELMO_RETURN_IF_ERROR(check_float(o.attention_dropout, "attentionDropout", 0, 0.99f));
-  (void)c;
 
   ELMO_RETURN_IF_ERROR(model->enable_training());
   Backend& be = *model->backend();
