@@ -37,6 +37,9 @@ import { Tokenizer, TokenizerError } from './tokenizer';
 import type { TokenizerInput, TokenizerOptions } from './tokenizer';
 import type { TrainTask } from './train/data';
 import { evaluate, fineTune } from './train/fine-tune';
+import { pretrain } from './train/pretrain';
+import type { PretrainHost, PretrainOptions, PretrainResult } from './train/pretrain';
+import type { CorpusSource } from './train/corpus';
 import type {
   EvalMetrics,
   EvaluateOptions,
@@ -398,6 +401,30 @@ export class Bert {
   }
 
   /**
+   * Pretrains the model with masked-LM on unlabelled text: files, directories (their `.txt` /
+   * `.md` files), `.jsonl` / `.csv` example files (their texts), or `{ texts }`. Sentences of a
+   * document are packed into blocks of `seqLen`, masked afresh at each step (15%, 80/10/10,
+   * whole words optionally), and the vocabulary projection runs on the masked rows only. The
+   * budget is `steps`, `minutes` or `epochs`. A model without a masked-LM head gets one (said
+   * in progress and in `headAdded`); `save()` then writes a `BertForMaskedLM` checkpoint that
+   * transformers loads and {@link fineTune} starts from.
+   *
+   * @example
+   * ```ts
+   * const tokenizer = await Tokenizer.train('corpus/', { vocabSize: 8000 });
+   * const model = Bert.create({ vocabSize: tokenizer.vocabSize, hiddenSize: 256, numLayers: 4, numHeads: 4,
+   *   intermediateSize: 1024, maxPositions: 128, typeVocabSize: 2 }, { tokenizer, mlm: true });
+   * const r = await model.pretrain(['corpus/', 'data/train.jsonl'], { minutes: 20, seqLen: 64 });
+   * console.log(r.steps, r.evalLoss);
+   * await model.save('models/pretrained');
+   * ```
+   */
+  async pretrain(corpus: CorpusSource, options: PretrainOptions = {}): Promise<PretrainResult> {
+    this.#checkLive('pretrain');
+    return pretrain(this.#host(), corpus, options);
+  }
+
+  /**
    * Metrics of the model on labelled examples: accuracy, macro-F1, per-label precision /
    * recall / F1 and the confusion matrix (classes); micro / macro F1 at a threshold
    * (multi-label); entity-level precision / recall / F1 as seqeval computes them (BIO tags);
@@ -565,7 +592,7 @@ export class Bert {
   // ---------------------------------------------------------------------------------------------
 
   /** What lib/train needs of the model (its native object is replaced when a head is reset). */
-  #host(): FineTuneHost {
+  #host(): FineTuneHost & PretrainHost {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const self = this;
     return {
@@ -582,6 +609,7 @@ export class Bert {
       },
       forward: (batch, options) => self.#model.forward(batch.ids, batch.typeIds, batch.offsets, options),
       ensureHead: (task, labels, resetHead, seed) => self.#ensureHead(task, labels, resetHead, seed),
+      ensureMlmHead: (seed) => self.#ensureMlmHead(seed),
       save: (dir) => self.save(dir),
     };
   }
@@ -616,6 +644,38 @@ export class Bert {
       }
     }
     if (numLabels < 1) throw new InputError('Expected at least one label to fine-tune a classifier but received none');
+    await this.#replaceHeads(
+      {
+        numLabels,
+        labels: task === 'regression' ? Array.from({ length: numLabels }, (_, i) => `LABEL_${String(i)}`) : [...labels],
+        ...(token ? {} : { problemType }),
+      },
+      { pooler: !token, classifier: !token, tokenClassifier: token, mlm: false },
+      seed,
+    );
+  }
+
+  /** Adds a masked-LM head (tied to the word embeddings) to a model without one; true when added. */
+  async #ensureMlmHead(seed: number): Promise<boolean> {
+    if (this.#info.heads.mlm) return false;
+    await this.#replaceHeads(
+      { numLabels: 0 },
+      { pooler: false, classifier: false, tokenClassifier: false, mlm: true },
+      seed,
+    );
+    return true;
+  }
+
+  /**
+   * Replaces the native model by a fresh one with the same encoder weights and the given heads
+   * (initialized as transformers does, from `seed`).
+   */
+  async #replaceHeads(
+    head: { numLabels: number; labels?: string[]; problemType?: NativeProblemType },
+    heads: { pooler: boolean; classifier: boolean; tokenClassifier: boolean; mlm: boolean },
+    seed: number,
+  ): Promise<void> {
+    const info = this.#info;
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-head-'));
     const fresh = newNativeModel(this.#options);
     try {
@@ -634,12 +694,9 @@ export class Bert {
           attentionDropout: info.attentionDropout,
           initializerRange: info.initializerRange,
           padTokenId: info.padTokenId,
-          numLabels,
-          labels:
-            task === 'regression' ? Array.from({ length: numLabels }, (_, i) => `LABEL_${String(i)}`) : [...labels],
-          ...(token ? {} : { problemType }),
+          ...head,
         },
-        { pooler: !token, classifier: !token, tokenClassifier: token, mlm: false },
+        heads,
         seed,
       );
       await fresh.loadEncoder(path.join(tmp, 'model.safetensors'));

@@ -25,7 +25,9 @@ import type { BertConfig, BertRunOptions } from '../bert';
 import type { DeviceRequest } from '../devices';
 import { InputError } from '../errors';
 import { Tokenizer } from '../tokenizer';
+import { samplePerLabel } from '../train/data';
 import type { TrainTask } from '../train/data';
+import { collectExamples } from '../train/fine-tune';
 import type { EvalMetrics, FineTuneOptions, FineTuneResult } from '../train/fine-tune';
 import type { CliIo } from './args';
 import { UsageError, choice, configureCommand, deviceOption, integer, number, usageError } from './args';
@@ -52,6 +54,7 @@ interface FinetuneFlags {
   model?: string;
   config?: ConfigPreset;
   randomInit?: boolean;
+  perLabel?: number;
   initFrom?: string;
   vocab?: string;
   resetHead?: boolean;
@@ -115,6 +118,7 @@ export function addFinetuneCommand(program: Command, io: CliIo, argv: readonly s
     )
     .option('--random-init', "with --model: fresh weights of that checkpoint's architecture")
     .option('--init-from <DIR>', 'pretrained encoder to start from, with a fresh head')
+    .option('--per-label <K>', 'train on a seeded sample of K examples per label (few-shot)', integer(1))
     .option('--vocab <FILE>', 'with --config: the WordPiece vocab.txt')
     .option('--reset-head', "with --model: replace a head whose labels differ from the data's")
     .addOption(
@@ -318,8 +322,15 @@ async function runFinetune(f: FinetuneFlags, io: CliIo, argv: readonly string[])
       checkpointDir: f.checkpointDir,
       resume: f.resume,
     });
+    // --per-label: a seeded few-shot sample of the training file.
+    const train =
+      f.perLabel !== undefined
+        ? samplePerLabel(await collectExamples(f.train, '--train'), f.perLabel, { seed: f.seed })
+        : f.train;
+    if (typeof train !== 'string')
+      display.log(`elmo finetune: ${String(train.length)} examples (--per-label ${String(f.perLabel)})`);
     const result = await model
-      .fineTune(f.train, {
+      .fineTune(train, {
         ...options,
         onProgress: display.onProgress,
         progressIntervalMs: display.intervalMs,
@@ -339,6 +350,7 @@ async function runFinetune(f: FinetuneFlags, io: CliIo, argv: readonly string[])
     const recipe = {
       init,
       train: f.train,
+      ...(typeof train !== 'string' ? { perLabel: f.perLabel, trainExamples: train.length } : {}),
       ...(f.eval !== undefined ? { eval: f.eval } : {}),
       options,
       resolved: {

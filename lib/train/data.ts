@@ -879,6 +879,41 @@ export function splitByGroup<T extends Example>(
   return { train, eval: evalSet };
 }
 
+/**
+ * A seeded sample of at most `k` examples per class (few-shot sets): for `'sequence'` by
+ * `label`, for `'multi-label'` by the first of `labels` (an example without labels counts as
+ * the class ''). Examples keep their input order; a class with fewer than k keeps all.
+ *
+ * @example
+ * ```ts
+ * const tenShot = samplePerLabel(train, 10, { seed: 1 }); // 10 utterances per intent
+ * ```
+ */
+export function samplePerLabel<T extends Example>(examples: readonly T[], k: number, options: { seed: number }): T[] {
+  checkArray(examples, 'an array of examples', 'examples');
+  checkCount(k, 'k');
+  checkObject(options, 'options');
+  if (!Number.isSafeInteger(options.seed)) throw expected(InputError, 'a safe integer', 'options.seed', options.seed);
+  const byClass = new Map<string, number[]>();
+  examples.forEach((ex, i) => {
+    const key =
+      ex.label !== undefined ? String(ex.label) : Array.isArray(ex.labels) ? String(ex.labels[0] ?? '') : undefined;
+    if (key === undefined) {
+      throw new InputError(`Expected a label or labels on examples[${String(i)}] to sample per label but it has none`);
+    }
+    let list = byClass.get(key);
+    if (list === undefined) byClass.set(key, (list = []));
+    list.push(i);
+  });
+  const keep = new Uint8Array(examples.length);
+  const rng = new Rng(options.seed, 0x5a3e);
+  for (const key of [...byClass.keys()].sort()) {
+    const list = byClass.get(key) ?? [];
+    for (const i of rng.shuffle(list.slice()).slice(0, k)) keep[i] = 1;
+  }
+  return examples.filter((_, i) => keep[i] === 1);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Helpers
 

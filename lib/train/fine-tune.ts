@@ -33,6 +33,7 @@ import {
   validateExamples,
 } from './data';
 import type { EncodedExample, Example, PackedBatch, TrainTask } from './data';
+import { listCheckpoints, pruneCheckpoints, readJsonState, resumeDir, saveAtomic } from './checkpoint';
 import { classificationMetrics, entityMetrics, multiLabelMetrics, regressionMetrics } from './metrics';
 import type { ClassificationMetrics, EntityMetrics, MultiLabelMetrics, RegressionMetrics } from './metrics';
 import { Trainer } from './trainer';
@@ -726,23 +727,6 @@ function makeReporter(
 
 // ---- checkpoints ---------------------------------------------------------------------------------
 
-/** Writes a directory through `fill(tmp)` and renames it into place (replacing an older one). */
-async function saveAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
-  const parent = path.dirname(dir);
-  fs.mkdirSync(parent, { recursive: true });
-  const tmp = fs.mkdtempSync(path.join(parent, `.tmp-${path.basename(dir)}-`));
-  try {
-    await fill(tmp);
-    const old = fs.existsSync(dir) ? `${tmp}-old` : undefined;
-    if (old !== undefined) fs.renameSync(dir, old);
-    fs.renameSync(tmp, dir);
-    if (old !== undefined) fs.rmSync(old, { recursive: true, force: true });
-  } catch (err) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
-}
-
 async function writeCheckpoint(
   host: FineTuneHost,
   trainer: Trainer,
@@ -756,42 +740,11 @@ async function writeCheckpoint(
     await trainer.saveState(path.join(tmp, OPTIMIZER_FILE));
     fs.writeFileSync(path.join(tmp, STATE_FILE), `${JSON.stringify(state, null, 1)}\n`);
   });
-  const all = listCheckpoints(dir);
-  for (const old of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(old, { recursive: true, force: true });
-}
-
-/** checkpoint-<step> directories of `dir`, oldest first. */
-function listCheckpoints(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return fs
-    .readdirSync(dir)
-    .map((n) => /^checkpoint-(\d+)$/.exec(n))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .sort((a, b) => Number(a[1]) - Number(b[1]))
-    .map((m) => path.join(dir, m[0]));
-}
-
-function resumeDir(resume: boolean | string, ckptDir: string | undefined): string {
-  if (typeof resume === 'string') return resume;
-  if (ckptDir === undefined) {
-    throw new InputError(
-      'Expected options.checkpointDir with resume: true but received none (or pass the checkpoint path)',
-    );
-  }
-  const all = listCheckpoints(ckptDir);
-  const newest = all[all.length - 1];
-  if (newest === undefined) throw new CheckpointError(`${ckptDir}: no checkpoint-<step> directory to resume from`);
-  return newest;
+  pruneCheckpoints(dir, keep);
 }
 
 function readState(dir: string): TrainerState {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(fs.readFileSync(path.join(dir, STATE_FILE), 'utf8'));
-  } catch (err) {
-    throw new CheckpointError(`${dir}: cannot read ${STATE_FILE}: ${(err as Error).message}`);
-  }
-  const s = parsed as Partial<TrainerState>;
+  const s = readJsonState(dir, STATE_FILE) as Partial<TrainerState>;
   if (s.format !== 'elmo-trainer-state' || typeof s.step !== 'number' || typeof s.epoch !== 'number') {
     throw new CheckpointError(`${dir}: ${STATE_FILE} is not an elmo trainer state`);
   }
