@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench:train`: BERT sequence-classification training steps on the CPU, elmo-chat next
-// to PyTorch, in one run.
+// to PyTorch, in one run; `npm run bench:mlm` (--task mlm): masked-LM pretraining steps.
 //
-//   node bench/train.js [--quick] [--cases tiny,mini-s32,chat] [--json out.json]
+//   node bench/train.js [--task sequence|mlm] [--quick] [--cases tiny,mini-s32,chat] [--json out.json]
 //                       [--precision fp32|bf16] [--repeat N] [--base-repeat N] [--target-s S]
 //                       [--threads N] [--chat-batches K] [--no-base-s128] [--eval-loss]
 //                       [--wait-load X] [--max-others F] [--retries N]
@@ -20,6 +20,21 @@
 // --cases keeps the cases whose name, model or shape is listed (e.g. `tiny,base-s32,chat`).
 // --quick: tiny and mini only, ~3 s per measurement, one round.
 //
+// --task mlm: masked-LM steps instead, one shape, s128 (batch 32 x 128), on tiny, mini and small
+// (base with --cases base-s128). The model has no classifier; the MLM head (dense + GELU +
+// LayerNorm, then the decoder tied to the word embeddings, bias of its own) is on both sides.
+// One batch, built here in the parent and handed to both children as a JSON file: the s128
+// ids with [SEP] last; in each sequence of n tokens, round(0.15 (n-2)) positions among the n-2
+// between [CLS] and [SEP] (19 of 126), drawn without replacement by an LCG (seed 1234); labels
+// are the original ids there and -100 elsewhere; the inputs there are 80% [MASK], 10% a random
+// id in [1000, 29000), 10% unchanged (the draw decides per position). 608 masked rows per step.
+//   elmo     Bert.create(config without numLabels, {..., mlm: true}), model.trainer({task: 'mlm',
+//            ...the same optimizer options}); elmo runs the MLM head on the masked rows only;
+//   pytorch  scripts/bench_torch_train.py --mlm FILE: transformers BertForMaskedLM (no pooler,
+//            tie_word_embeddings as its default, true), labels -100 off the masked positions;
+//            it runs the head, and the loss's softmax, on every position, as users get it.
+// The goal checked is elmo/PyTorch >= 3x on every case.
+//
 // Engines, each in its own process per case and round (so peak RSS is per case):
 //   elmo     Bert.create(config, {tokenizer, device: 'cpu', threads, seed, precision}) and
 //            model.trainer({task: 'sequence', learningRate: 1e-4, weightDecay: 0.01, maxGradNorm: 1}),
@@ -33,14 +48,17 @@
 // reused by every run of the case on both sides. Engines alternate (elmo, pytorch, elmo,
 // pytorch, ...), --repeat rounds per case (default 2; --base-repeat for base, default 2).
 //
-// Per run: fixed-length cases, the median step time; the chat case, total time over whole
+// Per run: fixed-length cases (mlm too), the median step time; the chat case, total time over whole
 // cycles of its K batches (batches differ in size, so a median would pick one batch). Per case:
 // the median over the rounds; the ratio elmo/PyTorch is the ratio of those medians (the per-round
 // ratios are in the JSON too).
 // GFLOP/s counts real tokens only; a training step counts 3x the forward:
 //   forward = sum over sequences of n tokens: L*(2n(4H^2 + 2HI) + 4n^2 H) + B*(2H^2 + 2H*77)
 // (pooler and classifier), against the peak measured at the start (measureCpuPeak, the better
-// of two half-second measurements).
+// of two half-second measurements). --task mlm counts the encoder the same way and the MLM
+// head on the M masked rows only (the work elmo does; PyTorch does the head on all B*n rows,
+// so its figure is a rate of that useful work, not of its arithmetic):
+//   forward = sum over sequences: L*(2n(4H^2 + 2HI) + 4n^2 H) + M*(2H^2 + 2HV), V = 30522.
 // Peak RSS: process.resourceUsage().maxRSS of the elmo child, ru_maxrss of the Python child.
 //
 // Noise: for each child, the CPU time the rest of the machine used meanwhile (/proc/stat busy
@@ -78,6 +96,14 @@ const MODELS = {
 };
 const SHAPES = ['s32', 's128', 'chat'];
 const NUM_LABELS = 77;
+const VOCAB = 30522;
+// masked LM (--task mlm)
+const MLM_SHAPES = ['s128'];
+const MASK_PROB = 0.15;
+const CLS = 101;
+const SEP = 102;
+const MASK = 103;
+const IGNORE = -100;
 const BATCH = 32;
 const CHAT_MAX_LEN = 64;
 const WARMUP = 2;
@@ -108,6 +134,14 @@ function intOption(name, fallback, min = 1) {
 function trainFlops(m, lens) {
   const { L, H, I } = MODELS[m];
   let f = lens.length * (2 * H * H + 2 * H * NUM_LABELS);
+  for (const n of lens) f += L * (2 * n * (4 * H * H + 2 * H * I) + 4 * n * n * H);
+  return 3 * f;
+}
+
+// Encoder as above, no pooler or classifier; the MLM head on the `masked` rows only.
+function mlmFlops(m, lens, masked) {
+  const { L, H, I } = MODELS[m];
+  let f = masked * (2 * H * H + 2 * H * VOCAB);
   for (const n of lens) f += L * (2 * n * (4 * H * H + 2 * H * I) + 4 * n * n * H);
   return 3 * f;
 }
@@ -184,6 +218,43 @@ function fixedBatch(seq) {
   return { ids, typeIds: new Int32Array(ids.length), offsets, labels };
 }
 
+// The masked-LM batch (see the header): plain arrays, as the JSON file both children read.
+function mlmBatch(seq) {
+  const seqs = makeIds(new Array(BATCH).fill(seq));
+  let s = 1234n;
+  const draw = (n) => {
+    s = lcg(s);
+    return Number((s >> 33n) % BigInt(n));
+  };
+  const ids = [];
+  const labels = [];
+  const offsets = [0];
+  let masked = 0;
+  for (const row of seqs) {
+    const n = row.length;
+    const base = ids.length;
+    row[0] = CLS;
+    row[n - 1] = SEP;
+    ids.push(...row);
+    labels.push(...new Array(n).fill(IGNORE));
+    offsets.push(ids.length);
+    const inner = Array.from({ length: n - 2 }, (_, i) => i + 1);
+    const k = Math.max(1, Math.round(MASK_PROB * (n - 2)));
+    for (let j = 0; j < k; ++j) {
+      // partial Fisher-Yates: inner[0..k) are the masked positions
+      const r = j + draw(n - 2 - j);
+      [inner[j], inner[r]] = [inner[r], inner[j]];
+      const t = base + inner[j];
+      labels[t] = ids[t];
+      const u = draw(10);
+      if (u < 8) ids[t] = MASK;
+      else if (u === 8) ids[t] = 1000 + draw(29000);
+    }
+    masked += k;
+  }
+  return { ids, offsets, labels, masked };
+}
+
 const lengthsOf = (batch) =>
   Array.from({ length: batch.offsets.length - 1 }, (_, b) => batch.offsets[b + 1] - batch.offsets[b]);
 
@@ -193,22 +264,43 @@ async function elmoChild(spec) {
   const rssStart = process.memoryUsage().rss / 2 ** 20;
   const tokenizer = api.Tokenizer.fromVocab(fs.readFileSync(vocabFile, 'utf8'));
   const { L, H, NH, I } = MODELS[spec.model];
+  const mlm = spec.task === 'mlm';
   const model = api.Bert.create(
     {
-      vocabSize: 30522,
+      vocabSize: VOCAB,
       hiddenSize: H,
       numLayers: L,
       numHeads: NH,
       intermediateSize: I,
       maxPositions: 512,
       typeVocabSize: 2,
-      numLabels: NUM_LABELS,
+      ...(mlm ? {} : { numLabels: NUM_LABELS }),
     },
-    { tokenizer, device: 'cpu', threads: spec.threads, seed: 1, precision: spec.precision },
+    { tokenizer, device: 'cpu', threads: spec.threads, seed: 1, precision: spec.precision, mlm },
   );
-  const batches =
-    spec.shape === 'chat' ? chatBatches(tokenizer, spec.chat_batches) : [fixedBatch(Number(spec.shape.slice(1)))];
-  const trainer = model.trainer({ task: 'sequence', learningRate: 1e-4, weightDecay: 0.01, maxGradNorm: 1, seed: 1 });
+  let batches;
+  if (mlm) {
+    const b = JSON.parse(fs.readFileSync(spec.batch_file, 'utf8'));
+    const ids = Int32Array.from(b.ids);
+    batches = [
+      {
+        ids,
+        typeIds: new Int32Array(ids.length),
+        offsets: Int32Array.from(b.offsets),
+        labels: Int32Array.from(b.labels),
+      },
+    ];
+  } else {
+    batches =
+      spec.shape === 'chat' ? chatBatches(tokenizer, spec.chat_batches) : [fixedBatch(Number(spec.shape.slice(1)))];
+  }
+  const trainer = model.trainer({
+    task: mlm ? 'mlm' : 'sequence',
+    learningRate: 1e-4,
+    weightDecay: 0.01,
+    maxGradNorm: 1,
+    seed: 1,
+  });
   const stepAt = async (i) => {
     const s = performance.now();
     const r = await trainer.step(batches[i % batches.length]);
@@ -347,7 +439,7 @@ function runElmo(c, spec) {
   };
 }
 
-function runTorch(c, steps, threads, lengthsFile) {
+function runTorch(c, steps, threads, lengthsFile, batchFile) {
   const args = [
     torchScript,
     '--config',
@@ -361,7 +453,8 @@ function runTorch(c, steps, threads, lengthsFile) {
     '--num-labels',
     String(NUM_LABELS),
   ];
-  if (c.shape === 'chat') args.push('--lengths', lengthsFile);
+  if (batchFile) args.push('--mlm', batchFile);
+  else if (c.shape === 'chat') args.push('--lengths', lengthsFile);
   else args.push('--batch', String(BATCH), '--seq', c.shape.slice(1));
   const { r, noise } = measured(python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0)
@@ -374,6 +467,7 @@ function runTorch(c, steps, threads, lengthsFile) {
     peak_rss_mb: +o.peakRssMb.toFixed(1),
     torch: o.torch,
     padding_fraction: o.paddingFraction,
+    loss: [o.lossFirst, o.lossLast],
     ...noise,
   };
 }
@@ -423,11 +517,14 @@ function fmt(x, digits = 3) {
   return x.toPrecision(digits);
 }
 
-function selectCases(quick) {
+function selectCases(quick, task) {
   const models = quick ? ['tiny', 'mini'] : Object.keys(MODELS);
   let cases = [];
-  for (const m of models) for (const s of SHAPES) cases.push({ name: `${m}-${s}`, model: m, shape: s });
+  for (const m of models)
+    for (const s of task === 'mlm' ? MLM_SHAPES : SHAPES) cases.push({ name: `${m}-${s}`, model: m, shape: s });
   const want = option('cases', null);
+  // mlm: base only when asked for
+  if (task === 'mlm' && !(want && want !== true)) cases = cases.filter((c) => c.model !== 'base');
   if (want && want !== true) {
     const keys = String(want).split(',').filter(Boolean);
     for (const k of keys) {
@@ -443,6 +540,9 @@ function selectCases(quick) {
 async function main() {
   const t0 = Date.now();
   const quick = flag('quick');
+  const task = String(option('task', 'sequence'));
+  if (task !== 'sequence' && task !== 'mlm') throw new Error(`--task: expected sequence or mlm, got ${task}`);
+  const mlm = task === 'mlm';
   const precision = String(option('precision', 'fp32'));
   if (precision !== 'fp32' && precision !== 'bf16')
     throw new Error(`--precision: expected fp32 or bf16, got ${precision}`);
@@ -452,7 +552,7 @@ async function main() {
   const targetS = parseFloat(option('target-s', quick ? '3' : '8'));
   const chatK = intOption('chat-batches', 8);
   const jsonOut = path.resolve(String(option('json', 'bench-train.json')));
-  const cases = selectCases(quick);
+  const cases = selectCases(quick, task);
   const maxForeign = parseFloat(option('max-others', '0.1'));
   const maxRetries = intOption('retries', 2, 0);
   const waitLimit = option('wait-load', null) === null ? null : parseFloat(option('wait-load', '1.5'));
@@ -479,7 +579,8 @@ async function main() {
   console.log(
     `${host.cpu}, ${host.cores} cores, elmo ISA ${host.isa}, bf16 kernel ${host.bf16_kernel}; measured fp32 peak ` +
       `${fmt(host.peak_gflops)} GFLOP/s${host.bf16_peak_gflops ? `, bf16 ${fmt(host.bf16_peak_gflops)}` : ''}; ` +
-      `node ${versions.node}, torch ${versions.torch}, transformers ${versions.transformers}; elmo precision ${precision}, ${threads} threads`,
+      `node ${versions.node}, torch ${versions.torch}, transformers ${versions.transformers}; elmo precision ${precision}, ${threads} threads` +
+      (mlm ? '; task mlm' : ''),
   );
   if (precision === 'bf16' && host.bf16_kernel !== 'avx512_bf16') {
     console.log(
@@ -491,7 +592,17 @@ async function main() {
   for (const c of cases) {
     const rounds = c.model === 'base' ? baseRepeat : repeat;
     const tmp = path.join(os.tmpdir(), `elmo-train-${process.pid}-${c.name}-lengths.json`);
+    let batchFile = null;
+    let masked = 0;
+    if (mlm) {
+      const b = mlmBatch(Number(c.shape.slice(1)));
+      masked = b.masked;
+      batchFile = path.join(os.tmpdir(), `elmo-train-${process.pid}-${c.name}-mlm.json`);
+      fs.writeFileSync(batchFile, JSON.stringify({ ids: b.ids, offsets: b.offsets, labels: b.labels }));
+    }
     const spec = {
+      task,
+      batch_file: batchFile,
       model: c.model,
       shape: c.shape,
       threads,
@@ -520,7 +631,7 @@ async function main() {
       }
       delete e.lengths;
       const la2 = loadAvg();
-      const p = runTorch(c, e.steps, threads, tmp);
+      const p = runTorch(c, e.steps, threads, tmp, batchFile);
       p.load_before = +la2.toFixed(2);
       const noisy = [e, p].some((x) => (x.foreign_cpu ?? 0) > maxForeign || (x.steal ?? 0) > maxForeign);
       const pct = (x) => (x === null || x === undefined ? '?' : `${(100 * x).toFixed(0)}%`);
@@ -541,10 +652,12 @@ async function main() {
       torchRuns.push(p);
     }
     fs.rmSync(tmp, { force: true });
+    if (batchFile) fs.rmSync(batchFile, { force: true });
     const seqPerStep = lens.reduce((a, l) => a + l.length, 0) / lens.length;
     const tokPerStep = lens.reduce((a, l) => a + l.reduce((x, y) => x + y, 0), 0) / lens.length;
     const paddedPerStep = lens.reduce((a, l) => a + l.length * Math.max(...l), 0) / lens.length;
-    const flopPerStep = lens.reduce((a, l) => a + trainFlops(c.model, l), 0) / lens.length;
+    const flopPerStep =
+      lens.reduce((a, l) => a + (mlm ? mlmFlops(c.model, l, masked) : trainFlops(c.model, l)), 0) / lens.length;
     const peak = precision === 'bf16' && host.bf16_peak_gflops ? host.bf16_peak_gflops : host.peak_gflops;
     const summarize = (runs, extra = {}) => {
       const ms = median(runs.map((x) => x.ms));
@@ -568,7 +681,10 @@ async function main() {
       loss_first_last: elmoRuns[0].loss.map((x) => +x.toFixed(4)),
       ...(elmoRuns[0].eval_loss_ms ? { eval_loss_ms: +median(elmoRuns.map((x) => x.eval_loss_ms)).toFixed(2) } : {}),
     });
-    const pytorch = summarize(torchRuns, { padding_fraction: +torchRuns[0].padding_fraction.toFixed(3) });
+    const pytorch = summarize(torchRuns, {
+      padding_fraction: +torchRuns[0].padding_fraction.toFixed(3),
+      loss_first_last: torchRuns[0].loss.map((x) => +x.toFixed(4)),
+    });
     const row = {
       case: c.name,
       model: c.model,
@@ -576,6 +692,7 @@ async function main() {
       batches: lens.length,
       batch: BATCH,
       tokens_per_step: +tokPerStep.toFixed(1),
+      ...(mlm ? { masked_per_step: masked } : {}),
       padded_tokens_per_step: +paddedPerStep.toFixed(1),
       gflop_per_step: +(flopPerStep / 1e9).toFixed(3),
       elmo,
@@ -611,13 +728,16 @@ async function main() {
       detail: sel.map((r) => `${r.case} ${r.ratio.toFixed(2)}x`).join(', '),
     });
   };
-  goal(
-    'elmo/PyTorch on tiny, mini, small (fixed-length batches)',
-    1.5,
-    (r) => ['tiny', 'mini', 'small'].includes(r.model) && r.shape !== 'chat',
-  );
-  goal('elmo/PyTorch on base (fixed-length batches)', 1.1, (r) => r.model === 'base' && r.shape !== 'chat');
-  goal('elmo/PyTorch on the chat batches', 2.5, (r) => r.shape === 'chat');
+  if (mlm) goal('elmo/PyTorch on masked-LM steps, every case', 3, () => true);
+  else {
+    goal(
+      'elmo/PyTorch on tiny, mini, small (fixed-length batches)',
+      1.5,
+      (r) => ['tiny', 'mini', 'small'].includes(r.model) && r.shape !== 'chat',
+    );
+    goal('elmo/PyTorch on base (fixed-length batches)', 1.1, (r) => r.model === 'base' && r.shape !== 'chat');
+    goal('elmo/PyTorch on the chat batches', 2.5, (r) => r.shape === 'chat');
+  }
   if (rows.length) {
     const bad = rows.filter((r) => r.elmo.peak_rss_mb > r.pytorch.peak_rss_mb);
     goals.push({
@@ -645,6 +765,8 @@ async function main() {
       changed_during_run: addonChanged,
     },
     settings: {
+      task,
+      ...(mlm ? { mask_prob: MASK_PROB, mask_seed: 1234 } : {}),
       precision,
       threads,
       max_others: maxForeign,
@@ -658,8 +780,9 @@ async function main() {
       num_labels: NUM_LABELS,
       chat_max_len: CHAT_MAX_LEN,
     },
-    flops_formula:
-      '3 x forward; forward = sum over sequences of n real tokens: L*(2n(4H^2+2HI) + 4n^2 H) + B*(2H^2 + 2H*77)',
+    flops_formula: mlm
+      ? '3 x forward; forward = sum over sequences of n tokens: L*(2n(4H^2+2HI) + 4n^2 H) + M*(2H^2 + 2H*30522), M masked rows (the head on masked rows only, as elmo does it)'
+      : '3 x forward; forward = sum over sequences of n real tokens: L*(2n(4H^2+2HI) + 4n^2 H) + B*(2H^2 + 2H*77)',
     rows,
     goals,
     wall_s: Math.round((Date.now() - t0) / 1e3),
@@ -683,8 +806,8 @@ async function main() {
   ];
   const body = rows.map((r) => [
     r.model,
-    r.shape === 'chat' ? `chat (${r.batches}x32)` : `32x${r.shape.slice(1)}`,
-    fmt(r.tokens_per_step),
+    r.shape === 'chat' ? `chat (${r.batches}x32)` : `32x${r.shape.slice(1)}${mlm ? ' mlm' : ''}`,
+    mlm ? `${fmt(r.tokens_per_step)} (${r.masked_per_step} masked)` : fmt(r.tokens_per_step),
     fmt(r.elmo.seq_per_s),
     String(r.elmo.tokens_per_s),
     `${fmt(r.elmo.gflops)} (${fmt(r.elmo.pct_peak, 2)}%)`,

@@ -3,6 +3,7 @@
 
   .venv/bin/python scripts/bench_torch_train.py --config tiny --batch 32 --seq 32 --steps 10 --warmup 2
   .venv/bin/python scripts/bench_torch_train.py --config mini --lengths batches.json --steps 20
+  .venv/bin/python scripts/bench_torch_train.py --config mini --mlm batch.json --steps 5
 
 Model: a randomly initialised BERT (tiny 2/128/2/512, mini 4/256/4/1024, small 4/512/8/2048,
 base 12/768/12/3072 = layers/hidden/heads/ffn; vocab 30522, 512 positions) with a
@@ -14,6 +15,13 @@ Batches: --batch B --seq S gives one fixed [B, S] batch of random ids (attention
 padded to its longest sequence with zeros in the attention mask on the padding, and the steps
 cycle through the batches (the timed steps start again at the first batch). Inputs and labels
 are built before timing.
+
+--mlm FILE: masked-LM steps with transformers BertForMaskedLM instead (no pooler; the decoder
+tied to the word embeddings, transformers' default) on the one batch of FILE, JSON
+{"ids": [T], "offsets": [B+1], "labels": [T]} (packed, labels -100 where no loss is taken), as
+bench/train.js --task mlm writes it; sequences are padded to the longest with attention mask 0
+and label -100. The model computes the MLM head and the loss's softmax on every position (only
+the labelled ones reach the loss): that is what users of BertForMaskedLM get.
 
 One step = forward + loss + backward + clip_grad_norm_(1.0) + optimizer.step + zero_grad, timed
 with time.perf_counter. The first --warmup steps are dropped. Prints one JSON line on stdout:
@@ -42,6 +50,7 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--lengths", metavar="FILE", help="JSON list of batches, each a list of sequence lengths")
+    ap.add_argument("--mlm", metavar="FILE", help="masked LM on the batch of FILE: JSON {ids, offsets, labels}")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     ap.add_argument("--threads", type=int, default=2)
@@ -53,7 +62,7 @@ def main():
         ap.error("--steps must be at least 1")
 
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
     torch.set_num_threads(args.threads)
     try:
@@ -62,7 +71,14 @@ def main():
         pass
     torch.manual_seed(args.seed)
 
-    if args.lengths:
+    mlm = None
+    if args.mlm:
+        mlm = json.load(open(args.mlm))
+        off = mlm["offsets"]
+        if len(off) < 2 or len(mlm["ids"]) != off[-1] or len(mlm["labels"]) != off[-1]:
+            ap.error("--mlm: expected ids and labels of offsets[-1] tokens each")
+        batches_len = [[off[i + 1] - off[i] for i in range(len(off) - 1)]]
+    elif args.lengths:
         batches_len = json.load(open(args.lengths))
         if not batches_len or not all(batches_len) or min(min(b) for b in batches_len) < 1:
             ap.error("--lengths: expected a non-empty list of non-empty lists of positive lengths")
@@ -72,26 +88,47 @@ def main():
         ap.error("sequences longer than 512 positions")
 
     layers, hidden, heads, ffn = CONFIGS[args.config]
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=512,
-                        num_labels=args.num_labels, problem_type="single_label_classification")
-    model = BertForSequenceClassification(config).train()
+    if mlm:
+        config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=512)
+        model = BertForMaskedLM(config).train()
+        if model.cls.predictions.decoder.weight is not model.bert.embeddings.word_embeddings.weight:
+            sys.exit("BertForMaskedLM: the decoder is not tied to the word embeddings")
+    else:
+        config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=512,
+                            num_labels=args.num_labels, problem_type="single_label_classification")
+        model = BertForSequenceClassification(config).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr)
 
     gen = torch.Generator().manual_seed(args.seed + 1)
     batches = []
-    for lens in batches_len:
+    if mlm:
+        lens = batches_len[0]
         B, S = len(lens), max(lens)
         ids = torch.zeros(B, S, dtype=torch.int64)
         mask = torch.zeros(B, S, dtype=torch.int64)
+        labels = torch.full((B, S), -100, dtype=torch.int64)
         for i, n in enumerate(lens):
-            ids[i, :n] = torch.randint(1000, config.vocab_size, (n,), generator=gen)
-            ids[i, 0] = 101
+            a = mlm["offsets"][i]
+            ids[i, :n] = torch.tensor(mlm["ids"][a:a + n])
+            labels[i, :n] = torch.tensor(mlm["labels"][a:a + n])
             mask[i, :n] = 1
-        labels = torch.randint(0, args.num_labels, (B,), generator=gen)
         batches.append(dict(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
                             labels=labels, n_seq=B, n_tok=sum(lens), n_pad=B * S))
+    else:
+        for lens in batches_len:
+            B, S = len(lens), max(lens)
+            ids = torch.zeros(B, S, dtype=torch.int64)
+            mask = torch.zeros(B, S, dtype=torch.int64)
+            for i, n in enumerate(lens):
+                ids[i, :n] = torch.randint(1000, config.vocab_size, (n,), generator=gen)
+                ids[i, 0] = 101
+                mask[i, :n] = 1
+            labels = torch.randint(0, args.num_labels, (B,), generator=gen)
+            batches.append(dict(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
+                                labels=labels, n_seq=B, n_tok=sum(lens), n_pad=B * S))
 
     def step(b):
         out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
@@ -130,14 +167,19 @@ def main():
         "steps": args.steps,
         "warmup": args.warmup,
         "threads": args.threads,
-        "numLabels": args.num_labels,
+        "task": "mlm" if mlm else "sequence",
+        "numLabels": None if mlm else args.num_labels,
         "seqPerSec": statistics.median(seq_rates),
         "tokensPerSec": statistics.median(tok_rates),
         "secPerStep": statistics.median(times),
         "meanSecPerStep": sum(times) / len(times),
         "paddingFraction": 1 - real_tok / pad_tok,
         "peakRssMb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "lossFirst": losses[0],
+        "lossLast": losses[-1],
     }
+    if mlm:
+        row["maskedPerStep"] = int((batches[0]["labels"] != -100).sum())
     if args.lengths:
         row["lengths"] = args.lengths
         row["batches"] = len(batches)
