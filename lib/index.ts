@@ -22,8 +22,21 @@ export type {
   Prediction,
   ProblemType,
 } from './bert';
-export { Tokenizer, TokenizerError } from './tokenizer';
-export type { BatchEncoding, EncodeOptions, Encoding, TokenizerInput, TokenizerOptions } from './tokenizer';
+export { CorpusError, Tokenizer, TokenizerError } from './tokenizer';
+export type {
+  BatchEncoding,
+  CorpusErrorReason,
+  EncodeOptions,
+  Encoding,
+  NormalizerOptions,
+  TokenizerInput,
+  TokenizerOptions,
+  TrainCorpus,
+  TrainOptions,
+  TrainProgress,
+  WordSink,
+  WordSplitter,
+} from './tokenizer';
 export { devices, measureCpuPeak, resolveDevice } from './devices';
 export type { CpuInfo, CpuPeak, CudaDevice, CudaInfo, DeviceKind, DeviceRequest, DevicesInfo } from './devices';
 export { NativeTensor, ops } from './tensor';

@@ -10,7 +10,8 @@
  * uses tabulated Unicode classes (see unicode-tables.ts). Nothing allocates per ASCII character
  * or per token; time is linear in the text length.
  */
-import { readFileSync } from 'fs';
+import * as fs from 'fs';
+import * as path from 'path';
 
 import {
   F_CJK,
@@ -24,7 +25,10 @@ import {
   charFlags,
   lowercaseOf,
 } from './char-classes';
+import { CheckpointError } from '../errors';
 import { TokenizerError, describe, invalid } from './errors';
+import { trainWordPiece } from './train';
+import type { TrainCorpus, TrainOptions } from './train';
 import { VocabTrie } from './vocab-trie';
 
 /** Options of {@link Tokenizer.fromVocab}. Defaults match `BertTokenizerFast` (uncased). */
@@ -46,7 +50,27 @@ export interface TokenizerOptions {
   sepToken?: string;
   padToken?: string;
   maskToken?: string;
+  /**
+   * More tokens that are matched whole in the raw text and never split, like the five above
+   * (Hugging Face `additional_special_tokens`). Each must be in the vocabulary.
+   */
+  specialTokens?: readonly string[];
 }
+
+/** The normalizer options of {@link TokenizerOptions} (Hugging Face `BertNormalizer`). */
+export type NormalizerOptions = Pick<
+  TokenizerOptions,
+  'lowercase' | 'stripAccents' | 'handleChineseChars' | 'cleanText'
+>;
+
+/**
+ * Receives one word of a pre-tokenized text: its UTF-16 code units `units[0, length)`, after
+ * normalization. The array is reused: it is valid only during the call.
+ */
+export type WordSink = (units: Uint16Array, length: number) => void;
+
+/** Calls `onWord` for each word of `text`, in order. See {@link Tokenizer.wordSplitter}. */
+export type WordSplitter = (text: string, onWord: WordSink) => void;
 
 /** Options of {@link Tokenizer.encode} and {@link Tokenizer.encodeBatch}. */
 export interface EncodeOptions {
@@ -103,6 +127,15 @@ interface AddedToken {
   id: number;
 }
 
+/** Token strings by role, for tokenizer_config.json and special_tokens_map.json. */
+interface SpecialRoles {
+  unk: string;
+  cls: string;
+  sep: string;
+  pad: string;
+  mask: string;
+}
+
 interface TokenizerConfig {
   vocab: ReadonlyMap<string, number>;
   normalizer: NormalizerConfig;
@@ -112,6 +145,7 @@ interface TokenizerConfig {
   addedTokens: readonly AddedToken[];
   template: Template;
   defaultMaxSeqLen: number | undefined;
+  roles: SpecialRoles;
 }
 
 /** Growable Int32 buffer; reused across calls so that steady-state encoding allocates nothing. */
@@ -157,6 +191,8 @@ export class Tokenizer {
   private readonly nAddedSingle: number;
   private readonly nAddedPair: number;
   private readonly defaultMaxSeqLen: number | undefined;
+  /** What the tokenizer was built from, for {@link toTokenizerJson} and {@link save}. */
+  private readonly config: TokenizerConfig;
 
   private readonly asciiClass = new Uint8Array(128);
   private readonly asciiUnit = new Uint16Array(128);
@@ -171,12 +207,15 @@ export class Tokenizer {
   private stopAt = Infinity; // out.length at which tokenizeInto stops after a word
   private stopped = false;
   private readonly runCps: number[] = [];
+  /** When set, words go here instead of to WordPiece (the splitter of {@link wordSplitter}). */
+  private wordSink: WordSink | null = null;
   private readonly bufA = new IdBuffer();
   private readonly bufB = new IdBuffer();
   private readonly batchIds = new IdBuffer();
   private readonly batchTypes = new IdBuffer();
 
   private constructor(config: TokenizerConfig) {
+    this.config = config;
     this.vocab = config.vocab;
     this.norm = config.normalizer;
     this.maxChars = config.maxInputCharsPerWord;
@@ -241,11 +280,7 @@ export class Tokenizer {
     const map = new Map<string, number>();
     lines.forEach((line, i) => map.set(line.endsWith('\r') ? line.slice(0, -1) : line, i));
 
-    const lowercase = optBool(options.lowercase, 'options.lowercase', true);
-    const stripOpt = options.stripAccents;
-    if (stripOpt !== undefined && stripOpt !== null && typeof stripOpt !== 'boolean') {
-      throw invalid('a boolean or null', 'options.stripAccents', stripOpt);
-    }
+    const normalizer = normalizerOf(options);
     const unkToken = optString(options.unkToken, 'options.unkToken', '[UNK]');
     const clsToken = optString(options.clsToken, 'options.clsToken', '[CLS]');
     const sepToken = optString(options.sepToken, 'options.sepToken', '[SEP]');
@@ -263,22 +298,27 @@ export class Tokenizer {
     const addedTokens: AddedToken[] = [];
     for (const t of [padToken, unkToken, clsToken, sepToken, maskToken]) {
       const id = map.get(t);
-      if (id !== undefined) addedTokens.push({ content: t, id });
+      if (id !== undefined && !addedTokens.some((a) => a.content === t)) addedTokens.push({ content: t, id });
     }
+    const extra = options.specialTokens ?? [];
+    if (!Array.isArray(extra)) throw invalid('an array of strings', 'options.specialTokens', extra);
+    extra.forEach((t: unknown, i) => {
+      if (typeof t !== 'string' || t === '') throw invalid('a non-empty string', `options.specialTokens[${i}]`, t);
+      const id = map.get(t);
+      if (id === undefined)
+        throw new TokenizerError(`The vocabulary has no "${t}" token (options.specialTokens[${i}])`);
+      if (!addedTokens.some((a) => a.content === t)) addedTokens.push({ content: t, id });
+    });
     return new Tokenizer({
       vocab: map,
-      normalizer: {
-        cleanText: optBool(options.cleanText, 'options.cleanText', true),
-        handleChineseChars: optBool(options.handleChineseChars, 'options.handleChineseChars', true),
-        stripAccents: stripOpt ?? lowercase,
-        lowercase,
-      },
+      normalizer,
       unkToken,
       prefix: optString(options.continuingSubwordPrefix, 'options.continuingSubwordPrefix', '##'),
       maxInputCharsPerWord: optCount(options.maxInputCharsPerWord, 'options.maxInputCharsPerWord', DEFAULT_MAX_CHARS),
       addedTokens,
       template: bertTemplate(cls as number, sep as number),
       defaultMaxSeqLen: undefined,
+      roles: { unk: unkToken, cls: clsToken, sep: sepToken, pad: padToken, mask: maskToken },
     });
   }
 
@@ -302,12 +342,194 @@ export class Tokenizer {
     return new Tokenizer(parseTokenizerJson(root));
   }
 
+  /**
+   * Trains a WordPiece vocabulary on a corpus and returns its tokenizer: the algorithm of Hugging
+   * Face `tokenizers`' `WordPieceTrainer`, on the words this class's normalizer and pre-tokenizer
+   * make of the text. See {@link TrainOptions} for the options and defaults, {@link TrainCorpus}
+   * for what the corpus may be. Rejects with `ERR_INPUT` ({@link CorpusError} for the corpus
+   * itself) or `ERR_ABORTED`.
+   *
+   * @example
+   * const tok = await Tokenizer.train(['data/books/', 'data/faq.txt'], { vocabSize: 8000 });
+   * tok.save('models/my-tokenizer'); // vocab.txt, tokenizer.json, tokenizer_config.json, ...
+   */
+  static async train(corpus: TrainCorpus, options: TrainOptions = {}): Promise<Tokenizer> {
+    return trainWordPiece(corpus, options);
+  }
+
+  /**
+   * The normalizer and pre-tokenizer alone: a function that calls `onWord` for each word of a
+   * text, exactly the words that encoding hands to WordPiece (same pass, same code). Added
+   * tokens are not matched and words of any length are passed on, as Hugging Face's trainers
+   * see the text. Each splitter has its own state; use one per concurrent consumer.
+   *
+   * @example
+   * const split = Tokenizer.wordSplitter({ lowercase: true });
+   * split('Héllo, world', (units, n) => console.log(String.fromCharCode(...units.subarray(0, n))));
+   * // hello / , / world
+   */
+  static wordSplitter(options: NormalizerOptions = {}): WordSplitter {
+    if (typeof options !== 'object' || options === null) throw invalid('an object', 'options', options);
+    const tok = new Tokenizer({
+      vocab: new Map([['[UNK]', 0]]),
+      normalizer: normalizerOf(options),
+      unkToken: '[UNK]',
+      prefix: '##',
+      maxInputCharsPerWord: 0x7fffffff,
+      addedTokens: [],
+      template: bertTemplate(0, 0),
+      defaultMaxSeqLen: undefined,
+      roles: { unk: '[UNK]', cls: '[CLS]', sep: '[SEP]', pad: '[PAD]', mask: '[MASK]' },
+    });
+    return (text, onWord) => {
+      checkText(text, 'text');
+      tok.wordSink = onWord;
+      try {
+        tok.bufA.length = 0;
+        tok.tokenizeInto(text, tok.bufA);
+      } finally {
+        tok.wordSink = null;
+      }
+    };
+  }
+
   // ----------------------------------------------------------------------------------------------
   // Public API
 
   /** Number of ids (largest id + 1). */
   get vocabSize(): number {
     return this.idToTokenTable.length;
+  }
+
+  /**
+   * The tokenizer as a Hugging Face `tokenizer.json` object: WordPiece model, BertNormalizer,
+   * BertPreTokenizer, TemplateProcessing post-processor, WordPiece decoder. {@link fromTokenizerJson}
+   * of it, and `tokenizers` / `transformers` loading it, give the same ids as this tokenizer.
+   */
+  toTokenizerJson(): Record<string, unknown> {
+    const c = this.config;
+    const norm = c.normalizer;
+    const tokenOf = (id: number): string => this.idToTokenTable[id] ?? `[unused_id_${id}]`;
+    const added = [...c.addedTokens].sort((a, b) => a.id - b.id);
+    const specialTokens: Record<string, { id: string; ids: number[]; tokens: string[] }> = {};
+    const templateJson = (pieces: readonly TemplatePiece[]): unknown[] =>
+      pieces.map((p) => {
+        if (p.segment >= 0) return { Sequence: { id: p.segment === 0 ? 'A' : 'B', type_id: p.typeId } };
+        const tokens = p.specialIds.map(tokenOf);
+        const name = tokens.join('');
+        specialTokens[name] = { id: name, ids: [...p.specialIds], tokens };
+        return { SpecialToken: { id: name, type_id: p.typeId } };
+      });
+    const single = templateJson(c.template.single);
+    const pair = templateJson(c.template.pair);
+    const vocab: Record<string, number> = {};
+    for (let id = 0; id < this.idToTokenTable.length; id++) {
+      const token = this.idToTokenTable[id];
+      if (token !== undefined) vocab[token] = id;
+    }
+    return {
+      version: '1.0',
+      truncation:
+        this.defaultMaxSeqLen === undefined
+          ? null
+          : { direction: 'Right', max_length: this.defaultMaxSeqLen, strategy: 'LongestFirst', stride: 0 },
+      padding: null,
+      added_tokens: added.map((t) => ({
+        id: t.id,
+        content: t.content,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: true,
+      })),
+      normalizer: {
+        type: 'BertNormalizer',
+        clean_text: norm.cleanText,
+        handle_chinese_chars: norm.handleChineseChars,
+        strip_accents: stripAccentsJson(norm),
+        lowercase: norm.lowercase,
+      },
+      pre_tokenizer: { type: 'BertPreTokenizer' },
+      post_processor: { type: 'TemplateProcessing', single, pair, special_tokens: specialTokens },
+      decoder: { type: 'WordPiece', prefix: c.prefix, cleanup: true },
+      model: {
+        type: 'WordPiece',
+        unk_token: c.unkToken,
+        continuing_subword_prefix: c.prefix,
+        max_input_chars_per_word: c.maxInputCharsPerWord,
+        vocab,
+      },
+    };
+  }
+
+  /**
+   * Writes the tokenizer to `dir` (created if needed) as Hugging Face does: `vocab.txt`,
+   * `tokenizer.json`, `tokenizer_config.json` (`BertTokenizer`, `do_lower_case`, ...) and
+   * `special_tokens_map.json`. `BertTokenizerFast.from_pretrained(dir)`,
+   * `AutoTokenizer.from_pretrained(dir)`, {@link fromTokenizerJson} and {@link fromVocab} (with
+   * the options of tokenizer_config.json) all read it back to the same ids. Each file is written
+   * under a temporary name and renamed into place. Throws `ERR_CHECKPOINT` when a file cannot
+   * be written.
+   *
+   * @example
+   * tok.save('models/my-tokenizer');
+   * const again = Tokenizer.fromTokenizerJson('models/my-tokenizer/tokenizer.json');
+   */
+  save(dir: string): void {
+    if (typeof dir !== 'string' || dir === '') throw invalid('a directory path', 'dir', dir);
+    const c = this.config;
+    const roles = c.roles;
+    const lines: string[] = [];
+    for (let id = 0; id < this.idToTokenTable.length; id++) {
+      lines.push(this.idToTokenTable[id] ?? `[unused_id_${id}]`);
+    }
+    const roleMap: Record<string, string> = {};
+    for (const [key, token] of [
+      ['unk_token', roles.unk],
+      ['sep_token', roles.sep],
+      ['pad_token', roles.pad],
+      ['cls_token', roles.cls],
+      ['mask_token', roles.mask],
+    ] as const) {
+      if (this.vocab.has(token)) roleMap[key] = token;
+    }
+    const roleTokens = new Set(Object.values(roleMap));
+    const additional = c.addedTokens.filter((t) => !roleTokens.has(t.content)).map((t) => t.content);
+    const addedDecoder: Record<string, unknown> = {};
+    for (const t of [...c.addedTokens].sort((a, b) => a.id - b.id)) {
+      addedDecoder[String(t.id)] = {
+        content: t.content,
+        lstrip: false,
+        normalized: false,
+        rstrip: false,
+        single_word: false,
+        special: true,
+      };
+    }
+    const tokenizerConfig = {
+      tokenizer_class: 'BertTokenizer',
+      do_lower_case: c.normalizer.lowercase,
+      strip_accents: stripAccentsJson(c.normalizer),
+      tokenize_chinese_chars: c.normalizer.handleChineseChars,
+      do_basic_tokenize: true,
+      never_split: null,
+      model_max_length: this.defaultMaxSeqLen ?? 512,
+      clean_up_tokenization_spaces: true,
+      ...roleMap,
+      ...(additional.length > 0 ? { additional_special_tokens: additional } : {}),
+      added_tokens_decoder: addedDecoder,
+    };
+    const specialMap = { ...roleMap, ...(additional.length > 0 ? { additional_special_tokens: additional } : {}) };
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      throw new CheckpointError(`Cannot create the tokenizer directory '${dir}': ${(err as Error).message}`);
+    }
+    writeFileAtomic(path.join(dir, 'vocab.txt'), `${lines.join('\n')}\n`);
+    writeFileAtomic(path.join(dir, 'tokenizer.json'), `${JSON.stringify(this.toTokenizerJson(), null, 2)}\n`);
+    writeFileAtomic(path.join(dir, 'tokenizer_config.json'), `${JSON.stringify(tokenizerConfig, null, 2)}\n`);
+    writeFileAtomic(path.join(dir, 'special_tokens_map.json'), `${JSON.stringify(specialMap, null, 2)}\n`);
   }
 
   /** The id of a token string, or undefined. */
@@ -687,6 +909,10 @@ export class Tokenizer {
     const len = this.wordLen;
     this.wordChars = 0;
     this.wordLen = 0;
+    if (this.wordSink !== null) {
+      this.wordSink(this.wordUnits, len);
+      return;
+    }
     if (chars > this.maxChars) {
       out.push(this.unkId);
       return;
@@ -826,6 +1052,13 @@ function parseTokenizerJson(root: unknown): TokenizerConfig {
     }
     defaultMaxSeqLen = optCount(t.max_length, 'truncation.max_length', 512);
   }
+  // The template's first and last special tokens are [CLS] and [SEP] in the BERT layout.
+  const specials = template.single.filter((p) => p.segment < 0 && p.specialIds.length === 1);
+  const tokenOf = (piece: TemplatePiece | undefined, dflt: string): string => {
+    const id = piece?.specialIds[0];
+    for (const [token, i] of vocab) if (i === id) return token;
+    return dflt;
+  };
   return {
     vocab,
     normalizer,
@@ -835,6 +1068,13 @@ function parseTokenizerJson(root: unknown): TokenizerConfig {
     addedTokens,
     template,
     defaultMaxSeqLen,
+    roles: {
+      unk: unkToken,
+      cls: tokenOf(specials[0], '[CLS]'),
+      sep: tokenOf(specials[specials.length - 1], '[SEP]'),
+      pad: '[PAD]',
+      mask: '[MASK]',
+    },
   };
 }
 
@@ -941,6 +1181,20 @@ function asObject(v: unknown, what: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
+function normalizerOf(options: NormalizerOptions): NormalizerConfig {
+  const lowercase = optBool(options.lowercase, 'options.lowercase', true);
+  const strip = options.stripAccents;
+  if (strip !== undefined && strip !== null && typeof strip !== 'boolean') {
+    throw invalid('a boolean or null', 'options.stripAccents', strip);
+  }
+  return {
+    cleanText: optBool(options.cleanText, 'options.cleanText', true),
+    handleChineseChars: optBool(options.handleChineseChars, 'options.handleChineseChars', true),
+    stripAccents: strip ?? lowercase,
+    lowercase,
+  };
+}
+
 function optBool(v: unknown, what: string, dflt: boolean): boolean {
   if (v === undefined) return dflt;
   if (typeof v !== 'boolean') throw invalid('a boolean', what, v);
@@ -965,11 +1219,28 @@ function checkText(v: unknown, what: string): asserts v is string {
   if (typeof v !== 'string') throw invalid('a string', what, v);
 }
 
-function readText(path: string, what: string): string {
+function readText(file: string, what: string): string {
   try {
-    return readFileSync(path, 'utf8');
+    return fs.readFileSync(file, 'utf8');
   } catch (e) {
-    throw new TokenizerError(`Cannot read ${what} from "${path}": ${(e as Error).message}`);
+    throw new TokenizerError(`Cannot read ${what} from "${file}": ${(e as Error).message}`);
+  }
+}
+
+/** `strip_accents` as Hugging Face writes it: null when it follows `lowercase`. */
+function stripAccentsJson(norm: NormalizerConfig): boolean | null {
+  return norm.stripAccents === norm.lowercase ? null : norm.stripAccents;
+}
+
+/** Writes a temporary file next to `file` and renames it into place. */
+function writeFileAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  try {
+    fs.writeFileSync(tmp, text);
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw new CheckpointError(`Cannot write ${file}: ${(err as Error).message}`);
   }
 }
 
