@@ -466,8 +466,10 @@ export class Bert {
       throw new CheckpointError(`Cannot create the model directory '${dir}': ${(err as Error).message}`);
     }
     await this.#model.save(dir);
-    const files = this.#tokenizerFiles ?? { 'vocab.txt': vocabText(this.#tokenizer) };
-    for (const [name, text] of Object.entries(files)) writeFileAtomic(path.join(dir, name), text);
+    // A loaded checkpoint's tokenizer files go back unchanged; a created model's tokenizer
+    // writes its own (vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json).
+    if (this.#tokenizerFiles === undefined) this.#tokenizer.save(dir);
+    else for (const [name, text] of Object.entries(this.#tokenizerFiles)) writeFileAtomic(path.join(dir, name), text);
   }
 
   /**
@@ -890,13 +892,6 @@ function vocabOptions(text: string | undefined): TokenizerOptions {
     if (typeof v === 'string') out[opt] = v;
   }
   return out;
-}
-
-/** vocab.txt of a tokenizer: one token per line, line index = id. */
-function vocabText(tokenizer: Tokenizer): string {
-  const lines: string[] = [];
-  for (let id = 0; id < tokenizer.vocabSize; id++) lines.push(tokenizer.idToToken(id) ?? `[unused_id_${String(id)}]`);
-  return `${lines.join('\n')}\n`;
 }
 
 /** Writes a temporary file next to `file` and renames it into place. */

@@ -9,6 +9,8 @@
  *   elmo finetune --train F --out DIR fine-tune (or train from scratch) a classifier, with
  *                                     metrics.json and an HTML report (lib/cli/finetune.ts)
  *   elmo eval --model DIR --data F    metrics of a model on labelled examples
+ *   elmo pretrain --corpus P --out D  masked-LM pretraining on unlabelled text (a vocabulary
+ *                                     trained first when none is given; lib/cli/pretrain.ts)
  *
  * Texts come from repeated `--text` options or a JSONL file (`--input FILE`, `-` for stdin)
  * whose lines are `{"text": "...", "pair"?: "..."}` objects or bare JSON strings.
@@ -35,11 +37,12 @@ import {
   usageError,
 } from './cli/args';
 import { addEvalCommand, addFinetuneCommand } from './cli/finetune';
+import { addPretrainCommand } from './cli/pretrain';
 import { ElmoError } from './errors';
 import { native } from './native';
 
 /** Commands that load a model and run asynchronously: {@link main} runs them, {@link runCli} does not. */
-const ASYNC_COMMANDS = new Set(['predict', 'embed', 'finetune', 'eval']);
+const ASYNC_COMMANDS = new Set(['predict', 'embed', 'finetune', 'eval', 'pretrain']);
 
 const INPUT_HELP = `
 An --input file has one JSON value per line: {"text": "...", "pair": "..."} (pair optional)
@@ -241,6 +244,7 @@ export function buildProgram(io: CliIo, argv: readonly string[] = []): Command {
   addModelCommand(program, io, 'embed');
   addFinetuneCommand(program, io, argv);
   addEvalCommand(program, io);
+  addPretrainCommand(program, io, argv);
   return program;
 }
 

@@ -4,7 +4,8 @@
  * What exists today: the model API for inference ({@link Bert}: `load`, `create`, `save`,
  * `forward`, `predict`, `embed`), the WordPiece {@link Tokenizer}, device discovery, native
  * tensors with zero-copy views, a few CPU kernels run in place on typed arrays, and the error
- * classes. Training (`pretrain`, `fineTune`) is planned; see README.md.
+ * classes, and training: `pretrain` (masked-LM on unlabelled text), `fineTune`, `evaluate` and
+ * the low-level `trainer()`.
  *
  * @packageDocumentation
  */
@@ -22,6 +23,18 @@ export type {
   Prediction,
   ProblemType,
 } from './bert';
+export type { Trainer, TrainerOptions, TrainerTask, TrainBatch, StepResult, LrSchedule } from './train/trainer';
+export type {
+  EvalMetrics,
+  EvaluateOptions,
+  ExampleSource,
+  FineTuneOptions,
+  FineTuneProgress,
+  FineTuneResult,
+} from './train/fine-tune';
+export type { Example, TrainTask } from './train/data';
+export type { PretrainOptions, PretrainProgress, PretrainResult } from './train/pretrain';
+export type { CorpusEntry, CorpusSource, CorpusTexts } from './train/corpus';
 export { CorpusError, Tokenizer, TokenizerError } from './tokenizer';
 export type {
   BatchEncoding,
