@@ -139,8 +139,29 @@ function emitRss(rssStart, loadPeak) {
 }
 
 // ---- child: onnxruntime-node ---------------------------------------------------------------
+// onnxruntime-node is not a dependency of the project (its install script downloads binaries,
+// which an offline `npm install` cannot do): the benchmark installs it on first use into
+// bench/.ort (git-ignored), ORT_VERSION unless $ELMO_ORT_VERSION says otherwise.
+const ORT_VERSION = process.env.ELMO_ORT_VERSION || '1.30.0';
+const ORT_PREFIX = path.join(__dirname, '.ort');
+
+function ortPath(file = '') {
+  return path.join(ORT_PREFIX, 'node_modules', 'onnxruntime-node', file);
+}
+
+/** Installs onnxruntime-node into bench/.ort when it is not there yet; false when that fails. */
+function ensureOrt() {
+  if (fs.existsSync(ortPath('package.json'))) return true;
+  console.error(`bench:infer: installing onnxruntime-node@${ORT_VERSION} into ${ORT_PREFIX} (first use; needs network)`);
+  fs.mkdirSync(ORT_PREFIX, { recursive: true });
+  const r = spawnSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--prefix', ORT_PREFIX, `onnxruntime-node@${ORT_VERSION}`], {
+    stdio: 'inherit',
+  });
+  return r.status === 0 && fs.existsSync(ortPath('package.json'));
+}
+
 async function ortChild(spec) {
-  const ort = require('onnxruntime-node');
+  const ort = require(ortPath());
   const rssStart = process.memoryUsage().rss / 2 ** 20;
   const session = await ort.InferenceSession.create(spec.onnx, {
     executionProviders: ['cpu'],
@@ -151,7 +172,7 @@ async function ortChild(spec) {
   const loadPeak = peakRssMb();
   let version = '';
   try {
-    version = require('onnxruntime-node/package.json').version;
+    version = require(ortPath('package.json')).version;
   } catch {
     // version unknown
   }
@@ -515,7 +536,13 @@ async function main() {
       skipped['elmo-bf16'] = 'Node API not built';
     }
   }
-  if (engines.includes('ort')) active.push('ort');
+  if (engines.includes('ort')) {
+    if (ensureOrt()) active.push('ort');
+    else {
+      console.log(`ort: skipped (onnxruntime-node@${ORT_VERSION} could not be installed into ${ORT_PREFIX})`);
+      skipped.ort = 'onnxruntime-node not installed';
+    }
+  }
   if (engines.includes('pytorch')) {
     if (fs.existsSync(python)) active.push('pytorch');
     else {
@@ -579,7 +606,7 @@ async function main() {
     }
   }
   try {
-    versions['onnxruntime-node'] = require('onnxruntime-node/package.json').version;
+    versions['onnxruntime-node'] = require(ortPath('package.json')).version;
   } catch {
     // not installed
   }
