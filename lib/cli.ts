@@ -11,6 +11,8 @@
  *   elmo eval --model DIR --data F    metrics of a model on labelled examples
  *   elmo pretrain --corpus P --out D  masked-LM pretraining on unlabelled text (a vocabulary
  *                                     trained first when none is given; lib/cli/pretrain.ts)
+ *   elmo vocab --corpus P --out DIR   train a WordPiece vocabulary and save it as a tokenizer
+ *                                     directory (lib/cli/vocab.ts)
  *
  * Texts come from repeated `--text` options or a JSONL file (`--input FILE`, `-` for stdin)
  * whose lines are `{"text": "...", "pair"?: "..."}` objects or bare JSON strings.
@@ -38,11 +40,12 @@ import {
 } from './cli/args';
 import { addEvalCommand, addFinetuneCommand } from './cli/finetune';
 import { addPretrainCommand } from './cli/pretrain';
+import { addVocabCommand } from './cli/vocab';
 import { ElmoError } from './errors';
 import { native } from './native';
 
 /** Commands that load a model and run asynchronously: {@link main} runs them, {@link runCli} does not. */
-const ASYNC_COMMANDS = new Set(['predict', 'embed', 'finetune', 'eval', 'pretrain']);
+const ASYNC_COMMANDS = new Set(['predict', 'embed', 'finetune', 'eval', 'pretrain', 'vocab']);
 
 const INPUT_HELP = `
 An --input file has one JSON value per line: {"text": "...", "pair": "..."} (pair optional)
@@ -245,6 +248,7 @@ export function buildProgram(io: CliIo, argv: readonly string[] = []): Command {
   addFinetuneCommand(program, io, argv);
   addEvalCommand(program, io);
   addPretrainCommand(program, io, argv);
+  addVocabCommand(program, io);
   return program;
 }
 

@@ -810,6 +810,7 @@ async function learnVocab(
   const initial = tokens.length;
   p.initialVocabSize = initial;
   p.vocabSize = initial;
+  run.report(true);
   if (initial > s.vocabSize) {
     throw new TokenizerError(
       `Expected options.vocabSize of at least ${initial} (${s.specials.length} special tokens + ${alphabet.length} ` +
