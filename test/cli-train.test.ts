@@ -290,3 +290,123 @@ describe('elmo finetune errors', () => {
     expect(r.err).toContain('elmo finetune: ERR_INPUT: Expected --vocab FILE or --model DIR');
   });
 });
+
+describe('elmo pretrain, then finetune from it (built CLI)', () => {
+  const corpusText = (): string => {
+    const lines: string[] = [];
+    const topics = Object.values(TOPICS);
+    for (let i = 0; i < 300; i++) {
+      const words = topics[i % topics.length] ?? [];
+      const pick = (k: number): string => words[(i * 7 + k * 3) % words.length] ?? '';
+      lines.push(`The ${pick(0)} and the ${pick(1)} were ${pick(2)}. A ${pick(3)} of ${pick(4)}!`);
+    }
+    return `${lines.join('\n')}\n`;
+  };
+
+  it('trains a vocabulary, pretrains --config tiny for --steps, saves a BertForMaskedLM that finetune --init-from takes', async () => {
+    const corpusDir = path.join(dir, 'corpus');
+    fs.mkdirSync(corpusDir, { recursive: true });
+    fs.writeFileSync(path.join(corpusDir, 'topics.txt'), corpusText());
+    const out = path.join(dir, 'pretrained');
+    const r = elmo([
+      'pretrain',
+      '--corpus',
+      corpusDir,
+      '--corpus',
+      trainJsonl,
+      '--config',
+      'tiny',
+      '--vocab-size',
+      '150',
+      '--steps',
+      '8',
+      '--seq-len',
+      '32',
+      '--batch-size',
+      '4',
+      '--out',
+      out,
+    ]);
+    expect(r.err).not.toContain('ERR_');
+    expect(r.code).toBe(0);
+    expect(r.err).toContain('training a WordPiece vocabulary of 150');
+    expect(r.out.join('\n')).toMatch(/pretrained 8 steps/);
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')) as {
+      architectures: string[];
+      vocab_size: number;
+    };
+    expect(config.architectures).toEqual(['BertForMaskedLM']);
+    expect(config.vocab_size).toBe(150);
+    expect(fs.readFileSync(path.join(out, 'vocab.txt'), 'utf8').trim().split('\n')).toHaveLength(150);
+    expect(fs.existsSync(path.join(out, 'tokenizer.json'))).toBe(true);
+    const summary = JSON.parse(fs.readFileSync(path.join(out, 'pretrain.json'), 'utf8')) as {
+      steps: number;
+      history: { loss: number }[];
+      corpus: { documents: number };
+    };
+    expect(summary.steps).toBe(8);
+    expect(summary.history).toHaveLength(8);
+    expect(summary.corpus.documents).toBe(2);
+
+    const tuned = path.join(dir, 'from-pretrained');
+    const f = elmo(['finetune', '--train', trainJsonl, '--init-from', out, '--epochs', '1', '--out', tuned]);
+    expect(f.err).not.toContain('ERR_');
+    expect(f.code).toBe(0);
+    using model = await Bert.load(tuned);
+    expect([...model.labels].sort()).toEqual(['city', 'music', 'sport']);
+
+    // --per-label: a seeded few-shot sample, from random init of the pretrained architecture.
+    const few = path.join(dir, 'few-shot');
+    const p = elmo([
+      'finetune',
+      '--train',
+      trainJsonl,
+      '--model',
+      out,
+      '--random-init',
+      '--per-label',
+      '2',
+      '--epochs',
+      '1',
+      '--out',
+      few,
+    ]);
+    expect(p.code).toBe(0);
+    expect(p.err).toContain('6 examples (--per-label 2)');
+    const m = JSON.parse(fs.readFileSync(path.join(few, 'metrics.json'), 'utf8')) as {
+      recipe: { perLabel: number; trainExamples: number; init: { from: string } };
+    };
+    expect(m.recipe).toMatchObject({ perLabel: 2, trainExamples: 6, init: { from: 'random-init' } });
+  });
+
+  it('usage errors exit 2; a missing corpus exits 1 with ERR_INPUT', () => {
+    const out = path.join(dir, 'never');
+    const cases: [string[], string][] = [
+      [['pretrain', '--out', out], '--corpus PATH is required'],
+      [['pretrain', '--corpus', trainJsonl, '--out', out, '--steps', '2', '--minutes', '1'], 'give one of --minutes'],
+      [
+        ['pretrain', '--corpus', trainJsonl, '--out', out, '--model', CLS_MODEL, '--config', 'tiny'],
+        '--model DIR brings',
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const r = elmo(args);
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      expect(r.err).toContain(message);
+    }
+    const missing = elmo([
+      'pretrain',
+      '--corpus',
+      path.join(dir, 'nope'),
+      '--config',
+      'tiny',
+      '--steps',
+      '1',
+      '--out',
+      out,
+    ]);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toContain('ERR_INPUT');
+    expect(fs.existsSync(out)).toBe(false);
+  });
+});

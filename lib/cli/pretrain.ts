@@ -79,7 +79,7 @@ export function addPretrainCommand(program: Command, io: CliIo, argv: readonly s
       'pretrain an encoder with masked-LM on unlabelled text (files, directories of .txt/.md, or .jsonl/.csv ' +
         'example files); trains a vocabulary first when none is given; saves a BertForMaskedLM checkpoint',
     )
-    .requiredOption('--corpus <PATH>', 'file or directory of text (repeatable)', collect, [])
+    .requiredOption('--corpus <PATH>', 'file or directory of text (repeatable)', collect)
     .requiredOption('--out <DIR>', 'where the pretrained model is saved')
     .option('--model <DIR>', 'checkpoint to pretrain further (a masked-LM head is added when it has none)')
     .addOption(

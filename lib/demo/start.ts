@@ -17,7 +17,8 @@
  *
  * `npm start -- --full` replaces steps 1-2 by the 25-minute default recipe of `elmo pretrain`
  * (docs/accuracy.md) and fine-tunes from that encoder instead of the shipped one.
- * `--out DIR` (default ./elmo-demo) is where the models go.
+ * `--out DIR` (default ./elmo-demo) is where the models go; `--encoder DIR` fine-tunes from
+ * another pretrained encoder.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -215,14 +216,20 @@ const CONVERSATION = [
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const full = argv.includes('--full');
-  const outAt = argv.indexOf('--out');
-  const outDir = path.resolve(outAt >= 0 ? (argv[outAt + 1] ?? 'elmo-demo') : 'elmo-demo');
+  const flag = (name: string): string | undefined => {
+    const at = argv.indexOf(name);
+    return at >= 0 ? argv[at + 1] : undefined;
+  };
+  const outDir = path.resolve(flag('--out') ?? 'elmo-demo');
+  const encoderFlag = flag('--encoder');
   const t0 = performance.now();
   say(`elmo-chat: pretrain, fine-tune and run BERT in Node.js, no Python (${String(os.cpus().length)} CPU cores here)`);
 
   const dialogues = generateSupportDialogues({ seed: 1 });
   const { train, test } = splitDialogues(dialogues, { testFraction: 0.2, seed: 1 });
-  const { encoder, note } = await pretrainLive(train, full, outDir);
+  const live = await pretrainLive(train, full, outDir);
+  const encoder = encoderFlag !== undefined ? path.resolve(encoderFlag) : live.encoder;
+  const note = encoderFlag !== undefined ? `the fine-tunes below start from ${encoder}` : live.note;
   say(`   (${note})`);
   if (!fs.existsSync(path.join(encoder, 'model.safetensors'))) {
     throw new Error(`no pretrained encoder in ${encoder}: make it with \`npm run make:encoder\``);
