@@ -131,7 +131,10 @@ export interface BertCreateOptions extends BertRunOptions {
   tokenizer: Tokenizer;
   /** Seed of the initial weights (deterministic); default 0. */
   seed?: number | bigint;
-  /** Add a masked-LM head (decoder tied to the word embeddings); default false. */
+  /**
+   * Add a masked-LM head (decoder tied to the word embeddings); without labels the model then has
+   * no pooler, as transformers' BertForMaskedLM. Default false.
+   */
   mlm?: boolean;
 }
 
@@ -324,7 +327,8 @@ export class Bert {
           ...(labels !== undefined ? { labels } : {}),
           ...(problemType !== undefined ? { problemType } : {}),
         },
-        { pooler: true, classifier: numLabels > 0, mlm: options.mlm ?? false },
+        // A masked-LM model has no pooler, as transformers' BertForMaskedLM; fine-tuning adds one.
+        { pooler: numLabels > 0 || options.mlm !== true, classifier: numLabels > 0, mlm: options.mlm ?? false },
         options.seed ?? 0,
       );
       return new Bert(model, options.tokenizer, options, undefined);

@@ -23,6 +23,7 @@ import { Bert } from '../bert';
 import type { BertConfig, BertRunOptions } from '../bert';
 import type { DeviceRequest } from '../devices';
 import { Tokenizer } from '../tokenizer';
+import { readCorpus } from '../train/corpus';
 import type { PretrainOptions, PretrainProgress, PretrainResult } from '../train/pretrain';
 import type { CliIo } from './args';
 import { UsageError, choice, collect, configureCommand, deviceOption, integer, number, usageError } from './args';
@@ -36,7 +37,7 @@ import { duration } from './progress';
  */
 export const PRETRAIN_RECIPE = {
   config: 'mini' as ConfigPreset,
-  vocabSize: 8000,
+  vocabSize: 6000,
   seqLen: 64,
   batchSize: 32,
   learningRate: 1e-3,
@@ -164,7 +165,11 @@ async function startingModel(
     const vocabSize = f.vocabSize ?? PRETRAIN_RECIPE.vocabSize;
     log(`elmo pretrain: training a WordPiece vocabulary of ${String(vocabSize)} on the corpus`);
     const t = performance.now();
-    tokenizer = await Tokenizer.train(f.corpus, { vocabSize, lowercase: f.lowercase });
+    // The corpus as pretraining reads it (the texts of .jsonl / .csv example files, not their syntax).
+    const lines = async function* (): AsyncGenerator<string> {
+      for await (const line of readCorpus(f.corpus)) yield line.text;
+    };
+    tokenizer = await Tokenizer.train({ texts: lines() }, { vocabSize, lowercase: f.lowercase });
     vocab = {
       trained: true,
       vocabSize: tokenizer.vocabSize,

@@ -572,8 +572,22 @@ export async function pretrain(
       await trainer.setSchedule({ learningRate, warmupSteps, totalSteps, schedule });
     }
 
-    const loopStart = performance.now();
-    const elapsed = (): number => state.elapsedSeconds + (performance.now() - loopStart) / 1000;
+    const clockStart = state.elapsedSeconds;
+    // The training clock: wall time, except that a gap far longer than a step (the machine
+    // suspended, a VM paused or migrated, the clock stepped) counts as one step's time, so that
+    // it does not eat a minutes budget or skew the fitted schedule.
+    let clock = state.elapsedSeconds;
+    let tick = performance.now();
+    let stepEma = 0;
+    const elapsed = (): number => {
+      const now = performance.now();
+      const dt = (now - tick) / 1000;
+      tick = now;
+      const cap = stepEma > 0 ? Math.max(30, 20 * stepEma) : Infinity;
+      clock += dt > cap ? stepEma : dt;
+      return clock;
+    };
+    let stepStart = performance.now();
     const budgetSeconds = minutes !== undefined ? minutes * 60 : Infinity;
     let lastReport = performance.now();
     let lastCheckpoint = elapsed();
@@ -584,7 +598,7 @@ export async function pretrain(
     let order = orderOf(state.epoch);
     let ends = batchEnds(blocks, order, maxTokens);
     let refitAt = state.step + 5;
-    let refitFrom = { step: state.step, time: performance.now() };
+    let refitFrom = { step: state.step, time: state.elapsedSeconds };
     const evalEvery = (): number => Math.max(1, Math.floor(totalSteps / evals));
     let nextEval = (Math.floor(state.step / evalEvery()) + 1) * evalEvery();
     const startStep = state.step;
@@ -592,7 +606,7 @@ export async function pretrain(
     const report = (r: StepResult, force: boolean): void => {
       const now = performance.now();
       if (!force && now - lastReport < interval) return;
-      const secs = (now - loopStart) / 1000;
+      const secs = elapsed() - clockStart;
       const rate = (state.step - startStep) / Math.max(secs, 1e-9);
       emit({
         phase: 'train',
@@ -675,6 +689,7 @@ export async function pretrain(
         wholeWord,
       );
       let r: StepResult;
+      stepStart = performance.now();
       try {
         r = await trainer.step(batch);
       } catch (err) {
@@ -688,6 +703,8 @@ export async function pretrain(
         );
       }
       last = r;
+      const stepSeconds = (performance.now() - stepStart) / 1000;
+      stepEma = stepEma === 0 ? stepSeconds : 0.9 * stepEma + 0.1 * Math.min(stepSeconds, 20 * stepEma);
       if (state.step === startStep && elapsed() >= budgetSeconds && startStep === 0) {
         throw new InputError(
           `Expected options.minutes long enough for training but received ${String(minutes)} (${budgetSeconds.toFixed(2)} s): the first step alone took ${elapsed().toFixed(2)} s` +
@@ -704,8 +721,8 @@ export async function pretrain(
       // With a minutes budget, fit the schedule to the step rate of the last stretch (after 5
       // steps, then every 2% of the estimate), so that the decay ends with the budget.
       if (minutes !== undefined && state.step >= refitAt) {
-        const now = performance.now();
-        const rate = (state.step - refitFrom.step) / Math.max(1e-9, (now - refitFrom.time) / 1000);
+        const now = elapsed();
+        const rate = (state.step - refitFrom.step) / Math.max(1e-9, now - refitFrom.time);
         refitFrom = { step: state.step, time: now };
         totalSteps = Math.max(state.step + 1, Math.round(state.step + rate * (budgetSeconds - elapsed())));
         if (o.warmupSteps === undefined && state.warmupSteps >= 1_000_000) {
@@ -727,7 +744,7 @@ export async function pretrain(
       if (ckptDir !== undefined && due && state.step < totalSteps) await checkpoint();
     }
     if (last !== undefined) report(last, true);
-    const trainSeconds = (performance.now() - loopStart) / 1000;
+    const trainSeconds = elapsed() - clockStart;
     state.totalSteps = state.step;
     await evaluate();
     await checkpoint();
