@@ -37,7 +37,7 @@ import type { Dialogue } from './support-dialogues';
 const ROOT = path.join(__dirname, '..', '..');
 const ENCODER = path.join(ROOT, 'assets', 'support-encoder');
 const CONTEXT_TURNS = 2;
-const MAX_SEQ_LEN = 64;
+const MAX_SEQ_LEN = 48;
 
 const io = {
   write: (line: string): void => void process.stdout.write(`${line}\n`),
@@ -98,9 +98,9 @@ async function pretrainLive(
   say(`   "I can't log into my account" -> ${tokenizer.tokenize("I can't log into my account").join(' ')}`);
 
   const size = full ? PRETRAIN_RECIPE.config : 'tiny';
-  const minutes = full ? PRETRAIN_RECIPE.minutes : 0.75;
+  const minutes = full ? PRETRAIN_RECIPE.minutes : 0.5;
   header(
-    `2. Masked-LM pretraining, live: BERT-${size}, ${full ? `${String(minutes)} minutes` : '45 seconds'} (model.pretrain)`,
+    `2. Masked-LM pretraining, live: BERT-${size}, ${full ? `${String(minutes)} minutes` : '30 seconds'} (model.pretrain)`,
   );
   const model = Bert.create(
     { ...CONFIG_PRESETS[size], vocabSize: tokenizer.vocabSize, maxPositions: 128, typeVocabSize: 2 },
@@ -170,8 +170,8 @@ async function fineTuneOne(
   const display = progressDisplay(io, 10);
   const t0 = performance.now();
   await model.fineTune(trainSet, {
-    epochs: 6,
-    learningRate: start === 'pretrained' ? 3e-4 : 1e-3,
+    epochs: 4,
+    learningRate: 1e-3,
     batchSize: 32,
     seed: 42,
     onProgress: display.onProgress,
