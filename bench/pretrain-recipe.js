@@ -7,6 +7,7 @@
 //        [--vocab-size 6000] [--seq-len 64] [--lr 1e-3] [--no-in-domain] [--checkpoint-minutes 5]
 //   node bench/pretrain-recipe.js finetune --init DIR [--random-init] --task NAME
 //        [--lrs 1e-4,3e-4,1e-3,2e-3] [--epochs N] [--json FILE]
+//   node bench/pretrain-recipe.js probe --init DIR [--random-init] --task NAME [--json FILE]
 //
 // pretrain: a WordPiece vocabulary trained on the corpus (Tokenizer.train), a fresh BertForMaskedLM
 //   of --config, model.pretrain for --minutes with checkpoints every --checkpoint-minutes (for the
@@ -19,6 +20,8 @@
 //   epoch is chosen on a dev set cut from the training split (the rest of it for few-shot; 10% by
 //   seed otherwise) and its weights are scored on the test split. --random-init: the same
 //   architecture and vocabulary as --init, with fresh weights.
+// probe: the encoder frozen; a softmax regression on its mean-pooled embeddings (standardized,
+//   300 full-batch gradient steps, L2 strength picked on the dev set) scored on the test split.
 // Data paths: ../shared/data (override with --data DIR). Needs `npm run build` first.
 'use strict';
 
@@ -230,8 +233,104 @@ async function finetuneCmd() {
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
+/**
+ * probe: the encoder frozen, a softmax regression on its mean-pooled embeddings (standardized),
+ * trained by full-batch gradient descent with L2 (the strength picked on the dev set).
+ */
+async function probeCmd() {
+  const task = await loadTask(args.task);
+  const source = await Bert.load(path.resolve(args.init));
+  let model = source;
+  if (args['random-init']) {
+    const c = source.config;
+    model = Bert.create(
+      { vocabSize: c.vocabSize, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads, intermediateSize: c.intermediateSize, maxPositions: c.maxPositions, typeVocabSize: c.typeVocabSize },
+      { tokenizer: source.tokenizer, seed: 42 },
+    );
+    source.dispose();
+  }
+  const labels = [...new Set(task.train.map((e) => e.label))].sort();
+  const H = model.config.hiddenSize;
+  const embed = async (exs) => {
+    const out = new Float32Array(exs.length * H);
+    for (let i = 0; i < exs.length; i += 256) {
+      const e = await model.embed(exs.slice(i, i + 256).map((x) => x.text), { pooling: 'mean' });
+      out.set(e, i * H);
+    }
+    return out;
+  };
+  const [xtr, xdev, xte] = [await embed(task.train), await embed(task.dev), await embed(task.test)];
+  model.dispose();
+  const mean = new Float64Array(H);
+  const sd = new Float64Array(H);
+  const n = task.train.length;
+  for (let i = 0; i < n; i++) for (let j = 0; j < H; j++) mean[j] += xtr[i * H + j] / n;
+  for (let i = 0; i < n; i++) for (let j = 0; j < H; j++) sd[j] += (xtr[i * H + j] - mean[j]) ** 2 / n;
+  for (let j = 0; j < H; j++) sd[j] = Math.sqrt(sd[j]) || 1;
+  const norm = (x) => { for (let i = 0; i < x.length; i++) x[i] = (x[i] - mean[i % H]) / sd[i % H]; };
+  norm(xtr); norm(xdev); norm(xte);
+  const L = labels.length;
+  const ytr = task.train.map((e) => labels.indexOf(e.label));
+  const fit = (l2) => {
+    const W = new Float64Array(L * H);
+    const b = new Float64Array(L);
+    const p = new Float64Array(L);
+    for (let it = 0; it < 300; it++) {
+      const gW = new Float64Array(L * H);
+      const gb = new Float64Array(L);
+      for (let i = 0; i < n; i++) {
+        let m = -Infinity;
+        for (let k = 0; k < L; k++) {
+          let z = b[k];
+          for (let j = 0; j < H; j++) z += W[k * H + j] * xtr[i * H + j];
+          p[k] = z;
+          if (z > m) m = z;
+        }
+        let sum = 0;
+        for (let k = 0; k < L; k++) sum += (p[k] = Math.exp(p[k] - m));
+        for (let k = 0; k < L; k++) {
+          const g = p[k] / sum - (k === ytr[i] ? 1 : 0);
+          gb[k] += g / n;
+          for (let j = 0; j < H; j++) gW[k * H + j] += (g * xtr[i * H + j]) / n;
+        }
+      }
+      for (let k = 0; k < L * H; k++) W[k] -= 0.5 * (gW[k] + l2 * W[k]);
+      for (let k = 0; k < L; k++) b[k] -= 0.5 * gb[k];
+    }
+    return (x, exs) => {
+      let ok = 0;
+      for (let i = 0; i < exs.length; i++) {
+        let best = 0;
+        let bz = -Infinity;
+        for (let k = 0; k < L; k++) {
+          let z = b[k];
+          for (let j = 0; j < H; j++) z += W[k * H + j] * x[i * H + j];
+          if (z > bz) { bz = z; best = k; }
+        }
+        if (labels[best] === exs[i].label) ok++;
+      }
+      return ok / exs.length;
+    };
+  };
+  const runs = [];
+  for (const l2 of [1e-3, 1e-2, 1e-1]) {
+    const score = fit(l2);
+    runs.push({ l2, dev: score(xdev, task.dev), accuracy: score(xte, task.test) });
+    log(`probe ${args.task} ${args['random-init'] ? 'random-init' : 'pretrained'} l2 ${l2}: dev ${(runs.at(-1).dev * 100).toFixed(2)} test ${(runs.at(-1).accuracy * 100).toFixed(2)}`);
+  }
+  const best = runs.reduce((a, r) => (r.dev > a.dev ? r : a));
+  const out = { probe: true, task: args.task, init: path.resolve(args.init), randomInit: Boolean(args['random-init']), runs, bestByDev: best };
+  if (args.json) {
+    const file = path.resolve(args.json);
+    const prev = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : [];
+    prev.push(out);
+    fs.writeFileSync(file, JSON.stringify(prev, null, 1));
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
 const cmd = args._[0];
-(cmd === 'pretrain' ? pretrainCmd() : cmd === 'finetune' ? finetuneCmd() : Promise.reject(new Error('usage: pretrain | finetune'))).catch((err) => {
+(cmd === 'pretrain' ? pretrainCmd() : cmd === 'finetune' ? finetuneCmd() : cmd === 'probe' ? probeCmd() : Promise.reject(new Error('usage: pretrain | finetune | probe'))).catch((err) => {
   console.error(err);
   process.exit(1);
 });
