@@ -187,11 +187,7 @@ async function finetuneCmd() {
     const source = await Bert.load(init);
     let model = source;
     if (args['random-init']) {
-      const c = source.config;
-      model = Bert.create(
-        { vocabSize: c.vocabSize, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads, intermediateSize: c.intermediateSize, maxPositions: c.maxPositions, typeVocabSize: c.typeVocabSize },
-        { tokenizer: source.tokenizer, seed: 42 },
-      );
+      model = Bert.createLike(source, { seed: 42 });
       source.dispose();
     }
     const t0 = performance.now();
@@ -242,11 +238,7 @@ async function probeCmd() {
   const source = await Bert.load(path.resolve(args.init));
   let model = source;
   if (args['random-init']) {
-    const c = source.config;
-    model = Bert.create(
-      { vocabSize: c.vocabSize, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads, intermediateSize: c.intermediateSize, maxPositions: c.maxPositions, typeVocabSize: c.typeVocabSize },
-      { tokenizer: source.tokenizer, seed: 42 },
-    );
+    model = Bert.createLike(source, { seed: 42 });
     source.dispose();
   }
   const labels = [...new Set(task.train.map((e) => e.label))].sort();

@@ -50,6 +50,7 @@ import type {
 } from './train/fine-tune';
 import { Trainer } from './train/trainer';
 import type { TrainerOptions } from './train/trainer';
+import { writeFileAtomic } from './fs-atomic';
 
 // Node defines Symbol.dispose as the registered symbol 'nodejs.dispose', but a vm context (a
 // jest test, a REPL sandbox) may lack it; the same registered symbol there keeps `using` and
@@ -336,6 +337,39 @@ export class Bert {
       model.dispose();
       throw err;
     }
+  }
+
+  /**
+   * Fresh weights with the architecture (layers, widths, positions, dropout, vocabulary) and the
+   * tokenizer of `model`, and no head: the from-scratch side of a pretraining comparison.
+   *
+   * @example
+   * ```ts
+   * const pretrained = await Bert.load('encoder');
+   * const scratch = Bert.createLike(pretrained, { seed: 42 });
+   * ```
+   */
+  static createLike(model: Bert, options: Omit<BertCreateOptions, 'tokenizer'> = {}): Bert {
+    if (!(model instanceof Bert)) throw expected(InputError, 'a Bert model', 'model', model);
+    model.#checkLive('createLike');
+    const c = model.#info;
+    return Bert.create(
+      {
+        vocabSize: c.vocabSize,
+        hiddenSize: c.hiddenSize,
+        numLayers: c.numLayers,
+        numHeads: c.numHeads,
+        intermediateSize: c.intermediateSize,
+        maxPositions: c.maxPositions,
+        typeVocabSize: c.typeVocabSize,
+        layerNormEps: c.layerNormEps,
+        hiddenDropout: c.hiddenDropout,
+        attentionDropout: c.attentionDropout,
+        initializerRange: c.initializerRange,
+        padTokenId: c.padTokenId,
+      },
+      { ...options, tokenizer: model.#tokenizer },
+    );
   }
 
   /** The tokenizer the model reads its inputs with (same ids as Hugging Face). */
@@ -896,16 +930,4 @@ function vocabOptions(text: string | undefined): TokenizerOptions {
     if (typeof v === 'string') out[opt] = v;
   }
   return out;
-}
-
-/** Writes a temporary file next to `file` and renames it into place. */
-function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${String(process.pid)}-${Math.random().toString(36).slice(2)}`;
-  try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw new CheckpointError(`Cannot write ${file}: ${(err as Error).message}`);
-  }
 }

@@ -307,6 +307,24 @@ describe('Bert.pretrain', () => {
     model.dispose();
   });
 
+  test('Bert.createLike: fresh weights of the same architecture and tokenizer, no head', async () => {
+    const model = Bert.create(tiny, { tokenizer, seed: 4, mlm: true });
+    const like = Bert.createLike(model, { seed: 5 });
+    const arch = (c: Record<string, unknown>): Record<string, unknown> =>
+      Object.fromEntries(Object.entries(c).filter(([k]) => k !== 'numParameters' && k !== 'heads'));
+    expect(arch(like.config as unknown as Record<string, unknown>)).toEqual(
+      arch(model.config as unknown as Record<string, unknown>),
+    );
+    expect(model.config.heads.mlm).toBe(true);
+    expect(like.config.heads).toEqual({ pooler: true, classifier: false, mlm: false, tokenClassifier: false });
+    expect(like.tokenizer).toBe(model.tokenizer);
+    const [ea, eb] = [await model.embed(['the a of']), await like.embed(['the a of'])];
+    expect(Array.from(ea)).not.toEqual(Array.from(eb));
+    model.dispose();
+    expect(() => Bert.createLike(model)).toThrow(/disposed/);
+    like.dispose();
+  });
+
   test('bad input: typed errors', async () => {
     const model = Bert.create(tiny, { tokenizer, seed: 4, mlm: true });
     const dir = tmpDir();

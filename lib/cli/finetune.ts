@@ -228,24 +228,7 @@ async function startingModel(
   if (f.randomInit === true) {
     const source = await Bert.load(dir, run);
     try {
-      const c = source.config;
-      const model = Bert.create(
-        {
-          vocabSize: c.vocabSize,
-          hiddenSize: c.hiddenSize,
-          numLayers: c.numLayers,
-          numHeads: c.numHeads,
-          intermediateSize: c.intermediateSize,
-          maxPositions: c.maxPositions,
-          typeVocabSize: c.typeVocabSize,
-          layerNormEps: c.layerNormEps,
-          hiddenDropout: c.hiddenDropout,
-          attentionDropout: c.attentionDropout,
-          initializerRange: c.initializerRange,
-          padTokenId: c.padTokenId,
-        },
-        { ...run, tokenizer: source.tokenizer, seed: f.seed },
-      );
+      const model = Bert.createLike(source, { ...run, seed: f.seed });
       return { model, init: { from: 'random-init', architectureOf: dir }, resetHead: false };
     } finally {
       source.dispose();

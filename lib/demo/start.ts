@@ -150,19 +150,7 @@ async function fineTuneOne(
   const base = await Bert.load(encoder, { maxSeqLen: MAX_SEQ_LEN });
   let model = base;
   if (start === 'random') {
-    const c = base.config;
-    model = Bert.create(
-      {
-        vocabSize: c.vocabSize,
-        hiddenSize: c.hiddenSize,
-        numLayers: c.numLayers,
-        numHeads: c.numHeads,
-        intermediateSize: c.intermediateSize,
-        maxPositions: c.maxPositions,
-        typeVocabSize: c.typeVocabSize,
-      },
-      { tokenizer: base.tokenizer, seed: 42, maxSeqLen: MAX_SEQ_LEN },
-    );
+    model = Bert.createLike(base, { seed: 42, maxSeqLen: MAX_SEQ_LEN });
     base.dispose();
   }
   const trainSet = dialogueExamples(train, { field, contextTurns: CONTEXT_TURNS });

@@ -30,6 +30,7 @@ import { TokenizerError, describe, invalid } from './errors';
 import { trainWordPiece } from './train';
 import type { TrainCorpus, TrainOptions } from './train';
 import { VocabTrie } from './vocab-trie';
+import { writeFileAtomic } from '../fs-atomic';
 
 /** Options of {@link Tokenizer.fromVocab}. Defaults match `BertTokenizerFast` (uncased). */
 export interface TokenizerOptions {
@@ -1230,18 +1231,6 @@ function readText(file: string, what: string): string {
 /** `strip_accents` as Hugging Face writes it: null when it follows `lowercase`. */
 function stripAccentsJson(norm: NormalizerConfig): boolean | null {
   return norm.stripAccents === norm.lowercase ? null : norm.stripAccents;
-}
-
-/** Writes a temporary file next to `file` and renames it into place. */
-function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw new CheckpointError(`Cannot write ${file}: ${(err as Error).message}`);
-  }
 }
 
 /** String.fromCodePoint over an array of any length (no argument-count limit). */
