@@ -2,7 +2,6 @@
 // transformers, inputs, float64 reference outputs stored as f32), plus its lifecycle and
 // every misuse error. Tiny models only, so the whole file runs in a few seconds.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import {
@@ -16,7 +15,7 @@ import {
   devices,
 } from '../lib';
 import { native } from '../lib/native';
-import { collectUntil, expectClose, gcFunction } from './helpers';
+import { collectUntil, expectClose, gcFunction, rejection, tmpDir } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 const FIXTURE_DIRS = ['bert-a-cls', 'bert-b-mlm', 'bert-b-multilabel'];
@@ -40,20 +39,6 @@ function readF32(name: string, file: string): Float32Array {
 
 function packed(m: Manifest): { ids: Int32Array; typeIds: Int32Array; offsets: Int32Array } {
   return { ids: Int32Array.from(m.ids), typeIds: Int32Array.from(m.type_ids), offsets: Int32Array.from(m.offsets) };
-}
-
-function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-bert-'));
-}
-
-/** Rejection of a promise as an error object (fails the test when it resolves). */
-async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected the promise to reject');
 }
 
 /** Same bytes (both absent counts as equal). */
@@ -176,7 +161,7 @@ describe.each(FIXTURE_DIRS)('Bert on fixture %s', (name) => {
   });
 
   it('save -> load round trip gives identical outputs, labels and tokenizer', async () => {
-    const dir = path.join(tmpDir(), 'nested', 'model');
+    const dir = path.join(tmpDir('bert'), 'nested', 'model');
     await model.save(dir);
     for (const f of ['config.json', 'model.safetensors', 'vocab.txt'])
       expect(fs.existsSync(path.join(dir, f))).toBe(true);
@@ -309,7 +294,7 @@ describe('Bert.create', () => {
     expect(bitEqual(oa.hidden, ob.hidden)).toBe(true);
     expect(bitEqual(oa.hidden, oc.hidden)).toBe(false);
 
-    const dir = tmpDir();
+    const dir = tmpDir('bert');
     await a.save(dir);
     expect(fs.readFileSync(path.join(dir, 'vocab.txt'), 'utf8')).toBe(
       fs.readFileSync(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'), 'utf8'),
@@ -422,7 +407,7 @@ describe('Bert lifecycle and concurrency', () => {
       order.push('embed');
       return out;
     });
-    const dir = tmpDir();
+    const dir = tmpDir('bert');
     const fourth = model.save(dir).then(() => order.push('save'));
     const out = await first;
     expect(out.hidden.length).toBe(8 * 256 * 128);
@@ -457,7 +442,7 @@ describe('Bert lifecycle and concurrency', () => {
       model.forwardIds({ ids: Int32Array.of(101, 102), offsets: Int32Array.of(0, 2) }),
       model.predict(['hi']),
       model.embed(['hi']),
-      model.save(tmpDir()),
+      model.save(tmpDir('bert')),
     ]) {
       const err = await rejection(p);
       expect(err).toBeInstanceOf(DisposedError);
@@ -635,7 +620,7 @@ describe('Bert.load failures', () => {
   });
 
   function copyFixture(): string {
-    const dir = tmpDir();
+    const dir = tmpDir('bert');
     for (const f of ['config.json', 'model.safetensors', 'vocab.txt']) {
       fs.copyFileSync(path.join(FIXTURES, 'bert-a-cls', f), path.join(dir, f));
     }
@@ -643,10 +628,10 @@ describe('Bert.load failures', () => {
   }
 
   it('a missing or corrupt model directory is ERR_CHECKPOINT with a clear message', async () => {
-    const missing = path.join(tmpDir(), 'nope');
+    const missing = path.join(tmpDir('bert'), 'nope');
     const cases: [string, RegExp][] = [[missing, /for dir but received '.*nope', which does not exist/]];
 
-    const file = path.join(tmpDir(), 'file');
+    const file = path.join(tmpDir('bert'), 'file');
     fs.writeFileSync(file, 'x');
     cases.push([file, /which is not a directory/]);
 

@@ -1,4 +1,7 @@
 // Shared helpers of the jest tests: float64 references and comparisons.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 
@@ -98,4 +101,19 @@ export async function settle(count: () => number): Promise<number> {
     last = now;
   }
   return last;
+}
+
+/** A fresh temporary directory, `elmo-<prefix>-XXXXXX`. */
+export function tmpDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `elmo-${prefix}-`));
+}
+
+/** Rejection of a promise as an error object (fails the test when it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error & { code?: string };
+  }
+  throw new Error('expected the promise to reject');
 }

@@ -2,13 +2,13 @@
 // masking, model.pretrain (loss falls, head added, checkpoints, exact resume, abort) and its
 // bad input.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { AbortedError, Bert, InputError, Tokenizer } from '../lib';
 import { readCorpus, splitSentences } from '../lib/train/corpus';
 import { buildBlocks, maskBatch } from '../lib/train/pretrain';
 import { Rng } from '../lib/train/rng';
+import { rejection, tmpDir } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 const tokenizer = Tokenizer.fromVocab(fs.readFileSync(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'), 'utf8'));
@@ -21,19 +21,6 @@ const tiny = {
   maxPositions: 64,
   typeVocabSize: 2,
 };
-
-function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-pretrain-test-'));
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected a rejection');
-}
 
 // A corpus with structure to learn: sentences made of fixed word patterns.
 const WORDS = ['the', 'a', 'of', 'and', 'to', 'in', 'is', 'it', 'you', 'that', 'he', 'was', 'for', 'on', 'are'];
@@ -71,7 +58,7 @@ describe('corpus', () => {
   });
 
   test('readCorpus reads directories recursively in order, files as documents, skips blank lines', async () => {
-    const dir = tmpDir();
+    const dir = tmpDir('pretrain-test');
     fs.mkdirSync(path.join(dir, 'sub'));
     fs.writeFileSync(path.join(dir, 'b.txt'), 'second file\n\n  \nline two\n');
     fs.writeFileSync(path.join(dir, 'a.txt'), 'first file\n');
@@ -219,7 +206,7 @@ describe('Bert.pretrain', () => {
     expect(r.evalHistory.length).toBeGreaterThan(1);
     expect(r.corpus.documents).toBe(200);
     expect([...phases].sort()).toEqual(['eval', 'prepare', 'train']);
-    const dir = tmpDir();
+    const dir = tmpDir('pretrain-test');
     await model.save(dir);
     const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as { architectures: string[] };
     expect(config.architectures).toEqual(['BertForMaskedLM']);
@@ -233,7 +220,7 @@ describe('Bert.pretrain', () => {
     const texts = corpusTexts(60, 5);
     const opts = { steps: 10, batchSize: 4, seqLen: 24, learningRate: 1e-3, seed: 9, evals: 2 };
     const a = Bert.create(tiny, { tokenizer, seed: 4, mlm: true });
-    const dirA = tmpDir();
+    const dirA = tmpDir('pretrain-test');
     const ra = await a.pretrain({ texts }, { ...opts, checkpointDir: dirA, checkpointSteps: 5, saveTotalLimit: 5 });
     expect(fs.existsSync(path.join(dirA, 'checkpoint-5', 'optimizer.safetensors'))).toBe(true);
     expect(fs.existsSync(path.join(dirA, 'checkpoint-10'))).toBe(true);
@@ -241,8 +228,8 @@ describe('Bert.pretrain', () => {
     const rb = await b.pretrain({ texts }, { ...opts, resume: path.join(dirA, 'checkpoint-5') });
     expect(rb.steps).toBe(10);
     expect(rb.history.map((h) => h.loss)).toEqual(ra.history.map((h) => h.loss));
-    const outA = tmpDir();
-    const outB = tmpDir();
+    const outA = tmpDir('pretrain-test');
+    const outB = tmpDir('pretrain-test');
     await a.save(outA);
     await b.save(outB);
     expect(
@@ -256,7 +243,7 @@ describe('Bert.pretrain', () => {
 
   test('an abort stops between steps; the last checkpoint stays intact and resumable', async () => {
     const model = Bert.create(tiny, { tokenizer, seed: 4, mlm: true });
-    const dir = tmpDir();
+    const dir = tmpDir('pretrain-test');
     const controller = new AbortController();
     const err = await rejection(
       model.pretrain(
@@ -294,7 +281,7 @@ describe('Bert.pretrain', () => {
     const t0 = performance.now();
     const r = await model.pretrain(
       { texts: corpusTexts(100) },
-      { minutes: 0.05, batchSize: 4, seqLen: 24, checkpointDir: tmpDir(), checkpointSteps: 5 },
+      { minutes: 0.05, batchSize: 4, seqLen: 24, checkpointDir: tmpDir('pretrain-test'), checkpointSteps: 5 },
     );
     expect((performance.now() - t0) / 1000).toBeGreaterThan(2.5);
     expect(r.trainSeconds).toBeGreaterThan(2.5);
@@ -327,7 +314,7 @@ describe('Bert.pretrain', () => {
 
   test('bad input: typed errors', async () => {
     const model = Bert.create(tiny, { tokenizer, seed: 4, mlm: true });
-    const dir = tmpDir();
+    const dir = tmpDir('pretrain-test');
     const empty = await rejection(model.pretrain({ texts: ['', '   \n  '] }, { steps: 1 }));
     expect(empty).toBeInstanceOf(InputError);
     expect(empty.message).toMatch(/empty or whitespace/);

@@ -1,11 +1,11 @@
 // Training from TypeScript: trainer.step against the PyTorch fixtures, fineTune / evaluate on
 // every task, checkpoints and exact resume, abort, and the bad-input cases of the API.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { AbortedError, Bert, CheckpointError, InputError, NonFiniteError, Tokenizer } from '../lib';
 import type { Example } from '../lib/train/data';
+import { rejection, tmpDir } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 
@@ -22,19 +22,6 @@ interface TrainManifest {
 
 function manifest(name: string): TrainManifest {
   return JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'manifest.json'), 'utf8')) as TrainManifest;
-}
-
-function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-train-test-'));
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected a rejection');
 }
 
 const tokenizer = Tokenizer.fromVocab(fs.readFileSync(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'), 'utf8'));
@@ -184,7 +171,7 @@ describe('fineTune and evaluate', () => {
     expect(m3.task).toBe('token');
     if (m3.task === 'token') expect(m3.f1).toBeGreaterThan(0.8);
     // A token model saves as BertForTokenClassification and loads back.
-    const dir = tmpDir();
+    const dir = tmpDir('train-test');
     await c.save(dir);
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).architectures).toEqual([
       'BertForTokenClassification',
@@ -225,7 +212,7 @@ describe('fineTune and evaluate', () => {
 
   it('a NaN loss stops with ERR_NONFINITE naming the step; the model goes back to the last good checkpoint', async () => {
     using model = Bert.create(tiny, { tokenizer, device: 'cpu', seed: 3 });
-    const dir = tmpDir();
+    const dir = tmpDir('train-test');
     const data = toyExamples(64);
     // A learning rate of 900 without clipping blows the weights up within a few epochs.
     const err = await rejection(
@@ -272,7 +259,7 @@ describe('fineTune and evaluate', () => {
     using straight = Bert.create(tiny, { tokenizer, device: 'cpu', seed: 9 });
     await straight.fineTune(data, opts);
 
-    const dir = tmpDir();
+    const dir = tmpDir('train-test');
     using first = Bert.create(tiny, { tokenizer, device: 'cpu', seed: 9 });
     const ac = new AbortController();
     await expect(
