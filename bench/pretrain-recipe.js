@@ -177,6 +177,26 @@ async function loadTask(name) {
   throw new Error(`unknown --task ${name}`);
 }
 
+/** Prints a run's result and appends it to the --json file (an array of results). */
+function report(out) {
+  if (args.json) {
+    const file = path.resolve(args.json);
+    const prev = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : [];
+    prev.push(out);
+    fs.writeFileSync(file, JSON.stringify(prev, null, 1));
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+/** The model of --init, or with --random-init fresh weights of its architecture and tokenizer. */
+async function startingModel() {
+  const source = await Bert.load(path.resolve(args.init));
+  if (!args['random-init']) return source;
+  const model = Bert.createLike(source, { seed: 42 });
+  source.dispose();
+  return model;
+}
+
 async function finetuneCmd() {
   const init = path.resolve(args.init);
   const task = await loadTask(args.task);
@@ -184,12 +204,7 @@ async function finetuneCmd() {
   const epochs = Number(args.epochs ?? task.epochs);
   const runs = [];
   for (const lr of lrs) {
-    const source = await Bert.load(init);
-    let model = source;
-    if (args['random-init']) {
-      model = Bert.createLike(source, { seed: 42 });
-      source.dispose();
-    }
+    const model = await startingModel();
     const t0 = performance.now();
     const r = await model.fineTune(task.train, {
       epochs,
@@ -220,13 +235,7 @@ async function finetuneCmd() {
   }
   const best = runs.reduce((a, b) => ((b.dev ?? 0) > (a.dev ?? 0) ? b : a));
   const out = { task: args.task, init, randomInit: Boolean(args['random-init']), metric: task.metric, trainExamples: task.train.length, runs, bestByDev: best };
-  if (args.json) {
-    const file = path.resolve(args.json);
-    const prev = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : [];
-    prev.push(out);
-    fs.writeFileSync(file, JSON.stringify(prev, null, 1));
-  }
-  process.stdout.write(`${JSON.stringify(out)}\n`);
+  report(out);
 }
 
 /**
@@ -235,12 +244,7 @@ async function finetuneCmd() {
  */
 async function probeCmd() {
   const task = await loadTask(args.task);
-  const source = await Bert.load(path.resolve(args.init));
-  let model = source;
-  if (args['random-init']) {
-    model = Bert.createLike(source, { seed: 42 });
-    source.dispose();
-  }
+  const model = await startingModel();
   const labels = [...new Set(task.train.map((e) => e.label))].sort();
   const H = model.config.hiddenSize;
   const embed = async (exs) => {
@@ -312,13 +316,7 @@ async function probeCmd() {
   }
   const best = runs.reduce((a, r) => (r.dev > a.dev ? r : a));
   const out = { probe: true, task: args.task, init: path.resolve(args.init), randomInit: Boolean(args['random-init']), runs, bestByDev: best };
-  if (args.json) {
-    const file = path.resolve(args.json);
-    const prev = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : [];
-    prev.push(out);
-    fs.writeFileSync(file, JSON.stringify(prev, null, 1));
-  }
-  process.stdout.write(`${JSON.stringify(out)}\n`);
+  report(out);
 }
 
 const cmd = args._[0];

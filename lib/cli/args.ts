@@ -111,3 +111,21 @@ export function deviceOption(): Option {
 export function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
+
+/**
+ * Ctrl-C for a long-running command: the first aborts `signal` (the run stops after its current
+ * step with ERR_ABORTED, `message` logged when given), the second quits at once (exit 130).
+ * `dispose()` removes the handler.
+ */
+export function interruptible(log?: () => void): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSigint = (): void => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(130);
+    log?.();
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  return { signal: controller.signal, dispose: () => process.off('SIGINT', onSigint) };
+}

@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 
 import { Bert } from '../bert';
-import type { BertConfig, BertRunOptions } from '../bert';
+import type { BertConfig, BertModelInfo, BertRunOptions } from '../bert';
 import type { DeviceRequest } from '../devices';
 import { InputError } from '../errors';
 import { Tokenizer } from '../tokenizer';
@@ -30,7 +30,7 @@ import type { TrainTask } from '../train/data';
 import { collectExamples } from '../train/fine-tune';
 import type { EvalMetrics, FineTuneOptions, FineTuneResult } from '../train/fine-tune';
 import type { CliIo } from './args';
-import { UsageError, choice, configureCommand, deviceOption, integer, number, usageError } from './args';
+import { UsageError, choice, configureCommand, deviceOption, integer, interruptible, number, usageError } from './args';
 import { metricsLine, progressDisplay } from './progress';
 import { fmt, perLabelScores, renderReport, scalarMetrics } from './report';
 
@@ -243,7 +243,7 @@ function defaultMetric(task: TrainTask): string {
 }
 
 /** Writes `text` to a temporary file beside `file` and renames it into place. */
-function writeFileAtomic(file: string, text: string): void {
+export function writeFileAtomic(file: string, text: string): void {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const tmp = `${file}.tmp-${String(process.pid)}`;
   try {
@@ -255,13 +255,19 @@ function writeFileAtomic(file: string, text: string): void {
   }
 }
 
+/** The architecture part of a recipe (metrics.json, pretrain.json). */
+export function modelSummary(info: BertModelInfo): Record<string, number> {
+  const { vocabSize, hiddenSize, numLayers, numHeads, intermediateSize, maxPositions, numParameters } = info;
+  return { vocabSize, hiddenSize, numLayers, numHeads, intermediateSize, maxPositions, numParameters };
+}
+
 /** `argv` as a shell line (arguments with spaces or quotes single-quoted). */
-function commandLine(argv: readonly string[]): string {
+export function commandLine(argv: readonly string[]): string {
   const quote = (a: string): string => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
   return ['elmo', ...argv.map(quote)].join(' ');
 }
 
-function machine(): Record<string, unknown> {
+export function machine(): Record<string, unknown> {
   const cpus = os.cpus();
   return {
     cpu: cpus[0]?.model.trim() ?? 'unknown',
@@ -277,16 +283,9 @@ async function runFinetune(f: FinetuneFlags, io: CliIo, argv: readonly string[])
   const run: BertRunOptions = compact({ device: f.device, threads: f.threads, maxSeqLen: f.maxSeqLen });
   const { model, init, resetHead } = await startingModel(f, run);
   const display = progressDisplay(io, f.progressInterval);
-  // First Ctrl-C: stop after the current step (ERR_ABORTED); the second one quits at once.
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = (): void => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
+  const interrupt = interruptible(() => {
     display.log('elmo finetune: stopping after this step (Ctrl-C again to quit now)');
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
+  });
   try {
     const options: FineTuneOptions = compact({
       task: f.task,
@@ -317,7 +316,7 @@ async function runFinetune(f: FinetuneFlags, io: CliIo, argv: readonly string[])
         ...options,
         onProgress: display.onProgress,
         progressIntervalMs: display.intervalMs,
-        signal: controller.signal,
+        signal: interrupt.signal,
       })
       .catch((err: unknown) => {
         // fineTune's advice, in this CLI's words.
@@ -345,15 +344,7 @@ async function runFinetune(f: FinetuneFlags, io: CliIo, argv: readonly string[])
         device: model.device,
         ...(f.threads !== undefined ? { threads: f.threads } : {}),
       },
-      model: {
-        vocabSize: info.vocabSize,
-        hiddenSize: info.hiddenSize,
-        numLayers: info.numLayers,
-        numHeads: info.numHeads,
-        intermediateSize: info.intermediateSize,
-        maxPositions: info.maxPositions,
-        numParameters: info.numParameters,
-      },
+      model: modelSummary(info),
     };
     const command = commandLine(argv);
     const mach = machine();
@@ -374,7 +365,7 @@ async function runFinetune(f: FinetuneFlags, io: CliIo, argv: readonly string[])
     for (const line of summary(result, f.out, metricsFile, reportFile)) io.write(line);
   } finally {
     display.stop();
-    process.off('SIGINT', onSigint);
+    interrupt.dispose();
     model.dispose();
   }
 }

@@ -12,7 +12,6 @@
  *   `pretrain.json` (the result, the recipe, the machine).
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Command, Option } from 'commander';
@@ -26,8 +25,18 @@ import { Tokenizer } from '../tokenizer';
 import { readCorpus } from '../train/corpus';
 import type { PretrainOptions, PretrainProgress, PretrainResult } from '../train/pretrain';
 import type { CliIo } from './args';
-import { UsageError, choice, collect, configureCommand, deviceOption, integer, number, usageError } from './args';
-import { CONFIG_PRESETS } from './finetune';
+import {
+  UsageError,
+  choice,
+  collect,
+  configureCommand,
+  deviceOption,
+  integer,
+  interruptible,
+  number,
+  usageError,
+} from './args';
+import { CONFIG_PRESETS, commandLine, machine, modelSummary, writeFileAtomic } from './finetune';
 import type { ConfigPreset } from './finetune';
 import { duration } from './progress';
 
@@ -275,15 +284,9 @@ async function runPretrain(f: PretrainFlags, io: CliIo, argv: readonly string[])
     ...(f.threads !== undefined ? { threads: f.threads } : {}),
   };
   const show = pretrainDisplay(io, f.progressInterval);
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = (): void => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
+  const interrupt = interruptible(() => {
     show.log('elmo pretrain: stopping after this step (Ctrl-C again to quit now)');
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
+  });
   try {
     const { model, init } = await startingModel(f, run, show.log);
     try {
@@ -310,33 +313,22 @@ async function runPretrain(f: PretrainFlags, io: CliIo, argv: readonly string[])
         ...options,
         onProgress: show.onProgress,
         progressIntervalMs: show.intervalMs,
-        signal: controller.signal,
+        signal: interrupt.signal,
       });
       show.stop();
       await model.save(f.out);
-      const info = model.config;
       const summary = {
         ...result,
         recipe: {
           init,
           corpus: f.corpus,
           options,
-          model: {
-            vocabSize: info.vocabSize,
-            hiddenSize: info.hiddenSize,
-            numLayers: info.numLayers,
-            numHeads: info.numHeads,
-            intermediateSize: info.intermediateSize,
-            maxPositions: info.maxPositions,
-            numParameters: info.numParameters,
-          },
+          model: modelSummary(model.config),
         },
-        machine: { cpu: os.cpus()[0]?.model.trim() ?? 'unknown', cores: os.cpus().length, node: process.version },
-        command: ['elmo', ...argv].join(' '),
+        machine: machine(),
+        command: commandLine(argv),
       };
-      const file = path.join(f.out, 'pretrain.json');
-      fs.writeFileSync(`${file}.tmp`, `${JSON.stringify(summary, null, 1)}\n`);
-      fs.renameSync(`${file}.tmp`, file);
+      writeFileAtomic(path.join(f.out, 'pretrain.json'), `${JSON.stringify(summary, null, 1)}\n`);
       io.write(
         `pretrained ${String(result.steps)} steps in ${duration(result.trainSeconds)}: MLM loss ${result.trainLoss.toFixed(3)} ` +
           `(held-out ${result.evalLoss.toFixed(3)}), ${result.tokensPerSecond.toFixed(0)} tokens/s; saved to ${f.out}`,
@@ -349,6 +341,6 @@ async function runPretrain(f: PretrainFlags, io: CliIo, argv: readonly string[])
     show.stop();
     throw err;
   } finally {
-    process.off('SIGINT', onSigint);
+    interrupt.dispose();
   }
 }

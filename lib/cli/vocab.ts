@@ -16,7 +16,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import { Tokenizer } from '../tokenizer';
 import type { TrainOptions, TrainProgress } from '../tokenizer';
 import type { CliIo } from './args';
-import { UsageError, configureCommand, integer, usageError } from './args';
+import { UsageError, configureCommand, integer, interruptible, usageError } from './args';
 import { duration } from './progress';
 
 /** Flags of `elmo vocab`, as commander hands them over. */
@@ -65,15 +65,7 @@ Examples:
 
 async function runVocab(f: VocabFlags & { corpus: string[] }, io: CliIo): Promise<void> {
   const display = vocabProgress(io);
-  // First Ctrl-C: stop (ERR_ABORTED); the second one quits at once.
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = (): void => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
+  const interrupt = interruptible();
   let last: TrainProgress | undefined;
   try {
     const options: TrainOptions = {
@@ -81,7 +73,7 @@ async function runVocab(f: VocabFlags & { corpus: string[] }, io: CliIo): Promis
       lowercase: f.lowercase ?? true,
       minFrequency: f.minFrequency,
       ...(f.limitAlphabet !== undefined ? { limitAlphabet: f.limitAlphabet } : {}),
-      signal: controller.signal,
+      signal: interrupt.signal,
       progressIntervalMs: display.intervalMs,
       onProgress: (p) => {
         last = p;
@@ -111,7 +103,7 @@ async function runVocab(f: VocabFlags & { corpus: string[] }, io: CliIo): Promis
     );
   } finally {
     display.stop();
-    process.off('SIGINT', onSigint);
+    interrupt.dispose();
   }
 }
 
