@@ -27,7 +27,9 @@ export type ErrorCode =
   | 'ERR_UNSUPPORTED'
   | 'ERR_DEVICE_UNAVAILABLE'
   | 'ERR_NATIVE_LOAD'
-  | 'ERR_NONFINITE';
+  | 'ERR_NONFINITE'
+  | 'ERR_STORE'
+  | 'ERR_NOT_FOUND';
 
 /** Base class of every error thrown by elmo-chat. */
 export class ElmoError extends Error {
@@ -154,6 +156,33 @@ export class NativeLoadError extends ElmoError {
   }
 }
 
+/** Why a {@link StoreError} happened; see docs/store.md. */
+export type StoreErrorReason = 'locked' | 'full' | 'unreachable' | 'corrupt' | 'conflict' | 'other';
+
+/**
+ * The chat store's database failed (`ERR_STORE`). `reason` says how: `'locked'` (another
+ * connection held the lock past the busy timeout; retry later), `'full'` (disk or size limit),
+ * `'unreachable'` (no connection to the server), `'corrupt'` (not a database, or a damaged one),
+ * `'conflict'` (the id is taken), `'other'`. Nothing of the failed call was written.
+ */
+export class StoreError extends ElmoError {
+  readonly reason: StoreErrorReason;
+
+  constructor(message: string, reason: StoreErrorReason = 'other', options?: ErrorOptions) {
+    super(message, 'ERR_STORE', options);
+    this.name = 'StoreError';
+    this.reason = reason;
+  }
+}
+
+/** A conversation, turn, feedback or model version id that the store does not have (`ERR_NOT_FOUND`). */
+export class NotFoundError extends ElmoError {
+  constructor(message: string) {
+    super(message, 'ERR_NOT_FOUND');
+    this.name = 'NotFoundError';
+  }
+}
+
 /** The class thrown for each code, by code. Handed to the native addon at load. */
 export const errorClasses = {
   ERR_SHAPE: ShapeError,
@@ -169,6 +198,8 @@ export const errorClasses = {
   ERR_DEVICE_UNAVAILABLE: DeviceUnavailableError,
   ERR_NATIVE_LOAD: NativeLoadError,
   ERR_NONFINITE: NonFiniteError,
+  ERR_STORE: StoreError,
+  ERR_NOT_FOUND: NotFoundError,
 } as const satisfies Record<ErrorCode, new (message: string) => ElmoError>;
 
 /**
