@@ -325,7 +325,7 @@ export class KnowledgeBase {
       const hits = await this.searchMany([query], options);
       return hits[0] ?? [];
     }
-    if (!(query instanceof Float32Array)) throw expected(InputError, 'a string or a Float32Array', 'query', query);
+    if (!isF32(query)) throw expected(InputError, 'a string or a Float32Array', 'query', query);
     if (this.size === 0) return [];
     if (query.length !== this.#dims) {
       throw expected(InputError, `a Float32Array of ${this.#dims} floats (dims)`, 'query', query);
@@ -342,7 +342,7 @@ export class KnowledgeBase {
     options: KnowledgeSearchOptions = {},
   ): Promise<KnowledgeHit[][]> {
     checkSearchOptions(options);
-    if (queries instanceof Float32Array) return this.searchVectors(queries, options);
+    if (isF32(queries)) return this.searchVectors(queries, options);
     if (!Array.isArray(queries))
       throw expected(InputError, 'an array of strings or a Float32Array', 'queries', queries);
     queries.forEach((q, i) => {
@@ -359,7 +359,7 @@ export class KnowledgeBase {
    */
   searchVectors(vectors: Float32Array, options: KnowledgeSearchOptions = {}): KnowledgeHit[][] {
     const { k, minScore, intent } = checkSearchOptions(options);
-    if (!(vectors instanceof Float32Array)) throw expected(InputError, 'a Float32Array', 'vectors', vectors);
+    if (!isF32(vectors)) throw expected(InputError, 'a Float32Array', 'vectors', vectors);
     const H = this.#dims;
     const n = this.#entries.length;
     if (n === 0) return H > 0 && vectors.length % H === 0 ? Array.from({ length: vectors.length / H }, () => []) : [];
@@ -451,7 +451,7 @@ export class KnowledgeBase {
     for (let i = 0; i < texts.length; i += this.#batchSize) {
       const batch = texts.slice(i, i + this.#batchSize);
       const out: unknown = await this.#embed(batch);
-      if (!(out instanceof Float32Array)) {
+      if (!isF32(out)) {
         throw expected(InputError, 'a Float32Array', `the result of embed (${batch.length} texts)`, out);
       }
       if (dims === 0) {
@@ -698,6 +698,14 @@ function checkEntry(e: unknown, what: string): Readonly<KnowledgeEntry> {
     entry.intent = intent;
   }
   return Object.freeze(entry);
+}
+
+/**
+ * Whether a value is a Float32Array, from this realm or another (the addon's arrays in a jest or
+ * vm context are not `instanceof` this realm's class).
+ */
+function isF32(value: unknown): value is Float32Array {
+  return ArrayBuffer.isView(value) && Object.prototype.toString.call(value) === '[object Float32Array]';
 }
 
 function sha256(bytes: Uint8Array): string {
