@@ -138,7 +138,7 @@ struct HostBuffer {
 };
 
 enum class Pooling : uint8_t { kNone, kCls, kMean };
-enum class Scores : uint8_t { kNone, kSoftmax, kSigmoid };
+enum class Scores : uint8_t { kNone, kSoftmax, kSigmoid, kJoint };
 
 // A unit of work: `run` on the worker thread (no N-API), then `finish` on the JS thread.
 struct Job;
@@ -162,6 +162,8 @@ struct ForwardResult {
   int B = 0;
   int64_t T = 0, H = 0, L = 0, logit_rows = 0;
   HostBuffer hidden, pooled, logits, embeddings, scores, best;
+  int64_t S = 0;  // slot classifier labels
+  HostBuffer slot_logits, slot_scores, slot_best;
 };
 
 class Model : public Napi::ObjectWrap<Model> {
@@ -449,6 +451,9 @@ class Model : public Napi::ObjectWrap<Model> {
     heads.token_classifier =
         is_absent(h.Get("tokenClassifier")) ? false : bool_arg(h.Get("tokenClassifier"), "heads.tokenClassifier");
     if (heads.token_classifier) heads.classifier = false;
+    if (!is_absent(c.Get("numSlotLabels")))
+      cfg.num_slot_labels = static_cast<int>(int_arg(c.Get("numSlotLabels"), "config.numSlotLabels", 0, 1 << 20));
+    heads.slots = is_absent(h.Get("slots")) ? cfg.num_slot_labels > 0 : bool_arg(h.Get("slots"), "heads.slots");
     const uint64_t seed = is_absent(info[2]) ? 0 : u64_arg(info[2], "seed");
     std::unique_ptr<Bert> fresh;
     throw_if_error(env, Bert::create(cfg, heads, seed, backend_.get(), &fresh, options_));
@@ -503,6 +508,7 @@ class Model : public Napi::ObjectWrap<Model> {
       bool want_hidden = true;
       Pooling pooling = Pooling::kNone;
       Scores scores = Scores::kNone;
+      int64_t joint_intents = 0;
       Napi::Value opts = info[3];
       if (!is_absent(opts)) {
         if (!opts.IsObject()) throw_expected(env, "ERR_INPUT", "an object", "options", opts);
@@ -520,15 +526,18 @@ class Model : public Napi::ObjectWrap<Model> {
           const std::string s = sc.IsString() ? sc.As<Napi::String>().Utf8Value() : "";
           if (s == "softmax") scores = Scores::kSoftmax;
           else if (s == "sigmoid") scores = Scores::kSigmoid;
-          else if (s != "none") throw_expected(env, "ERR_INPUT", "one of 'none', 'softmax', 'sigmoid'", "options.scores", sc);
+          else if (s == "joint") scores = Scores::kJoint;
+          else if (s != "none") throw_expected(env, "ERR_INPUT", "one of 'none', 'softmax', 'sigmoid', 'joint'", "options.scores", sc);
         }
+        if (!is_absent(o.Get("jointIntents")))
+          joint_intents = int_arg(o.Get("jointIntents"), "options.jointIntents", 0, bert_->config().num_labels);
       }
-      if (scores != Scores::kNone && !bert_->heads().classifier && !bert_->heads().token_classifier)
+      if (scores != Scores::kNone && scores != Scores::kJoint && !bert_->heads().classifier && !bert_->heads().token_classifier)
         throw_error(env, "ERR_INPUT", "Expected a model with a sequence-classification head for options.scores but received a model without one");
 
       // predict and embed({pooling: 'cls'}) read only the [CLS] rows of the last layer
       // (ForwardOptions::cls_only); on the CPU only, where it is verified to give the same bits.
-      const bool cls_only = !want_hidden && pooling != Pooling::kMean && device_ == "cpu";
+      const bool cls_only = !want_hidden && pooling != Pooling::kMean && device_ == "cpu" && !bert_->heads().slots;
       auto job = std::make_unique<Job>(env);
       job->flops = bert_->forward_flops(in, cls_only);
       const double rate = rate_.load(std::memory_order_relaxed);  // FLOPs per microsecond
@@ -538,8 +547,8 @@ class Model : public Napi::ObjectWrap<Model> {
           if (!is_absent(info[static_cast<size_t>(i)])) job->keep.push_back(Napi::Persistent(info[static_cast<size_t>(i)]));
       auto result = std::make_shared<ForwardResult>();
       Bert* bert = bert_.get();
-      job->run = [bert, in, want_hidden, pooling, scores, cls_only, result]() {
-        return run_forward(bert, in, want_hidden, pooling, scores, cls_only, result.get());
+      job->run = [bert, in, want_hidden, pooling, scores, joint_intents, cls_only, result]() {
+        return run_forward(bert, in, want_hidden, pooling, scores, joint_intents, cls_only, result.get());
       };
       job->finish = [result](Napi::Env e) -> Napi::Value { return forward_outputs(e, result.get()); };
       return inline_run ? run_inline(env, std::move(job)) : start(env, std::move(job));
@@ -548,7 +557,7 @@ class Model : public Napi::ObjectWrap<Model> {
 
   // Worker thread: forward, then copy what was asked for out of the arena.
   static Status run_forward(Bert* bert, const BertInputs& in, bool want_hidden, Pooling pooling, Scores scores,
-                            bool cls_only, ForwardResult* r) {
+                            int64_t joint_intents, bool cls_only, ForwardResult* r) {
     BertOutputs out;
     ForwardOptions fo;
     fo.cls_only = cls_only;
@@ -583,6 +592,11 @@ class Model : public Napi::ObjectWrap<Model> {
       ELMO_RETURN_IF_ERROR(r->logits.allocate(static_cast<size_t>(r->logit_rows * r->L) * sizeof(float)));
       ELMO_RETURN_IF_ERROR(be->download(r->logits.data, out.logits, r->logits.bytes));
     }
+    if (!out.slot_logits.empty()) {
+      r->S = out.slot_logits.shape[1];
+      ELMO_RETURN_IF_ERROR(r->slot_logits.allocate(static_cast<size_t>(T * r->S) * sizeof(float)));
+      ELMO_RETURN_IF_ERROR(be->download(r->slot_logits.data, out.slot_logits, r->slot_logits.bytes));
+    }
     ELMO_RETURN_IF_ERROR(be->sync());
 
     if (pooling != Pooling::kNone && !cls_rows) {
@@ -596,7 +610,13 @@ class Model : public Napi::ObjectWrap<Model> {
       const int64_t L = r->L, R = r->logit_rows;
       ELMO_RETURN_IF_ERROR(r->scores.allocate(static_cast<size_t>(R * L) * sizeof(float)));
       ELMO_RETURN_IF_ERROR(r->best.allocate(static_cast<size_t>(R) * sizeof(int32_t)));
-      score_rows(r->scores.f32(), r->best.i32(), r->logits.f32(), R, L, scores == Scores::kSigmoid);
+      if (scores == Scores::kJoint) score_rows_split(r->scores.f32(), r->best.i32(), r->logits.f32(), R, L, joint_intents);
+      else score_rows(r->scores.f32(), r->best.i32(), r->logits.f32(), R, L, scores == Scores::kSigmoid);
+    }
+    if (scores == Scores::kJoint && r->S > 0) {  // per token: softmax over the slot tags
+      ELMO_RETURN_IF_ERROR(r->slot_scores.allocate(static_cast<size_t>(T * r->S) * sizeof(float)));
+      ELMO_RETURN_IF_ERROR(r->slot_best.allocate(static_cast<size_t>(T) * sizeof(int32_t)));
+      score_rows(r->slot_scores.f32(), r->slot_best.i32(), r->slot_logits.f32(), T, r->S, false);
     }
     if (want_hidden) r->hidden = std::move(hidden);
     return Status::ok();
@@ -618,6 +638,10 @@ class Model : public Napi::ObjectWrap<Model> {
     const size_t R = static_cast<size_t>(r->logit_rows);
     f32("scores", r->scores, R * L);
     if (r->best.data != nullptr) out.Set("best", Napi::Int32Array::New(env, R, r->best.release_to_js(env), 0));
+    const size_t S = static_cast<size_t>(r->S);
+    f32("slotLogits", r->slot_logits, T * S);
+    f32("slotScores", r->slot_scores, T * S);
+    if (r->slot_best.data != nullptr) out.Set("slotBest", Napi::Int32Array::New(env, T, r->slot_best.release_to_js(env), 0));
     return out;
   }
 
@@ -659,7 +683,17 @@ class Model : public Napi::ObjectWrap<Model> {
       else if (task == "regression") t.task = TrainTask::kRegression;
       else if (task == "token") t.task = TrainTask::kToken;
       else if (task == "mlm") t.task = TrainTask::kMlm;
-      else throw_expected(env, "ERR_INPUT", "one of 'sequence', 'multi-label', 'regression', 'token', 'mlm'", "options.task", o.Get("task"));
+      else if (task == "joint") t.task = TrainTask::kJoint;
+      else throw_expected(env, "ERR_INPUT", "one of 'sequence', 'multi-label', 'regression', 'token', 'mlm', 'joint'", "options.task", o.Get("task"));
+      if (!is_absent(o.Get("jointIntents")))
+        t.joint_intents = static_cast<int>(int_arg(o.Get("jointIntents"), "options.jointIntents", 0, 1 << 20));
+      Napi::Value lw = o.Get("lossWeights");
+      if (!is_absent(lw)) {
+        if (!lw.IsArray() || lw.As<Napi::Array>().Length() != 3)
+          throw_expected(env, "ERR_INPUT", "an array of 3 numbers [intent, emotion, slots]", "options.lossWeights", lw);
+        for (uint32_t k = 0; k < 3; ++k)
+          t.loss_weights[k] = static_cast<float>(number_arg(lw.As<Napi::Array>().Get(k), "options.lossWeights[k]"));
+      }
       auto f = [&](const char* key, float* dst) {
         Napi::Value v = o.Get(key);
         if (!is_absent(v)) *dst = static_cast<float>(number_arg(v, key));
@@ -718,7 +752,27 @@ class Model : public Napi::ObjectWrap<Model> {
     if (n_offsets - 1 > INT32_MAX) throw_expected(env, "ERR_SHAPE", "at most 2^31-1 sequences", (what + ".offsets").c_str(), o.Get("offsets"));
     b.in.B = static_cast<int>(n_offsets - 1);
     b.in.T = T;
+    // The joint task's labels: intents [B] / intentProbs [B, Li], emotions [B, Le], slots [T].
+    bool joint = false;
+    auto f32_data = [&](const char* key, int64_t* n) -> const float* {
+      Napi::Value v = o.Get(key);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw_expected(env, "ERR_DTYPE", "a Float32Array", (what + "." + key).c_str(), v);
+      *n = static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength());
+      return v.As<Napi::Float32Array>().Data();
+    };
+    if (!is_absent(o.Get("intents"))) b.intents = int32_data(o.Get("intents"), (what + ".intents").c_str(), &b.n_intents, 0), joint = true;
+    if (!is_absent(o.Get("intentProbs"))) b.intent_probs = f32_data("intentProbs", &b.n_intent_probs), joint = true;
+    if (!is_absent(o.Get("emotions"))) b.emotions = f32_data("emotions", &b.n_emotions), joint = true;
+    if (!is_absent(o.Get("slots"))) b.slots = int32_data(o.Get("slots"), (what + ".slots").c_str(), &b.n_slots, 0), joint = true;
+    for (const char* k : {"intents", "intentProbs", "emotions", "slots"})
+      if (!is_absent(o.Get(k))) keep->push_back(Napi::Persistent(o.Get(k)));
     Napi::Value labels = o.Get("labels");
+    if (joint && is_absent(labels)) {
+      for (const char* k : {"ids", "typeIds", "offsets"})
+        if (!is_absent(o.Get(k))) keep->push_back(Napi::Persistent(o.Get(k)));
+      return b;
+    }
     if (!labels.IsTypedArray())
       throw_expected(env, "ERR_INPUT", "an Int32Array or Float32Array", (what + ".labels").c_str(), labels);
     Napi::TypedArray ta = labels.As<Napi::TypedArray>();
@@ -766,6 +820,13 @@ class Model : public Napi::ObjectWrap<Model> {
         o.Set("lr", Napi::Number::New(e, result->lr));
         o.Set("step", Napi::Number::New(e, static_cast<double>(result->step)));
         o.Set("count", Napi::Number::New(e, static_cast<double>(result->count)));
+        Napi::Array hl = Napi::Array::New(e, 3), hc = Napi::Array::New(e, 3);
+        for (uint32_t k = 0; k < 3; ++k) {
+          hl.Set(k, Napi::Number::New(e, result->head_loss[k]));
+          hc.Set(k, Napi::Number::New(e, static_cast<double>(result->head_count[k])));
+        }
+        o.Set("headLoss", hl);
+        o.Set("headCount", hc);
         return o;
       };
       return start(env, std::move(job));
@@ -904,6 +965,8 @@ class Model : public Napi::ObjectWrap<Model> {
     heads.Set("classifier", Napi::Boolean::New(env, h.classifier));
     heads.Set("mlm", Napi::Boolean::New(env, h.mlm));
     heads.Set("tokenClassifier", Napi::Boolean::New(env, h.token_classifier));
+    heads.Set("slots", Napi::Boolean::New(env, h.slots));
+    num("numSlotLabels", h.slots ? c.num_slot_labels : 0);
     o.Set("heads", heads);
     num("numParameters", static_cast<double>(bert_->num_parameters()));
     return o;

@@ -74,6 +74,8 @@ struct TrainFixture {
   TrainTask task = TrainTask::kSequence;
   std::vector<int32_t> ids, type_ids, offsets, labels_i32;
   std::vector<float> labels_f32;
+  std::vector<int32_t> intents, slots;  // joint task
+  std::vector<float> intent_probs, emotions;
   elmo::TrainerOptions opts;
   int steps = 0;
   std::vector<double> losses, grad_norms, lrs;
@@ -85,7 +87,18 @@ struct TrainFixture {
     b.in.offsets = offsets.data();
     b.in.B = static_cast<int>(offsets.size()) - 1;
     b.in.T = static_cast<int64_t>(ids.size());
-    if (labels_f32.empty()) {
+    if (task == TrainTask::kJoint) {
+      auto set_i = [](const std::vector<int32_t>& v, const int32_t** p, int64_t* n) {
+        if (!v.empty()) *p = v.data(), *n = static_cast<int64_t>(v.size());
+      };
+      auto set_f = [](const std::vector<float>& v, const float** p, int64_t* n) {
+        if (!v.empty()) *p = v.data(), *n = static_cast<int64_t>(v.size());
+      };
+      set_i(intents, &b.intents, &b.n_intents);
+      set_f(intent_probs, &b.intent_probs, &b.n_intent_probs);
+      set_f(emotions, &b.emotions, &b.n_emotions);
+      set_i(slots, &b.slots, &b.n_slots);
+    } else if (labels_f32.empty()) {
       b.labels_i32 = labels_i32.data();
       b.n_labels = static_cast<int64_t>(labels_i32.size());
     } else {
@@ -110,11 +123,31 @@ bool load_train_fixture(const std::string& name, TrainFixture* f) {
             : task == "multilabel" ? TrainTask::kMultiLabel
             : task == "regression" ? TrainTask::kRegression
             : task == "token"      ? TrainTask::kToken
+            : task == "joint"      ? TrainTask::kJoint
                                    : TrainTask::kMlm;
   f->ids = bert_fixture::int_array(m.find("ids"));
   f->type_ids = bert_fixture::int_array(m.find("type_ids"));
   f->offsets = bert_fixture::int_array(m.find("offsets"));
-  for (const auto& v : m.find("labels")->items()) {
+  if (f->task == TrainTask::kJoint) {
+    auto ints = [&](const char* k, std::vector<int32_t>* out) {
+      const elmo::json::Value* v = m.find(k);
+      if (v && !v->is_null()) *out = bert_fixture::int_array(v);
+    };
+    auto floats = [&](const char* k, std::vector<float>* out) {
+      const elmo::json::Value* v = m.find(k);
+      if (v && !v->is_null())
+        for (const auto& x : v->items()) out->push_back(static_cast<float>(x.as_double()));
+    };
+    ints("intents", &f->intents);
+    floats("intent_probs", &f->intent_probs);
+    floats("emotions", &f->emotions);
+    ints("slots", &f->slots);
+    f->opts.joint_intents = static_cast<int>(m.find("joint_intents")->as_int());
+    int k = 0;
+    for (const auto& w : m.find("loss_weights")->items()) f->opts.loss_weights[k++] = static_cast<float>(w.as_double());
+  }
+  if (const elmo::json::Value* labels = m.find("labels"))
+  for (const auto& v : labels->items()) {
     if (f->task == TrainTask::kMultiLabel || f->task == TrainTask::kRegression)
       f->labels_f32.push_back(static_cast<float>(v.as_double()));
     else
@@ -138,7 +171,8 @@ bool load_train_fixture(const std::string& name, TrainFixture* f) {
   return true;
 }
 
-const char* kTrainFixtures[] = {"train-seq", "train-multilabel", "train-regression", "train-token", "train-mlm"};
+const char* kTrainFixtures[] = {"train-seq", "train-multilabel", "train-regression", "train-token", "train-mlm",
+                                "train-joint", "train-joint-soft"};
 
 void close_scalar(const char* what, double got, double want, double rtol) {
   if (std::fabs(got - want) > rtol * std::max(1e-6, std::fabs(want))) {
@@ -307,6 +341,63 @@ TEST_CASE(micro_batches_add_up_to_the_batch) {
   CHECK(r1.count == b.in.B && r2.count == b.in.B);
   const auto p1 = one.params(*be), p2 = two.params(*be);
   elmo_test::all_close("params after one step", p2.data(), p1.data(), static_cast<int64_t>(p1.size()), 1e-6, 1e-5);
+}
+
+// The joint task's heads normalize over the whole step: two micro-batches (one of them without
+// an intent on one row, without emotions on another) give the big batch's loss and gradients.
+TEST_CASE(joint_micro_batches_add_up_to_the_batch) {
+  auto be = elmo_test::make_backend({elmo::best_isa(), 2});
+  TrainFixture f;
+  if (!load_train_fixture("train-joint", &f)) return;
+  std::unique_ptr<Bert> m1, m2;
+  CHECK_OK(Bert::load(f.dir, be.get(), &m1));
+  CHECK_OK(Bert::load(f.dir, be.get(), &m2));
+  if (!m1 || !m2) return;
+  std::unique_ptr<Trainer> t1, t2;
+  CHECK_OK(Trainer::create(m1.get(), f.opts, &t1));
+  CHECK_OK(Trainer::create(m2.get(), f.opts, &t2));
+  if (!t1 || !t2) return;
+  const elmo::TrainBatch b = f.batch();
+  const int cut = 3;
+  const int32_t t0 = b.in.offsets[cut];
+  const int64_t Le = m1->config().num_labels - f.opts.joint_intents;
+  std::vector<int32_t> offs2;
+  for (int i = cut; i <= b.in.B; ++i) offs2.push_back(b.in.offsets[i] - t0);
+  std::vector<elmo::TrainBatch> parts(2, b);
+  parts[0].in.B = cut, parts[0].in.T = t0;
+  parts[0].n_intents = cut, parts[0].n_emotions = cut * Le, parts[0].n_slots = t0;
+  elmo::TrainBatch& p = parts[1];
+  p.in.ids += t0, p.in.type_ids += t0, p.in.offsets = offs2.data();
+  p.in.B = b.in.B - cut, p.in.T = b.in.T - t0;
+  p.intents += cut, p.emotions += cut * Le, p.slots += t0;
+  p.n_intents = p.in.B, p.n_emotions = p.in.B * Le, p.n_slots = p.in.T;
+  elmo::StepResult r1, r2;
+  CHECK_OK(t1->step(&b, 1, &r1));
+  CHECK_OK(t2->step(parts.data(), 2, &r2));
+  close_scalar("loss", r2.loss, r1.loss, 1e-6);
+  close_scalar("grad norm", r2.grad_norm, r1.grad_norm, 1e-5);
+  for (int k = 0; k < 3; ++k) {
+    CHECK(r1.head_count[k] == r2.head_count[k] && r1.head_count[k] > 0);
+    close_scalar("head loss", r2.head_loss[k], r1.head_loss[k], 1e-6);
+  }
+  CHECK(r1.head_count[0] == b.in.B - 1 && r1.head_count[1] == b.in.B - 1);  // one row without each
+  const auto g1 = by_hf_name(*be, m1->parameters(), m1->config().hidden_size);
+  const auto g2 = by_hf_name(*be, m2->parameters(), m2->config().hidden_size);
+  for (const auto& [name, v] : g1)
+    elmo_test::all_close(name.c_str(), g2.at(name).data(), v.data(), static_cast<int64_t>(v.size()), 1e-6, 1e-5);
+  // Labels outside a head's range, or for a head the batch cannot have, change nothing.
+  std::vector<int32_t> bad(f.intents);
+  bad[0] = f.opts.joint_intents;
+  elmo::TrainBatch wrong = b;
+  wrong.intents = bad.data();
+  elmo::StepResult r3;
+  CHECK(t1->step(&wrong, 1, &r3).code() == Code::kInput);
+  CHECK(t1->steps_done() == 1);
+  std::vector<float> probs(static_cast<size_t>(b.in.B * f.opts.joint_intents), 0.25f);
+  wrong = b;
+  wrong.intent_probs = probs.data();
+  wrong.n_intent_probs = static_cast<int64_t>(probs.size());
+  CHECK(t1->step(&wrong, 1, &r3).code() == Code::kInput);  // intents and intentProbs together
 }
 
 // Dropout on: the same seed gives the same bits on every ISA and on 1 and 2 threads.

@@ -46,6 +46,9 @@ struct BertConfig {
   int num_labels = 0;               // classifier outputs (id2label size, or num_labels)
   std::vector<std::string> labels;  // id2label in id order; may be empty
   ProblemType problem_type = ProblemType::kNone;
+  // Rows of the slot classifier (BertHeads::slots); config.json "num_slot_labels", an elmo field
+  // transformers keeps as an attribute and ignores.
+  int num_slot_labels = 0;
   std::vector<std::string> architectures;
   json::Value raw;  // the parsed file: unknown fields are written back by save()
 
@@ -67,6 +70,10 @@ struct BertHeads {
   // Token classification (BertForTokenClassification): the same `classifier.*` tensors applied
   // to every token's last hidden state; no pooler. Exclusive with `classifier`.
   bool token_classifier = false;
+  // A second classifier on every token's last hidden state, beside the sequence classifier
+  // (joint intent + emotion + slots in one forward): `slot_classifier.*` tensors,
+  // [num_slot_labels, H]. Exclusive with `token_classifier`.
+  bool slots = false;
 };
 
 // A packed batch in host memory: B sequences, T tokens; sequence b is rows [offsets[b], offsets[b+1]).
@@ -97,7 +104,7 @@ struct ForwardOptions {
   // rows only. The loss and every gradient are those of the full forward (the other rows of
   // the last layer's output reach no loss); the dropout masks of that tail are drawn over its
   // [B, ...] tensors.
-  // Ignored (full forward) without a pooler, with a token classifier, with n_mlm > 0, or where
+  // Ignored (full forward) without a pooler, with a token or slot classifier, with n_mlm > 0, or where
   // the last layer's attention output or the hidden states are not f32 (bf16 activations or
   // hidden states on CUDA).
   bool cls_only = false;
@@ -113,6 +120,7 @@ struct BertOutputs {
   Tensor cls;         // [B, H] last hidden state of each sequence's [CLS] row (pooler), or empty
   Tensor pooled;      // [B, H] (pooler) or empty
   Tensor logits;      // [B, num_labels] (classifier), [T, num_labels] (token classifier) or empty
+  Tensor slot_logits; // [T, num_slot_labels] (slot classifier) or empty
   Tensor mlm_logits;  // [n_mlm, V] or empty
 };
 
@@ -133,13 +141,14 @@ struct BertOptions {
 
 // Dropout RNG streams of the forward (the backward recomputes masks from the same ones).
 inline uint64_t bert_dropout_stream(int layer, int site) { return (static_cast<uint64_t>(layer) + 1) * 8 + site; }
-enum : int { kStreamEmbedding = 0, kStreamClassifier = 1 };  // with layer = -1 (token classifier: 1 too)
+enum : int { kStreamEmbedding = 0, kStreamClassifier = 1, kStreamSlots = 2 };  // with layer = -1 (token classifier: 1 too)
 
 // What Bert::backward starts from: the loss gradient of each head that took part, written by
 // the caller (a Trainer) over the model's own output views. Empty: that head had no loss.
 struct BertHeadGrads {
   Tensor dlogits;      // [B, L] (classifier) or [T, L] (token classifier); may be BertOutputs::logits
   Tensor dmlm_logits;  // [n_mlm, V]; may be BertOutputs::mlm_logits
+  Tensor dslot_logits; // [T, num_slot_labels]; may be BertOutputs::slot_logits
 };
 enum : int { kSiteAttention = 0, kSiteAttnOut = 1, kSiteFfnOut = 2 };
 
@@ -260,7 +269,8 @@ class Bert {
     Tensor mlm_w, mlm_b;        // [H, H], [H]
     Tensor mlm_ln_w, mlm_ln_b;  // [H]
     Tensor mlm_bias;            // [V] (decoder bias; decoder weight = wte)
-    Tensor pool_wc, cls_wc, mlm_wc;  // GEMM operands, as Layer::qkv_wc
+    Tensor slot_w, slot_b;      // [S, H], [S]
+    Tensor pool_wc, cls_wc, mlm_wc, slot_wc;  // GEMM operands, as Layer::qkv_wc
   };
   // Activation gradients of a batch (training), [T, ...] unless noted.
   struct GradActs {
@@ -314,6 +324,8 @@ class Bert {
     Tensor hidden_f32, cls_f32;
     Tensor logits;                                    // [B, L] or [T, L] (token classifier)
     Tensor tok_drop;                                  // [T, H] token classifier input (training)
+    Tensor slot_logits;                               // [T, S]
+    Tensor slot_drop;                                 // [T, H] slot classifier input (training)
     Tensor mlm_in, mlm_pre, mlm_act, mlm_ln;          // [N, H]
     Tensor mlm_mean, mlm_rstd;                        // [N]
     Tensor mlm_logits;                                // [N, V]

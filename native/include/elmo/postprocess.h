@@ -14,5 +14,8 @@ void first_rows(float* out, const float* hidden, const int32_t* offsets, int B, 
 // For each of R rows of logits [R, L]: probs (softmax over L, or an independent sigmoid per
 // label) and best = the arg-max (ties: the lowest index). Computed in double.
 void score_rows(float* probs, int32_t* best, const float* logits, int64_t R, int64_t L, bool sigmoid);
+// A joint head's rows: softmax over the first n_softmax labels (best = their arg-max) and an
+// independent sigmoid for the others (best over all of them when n_softmax is 0).
+void score_rows_split(float* probs, int32_t* best, const float* logits, int64_t R, int64_t L, int64_t n_softmax);
 
 }  // namespace elmo

@@ -29,9 +29,9 @@
 
 namespace elmo {
 
-enum class TrainTask : uint8_t { kSequence = 0, kMultiLabel, kRegression, kToken, kMlm };
+enum class TrainTask : uint8_t { kSequence = 0, kMultiLabel, kRegression, kToken, kMlm, kJoint };
 enum class LrSchedule : uint8_t { kConstant = 0, kLinear, kCosine };
-const char* train_task_name(TrainTask t);  // "sequence", "multi-label", "regression", "token", "mlm"
+const char* train_task_name(TrainTask t);  // "sequence", "multi-label", "regression", "token", "mlm", "joint"
 
 struct TrainerOptions {
   TrainTask task = TrainTask::kSequence;
@@ -45,6 +45,14 @@ struct TrainerOptions {
   float hidden_dropout = -1;   // < 0: the config's
   float attention_dropout = -1;
   uint64_t seed = 0;           // dropout masks: Philox streams keyed by (seed, step, micro-batch)
+  // Joint task (intent + emotion + slots in one forward): the sequence classifier's first
+  // `joint_intents` columns are one single-label head (softmax cross-entropy), the other
+  // columns one multi-label head (BCE with logits); the slot classifier a token head (cross-
+  // entropy). Each head's loss is the mean over its labelled rows (tokens, for slots; rows x
+  // columns, for the multi-label head) of the whole step, and the step's loss is the sum of the
+  // three weighted by loss_weights (intent, emotion, slots).
+  int joint_intents = 0;
+  float loss_weights[3] = {1.0f, 1.0f, 1.0f};
 };
 
 // One micro-batch: the packed inputs and its labels (HF conventions):
@@ -57,6 +65,13 @@ struct TrainBatch {
   const int32_t* labels_i32 = nullptr;
   const float* labels_f32 = nullptr;
   int64_t n_labels = 0;  // elements in the labels array
+  // Joint task: any subset of the heads' labels, each with its own "no label" marker.
+  const int32_t* intents = nullptr;       // [B] in [0, joint_intents), -100 = none
+  const float* intent_probs = nullptr;    // [B, joint_intents] soft targets (distillation), rows summing
+                                          // to 1; a row whose first entry is negative = none
+  const float* emotions = nullptr;        // [B, L - joint_intents] in [0, 1]; first entry negative = none
+  const int32_t* slots = nullptr;         // [T] in [0, num_slot_labels), -100 = ignored
+  int64_t n_intents = 0, n_intent_probs = 0, n_emotions = 0, n_slots = 0;  // elements
 };
 
 struct StepResult {
@@ -65,6 +80,10 @@ struct StepResult {
   double lr = 0;         // learning rate the step used
   int64_t step = 0;      // optimizer steps done, this one included
   int64_t count = 0;     // what the mean is over (sequences, label cells or labelled tokens)
+  // Joint task: each head's mean loss (0 where it had no labels) and its labelled rows
+  // (sequences, sequences, tokens); `loss` is their weighted sum, `count` the rows' sum.
+  double head_loss[3] = {0, 0, 0};
+  int64_t head_count[3] = {0, 0, 0};
 };
 
 class Trainer {
@@ -102,6 +121,13 @@ class Trainer {
   // Forward (training or not), then the loss; with `grad`, dlogits scaled by 1/total_count
   // written over the logits and the model's backward.
   Status run_micro(const TrainBatch& b, bool train, uint64_t seed, int64_t total_count, double* loss_sum);
+  // The joint task's versions: labelled rows per head, and the micro-batch's loss sums per
+  // head with gradients scaled by loss_weights[k] / counts[k] (computed on the host: the
+  // heads' logits are small).
+  Status check_joint(const TrainBatch& b, int index, int64_t counts[3]) const;
+  Status run_micro_joint(const TrainBatch& b, bool train, uint64_t seed, const int64_t counts[3], double sums[3]);
+  Status step_joint(const TrainBatch* micro, int n, StepResult* out);
+  Status apply_update(double loss, StepResult* out);
 
   Bert* model_;
   TrainerOptions opts_;
@@ -112,7 +138,7 @@ class Trainer {
   Tensor losses_, lse_, targets_i32_, targets_f32_, positions_;
   int64_t step_ = 0;
   std::vector<int32_t> host_pos_, host_tgt_;
-  std::vector<float> host_f_, host_g_;
+  std::vector<float> host_f_, host_g_, host_s_;
   std::vector<double> host_losses_;
 };
 

@@ -129,6 +129,7 @@ std::vector<std::pair<Tensor*, Tensor*>> Bert::gemm_weights() {
   if (heads_.pooler) mats.push_back({&w_.pool_w, &w_.pool_wc});
   if (heads_.classifier || heads_.token_classifier) mats.push_back({&w_.cls_w, &w_.cls_wc});
   if (heads_.mlm) mats.push_back({&w_.mlm_w, &w_.mlm_wc});
+  if (heads_.slots) mats.push_back({&w_.slot_w, &w_.slot_wc});
   return mats;
 }
 
@@ -224,6 +225,10 @@ Status Bert::allocate_parameters() {
     add("cls.predictions.transform.LayerNorm.bias", {H}, &w_.mlm_ln_b);
     add("cls.predictions.bias", {V}, &w_.mlm_bias);
   }
+  if (heads_.slots) {
+    add("slot_classifier.weight", {c.num_slot_labels, H}, &w_.slot_w);
+    add("slot_classifier.bias", {c.num_slot_labels}, &w_.slot_b);
+  }
   // Layout: decay region, then no-decay region; every slot 64-byte aligned.
   size_t decay_bytes = 0, total = 0;
   std::vector<size_t> offset(slots.size());
@@ -259,6 +264,8 @@ Status Bert::create(const BertConfig& config, const BertHeads& heads, uint64_t s
              "Bert::create: a classifier needs the pooler and num_labels > 0");
   ELMO_CHECK(!heads.token_classifier || (!heads.classifier && config.num_labels > 0), Code::kInput,
              "Bert::create: a token classifier needs num_labels > 0 and no sequence classifier");
+  ELMO_CHECK(!heads.slots || (!heads.token_classifier && config.num_slot_labels > 0), Code::kInput,
+             "Bert::create: a slot classifier needs num_slot_labels > 0 and no token classifier");
   std::unique_ptr<Bert> m(new Bert(config, heads, backend, opts));
   ELMO_RETURN_IF_ERROR(m->allocate_parameters());
   InitRng rng{seed * 0x2545F4914F6CDD1Dull + 0x1234567ull};
@@ -335,6 +342,8 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
   // BertForTokenClassification: the classifier reads every token and there is no pooler.
   bool token_arch = false;
   for (const std::string& arch : config.architectures) token_arch = token_arch || ends_with(arch, "ForTokenClassification");
+  // The slot classifier of a joint (intent + emotion + slots) model.
+  heads.slots = has("slot_classifier.weight") || has("slot_classifier.bias");
   if (heads.classifier && (token_arch || !heads.pooler)) {
     heads.token_classifier = true;
     heads.classifier = false;
@@ -352,6 +361,8 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
   }
   if (heads.classifier && !heads.pooler) return ckpt(prefix + "pooler.dense.weight", "missing (the classifier reads the pooled row)");
 
+  if (heads.slots && heads.token_classifier)
+    return ckpt("slot_classifier.weight", "a slot classifier beside a token classifier (only beside a sequence classifier)");
   std::unique_ptr<Bert> m(new Bert(config, heads, backend, opts));
   if (heads.classifier || heads.token_classifier) {
     // num_labels comes from the config; the weight must agree.
@@ -359,6 +370,13 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
     if (cw && cw->shape.size() == 2 && cw->shape[0] != config.num_labels)
       return ckpt("classifier.weight", strformat("has %lld rows but the config has num_labels %d",
                                                  (long long)cw->shape[0], config.num_labels));
+  }
+  if (heads.slots) {
+    const StTensor* sw = file->find("slot_classifier.weight");
+    if (config.num_slot_labels <= 0) return ckpt("slot_classifier.weight", "present but the config has no num_slot_labels");
+    if (sw && sw->shape.size() == 2 && sw->shape[0] != config.num_slot_labels)
+      return ckpt("slot_classifier.weight", strformat("has %lld rows but the config has num_slot_labels %d",
+                                                      (long long)sw->shape[0], config.num_slot_labels));
   }
   ELMO_RETURN_IF_ERROR(m->allocate_parameters());
 
@@ -442,7 +460,7 @@ Status Bert::load_encoder(const std::string& path, bool heads_too) {
   else if (!file->find("embeddings.word_embeddings.weight"))
     return ckpt("bert.embeddings.word_embeddings.weight", "missing from " + path);
   const int64_t H = config_.hidden_size;
-  if (heads_too && prefix.empty() && (heads_.classifier || heads_.token_classifier || heads_.mlm))
+  if (heads_too && prefix.empty() && (heads_.classifier || heads_.token_classifier || heads_.mlm || heads_.slots))
     return ckpt("bert.embeddings.word_embeddings.weight", "missing from " + path + " (a bare encoder has no heads)");
   // Check every encoder tensor first, so that a mismatch changes nothing.
   for (int pass = 0; pass < 2; ++pass) {
@@ -487,7 +505,7 @@ Status Bert::load_encoder(const std::string& path, bool heads_too) {
 Status Bert::save(const std::string& dir) const {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
     return ckpt(dir, strformat("cannot create directory: %s", std::strerror(errno)));
-  const std::string prefix = (heads_.classifier || heads_.token_classifier || heads_.mlm) ? "bert." : "";
+  const std::string prefix = (heads_.classifier || heads_.token_classifier || heads_.mlm || heads_.slots) ? "bert." : "";
   std::vector<std::vector<float>> host(params_.size());
   std::vector<StWriteItem> items;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -650,6 +668,10 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
     a->logits = take(F, {T, L});
     if (training) a->tok_drop = take(F, {T, H});
   }
+  if (heads_.slots) {
+    a->slot_logits = take(F, {T, c.num_slot_labels});
+    if (training) a->slot_drop = take(F, {T, H});
+  }
   if (heads_.mlm) {
     a->mlm_in = take(R, {N, H});
     if (training) a->mlm_pre = take(F, {N, H});
@@ -741,7 +763,7 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
     x = a.emb_drop;
   }
 
-  const bool cls_only = opts.cls_only && heads_.pooler && !heads_.token_classifier && N == 0 && a.layers[0].att.dtype == DType::kF32 &&
+  const bool cls_only = opts.cls_only && heads_.pooler && !heads_.token_classifier && !heads_.slots && N == 0 && a.layers[0].att.dtype == DType::kF32 &&
                         a.cls.dtype == DType::kF32;
   bool cls_done = false;  // a.cls holds the last layer's [CLS] rows
   for (int l = 0; l < c.num_layers; ++l) {
@@ -812,6 +834,16 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
                                  false));
     out->logits = a.logits;
   }
+  if (heads_.slots) {
+    Tensor sin = x;
+    if (p_cls > 0) {
+      ELMO_RETURN_IF_ERROR(be.dropout_forward(a.slot_drop, x, p_cls, seed, bert_dropout_stream(-1, kStreamSlots)));
+      sin = a.slot_drop;
+    }
+    ELMO_RETURN_IF_ERROR(be.gemm(a.slot_logits, Tensor(), sin, w_.slot_wc, w_.slot_b, Tensor(), GemmOp::kNT,
+                                 Epilogue::kBias, false));
+    out->slot_logits = a.slot_logits;
+  }
   tf_.cls_only = cls_done;
   tf_.valid = train;
   return Status::ok();
@@ -855,7 +887,7 @@ double Bert::forward_flops(const BertInputs& in, bool cls_only) const {
   const BertConfig& c = config_;
   const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
   double f = 2.0 * static_cast<double>(in.T) * c.num_layers * (4 * H * H + 2 * H * I);
-  if (cls_only && heads_.pooler && in.n_mlm == 0)  // the last layer's rows other than [CLS]
+  if (cls_only && heads_.pooler && !heads_.token_classifier && !heads_.slots && in.n_mlm == 0)  // rows other than [CLS]
     f -= 2.0 * static_cast<double>(in.T - in.B) * (H * H + 2 * H * I);
   for (int b = 0; b < in.B && in.offsets; ++b) {
     const double len = in.offsets[b + 1] - in.offsets[b];
@@ -864,6 +896,7 @@ double Bert::forward_flops(const BertInputs& in, bool cls_only) const {
   if (heads_.pooler) f += 2.0 * in.B * H * H;
   if (heads_.classifier) f += 2.0 * in.B * H * c.num_labels;
   if (heads_.token_classifier) f += 2.0 * static_cast<double>(in.T) * H * c.num_labels;
+  if (heads_.slots) f += 2.0 * static_cast<double>(in.T) * H * c.num_slot_labels;
   if (heads_.mlm) f += 2.0 * in.n_mlm * (H * H + H * static_cast<double>(c.vocab_size));
   return f;
 }

@@ -61,6 +61,7 @@ Status Bert::enable_training() {
   g_.mlm_w = g(w_.mlm_w), g_.mlm_b = g(w_.mlm_b);
   g_.mlm_ln_w = g(w_.mlm_ln_w), g_.mlm_ln_b = g(w_.mlm_ln_b);
   g_.mlm_bias = g(w_.mlm_bias);
+  g_.slot_w = g(w_.slot_w), g_.slot_b = g(w_.slot_b);
 
   // f32 on a backend that packs weights for its GEMM (the CPU): the forward reads packed
   // copies, re-derived from the row-major masters after each optimizer step. A bf16 model
@@ -203,6 +204,23 @@ Status Bert::backward(const BertHeadGrads& hg) {
   Tensor dh = d.dy;
   ELMO_RETURN_IF_ERROR(be.fill(dh, 0.0f));
   const Tensor x_last = c.num_layers > 0 ? a.layers.back().h2 : (tf_.p_hidden > 0 ? a.emb_drop : a.emb_out);
+
+  // The slot classifier first: its dropout's backward runs in place over all of dh, so dh must
+  // hold its share alone then; the other heads add theirs after it.
+  if (!hg.dslot_logits.empty()) {
+    ELMO_CHECK(heads_.slots, Code::kInput, "backward: dslot_logits given but the model has no slot classifier");
+    ELMO_CHECK(!tf_.cls_only, Code::kInput, "backward: the forward ran on the [CLS] rows only");
+    ELMO_CHECK(hg.dslot_logits.ndim == 2 && hg.dslot_logits.shape[0] == T && hg.dslot_logits.shape[1] == c.num_slot_labels,
+               Code::kShape, "backward: dslot_logits is %s, expected [%lld, %d]", hg.dslot_logits.describe().c_str(),
+               (long long)T, c.num_slot_labels);
+    // slot_logits [T, S] = dropout(hidden) Wsᵀ + bs
+    const bool drop = tf_.p_cls > 0;
+    const Tensor sin = drop ? a.slot_drop : x_last;
+    ELMO_RETURN_IF_ERROR(be.gemm(g_.slot_w, Tensor(), hg.dslot_logits, sin, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+    ELMO_RETURN_IF_ERROR(be.bias_backward(g_.slot_b, hg.dslot_logits));
+    ELMO_RETURN_IF_ERROR(be.gemm(dh, Tensor(), hg.dslot_logits, w_.slot_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
+    if (drop) ELMO_RETURN_IF_ERROR(be.dropout_backward(dh, dh, tf_.p_cls, seed, bert_dropout_stream(-1, kStreamSlots)));
+  }
 
   if (!hg.dlogits.empty()) {
     ELMO_CHECK(heads_.classifier || heads_.token_classifier, Code::kInput, "backward: dlogits given but the model has no classifier");

@@ -57,7 +57,7 @@ Status BertConfig::validate() const {
   ELMO_CHECK(hidden_dropout >= 0 && hidden_dropout < 1 && attention_dropout >= 0 && attention_dropout < 1 &&
                  classifier_dropout < 1,
              Code::kCheckpoint, "config: dropout probabilities must be in [0, 1)");
-  ELMO_CHECK(num_labels >= 0, Code::kCheckpoint, "config: num_labels must be non-negative");
+  ELMO_CHECK(num_labels >= 0 && num_slot_labels >= 0, Code::kCheckpoint, "config: num_labels must be non-negative");
   ELMO_CHECK(labels.empty() || static_cast<int>(labels.size()) == num_labels, Code::kCheckpoint,
              "config: id2label has %zu entries but num_labels is %d", labels.size(), num_labels);
   // Sizes the kernels index with int32 and the activations with int64.
@@ -141,6 +141,9 @@ Status BertConfig::parse(const std::string& text, BertConfig* out) {
     c.num_labels = num_labels >= 0 ? static_cast<int>(num_labels) : 2;  // the transformers default
     for (int i = 0; i < c.num_labels; ++i) c.labels.push_back("LABEL_" + std::to_string(i));
   }
+  int64_t num_slot_labels = 0;
+  ELMO_RETURN_IF_ERROR(get_int(r, "num_slot_labels", false, 0, 1 << 20, &num_slot_labels));
+  c.num_slot_labels = static_cast<int>(num_slot_labels);
   if (const json::Value* pt = r.find("problem_type"); pt && !pt->is_null()) {
     const std::string s = pt->is_string() ? pt->as_string() : "";
     if (s == "single_label_classification") c.problem_type = ProblemType::kSingleLabel;
@@ -229,6 +232,8 @@ std::string BertConfig::to_json(bool classifier, bool mlm, bool token_classifier
   }
   set("id2label", json::Value::object(std::move(id2)));
   set("label2id", json::Value::object(std::move(l2i)));
+  if (num_slot_labels > 0) set("num_slot_labels", json::Value::integer(num_slot_labels));
+  else erase("num_slot_labels");
   if (problem_type == ProblemType::kNone) set("problem_type", json::Value::null());
   else set("problem_type", json::Value::string(problem_type_name(problem_type)));
   return json::dump(json::Value::object(std::move(m)), 2) + "\n";

@@ -43,4 +43,23 @@ void score_rows(float* probs, int32_t* best, const float* logits, int64_t R, int
   }
 }
 
+void score_rows_split(float* probs, int32_t* best, const float* logits, int64_t R, int64_t L, int64_t n_softmax) {
+  for (int64_t r = 0; r < R; ++r) {
+    const float* z = logits + r * L;
+    float* p = probs + r * L;
+    const int64_t n = n_softmax > 0 ? n_softmax : L;
+    int32_t arg = 0;
+    for (int64_t l = 1; l < n; ++l)
+      if (z[l] > z[arg]) arg = static_cast<int32_t>(l);
+    best[r] = arg;
+    if (n_softmax > 0) {
+      const double zmax = z[arg];
+      double sum = 0;
+      for (int64_t l = 0; l < n_softmax; ++l) sum += std::exp(static_cast<double>(z[l]) - zmax);
+      for (int64_t l = 0; l < n_softmax; ++l) p[l] = static_cast<float>(std::exp(static_cast<double>(z[l]) - zmax) / sum);
+    }
+    for (int64_t l = n_softmax; l < L; ++l) p[l] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(z[l]))));
+  }
+}
+
 }  // namespace elmo

@@ -19,6 +19,7 @@ const char* train_task_name(TrainTask t) {
     case TrainTask::kRegression: return "regression";
     case TrainTask::kToken: return "token";
     case TrainTask::kMlm: return "mlm";
+    case TrainTask::kJoint: return "joint";
   }
   return "?";
 }
@@ -65,6 +66,15 @@ Status Trainer::create(Bert* model, const TrainerOptions& o, std::unique_ptr<Tra
     case TrainTask::kMlm:
       ELMO_CHECK(h.mlm, Code::kInput, "Expected a model with a masked-LM head for task 'mlm' but received one without");
       break;
+    case TrainTask::kJoint: {
+      const int L = h.classifier ? model->config().num_labels : 0;
+      ELMO_CHECK(h.classifier || h.slots, Code::kInput,
+                 "Expected a model with a sequence or slot classifier for task 'joint' but received one with neither");
+      ELMO_CHECK(o.joint_intents >= 0 && o.joint_intents <= L, Code::kInput,
+                 "Expected jointIntents in [0, %d] (the classifier's columns) but received %d", L, o.joint_intents);
+      for (int k = 0; k < 3; ++k) ELMO_RETURN_IF_ERROR(check_float(o.loss_weights[k], "lossWeights", 0, 1e3f));
+      break;
+    }
     default: return Status(Code::kInput, "Trainer::create: unknown task");
   }
   std::unique_ptr<Trainer> t(new Trainer(model, o));
@@ -162,6 +172,7 @@ Status Trainer::check_batch(const TrainBatch& b, int index, int64_t* count) cons
       }
       *count = B * L;
       break;
+    case TrainTask::kJoint: return Status(Code::kInput, "check_batch: the joint task's labels are checked by check_joint");
     case TrainTask::kToken:
     case TrainTask::kMlm: {
       ELMO_CHECK(b.labels_i32 != nullptr, Code::kDType, "Expected Int32Array labels for task '%s' (micro-batch %d)",
@@ -297,6 +308,7 @@ Status Trainer::run_micro(const TrainBatch& b, bool train, uint64_t seed, int64_
 Status Trainer::step(const TrainBatch* micro, int n, StepResult* out) {
   ELMO_CHECK(micro != nullptr && n >= 1 && out != nullptr, Code::kInput, "step: no micro-batches");
   ELMO_CHECK(model_->training_enabled(), Code::kInput, "step: the model's training memory was released");
+  if (opts_.task == TrainTask::kJoint) return step_joint(micro, n, out);
   int64_t total = 0;
   for (int i = 0; i < n; ++i) {
     int64_t cnt = 0;
@@ -305,12 +317,17 @@ Status Trainer::step(const TrainBatch* micro, int n, StepResult* out) {
   }
   ELMO_CHECK(total > 0, Code::kInput, "step: no labelled %s in the batch (every label is -100)",
              opts_.task == TrainTask::kMlm ? "position" : "token");
-  Backend& be = *model_->backend();
   ELMO_RETURN_IF_ERROR(model_->zero_gradients());
   double loss_sum = 0;
   for (int i = 0; i < n; ++i)
     ELMO_RETURN_IF_ERROR(run_micro(micro[i], true, step_seed(opts_.seed, step_, i), total, &loss_sum));
-  const double loss = loss_sum / static_cast<double>(total);
+  out->count = total;
+  return apply_update(loss_sum / static_cast<double>(total), out);
+}
+
+// The gradients are in place: clip to max_grad_norm, AdamW over both regions, advance.
+Status Trainer::apply_update(double loss, StepResult* out) {
+  Backend& be = *model_->backend();
   double ss = 0;
   ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, model_->grad_decay_region()));
   ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, model_->grad_no_decay_region()));
@@ -339,12 +356,222 @@ Status Trainer::step(const TrainBatch* micro, int n, StepResult* out) {
   out->grad_norm = norm;
   out->lr = lr;
   out->step = step_;
-  out->count = total;
   return Status::ok();
+}
+
+// ---- joint task (intent + emotion + slots) -------------------------------------------------
+
+Status Trainer::check_joint(const TrainBatch& b, int index, int64_t counts[3]) const {
+  const BertConfig& c = model_->config();
+  const BertHeads& h = model_->heads();
+  const int B = b.in.B;
+  const int64_t T = b.in.T;
+  const int Li = opts_.joint_intents;
+  const int64_t Le = (h.classifier ? c.num_labels : 0) - Li;
+  counts[0] = counts[1] = counts[2] = 0;
+  ELMO_CHECK(b.in.ids != nullptr && b.in.offsets != nullptr && B >= 1 && T >= 1, Code::kInput,
+             "step: micro-batch %d is empty", index);
+  ELMO_CHECK(!(b.intents && b.intent_probs), Code::kInput,
+             "Expected intents or intentProbs, not both (micro-batch %d)", index);
+  if (b.intents || b.intent_probs) {
+    ELMO_CHECK(Li > 0, Code::kInput, "Expected no intent labels for a model without an intent head (micro-batch %d)", index);
+  }
+  if (b.intents) {
+    ELMO_CHECK(b.n_intents == B, Code::kShape, "Expected %d intents (one per sequence) but received %lld (micro-batch %d)",
+               B, (long long)b.n_intents, index);
+    for (int i = 0; i < B; ++i) {
+      const int32_t y = b.intents[i];
+      ELMO_CHECK(y == kIgnore || (y >= 0 && y < Li), Code::kInput,
+                 "Expected intents in [0, %d) or -100 but received intents[%d] = %d (micro-batch %d)", Li, i, y, index);
+      if (y != kIgnore) ++counts[0];
+    }
+  }
+  if (b.intent_probs) {
+    ELMO_CHECK(b.n_intent_probs == int64_t(B) * Li, Code::kShape,
+               "Expected %lld intentProbs ([B, intents] = [%d, %d]) but received %lld (micro-batch %d)",
+               (long long)B * Li, B, Li, (long long)b.n_intent_probs, index);
+    for (int i = 0; i < B; ++i) {
+      const float* q = b.intent_probs + int64_t(i) * Li;
+      if (q[0] < 0) continue;
+      double sum = 0;
+      for (int j = 0; j < Li; ++j) {
+        ELMO_CHECK(std::isfinite(q[j]) && q[j] >= 0 && q[j] <= 1, Code::kInput,
+                   "Expected intentProbs in [0, 1] but received %g in row %d (micro-batch %d)", static_cast<double>(q[j]), i, index);
+        sum += q[j];
+      }
+      ELMO_CHECK(std::fabs(sum - 1.0) < 1e-3, Code::kInput,
+                 "Expected intentProbs rows to sum to 1 but row %d sums to %g (micro-batch %d)", i, sum, index);
+      ++counts[0];
+    }
+  }
+  if (b.emotions) {
+    ELMO_CHECK(Le > 0, Code::kInput, "Expected no emotion labels for a model without an emotion head (micro-batch %d)", index);
+    ELMO_CHECK(b.n_emotions == B * Le, Code::kShape,
+               "Expected %lld emotions ([B, emotions] = [%d, %lld]) but received %lld (micro-batch %d)", (long long)(B * Le),
+               B, (long long)Le, (long long)b.n_emotions, index);
+    for (int i = 0; i < B; ++i) {
+      const float* y = b.emotions + i * Le;
+      if (y[0] < 0) continue;
+      for (int64_t j = 0; j < Le; ++j)
+        ELMO_CHECK(y[j] >= 0 && y[j] <= 1, Code::kInput, "Expected emotion targets in [0, 1] but received %g in row %d (micro-batch %d)",
+                   static_cast<double>(y[j]), i, index);
+      ++counts[1];
+    }
+  }
+  if (b.slots) {
+    ELMO_CHECK(h.slots, Code::kInput, "Expected no slot labels for a model without a slot classifier (micro-batch %d)", index);
+    ELMO_CHECK(b.n_slots == T, Code::kShape, "Expected %lld slot tags (one per token, -100 = ignore) but received %lld (micro-batch %d)",
+               (long long)T, (long long)b.n_slots, index);
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t y = b.slots[t];
+      ELMO_CHECK(y == kIgnore || (y >= 0 && y < c.num_slot_labels), Code::kInput,
+                 "Expected slot tags in [0, %d) or -100 but received slots[%lld] = %d (micro-batch %d)", c.num_slot_labels,
+                 (long long)t, y, index);
+      if (y != kIgnore) ++counts[2];
+    }
+  }
+  return Status::ok();
+}
+
+namespace {
+
+// Softmax cross-entropy of one row of logits against a class (y >= 0) or a distribution q;
+// writes scale * (softmax - target) into g (may alias z) and returns the loss. Double sums.
+double softmax_xent_row(const float* z, int64_t n, int32_t y, const float* q, double scale, float* g) {
+  double mx = z[0];
+  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, static_cast<double>(z[j]));
+  double se = 0;
+  for (int64_t j = 0; j < n; ++j) se += std::exp(static_cast<double>(z[j]) - mx);
+  const double lse = mx + std::log(se);
+  double loss = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double logp = static_cast<double>(z[j]) - lse;
+    const double t = q ? static_cast<double>(q[j]) : (j == y ? 1.0 : 0.0);
+    if (t > 0) loss -= t * logp;
+    g[j] = static_cast<float>(scale * (std::exp(logp) - t));
+  }
+  return loss;
+}
+
+}  // namespace
+
+Status Trainer::run_micro_joint(const TrainBatch& b, bool train, uint64_t seed, const int64_t counts[3], double sums[3]) {
+  Backend& be = *model_->backend();
+  const BertConfig& c = model_->config();
+  const BertHeads& h = model_->heads();
+  const int B = b.in.B;
+  const int64_t T = b.in.T;
+  const int Li = opts_.joint_intents;
+  const int64_t L = h.classifier ? c.num_labels : 0, Le = L - Li, S = c.num_slot_labels;
+  BertInputs in = b.in;
+  in.mlm_positions = nullptr;
+  in.n_mlm = 0;
+  ForwardOptions fo;
+  fo.training = train;
+  fo.cls_only = !b.slots;  // taken only where no token-level head needs the other rows
+  fo.seed = seed;
+  fo.hidden_dropout = opts_.hidden_dropout;
+  fo.attention_dropout = opts_.attention_dropout;
+  BertOutputs out;
+  ELMO_RETURN_IF_ERROR(model_->forward(in, fo, &out));
+  BertHeadGrads hg;
+  const bool seq = L > 0 && (b.intents || b.intent_probs || b.emotions);
+  if (seq) {
+    host_g_.resize(static_cast<size_t>(B * L));
+    ELMO_RETURN_IF_ERROR(be.download(host_g_.data(), out.logits, host_g_.size() * 4));
+    ELMO_RETURN_IF_ERROR(be.sync());
+    const double si = counts[0] > 0 ? opts_.loss_weights[0] / static_cast<double>(counts[0]) : 0.0;
+    const double se = counts[1] > 0 ? opts_.loss_weights[1] / (static_cast<double>(counts[1]) * static_cast<double>(Le)) : 0.0;
+    for (int i = 0; i < B; ++i) {
+      float* z = host_g_.data() + i * L;  // logits in, gradients out
+      const int32_t y = b.intents ? b.intents[i] : kIgnore;
+      const float* q = b.intent_probs ? b.intent_probs + int64_t(i) * Li : nullptr;
+      if (Li > 0) {
+        if (y != kIgnore || (q && q[0] >= 0)) sums[0] += softmax_xent_row(z, Li, y, q, si, z);
+        else std::fill(z, z + Li, 0.0f);
+      }
+      const float* e = b.emotions ? b.emotions + i * Le : nullptr;
+      for (int64_t j = 0; j < Le; ++j) {
+        float* zj = z + Li + j;
+        if (!e || e[0] < 0) {
+          *zj = 0.0f;
+          continue;
+        }
+        // BCE with logits, the stable form: max(x, 0) - x y + log(1 + e^-|x|).
+        const double x = *zj, t = e[j];
+        sums[1] += std::max(x, 0.0) - x * t + std::log1p(std::exp(-std::fabs(x)));
+        *zj = static_cast<float>(se * (1.0 / (1.0 + std::exp(-x)) - t));
+      }
+    }
+    if (train) {
+      ELMO_RETURN_IF_ERROR(be.upload(out.logits, host_g_.data(), host_g_.size() * 4));
+      hg.dlogits = out.logits;
+    }
+  }
+  if (b.slots && S > 0) {
+    host_s_.resize(static_cast<size_t>(T * S));
+    ELMO_RETURN_IF_ERROR(be.download(host_s_.data(), out.slot_logits, host_s_.size() * 4));
+    ELMO_RETURN_IF_ERROR(be.sync());
+    const double ss = counts[2] > 0 ? opts_.loss_weights[2] / static_cast<double>(counts[2]) : 0.0;
+    for (int64_t t = 0; t < T; ++t) {
+      float* z = host_s_.data() + t * S;
+      if (b.slots[t] == kIgnore) std::fill(z, z + S, 0.0f);
+      else sums[2] += softmax_xent_row(z, S, b.slots[t], nullptr, ss, z);
+    }
+    if (train) {
+      ELMO_RETURN_IF_ERROR(be.upload(out.slot_logits, host_s_.data(), host_s_.size() * 4));
+      hg.dslot_logits = out.slot_logits;
+    }
+  }
+  ELMO_RETURN_IF_ERROR(be.sync());
+  if (train && (!hg.dlogits.empty() || !hg.dslot_logits.empty())) ELMO_RETURN_IF_ERROR(model_->backward(hg));
+  return Status::ok();
+}
+
+Status Trainer::step_joint(const TrainBatch* micro, int n, StepResult* out) {
+  int64_t counts[3] = {0, 0, 0};
+  for (int i = 0; i < n; ++i) {
+    int64_t c[3];
+    ELMO_RETURN_IF_ERROR(check_joint(micro[i], i, c));
+    for (int k = 0; k < 3; ++k) counts[k] += c[k];
+  }
+  ELMO_CHECK(counts[0] + counts[1] + counts[2] > 0, Code::kInput,
+             "step: no labels in the batch (no intent, no emotions and every slot tag -100)");
+  ELMO_RETURN_IF_ERROR(model_->zero_gradients());
+  double sums[3] = {0, 0, 0};
+  for (int i = 0; i < n; ++i)
+    ELMO_RETURN_IF_ERROR(run_micro_joint(micro[i], true, step_seed(opts_.seed, step_, i), counts, sums));
+  const BertConfig& c = model_->config();
+  const int64_t Le = (model_->heads().classifier ? c.num_labels : 0) - opts_.joint_intents;
+  const double denom[3] = {static_cast<double>(counts[0]), static_cast<double>(counts[1]) * static_cast<double>(Le),
+                           static_cast<double>(counts[2])};
+  double loss = 0;
+  for (int k = 0; k < 3; ++k) {
+    out->head_loss[k] = counts[k] > 0 ? sums[k] / denom[k] : 0.0;
+    out->head_count[k] = counts[k];
+    loss += opts_.loss_weights[k] * out->head_loss[k];
+  }
+  out->count = counts[0] + counts[1] + counts[2];
+  return apply_update(loss, out);
 }
 
 Status Trainer::eval_loss(const TrainBatch& batch, double* loss, int64_t* count) {
   ELMO_CHECK(loss != nullptr && count != nullptr, Code::kInput, "eval_loss: null output");
+  if (opts_.task == TrainTask::kJoint) {
+    int64_t counts[3];
+    ELMO_RETURN_IF_ERROR(check_joint(batch, 0, counts));
+    double sums[3] = {0, 0, 0};
+    *count = counts[0] + counts[1] + counts[2];
+    if (*count > 0) ELMO_RETURN_IF_ERROR(run_micro_joint(batch, false, 0, counts, sums));
+    const BertConfig& c = model_->config();
+    const int64_t Le = (model_->heads().classifier ? c.num_labels : 0) - opts_.joint_intents;
+    const double denom[3] = {static_cast<double>(counts[0]), static_cast<double>(counts[1]) * static_cast<double>(Le),
+                             static_cast<double>(counts[2])};
+    *loss = 0;
+    for (int k = 0; k < 3; ++k)
+      if (counts[k] > 0) *loss += opts_.loss_weights[k] * sums[k] / denom[k];
+    return Status::ok();
+  }
   ELMO_RETURN_IF_ERROR(check_batch(batch, 0, count));
   double sum = 0;
   if (*count > 0) ELMO_RETURN_IF_ERROR(run_micro(batch, false, 0, *count, &sum));
