@@ -633,10 +633,12 @@ function codeOf(err: unknown): string {
 /** An SQLite error as a StoreError with its reason; the project's own errors pass unchanged. */
 function mapError(err: unknown, what: string, busyTimeoutMs: number): Error {
   if (err instanceof ElmoError) return err;
-  if (!(err instanceof Database.SqliteError)) {
-    return new StoreError(`${what}: ${(err as Error).message}`, 'other', { cause: err });
-  }
-  const reason = reasonOf(err.code);
+  // By code, not `instanceof Database.SqliteError`: the addon keeps the class of the first
+  // better-sqlite3 module that loaded it, and a second copy (jest's module registries) has another.
+  const code = codeOf(err);
+  const message = err instanceof Error ? err.message : String(err);
+  if (!code.startsWith('SQLITE_')) return new StoreError(`${what}: ${message}`, 'other', { cause: err });
+  const reason = reasonOf(code);
   const detail =
     reason === 'locked'
       ? `the database is locked by another connection (waited ${String(busyTimeoutMs)} ms; retry, or raise busyTimeoutMs)`
@@ -644,6 +646,6 @@ function mapError(err: unknown, what: string, busyTimeoutMs: number): Error {
         ? 'the disk (or the database size limit) is full'
         : reason === 'corrupt'
           ? 'the file is damaged or not an SQLite database'
-          : err.message;
-  return new StoreError(`${what}: ${detail} [${err.code}: ${err.message}]`, reason, { cause: err });
+          : message;
+  return new StoreError(`${what}: ${detail} [${code}: ${message}]`, reason, { cause: err });
 }

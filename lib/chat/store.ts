@@ -498,26 +498,13 @@ export async function readFeedbackLines(
     n += 1;
     if (typeof line !== 'string') throw expected(InputError, 'a string', `line ${String(n)}`, line);
     if (line.trim() === '') continue;
-    const what = `line ${String(n)}`;
-    let value: unknown;
+    let record: ImportedFeedback;
     try {
-      value = JSON.parse(line);
+      record = feedbackOfLine(line);
     } catch (err) {
-      throw new InputError(`${what}: not JSON (${(err as Error).message})`);
+      if (err instanceof InputError) throw new InputError(`line ${String(n)}: ${err.message}`);
+      throw err;
     }
-    if (!isPlainObject(value)) throw expected(InputError, 'a JSON object', what, value);
-    const { fields, slotList } = checkFeedback(value, what);
-    const text = value.text;
-    if (typeof text !== 'string') throw expected(InputError, 'a string', `${what}.text`, text);
-    checkSlotsInText(slotList, text, what);
-    const record: ImportedFeedback = {
-      ...fields,
-      id: checkId(value.id, `${what}.id`),
-      text,
-      status: checkStatus(value.status, `${what}.status`),
-      usedBy: value.usedBy === undefined ? null : checkVersion(value.usedBy, `${what}.usedBy`),
-      createdAt: isoTime(value.createdAt, `${what}.createdAt`),
-    };
     if (seen.has(record.id)) {
       duplicates += 1;
       continue;
@@ -526,6 +513,29 @@ export async function readFeedbackLines(
     records.push(record);
   }
   return { records, duplicates };
+}
+
+/** One line of an export, checked (ERR_INPUT naming the field). */
+function feedbackOfLine(line: string): ImportedFeedback {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch (err) {
+    throw new InputError(`not JSON (${(err as Error).message})`);
+  }
+  if (!isPlainObject(value)) throw expected(InputError, 'a JSON object', 'the line', value);
+  const { fields, slotList } = checkFeedback(value);
+  const text = value.text;
+  if (typeof text !== 'string') throw expected(InputError, 'a string', 'feedback.text', text);
+  checkSlotsInText(slotList, text);
+  return {
+    ...fields,
+    id: checkId(value.id, 'feedback.id'),
+    text,
+    status: checkStatus(value.status, 'feedback.status'),
+    usedBy: value.usedBy === undefined ? null : checkVersion(value.usedBy, 'feedback.usedBy'),
+    createdAt: isoTime(value.createdAt, 'feedback.createdAt'),
+  };
 }
 
 /** Stored feedback from its columns (JSON already parsed), keys in the order of the JSON lines. */
