@@ -197,6 +197,9 @@ const TOKENIZER_FILES = ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json',
  * // out.hidden: Float32Array [T, H], out.offsets: Int32Array [3], out.logits: [2, L]
  * ```
  */
+// Set by Bert's static block: the dialogue layer's access to a model's private state.
+let jointHostOf: ((model: Bert) => JointHost) | undefined;
+
 export class Bert {
   #model: NativeModel;
   readonly #tokenizer: Tokenizer;
@@ -711,8 +714,8 @@ export class Bert {
    * (initialized as transformers does, from `seed`).
    */
   async #replaceHeads(
-    head: { numLabels: number; labels?: string[]; problemType?: NativeProblemType },
-    heads: { pooler: boolean; classifier: boolean; tokenClassifier: boolean; mlm: boolean },
+    head: { numLabels: number; labels?: string[]; problemType?: NativeProblemType; numSlotLabels?: number },
+    heads: { pooler: boolean; classifier: boolean; tokenClassifier: boolean; mlm: boolean; slots?: boolean },
     seed: number,
   ): Promise<void> {
     const info = this.#info;
@@ -751,6 +754,34 @@ export class Bert {
     this.#model.dispose();
     this.#model = fresh;
     this.#info = info2;
+  }
+
+  /** What the dialogue layer (lib/chat) needs of the model: see {@link jointHost}. */
+  #jointHost(): JointHost {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    // Not a spread of #host(): its `native` and `info` are getters, read afresh after a head change.
+    return Object.assign(this.#host(), {
+      setJointHeads: async (labels: readonly string[], numSlotLabels: number, seed: number) => {
+        const info = self.#info;
+        const same =
+          info.heads.slots === numSlotLabels > 0 &&
+          info.numSlotLabels === numSlotLabels &&
+          info.heads.classifier === labels.length > 0 &&
+          info.labels.length === labels.length &&
+          info.labels.every((l, i) => l === labels[i]);
+        if (same) return;
+        await self.#replaceHeads(
+          { numLabels: labels.length, labels: [...labels], problemType: 'single_label_classification', numSlotLabels },
+          { pooler: true, classifier: labels.length > 0, tokenClassifier: false, mlm: false, slots: numSlotLabels > 0 },
+          seed,
+        );
+      },
+    });
+  }
+
+  static {
+    jointHostOf = (model) => model.#jointHost();
   }
 
   #checkLive(what: string): void {
@@ -823,6 +854,22 @@ export class Bert {
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
+
+/** A model as the dialogue layer drives it: the training host, plus replacing the heads by joint ones. */
+export interface JointHost extends FineTuneHost {
+  /**
+   * Gives the model a sequence classifier over `labels` (intents then emotions, `[]`: none)
+   * and a slot classifier of `numSlotLabels` rows (0: none), fresh, over the same encoder
+   * weights; a model that already has exactly these heads is kept as it is.
+   */
+  setJointHeads(labels: readonly string[], numSlotLabels: number, seed: number): Promise<void>;
+}
+
+/** @internal The dialogue layer's access to a model (not part of the public API). */
+export function jointHost(model: Bert): JointHost {
+  if (!(model instanceof Bert) || jointHostOf === undefined) throw expected(InputError, 'a Bert model', 'model', model);
+  return jointHostOf(model);
+}
 
 function checkRunOptions(options: BertRunOptions): void {
   if (typeof options !== 'object' || options === null) throw expected(InputError, 'an object', 'options', options);

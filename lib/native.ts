@@ -166,7 +166,9 @@ export interface NativeModelConfig {
   /** Label names in id order (`LABEL_i` where the config names none). */
   labels: string[];
   problemType: NativeProblemType | null;
-  heads: { pooler: boolean; classifier: boolean; mlm: boolean; tokenClassifier: boolean };
+  heads: { pooler: boolean; classifier: boolean; mlm: boolean; tokenClassifier: boolean; slots: boolean };
+  /** Rows of the slot classifier (joint models); 0 without one. */
+  numSlotLabels: number;
   numParameters: number;
 }
 
@@ -189,6 +191,8 @@ export interface NativeCreateConfig {
   labels?: string[];
   /** Default `'single_label_classification'` when there are labels. */
   problemType?: NativeProblemType;
+  /** Rows of a slot classifier beside the sequence classifier (joint models; `num_slot_labels`). */
+  numSlotLabels?: number;
   /** Default 1e-12. */
   layerNormEps?: number;
   /** Default 0.1. */
@@ -207,7 +211,9 @@ export interface NativeForwardOptions {
   /** Also return `embeddings` [B, H]: the [CLS] row or the mean of each sequence's rows. */
   pooling?: 'none' | 'cls' | 'mean';
   /** Also return `scores` [B, L] (softmax or sigmoid of the logits) and `best` [B] (arg-max). */
-  scores?: 'none' | 'softmax' | 'sigmoid';
+  scores?: 'none' | 'softmax' | 'sigmoid' | 'joint';
+  /** `scores: 'joint'`: softmax over the first `jointIntents` labels, sigmoid over the others. */
+  jointIntents?: number;
 }
 
 /** Outputs of one forward, each over its own ArrayBuffer (external native memory or a copy). */
@@ -218,11 +224,19 @@ export interface NativeForwardResult {
   embeddings?: Float32Array;
   scores?: Float32Array;
   best?: Int32Array;
+  /** Slot classifier: logits [T, S]; with `scores: 'joint'` also softmax scores and the arg-max per token. */
+  slotLogits?: Float32Array;
+  slotScores?: Float32Array;
+  slotBest?: Int32Array;
 }
 
 /** What {@link NativeModel.trainerCreate} takes (validated by lib/train/trainer.ts). */
 export interface NativeTrainerOptions {
-  task: 'sequence' | 'multi-label' | 'regression' | 'token' | 'mlm';
+  task: 'sequence' | 'multi-label' | 'regression' | 'token' | 'mlm' | 'joint';
+  /** Joint task: the classifier's first columns that form the (single-label) intent head. */
+  jointIntents?: number;
+  /** Joint task: weights of the intent, emotion and slot losses. */
+  lossWeights?: [number, number, number];
   learningRate?: number;
   beta1?: number;
   beta2?: number;
@@ -242,7 +256,14 @@ export interface NativeTrainBatch {
   ids: Int32Array;
   typeIds?: Int32Array | undefined;
   offsets: Int32Array;
-  labels: Int32Array | Float32Array;
+  labels?: Int32Array | Float32Array | undefined;
+  /** Joint task: [B] intent ids (-100 none), or [B, intents] soft targets (first entry < 0: none). */
+  intents?: Int32Array | undefined;
+  intentProbs?: Float32Array | undefined;
+  /** Joint task: [B, emotions] 0/1 targets (first entry < 0: none). */
+  emotions?: Float32Array | undefined;
+  /** Joint task: [T] slot tag ids (-100 ignored). */
+  slots?: Int32Array | undefined;
 }
 
 /** What one optimizer step reports. */
@@ -252,6 +273,9 @@ export interface NativeStepResult {
   lr: number;
   step: number;
   count: number;
+  /** Joint task: each head's mean loss (intent, emotion, slots) and its labelled rows. */
+  headLoss: [number, number, number];
+  headCount: [number, number, number];
 }
 
 /**
@@ -265,7 +289,7 @@ export interface NativeModel {
   /** Fresh weights as transformers initializes them, deterministic in `seed`. */
   create(
     config: NativeCreateConfig,
-    heads: { pooler?: boolean; classifier?: boolean; mlm?: boolean; tokenClassifier?: boolean },
+    heads: { pooler?: boolean; classifier?: boolean; mlm?: boolean; tokenClassifier?: boolean; slots?: boolean },
     seed?: number | bigint,
   ): void;
   /** Writes dir/config.json and dir/model.safetensors, each atomically. */

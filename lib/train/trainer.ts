@@ -21,8 +21,11 @@
 import { InputError, expected } from '../errors';
 import type { NativeModel, NativeModelConfig, NativeTrainBatch, NativeTrainerOptions } from '../native';
 
-/** What a trainer optimizes: the data tasks of fine-tuning, plus masked-LM pretraining. */
-export type TrainerTask = 'sequence' | 'multi-label' | 'regression' | 'token' | 'mlm';
+/**
+ * What a trainer optimizes: the data tasks of fine-tuning, masked-LM pretraining, and `'joint'`
+ * (intent + emotion + slots of a {@link ChatModel} in one forward).
+ */
+export type TrainerTask = 'sequence' | 'multi-label' | 'regression' | 'token' | 'mlm' | 'joint';
 
 /** Learning-rate schedules, each after a linear warmup from 0. */
 export type LrSchedule = 'constant' | 'linear' | 'cosine';
@@ -56,6 +59,13 @@ export interface TrainerOptions {
   attentionDropout?: number;
   /** Seed of the dropout masks (Philox; the same bits on every CPU ISA and thread count). */
   seed?: number;
+  /**
+   * Task `'joint'`: how many of the classifier's first labels form the single-label (intent)
+   * head; the others are the multi-label (emotion) head. Default: all of them.
+   */
+  jointIntents?: number;
+  /** Task `'joint'`: weights of the intent, emotion and slot losses; default [1, 1, 1]. */
+  lossWeights?: readonly [number, number, number];
 }
 
 /**
@@ -70,7 +80,16 @@ export interface TrainBatch {
   ids: Int32Array;
   typeIds?: Int32Array;
   offsets: Int32Array;
-  labels: Int32Array | Float32Array;
+  /** Every task but `'joint'`. */
+  labels?: Int32Array | Float32Array;
+  /** `'joint'`: [B] intent ids, -100 where a sequence has none. */
+  intents?: Int32Array;
+  /** `'joint'`: [B, intents] soft intent targets (distillation); a row starting below 0 has none. */
+  intentProbs?: Float32Array;
+  /** `'joint'`: [B, emotions] 0/1 targets; a row starting below 0 has none. */
+  emotions?: Float32Array;
+  /** `'joint'`: [T] slot tag ids, -100 where no loss is taken. */
+  slots?: Int32Array;
 }
 
 /** What one optimizer step reports. */
@@ -85,6 +104,10 @@ export interface StepResult {
   step: number;
   /** What the loss is a mean over: sequences, label cells or labelled tokens. */
   count: number;
+  /** `'joint'`: the mean loss of the intent, emotion and slot heads (0 where none had labels). */
+  headLoss?: [number, number, number];
+  /** `'joint'`: labelled sequences, sequences and tokens of each head. */
+  headCount?: [number, number, number];
 }
 
 /** The model side a trainer needs (supplied by {@link Bert}). */
@@ -212,7 +235,7 @@ export function checkTrainerOptions(
 ): NativeTrainerOptions & { task: TrainerTask } {
   if (typeof options !== 'object' || options === null) throw expected(InputError, 'an object', 'options', options);
   const task = options.task ?? defaultTask(info);
-  const tasks: readonly TrainerTask[] = ['sequence', 'multi-label', 'regression', 'token', 'mlm'];
+  const tasks: readonly TrainerTask[] = ['sequence', 'multi-label', 'regression', 'token', 'mlm', 'joint'];
   if (task === undefined) {
     throw new InputError(
       'Expected a model with a head to train (classifier, token classifier or masked LM) but received a bare encoder',
@@ -221,12 +244,39 @@ export function checkTrainerOptions(
   if (!tasks.includes(task))
     throw expected(InputError, `one of ${tasks.map((t) => `'${t}'`).join(', ')}`, 'options.task', task);
   const headOk =
-    task === 'token' ? info.heads.tokenClassifier : task === 'mlm' ? info.heads.mlm : info.heads.classifier;
+    task === 'token'
+      ? info.heads.tokenClassifier
+      : task === 'mlm'
+        ? info.heads.mlm
+        : task === 'joint'
+          ? info.heads.classifier || info.heads.slots
+          : info.heads.classifier;
+  if (!headOk && task === 'joint') {
+    throw new InputError(`Expected a model with a sequence or slot classifier for task 'joint' but received neither`);
+  }
   if (!headOk) {
     const head = task === 'token' ? 'token-classification' : task === 'mlm' ? 'masked-LM' : 'sequence-classification';
     throw new InputError(`Expected a model with a ${head} head for task '${task}' but received one without`);
   }
   const out: NativeTrainerOptions & { task: TrainerTask } = { task };
+  if (task === 'joint') {
+    const n = options.jointIntents ?? info.numLabels;
+    if (!Number.isSafeInteger(n) || n < 0 || n > info.numLabels) {
+      throw expected(InputError, `an integer in [0, ${String(info.numLabels)}]`, 'options.jointIntents', n);
+    }
+    out.jointIntents = n;
+    if (options.lossWeights !== undefined) {
+      const w = options.lossWeights as unknown;
+      if (!Array.isArray(w) || w.length !== 3) {
+        throw expected(InputError, 'three numbers [intent, emotion, slots]', 'options.lossWeights', w);
+      }
+      out.lossWeights = [
+        checkNumber(w[0], 'options.lossWeights[0]', 0, 1e3),
+        checkNumber(w[1], 'options.lossWeights[1]', 0, 1e3),
+        checkNumber(w[2], 'options.lossWeights[2]', 0, 1e3),
+      ];
+    }
+  }
   const lr = options.learningRate ?? 5e-5;
   checkNumber(lr, 'options.learningRate', 0, 1e3);
   out.learningRate = lr;
@@ -271,7 +321,19 @@ function checkBatch(b: TrainBatch, what: string): NativeTrainBatch {
   if (b.typeIds !== undefined && !(b.typeIds instanceof Int32Array)) {
     throw expected(InputError, 'an Int32Array', `${what}.typeIds`, b.typeIds);
   }
-  return { ids: b.ids, typeIds: b.typeIds, offsets: b.offsets, labels: b.labels };
+  const out: NativeTrainBatch = { ids: b.ids, typeIds: b.typeIds, offsets: b.offsets, labels: b.labels };
+  for (const [key, type] of [
+    ['intents', Int32Array],
+    ['intentProbs', Float32Array],
+    ['emotions', Float32Array],
+    ['slots', Int32Array],
+  ] as const) {
+    const v = b[key];
+    if (v === undefined) continue;
+    if (!(v instanceof type)) throw expected(InputError, `an ${type.name}`, `${what}.${key}`, v);
+    (out as unknown as Record<string, unknown>)[key] = v;
+  }
+  return out;
 }
 
 function checkNumber(v: unknown, what: string, lo: number, hi: number): number {

@@ -1,0 +1,888 @@
+/**
+ * `ChatModel`: one BERT encoder with an intent head (single-label), an emotion head (multi-label)
+ * and a slot head (BIO tags per word), trained jointly and run in one forward pass per turn.
+ *
+ * On disk a chat model is a Hugging Face directory plus `chat.json`:
+ * - `bert.*`: the encoder (`BertModel` weights; transformers reads them);
+ * - `bert.pooler.*`, `classifier.*`: one sequence classifier of `intents + emotions` rows, the
+ *   intents first (`id2label` names them `intent:<name>` and `emotion:<name>`), so
+ *   `BertForSequenceClassification` loads it too;
+ * - `slot_classifier.*`: `[num_slot_labels, hidden]` applied to every token's last hidden
+ *   state (as `BertForTokenClassification`'s `classifier`), tags in `chat.json`;
+ * - `chat.json`: the label sets, the slot tags, thresholds and how the model was trained.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { Bert, jointHost } from '../bert';
+import type { BertLoadOptions, JointHost } from '../bert';
+import { AbortedError, CheckpointError, ElmoError, InputError, expected } from '../errors';
+import { writeFileAtomic } from '../fs-atomic';
+import { classificationMetrics, entityMetrics, multiLabelMetrics } from '../train/metrics';
+import { Rng } from '../train/rng';
+import type { Scored, Slot, Understanding } from './types';
+import { TurnEncoder } from './encode';
+import type { EncodedTurn } from './encode';
+
+/** The label sets of a chat model; each head is present when its list is non-empty. */
+export interface ChatLabels {
+  intents?: readonly string[];
+  emotions?: readonly string[];
+  /** Slot names (`city`, `date`); the tags are `O` and `B-`/`I-` of each. */
+  slots?: readonly string[];
+}
+
+/** A slot in a training example: a character span of the text. */
+export interface SlotSpan {
+  name: string;
+  start: number;
+  /** Exclusive. */
+  end: number;
+}
+
+/** One training or evaluation turn; every label is optional, so datasets of one head mix. */
+export interface ChatExample {
+  text: string;
+  /** Earlier turns of the conversation, oldest first. */
+  context?: readonly string[];
+  intent?: string;
+  /** The full set of emotions of the turn ([] = none of them). */
+  emotions?: readonly string[];
+  /** The full set of slots of the turn ([] = none). */
+  slots?: readonly SlotSpan[];
+}
+
+/** Options of {@link ChatModel.create} and {@link ChatModel.load}. */
+export interface ChatModelOptions extends BertLoadOptions {
+  /** Most tokens of earlier turns read before the turn (segment A); default 64. */
+  contextMaxTokens?: number;
+  /** Seed of fresh heads ({@link ChatModel.create}); default 0. */
+  seed?: number;
+}
+
+/** Options of {@link ChatModel.fineTune}. */
+export interface ChatFineTuneOptions {
+  /** Default 3. */
+  epochs?: number;
+  /** Sequences per step; default 32. */
+  batchSize?: number;
+  /** Peak learning rate; default 5e-5 (a small model from scratch wants ~1e-3). */
+  learningRate?: number;
+  /** Fraction of the steps spent warming up linearly; default 0.1. */
+  warmupRatio?: number;
+  /** Default 0.01. */
+  weightDecay?: number;
+  /** Default 1. */
+  maxGradNorm?: number;
+  /** Hidden dropout while training; default the model's. */
+  dropout?: number;
+  /** Weights of the three losses in their sum; default 1 each. */
+  lossWeights?: { intent?: number; emotion?: number; slots?: number };
+  /** Seed of the shuffling and the dropout masks; default 42. */
+  seed?: number;
+  /** Evaluated after the last epoch. */
+  evalSet?: readonly ChatExample[] | string;
+  /** Stops between steps (`ERR_ABORTED`; the weights are those of the last step). */
+  signal?: AbortSignal;
+  onProgress?: (p: ChatProgress) => void;
+}
+
+/** Progress of {@link ChatModel.fineTune}, after each step. */
+export interface ChatProgress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  /** Mean loss of each head in the step (0 where the step had no labels for it). */
+  headLoss: { intent: number; emotion: number; slots: number };
+  lr: number;
+  seconds: number;
+}
+
+/** Metrics of {@link ChatModel.evaluate}, per head on the examples that carry its labels. */
+export interface ChatMetrics {
+  count: number;
+  intent?: { accuracy: number; macroF1: number; count: number };
+  emotions?: { microF1: number; macroF1: number; threshold: number; count: number };
+  /** Entity-level (seqeval, strict spans) over words. */
+  slots?: { precision: number; recall: number; f1: number; count: number };
+  /** Turns per second of the evaluation's forwards. */
+  turnsPerSecond: number;
+}
+
+/** What {@link ChatModel.fineTune} returns. */
+export interface ChatFineTuneResult {
+  steps: number;
+  epochs: number;
+  seconds: number;
+  /** Mean loss of the last epoch, and of each head. */
+  loss: number;
+  headLoss: { intent: number; emotion: number; slots: number };
+  history: { epoch: number; loss: number; seconds: number }[];
+  evalMetrics?: ChatMetrics;
+}
+
+/** chat.json */
+interface ChatMeta {
+  format: 'elmo-chat';
+  version: 1;
+  intents: string[];
+  emotions: string[];
+  slots: string[];
+  slotTags: string[];
+  /** Below it the best intent's score marks the turn out of scope; 0: never. */
+  outOfScopeThreshold: number;
+  /** Emotions at or above it are reported. */
+  emotionThreshold: number;
+  contextMaxTokens: number;
+  training?: Record<string, unknown>;
+}
+
+const META_FILE = 'chat.json';
+const IGNORE = -100;
+
+/** A turn's inputs for {@link ChatModel.understandMany}. */
+export interface TurnInput {
+  text: string;
+  context?: readonly string[];
+}
+
+/** The raw outputs for one turn, before thresholds: probabilities per label. */
+interface RawTurn {
+  enc: EncodedTurn;
+  intentProbs: Float32Array;
+  emotionProbs: Float32Array;
+  /** Per kept word: the best tag id and its probability. */
+  wordTags: Int32Array;
+  wordScores: Float32Array;
+}
+
+/**
+ * Intent, emotions and slots of a conversation turn in one forward pass.
+ *
+ * @example
+ * ```ts
+ * const chat = await ChatModel.create('assets/support-encoder', chatLabels(train));
+ * await chat.fineTune(train, { epochs: 5, learningRate: 1e-3 });
+ * const u = await chat.understand('my card never arrived, I am furious', { context: ['hi, how can I help?'] });
+ * // u.intent: { label: 'card_arrival', score: 0.91 }, u.emotions: [{ label: 'anger', score: 0.8 }], u.slots: [...]
+ * await chat.save('models/support-chat');
+ * ```
+ */
+export class ChatModel {
+  readonly #bert: Bert;
+  readonly #host: JointHost;
+  readonly #meta: ChatMeta;
+  readonly #encoder: TurnEncoder;
+  #disposed = false;
+
+  private constructor(bert: Bert, meta: ChatMeta) {
+    this.#bert = bert;
+    this.#host = jointHost(bert);
+    this.#meta = meta;
+    this.#encoder = new TurnEncoder(bert.tokenizer, bert.maxSeqLen, meta.contextMaxTokens);
+  }
+
+  /**
+   * A chat model over an encoder (a directory, or a {@link Bert} the chat model then owns) with
+   * fresh heads for `labels`: the encoder's weights are kept, its heads replaced.
+   */
+  static async create(encoder: string | Bert, labels: ChatLabels, options: ChatModelOptions = {}): Promise<ChatModel> {
+    const meta = makeMeta(labels, options);
+    const loadOptions = bertOptions(options);
+    const bert = typeof encoder === 'string' ? await Bert.load(encoder, loadOptions) : encoder;
+    if (!(bert instanceof Bert)) throw expected(InputError, 'a model directory or a Bert', 'encoder', encoder);
+    try {
+      const names = [...meta.intents.map((l) => `intent:${l}`), ...meta.emotions.map((l) => `emotion:${l}`)];
+      await jointHost(bert).setJointHeads(names, meta.slotTags.length, options.seed ?? 0);
+      return new ChatModel(bert, meta);
+    } catch (err) {
+      if (typeof encoder === 'string') bert.dispose();
+      throw err;
+    }
+  }
+
+  /** A chat model saved by {@link save}. */
+  static async load(dir: string, options: ChatModelOptions = {}): Promise<ChatModel> {
+    if (typeof dir !== 'string' || dir === '') throw expected(InputError, 'a directory path', 'dir', dir);
+    const meta = readMeta(dir);
+    if (options.contextMaxTokens !== undefined)
+      meta.contextMaxTokens = checkCount(options.contextMaxTokens, 'options.contextMaxTokens', 0);
+    const loadOptions = bertOptions(options);
+    const bert = await Bert.load(dir, loadOptions);
+    try {
+      const info = bert.config;
+      const names = [...meta.intents.map((l) => `intent:${l}`), ...meta.emotions.map((l) => `emotion:${l}`)];
+      const same = info.labels.length === names.length && info.labels.every((l, i) => l === names[i]);
+      if ((names.length > 0 && !same) || info.numSlotLabels !== meta.slotTags.length) {
+        throw new CheckpointError(
+          `${path.join(dir, META_FILE)}: its labels (${String(names.length)} classes, ${String(meta.slotTags.length)} slot tags) ` +
+            `do not match model.safetensors (${String(info.labels.length)}, ${String(info.numSlotLabels)})`,
+        );
+      }
+      return new ChatModel(bert, meta);
+    } catch (err) {
+      bert.dispose();
+      throw err;
+    }
+  }
+
+  get intents(): readonly string[] {
+    return this.#meta.intents;
+  }
+  get emotions(): readonly string[] {
+    return this.#meta.emotions;
+  }
+  /** Slot names. */
+  get slots(): readonly string[] {
+    return this.#meta.slots;
+  }
+  /** The BIO tags of the slot head, `O` first. */
+  get slotTags(): readonly string[] {
+    return this.#meta.slotTags;
+  }
+  /** The encoder with its heads. */
+  get model(): Bert {
+    return this.#bert;
+  }
+  /** Turns whose best intent scores below it are out of scope (0: never); saved with the model. */
+  get outOfScopeThreshold(): number {
+    return this.#meta.outOfScopeThreshold;
+  }
+  set outOfScopeThreshold(v: number) {
+    this.#meta.outOfScopeThreshold = checkUnit(v, 'outOfScopeThreshold');
+  }
+  /** Emotions scoring at or above it are reported; default 0.5. */
+  get emotionThreshold(): number {
+    return this.#meta.emotionThreshold;
+  }
+  set emotionThreshold(v: number) {
+    this.#meta.emotionThreshold = checkUnit(v, 'emotionThreshold');
+  }
+
+  /**
+   * What the user meant, felt and named in one turn. `context`: earlier turns, oldest first
+   * (segment A, cut from the left). A turn longer than the model reads is cut and
+   * `truncated` says so; an empty or blank turn is an `ERR_INPUT`.
+   */
+  async understand(text: string, options: { context?: readonly string[] } = {}): Promise<Understanding> {
+    if (typeof options !== 'object' || (options as unknown) === null)
+      throw expected(InputError, 'an object', 'options', options);
+    const [u] = await this.understandMany([
+      { text, ...(options.context !== undefined ? { context: options.context } : {}) },
+    ]);
+    return u as Understanding;
+  }
+
+  /** {@link understand} for several turns in one forward pass. */
+  async understandMany(turns: readonly TurnInput[]): Promise<Understanding[]> {
+    const raw = await this.#raw(turns, 'turns');
+    return raw.map((r, b) => this.#decode(r, (turns[b] as TurnInput).text));
+  }
+
+  /**
+   * Trains the three heads and the encoder jointly on examples carrying any subset of `intent`,
+   * `emotions` and `slots` (an array, or a `.jsonl` file of them). Each head's loss is the mean
+   * over the examples that label it; the step's loss is their weighted sum.
+   */
+  async fineTune(
+    examples: readonly ChatExample[] | string,
+    options: ChatFineTuneOptions = {},
+  ): Promise<ChatFineTuneResult> {
+    this.#checkLive('fineTune');
+    if (typeof options !== 'object' || (options as unknown) === null)
+      throw expected(InputError, 'an object', 'options', options);
+    const train = await readChatExamples(examples, 'examples');
+    if (train.length === 0) throw new InputError('Expected at least one example for fineTune but received none');
+    const data = train.map((ex, i) => this.#encodeExample(ex, `examples[${String(i)}]`));
+    const epochs = checkCount(options.epochs ?? 3, 'options.epochs', 1);
+    const batchSize = checkCount(options.batchSize ?? 32, 'options.batchSize', 1);
+    const seed = options.seed ?? 42;
+    if (!Number.isSafeInteger(seed)) throw expected(InputError, 'a safe integer', 'options.seed', seed);
+    const warmupRatio = options.warmupRatio ?? 0.1;
+    if (typeof warmupRatio !== 'number' || !(warmupRatio >= 0 && warmupRatio <= 1)) {
+      throw expected(InputError, 'a number in [0, 1]', 'options.warmupRatio', warmupRatio);
+    }
+    const w = options.lossWeights ?? {};
+    const perEpoch = Math.ceil(data.length / batchSize);
+    const totalSteps = perEpoch * epochs;
+    const evalSet =
+      options.evalSet !== undefined ? await readChatExamples(options.evalSet, 'options.evalSet') : undefined;
+    const trainer = this.#bert.trainer({
+      task: 'joint',
+      jointIntents: this.#meta.intents.length,
+      lossWeights: [w.intent ?? 1, w.emotion ?? 1, w.slots ?? 1],
+      learningRate: options.learningRate ?? 5e-5,
+      weightDecay: options.weightDecay ?? 0.01,
+      warmupSteps: Math.round(totalSteps * warmupRatio),
+      totalSteps,
+      schedule: 'linear',
+      maxGradNorm: options.maxGradNorm ?? 1,
+      ...(options.dropout !== undefined ? { dropout: options.dropout } : {}),
+      seed,
+    });
+    const t0 = performance.now();
+    const history: ChatFineTuneResult['history'] = [];
+    let loss = 0;
+    const head = { intent: 0, emotion: 0, slots: 0 };
+    try {
+      for (let epoch = 0; epoch < epochs; epoch++) {
+        const order = new Rng(seed, epoch).shuffle(Array.from({ length: data.length }, (_, i) => i));
+        let sum = 0;
+        const hs = [0, 0, 0];
+        const hn = [0, 0, 0];
+        for (let s = 0; s < perEpoch; s++) {
+          if (options.signal?.aborted === true)
+            throw new AbortedError(`fineTune: aborted after step ${String(trainer.steps)}`);
+          const batch = this.#pack(
+            order.slice(s * batchSize, (s + 1) * batchSize).map((i) => data[i] as EncodedExample),
+          );
+          const r = await trainer.step(batch);
+          sum += r.loss;
+          const hl = r.headLoss ?? [0, 0, 0];
+          const hc = r.headCount ?? [0, 0, 0];
+          for (let k = 0; k < 3; k++) {
+            if ((hc[k] ?? 0) > 0) {
+              hs[k] = (hs[k] ?? 0) + (hl[k] ?? 0);
+              hn[k] = (hn[k] ?? 0) + 1;
+            }
+          }
+          options.onProgress?.({
+            step: r.step,
+            totalSteps,
+            epoch: epoch + (s + 1) / perEpoch,
+            loss: r.loss,
+            headLoss: { intent: hl[0] ?? 0, emotion: hl[1] ?? 0, slots: hl[2] ?? 0 },
+            lr: r.lr,
+            seconds: (performance.now() - t0) / 1000,
+          });
+        }
+        loss = sum / perEpoch;
+        const mean = (k: number): number => ((hn[k] ?? 0) > 0 ? (hs[k] ?? 0) / (hn[k] ?? 1) : 0);
+        head.intent = mean(0);
+        head.emotion = mean(1);
+        head.slots = mean(2);
+        history.push({ epoch: epoch + 1, loss, seconds: (performance.now() - t0) / 1000 });
+      }
+    } finally {
+      await trainer.dispose();
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    this.#meta.training = {
+      examples: data.length,
+      epochs,
+      batchSize,
+      learningRate: options.learningRate ?? 5e-5,
+      seconds: Math.round(seconds * 10) / 10,
+      finishedAt: new Date().toISOString(),
+    };
+    const result: ChatFineTuneResult = { steps: totalSteps, epochs, seconds, loss, headLoss: head, history };
+    if (evalSet !== undefined && evalSet.length > 0) result.evalMetrics = await this.evaluate(evalSet);
+    return result;
+  }
+
+  /** Intent accuracy and macro-F1, emotion micro/macro-F1, slot entity F1 on labelled examples. */
+  async evaluate(
+    examples: readonly ChatExample[] | string,
+    options: { batchSize?: number } = {},
+  ): Promise<ChatMetrics> {
+    this.#checkLive('evaluate');
+    const data = await readChatExamples(examples, 'examples');
+    if (data.length === 0) throw new InputError('Expected at least one example for evaluate but received none');
+    data.forEach((ex, i) => {
+      this.#checkLabels(ex, `examples[${String(i)}]`);
+    });
+    const batchSize = checkCount(options.batchSize ?? 64, 'options.batchSize', 1);
+    const m = this.#meta;
+    const iTrue: number[] = [];
+    const iPred: number[] = [];
+    const eTrue: number[][] = [];
+    const eScore: Float32Array[] = [];
+    const sTrue: string[][] = [];
+    const sPred: string[][] = [];
+    const t0 = performance.now();
+    for (let at = 0; at < data.length; at += batchSize) {
+      const part = data.slice(at, at + batchSize);
+      const raw = await this.#raw(part, 'examples');
+      raw.forEach((r, b) => {
+        const ex = part[b] as ChatExample;
+        if (ex.intent !== undefined && m.intents.length > 0) {
+          iTrue.push(m.intents.indexOf(ex.intent));
+          iPred.push(argmax(r.intentProbs));
+        }
+        if (ex.emotions !== undefined && m.emotions.length > 0) {
+          eTrue.push(m.emotions.map((e) => (ex.emotions?.includes(e) === true ? 1 : 0)));
+          eScore.push(r.emotionProbs);
+        }
+        if (ex.slots !== undefined && m.slotTags.length > 0) {
+          sTrue.push(wordTags(r.enc.words, ex.slots));
+          sPred.push(Array.from(r.wordTags, (t) => m.slotTags[t] ?? 'O'));
+        }
+      });
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const out: ChatMetrics = { count: data.length, turnsPerSecond: data.length / Math.max(seconds, 1e-9) };
+    if (iTrue.length > 0) {
+      const c = classificationMetrics(iTrue, iPred, m.intents);
+      out.intent = { accuracy: c.accuracy, macroF1: c.macroF1, count: iTrue.length };
+    }
+    if (eTrue.length > 0) {
+      const e = multiLabelMetrics(eTrue, eScore, m.emotions, m.emotionThreshold);
+      out.emotions = { microF1: e.microF1, macroF1: e.macroF1, threshold: m.emotionThreshold, count: eTrue.length };
+    }
+    if (sTrue.length > 0) {
+      const s = entityMetrics(sTrue, sPred);
+      out.slots = { precision: s.precision, recall: s.recall, f1: s.f1, count: sTrue.length };
+    }
+    return out;
+  }
+
+  /**
+   * Writes the model (`config.json`, `model.safetensors`, the tokenizer files) and `chat.json`,
+   * each file atomically. For a swap that readers never see half-done, save into a new
+   * directory and switch to it (as the feedback loop's model versions do).
+   */
+  async save(dir: string): Promise<void> {
+    this.#checkLive('save');
+    await this.#bert.save(dir);
+    writeFileAtomic(path.join(dir, META_FILE), `${JSON.stringify(this.#meta, null, 2)}\n`);
+  }
+
+  /** Frees the model. Idempotent. */
+  dispose(): void {
+    this.#disposed = true;
+    this.#bert.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  #checkLive(what: string): void {
+    if (this.#disposed || this.#bert.disposed) {
+      throw new ElmoError(`Expected a live chat model for ${what} but received a disposed one`, 'ERR_DISPOSED');
+    }
+  }
+
+  /** Unknown labels are an error naming the example (the feedback loop filters them first). */
+  #checkLabels(ex: ChatExample, at: string): void {
+    const m = this.#meta;
+    if (ex.intent !== undefined && m.intents.length > 0 && !m.intents.includes(ex.intent)) {
+      throw new InputError(
+        `Expected one of the model's ${String(m.intents.length)} intents for ${at}.intent but received '${ex.intent}'`,
+      );
+    }
+    for (const e of ex.emotions ?? []) {
+      if (m.emotions.length > 0 && !m.emotions.includes(e)) {
+        throw new InputError(`Expected one of the model's emotions for ${at}.emotions but received '${e}'`);
+      }
+    }
+    for (const s of ex.slots ?? []) {
+      if (m.slots.length > 0 && !m.slots.includes(s.name)) {
+        throw new InputError(`Expected one of the model's slots for ${at}.slots but received '${s.name}'`);
+      }
+    }
+  }
+
+  #encodeExample(ex: ChatExample, at: string): EncodedExample {
+    this.#checkLabels(ex, at);
+    const m = this.#meta;
+    const enc = this.#encoder.encode(ex.text, ex.context ?? []);
+    const intent = ex.intent !== undefined && m.intents.length > 0 ? m.intents.indexOf(ex.intent) : IGNORE;
+    let emotions: Float32Array | undefined;
+    if (m.emotions.length > 0) {
+      emotions = new Float32Array(m.emotions.length);
+      if (ex.emotions === undefined) emotions[0] = -1;
+      else for (const e of ex.emotions) emotions[m.emotions.indexOf(e)] = 1;
+    }
+    let slots: Int32Array | undefined;
+    if (m.slotTags.length > 0 && ex.slots !== undefined) {
+      slots = new Int32Array(enc.ids.length).fill(IGNORE);
+      const tags = wordTags(enc.words, ex.slots);
+      tags.forEach((t, w) => {
+        const id = m.slotTags.indexOf(t);
+        (slots as Int32Array)[enc.firstPiece[w] as number] = id < 0 ? 0 : id;
+      });
+    }
+    return { enc, intent, emotions, slots };
+  }
+
+  /** A packed joint batch of encoded examples. */
+  #pack(items: readonly EncodedExample[]): {
+    ids: Int32Array;
+    typeIds: Int32Array;
+    offsets: Int32Array;
+    intents?: Int32Array;
+    emotions?: Float32Array;
+    slots?: Int32Array;
+  } {
+    const m = this.#meta;
+    const B = items.length;
+    const offsets = new Int32Array(B + 1);
+    items.forEach((it, b) => (offsets[b + 1] = (offsets[b] as number) + it.enc.ids.length));
+    const T = offsets[B] as number;
+    const ids = new Int32Array(T);
+    const typeIds = new Int32Array(T);
+    const Le = m.emotions.length;
+    const intents = m.intents.length > 0 ? new Int32Array(B) : undefined;
+    const emotions = Le > 0 ? new Float32Array(B * Le) : undefined;
+    const anySlots = m.slotTags.length > 0 && items.some((it) => it.slots !== undefined);
+    const slots = anySlots ? new Int32Array(T).fill(IGNORE) : undefined;
+    items.forEach((it, b) => {
+      const at = offsets[b] as number;
+      ids.set(it.enc.ids, at);
+      typeIds.set(it.enc.typeIds, at);
+      if (intents) intents[b] = it.intent;
+      if (emotions && it.emotions) emotions.set(it.emotions, b * Le);
+      if (slots && it.slots) slots.set(it.slots, at);
+    });
+    return {
+      ids,
+      typeIds,
+      offsets,
+      ...(intents ? { intents } : {}),
+      ...(emotions ? { emotions } : {}),
+      ...(slots ? { slots } : {}),
+    };
+  }
+
+  /** One forward over the turns: each head's probabilities per turn. */
+  async #raw(turns: readonly TurnInput[], what: string): Promise<RawTurn[]> {
+    this.#checkLive('understand');
+    if (!nonEmptyArray(turns)) throw expected(InputError, 'a non-empty array of turns', what, turns);
+    const encs = turns.map((t, i) => {
+      const at = `${what}[${String(i)}]`;
+      if (typeof t !== 'object' || (t as unknown) === null)
+        throw expected(InputError, 'an object { text, context? }', at, t);
+      if (typeof t.text !== 'string' || t.text.trim() === '')
+        throw expected(InputError, 'a non-empty turn', `${at}.text`, t.text);
+      const ctx = t.context ?? [];
+      if (!Array.isArray(ctx) || ctx.some((c) => typeof c !== 'string')) {
+        throw expected(InputError, 'an array of strings', `${at}.context`, t.context);
+      }
+      return this.#encoder.encode(t.text, ctx);
+    });
+    const m = this.#meta;
+    const B = encs.length;
+    const offsets = new Int32Array(B + 1);
+    encs.forEach((e, b) => (offsets[b + 1] = (offsets[b] as number) + e.ids.length));
+    const ids = new Int32Array(offsets[B] as number);
+    const typeIds = new Int32Array(offsets[B] as number);
+    encs.forEach((e, b) => {
+      ids.set(e.ids, offsets[b]);
+      typeIds.set(e.typeIds, offsets[b]);
+    });
+    const Li = m.intents.length;
+    const L = Li + m.emotions.length;
+    const S = m.slotTags.length;
+    const out = await this.#host.native.forward(ids, typeIds, offsets, {
+      hidden: false,
+      scores: 'joint',
+      jointIntents: Li,
+    });
+    const scores = out.scores ?? new Float32Array(0);
+    return encs.map((enc, b): RawTurn => {
+      const nW = enc.words.length;
+      const wordTagIds = new Int32Array(nW);
+      const wordScores = new Float32Array(nW);
+      if (S > 0 && out.slotBest !== undefined && out.slotScores !== undefined) {
+        for (let w = 0; w < nW; w++) {
+          const pos = (offsets[b] as number) + (enc.firstPiece[w] as number);
+          const t = out.slotBest[pos] as number;
+          wordTagIds[w] = t;
+          wordScores[w] = out.slotScores[pos * S + t] as number;
+        }
+      }
+      return {
+        enc,
+        intentProbs: scores.subarray(b * L, b * L + Li),
+        emotionProbs: scores.subarray(b * L + Li, (b + 1) * L),
+        wordTags: wordTagIds,
+        wordScores,
+      };
+    });
+  }
+
+  #decode(r: RawTurn, text: string): Understanding {
+    const m = this.#meta;
+    const intents: Scored[] = m.intents
+      .map((label, i) => ({ label, score: r.intentProbs[i] as number }))
+      .sort((a, b) => b.score - a.score);
+    const best = intents[0] ?? null;
+    const emotions: Scored[] = m.emotions
+      .map((label, i) => ({ label, score: r.emotionProbs[i] as number }))
+      .filter((e) => e.score >= m.emotionThreshold)
+      .sort((a, b) => b.score - a.score);
+    const slots = decodeSlots(
+      text,
+      r.enc.words,
+      Array.from(r.wordTags, (t) => m.slotTags[t] ?? 'O'),
+      r.wordScores,
+    );
+    return {
+      intent: best,
+      intents,
+      emotions,
+      slots,
+      outOfScope: best !== null && best.score < m.outOfScopeThreshold,
+      truncated: r.enc.truncated,
+    };
+  }
+}
+
+interface EncodedExample {
+  enc: EncodedTurn;
+  intent: number;
+  emotions: Float32Array | undefined;
+  slots: Int32Array | undefined;
+}
+
+/** The label sets found in examples, sorted (the `ChatLabels` to create a model with). */
+export function chatLabels(examples: readonly ChatExample[]): Required<ChatLabels> {
+  const intents = new Set<string>();
+  const emotions = new Set<string>();
+  const slots = new Set<string>();
+  for (const ex of examples) {
+    if (ex.intent !== undefined) intents.add(ex.intent);
+    for (const e of ex.emotions ?? []) emotions.add(e);
+    for (const s of ex.slots ?? []) slots.add(s.name);
+  }
+  const sorted = (s: Set<string>): string[] => [...s].sort();
+  return { intents: sorted(intents), emotions: sorted(emotions), slots: sorted(slots) };
+}
+
+/** BIO tags of the words from character spans: a word inside a span is B- (first) or I-. */
+export function wordTags(words: readonly { start: number; end: number }[], spans: readonly SlotSpan[]): string[] {
+  const tags = new Array<string>(words.length).fill('O');
+  for (const s of spans) {
+    let first = true;
+    words.forEach((w, i) => {
+      if (w.start >= s.start && w.end <= s.end) {
+        tags[i] = `${first ? 'B' : 'I'}-${s.name}`;
+        first = false;
+      }
+    });
+  }
+  return tags;
+}
+
+/** Slots from word tags (BIO; an I- that does not continue its type starts a slot, as seqeval). */
+export function decodeSlots(
+  text: string,
+  words: readonly { start: number; end: number }[],
+  tags: readonly string[],
+  scores: ArrayLike<number>,
+): Slot[] {
+  const out: Slot[] = [];
+  let cur: { name: string; first: number; last: number; sum: number } | undefined;
+  const close = (): void => {
+    if (cur === undefined) return;
+    const start = (words[cur.first] as { start: number }).start;
+    const end = (words[cur.last] as { end: number }).end;
+    out.push({
+      name: cur.name,
+      value: text.slice(start, end),
+      start,
+      end,
+      score: cur.sum / (cur.last - cur.first + 1),
+    });
+    cur = undefined;
+  };
+  tags.forEach((tag, i) => {
+    const score = scores[i] ?? 0;
+    if (tag === 'O' || tag.length < 3 || tag[1] !== '-') {
+      close();
+      return;
+    }
+    const name = tag.slice(2);
+    if (tag[0] === 'I' && cur?.name === name) {
+      cur.last = i;
+      cur.sum += score;
+      return;
+    }
+    close();
+    cur = { name, first: i, last: i, sum: score };
+  });
+  close();
+  return out;
+}
+
+function makeMeta(labels: ChatLabels, options: ChatModelOptions): ChatMeta {
+  if (typeof labels !== 'object' || (labels as unknown) === null)
+    throw expected(InputError, 'an object { intents, emotions, slots }', 'labels', labels);
+  if (typeof options !== 'object' || (options as unknown) === null)
+    throw expected(InputError, 'an object', 'options', options);
+  const list = (v: unknown, what: string): string[] => {
+    if (v === undefined) return [];
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x === '')) {
+      throw expected(InputError, 'an array of non-empty strings', what, v);
+    }
+    const out = v as string[];
+    if (new Set(out).size !== out.length)
+      throw new InputError(`Expected distinct names for ${what} but received a repeated one`);
+    return [...out];
+  };
+  const intents = list(labels.intents, 'labels.intents');
+  const emotions = list(labels.emotions, 'labels.emotions');
+  const slots = list(labels.slots, 'labels.slots');
+  if (intents.length === 1) throw new InputError('Expected at least 2 intents (or none) but received 1');
+  if (intents.length + emotions.length + slots.length === 0) {
+    throw new InputError('Expected at least one head (intents, emotions or slots) but received no labels');
+  }
+  const slotTags = slots.length > 0 ? ['O', ...slots.flatMap((s) => [`B-${s}`, `I-${s}`])] : [];
+  return {
+    format: 'elmo-chat',
+    version: 1,
+    intents,
+    emotions,
+    slots,
+    slotTags,
+    outOfScopeThreshold: 0,
+    emotionThreshold: 0.5,
+    contextMaxTokens: checkCount(options.contextMaxTokens ?? 64, 'options.contextMaxTokens', 0),
+  };
+}
+
+function readMeta(dir: string): ChatMeta {
+  const file = path.join(dir, META_FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CheckpointError(
+      `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'}): not a chat model directory`,
+    );
+  }
+  let m: unknown;
+  try {
+    m = JSON.parse(text);
+  } catch (err) {
+    throw new CheckpointError(`${file}: not JSON (${(err as Error).message})`);
+  }
+  const o = m as Partial<ChatMeta>;
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  if (
+    typeof m !== 'object' ||
+    m === null ||
+    o.format !== 'elmo-chat' ||
+    !strings(o.intents) ||
+    !strings(o.emotions) ||
+    !strings(o.slots) ||
+    !strings(o.slotTags) ||
+    typeof o.outOfScopeThreshold !== 'number' ||
+    typeof o.emotionThreshold !== 'number' ||
+    typeof o.contextMaxTokens !== 'number'
+  ) {
+    throw new CheckpointError(
+      `${file}: not an elmo-chat description (format, intents, emotions, slots, slotTags, thresholds)`,
+    );
+  }
+  return o as ChatMeta;
+}
+
+/** Examples from an array or a `.jsonl` file (one example per line), checked for shape. */
+export async function readChatExamples(source: readonly ChatExample[] | string, what: string): Promise<ChatExample[]> {
+  let items: unknown[];
+  if (typeof source === 'string') {
+    let text: string;
+    try {
+      text = await fs.promises.readFile(source, 'utf8');
+    } catch (err) {
+      throw new InputError(`Cannot read ${what} '${source}': ${(err as Error).message}`);
+    }
+    items = [];
+    text.split('\n').forEach((line, i) => {
+      if (line.trim() === '') return;
+      try {
+        items.push(JSON.parse(line));
+      } catch {
+        throw new InputError(`${source}:${String(i + 1)}: not a JSON object`);
+      }
+    });
+  } else if (Array.isArray(source)) {
+    items = source as unknown[];
+  } else {
+    throw expected(InputError, 'an array of examples or a .jsonl path', what, source);
+  }
+  items.forEach((ex, i) => {
+    checkExample(ex, `${what}[${String(i)}]`);
+  });
+  return items as ChatExample[];
+}
+
+function checkExample(ex: unknown, at: string): void {
+  if (typeof ex !== 'object' || ex === null)
+    throw expected(InputError, 'an object { text, intent?, emotions?, slots? }', at, ex);
+  const e = ex as Record<string, unknown>;
+  if (typeof e.text !== 'string' || e.text.trim() === '')
+    throw expected(InputError, 'a non-empty text', `${at}.text`, e.text);
+  const text = e.text;
+  if (e.context !== undefined && (!Array.isArray(e.context) || e.context.some((c) => typeof c !== 'string'))) {
+    throw expected(InputError, 'an array of strings', `${at}.context`, e.context);
+  }
+  if (e.intent !== undefined && (typeof e.intent !== 'string' || e.intent === '')) {
+    throw expected(InputError, 'a non-empty string', `${at}.intent`, e.intent);
+  }
+  if (e.emotions !== undefined && (!Array.isArray(e.emotions) || e.emotions.some((x) => typeof x !== 'string'))) {
+    throw expected(InputError, 'an array of strings', `${at}.emotions`, e.emotions);
+  }
+  if (e.slots !== undefined) {
+    if (!Array.isArray(e.slots)) throw expected(InputError, 'an array of { name, start, end }', `${at}.slots`, e.slots);
+    e.slots.forEach((s: unknown, k) => {
+      const sl = s as Partial<SlotSpan> | null;
+      const ok =
+        typeof sl === 'object' &&
+        sl !== null &&
+        typeof sl.name === 'string' &&
+        sl.name !== '' &&
+        Number.isInteger(sl.start) &&
+        Number.isInteger(sl.end) &&
+        (sl.start as number) >= 0 &&
+        (sl.start as number) < (sl.end as number) &&
+        (sl.end as number) <= text.length;
+      if (!ok) {
+        throw expected(
+          InputError,
+          `{ name, start, end } with 0 <= start < end <= ${String(text.length)}`,
+          `${at}.slots[${String(k)}]`,
+          s,
+        );
+      }
+    });
+  }
+}
+
+/** The options of the encoder's Bert.load: the chat model's own ones removed. */
+function bertOptions(options: ChatModelOptions): BertLoadOptions {
+  const out: Record<string, unknown> = { ...options };
+  delete out.contextMaxTokens;
+  delete out.seed;
+  return out;
+}
+
+function nonEmptyArray(v: unknown): boolean {
+  return Array.isArray(v) && v.length > 0;
+}
+
+function argmax(v: ArrayLike<number>): number {
+  let k = 0;
+  for (let i = 1; i < v.length; i++) if ((v[i] as number) > (v[k] as number)) k = i;
+  return k;
+}
+
+function checkCount(v: unknown, what: string, min: number): number {
+  if (!Number.isSafeInteger(v) || (v as number) < min)
+    throw expected(InputError, `an integer >= ${String(min)}`, what, v);
+  return v as number;
+}
+
+function checkUnit(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw expected(InputError, 'a number in [0, 1]', what, v);
+  return v;
+}

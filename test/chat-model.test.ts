@@ -1,0 +1,205 @@
+// ChatModel: one encoder, intent + emotion + slot heads trained jointly and run in one forward.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { Bert, Tokenizer } from '../lib';
+import { ChatModel, chatLabels, decodeSlots, wordTags } from '../lib/chat/chat-model';
+import type { ChatExample } from '../lib/chat/chat-model';
+import { TurnEncoder, wordSpans } from '../lib/chat/encode';
+import { rejection, tmpDir } from './helpers';
+
+const FIXTURES = path.join(__dirname, 'fixtures');
+const tokenizer = Tokenizer.fromVocab(fs.readFileSync(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'), 'utf8'));
+const tiny = {
+  vocabSize: tokenizer.vocabSize,
+  hiddenSize: 32,
+  numLayers: 2,
+  numHeads: 2,
+  intermediateSize: 64,
+  maxPositions: 64,
+  typeVocabSize: 2,
+};
+
+// A learnable toy dialogue: each intent has its own phrasing, a city after "to" is the slot,
+// "now" makes the user angry. The cities are in the fixture vocabulary.
+const PHRASES: Record<string, string> = {
+  travel: 'i want to go to',
+  music: 'play some music from',
+  support: 'please help me in',
+};
+const CITIES = ['london', 'york', 'paris', 'boston'].filter((c) => tokenizer.tokenToId(c) !== undefined);
+function toy(n: number, seed: number): ChatExample[] {
+  const out: ChatExample[] = [];
+  const intents = Object.keys(PHRASES);
+  for (let i = 0; i < n; i++) {
+    const intent = intents[(i + seed) % intents.length] as string;
+    const city = CITIES[(i * 7 + seed) % CITIES.length] as string;
+    const angry = (i + seed) % 4 === 0;
+    const head = `${PHRASES[intent] as string} `;
+    out.push({
+      text: `${head}${city} with my family${angry ? ' now' : ''}`,
+      intent,
+      emotions: angry ? ['anger'] : [],
+      slots: [{ name: 'city', start: head.length, end: head.length + city.length }],
+    });
+  }
+  return out;
+}
+
+describe('turn encoding', () => {
+  test('words keep their character spans; the context is cut from the left', () => {
+    expect([...wordSpans('Hi, Ann-Marie!')].map((w) => 'Hi, Ann-Marie!'.slice(w.start, w.end))).toEqual([
+      'Hi',
+      ',',
+      'Ann',
+      '-',
+      'Marie',
+      '!',
+    ]);
+    const enc = new TurnEncoder(tokenizer, 16, 64);
+    const e = enc.encode('go to london', ['one two three four five six seven eight nine ten', 'and then']);
+    expect(e.ids.length).toBe(16);
+    expect(e.truncated).toBe(false);
+    // segment B is the turn, whole, after the newest context
+    const b0 = e.typeIds.indexOf(1);
+    expect(Array.from(e.ids.subarray(b0, 15))).toEqual(
+      Array.from(tokenizer.encode('go to london', undefined, { addSpecialTokens: false }).ids),
+    );
+    expect(tokenizer.idToToken(e.ids[b0 - 2] as number)).toBe('then');
+    expect(e.words.map((w) => 'go to london'.slice(w.start, w.end))).toEqual(['go', 'to', 'london']);
+    expect(Array.from(e.firstPiece)).toEqual([b0, b0 + 1, b0 + 2]);
+  });
+
+  test('a huge turn is cut to the model and said so', () => {
+    const enc = new TurnEncoder(tokenizer, 32, 64);
+    const e = enc.encode('go '.repeat(400_000));
+    expect(e.ids.length).toBe(32);
+    expect(e.truncated).toBe(true);
+    expect(e.words.length).toBe(30);
+  });
+
+  test('BIO tags from spans and back', () => {
+    const text = 'fly to new york now';
+    const words = [...wordSpans(text)];
+    const tags = wordTags(words, [{ name: 'city', start: 7, end: 15 }]);
+    expect(tags).toEqual(['O', 'O', 'B-city', 'I-city', 'O']);
+    const slots = decodeSlots(text, words, tags, [1, 1, 0.8, 0.6, 1]);
+    expect(slots).toEqual([{ name: 'city', value: 'new york', start: 7, end: 15, score: expect.closeTo(0.7, 6) }]);
+    // an I- without its B- starts a slot, as seqeval reads it
+    expect(decodeSlots(text, words, ['O', 'I-city', 'O', 'O', 'O'], [1, 1, 1, 1, 1])[0]?.value).toBe('to');
+  });
+});
+
+describe('ChatModel', () => {
+  jest.setTimeout(120_000);
+
+  test('learns intent, emotion and slots jointly; one forward per turn; save and load', async () => {
+    const train = toy(96, 0);
+    const test = toy(24, 1);
+    const labels = chatLabels(train);
+    expect(labels).toEqual({ intents: ['music', 'support', 'travel'], emotions: ['anger'], slots: ['city'] });
+    // Wide enough to leave the first plateau quickly (at hidden 32 the [CLS] heads stall for a
+    // few hundred steps while the slot head learns).
+    const small = { ...tiny, hiddenSize: 64, intermediateSize: 128 };
+    const chat = await ChatModel.create(Bert.create(small, { tokenizer, device: 'cpu', seed: 1 }), labels, { seed: 2 });
+    try {
+      expect(chat.slotTags).toEqual(['O', 'B-city', 'I-city']);
+      const before = await chat.evaluate(test);
+      const progress: number[] = [];
+      const r = await chat.fineTune(train, {
+        epochs: 30,
+        batchSize: 16,
+        learningRate: 3e-3,
+        dropout: 0,
+        evalSet: test,
+        onProgress: (p) => progress.push(p.loss),
+      });
+      expect(r.steps).toBe(180);
+      expect(progress).toHaveLength(180);
+      expect(r.headLoss.intent).toBeGreaterThan(0);
+      expect(r.headLoss.slots).toBeGreaterThan(0);
+      expect(r.loss).toBeLessThan((progress[0] as number) / 2);
+      const m = r.evalMetrics;
+      expect(m?.intent?.accuracy).toBeGreaterThan(0.9);
+      expect(m?.slots?.f1).toBeGreaterThan(0.9);
+      expect(m?.emotions?.microF1).toBeGreaterThan(0.9);
+      expect(m?.intent?.accuracy ?? 0).toBeGreaterThan(before.intent?.accuracy ?? 1);
+
+      const text = 'i want to go to boston with my family now';
+      const u = await chat.understand(text);
+      expect(u.intent?.label).toBe('travel');
+      expect(u.intents.map((i) => i.label).sort()).toEqual(['music', 'support', 'travel']);
+      expect(u.emotions.map((e) => e.label)).toEqual(['anger']);
+      expect(u.slots).toEqual([{ name: 'city', value: 'boston', start: 16, end: 22, score: expect.any(Number) }]);
+      expect(text.slice(u.slots[0]?.start, u.slots[0]?.end)).toBe('boston');
+      expect(u.outOfScope).toBe(false);
+      expect(u.truncated).toBe(false);
+
+      // one forward answers several turns as each alone
+      const many = await chat.understandMany([{ text }, { text: 'play some music from london with my family' }]);
+      expect(many[0]?.intent?.score).toBeCloseTo(u.intent?.score ?? NaN, 5);
+      expect(many[1]?.intent?.label).toBe('music');
+
+      chat.outOfScopeThreshold = 0.999999;
+      expect((await chat.understand(text)).outOfScope).toBe(true);
+      chat.outOfScopeThreshold = 0.2;
+
+      const dir = tmpDir('chat');
+      await chat.save(dir);
+      const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+      expect(cfg.num_slot_labels).toBe(3);
+      expect(cfg.id2label).toEqual({ 0: 'intent:music', 1: 'intent:support', 2: 'intent:travel', 3: 'emotion:anger' });
+      using again = await ChatModel.load(dir);
+      const u2 = await again.understand(text);
+      expect(u2.intent?.score).toBeCloseTo(u.intent?.score ?? NaN, 6);
+      expect(u2.slots).toEqual(u.slots);
+      expect(again.outOfScopeThreshold).toBe(0.2);
+    } finally {
+      chat.dispose();
+    }
+  });
+
+  test('heads are optional; examples label any subset', async () => {
+    const chat = await ChatModel.create(Bert.create(tiny, { tokenizer, device: 'cpu', seed: 1 }), {
+      intents: ['a', 'b'],
+    });
+    try {
+      const r = await chat.fineTune(
+        [{ text: 'the cat', intent: 'a' }, { text: 'a dog', intent: 'b' }, { text: 'no label here' }],
+        { epochs: 1, batchSize: 3 },
+      );
+      expect(r.headLoss.emotion).toBe(0);
+      expect(r.headLoss.slots).toBe(0);
+      const u = await chat.understand('the cat');
+      expect(u.emotions).toEqual([]);
+      expect(u.slots).toEqual([]);
+    } finally {
+      chat.dispose();
+    }
+  });
+
+  test('bad input: typed errors, nothing trained', async () => {
+    const chat = await ChatModel.create(Bert.create(tiny, { tokenizer, device: 'cpu', seed: 1 }), {
+      intents: ['a', 'b'],
+      slots: ['city'],
+    });
+    try {
+      for (const text of ['', '   \n\t']) {
+        const err = await rejection(chat.understand(text));
+        expect(err.code).toBe('ERR_INPUT');
+        expect(err.message).toMatch(/non-empty turn/);
+      }
+      expect((await rejection(chat.fineTune([{ text: 'x', intent: 'zzz' }]))).message).toMatch(/intents.*'zzz'/);
+      expect((await rejection(chat.fineTune([{ text: 'xy', slots: [{ name: 'city', start: 1, end: 9 }] }]))).code).toBe(
+        'ERR_INPUT',
+      );
+      expect((await rejection(chat.understand('hi', { context: [3 as unknown as string] }))).code).toBe('ERR_INPUT');
+      const huge = await chat.understand('go to london '.repeat(100_000));
+      expect(huge.truncated).toBe(true);
+      expect((await rejection(ChatModel.create(Bert.create(tiny, { tokenizer, seed: 1 }), {}))).code).toBe('ERR_INPUT');
+      expect((await rejection(ChatModel.load(tmpDir('nochat')))).code).toBe('ERR_CHECKPOINT');
+    } finally {
+      chat.dispose();
+    }
+  });
+});
