@@ -469,6 +469,38 @@ describe.each(backends)('%s store', (kind, backend) => {
     expect((await target.listFeedback({ status: 'used' }))[0]?.usedBy).toBe('v2');
   });
 
+  test('exports past one page in order; an error of the writer reaches the caller unchanged', async () => {
+    const { store } = await fresh();
+    const lines = Array.from({ length: 1203 }, (_, i) =>
+      JSON.stringify({
+        id: `fb-${String(i).padStart(4, '0')}`,
+        conversationId: 'elsewhere',
+        turn: i % 7,
+        text: `text ${String(i)}`,
+        intent: `intent_${String(i % 5)}`,
+        status: 'new',
+        createdAt: new Date(Date.UTC(2025, 0, 1) + i * 1000).toISOString(),
+      }),
+    );
+    expect(await store.importFeedback(lines)).toEqual({ imported: 1203, skipped: 0 });
+    const out: string[] = [];
+    expect(await store.exportFeedback((l) => void out.push(l))).toBe(1203);
+    expect(out.map((l) => (JSON.parse(l) as StoredFeedback).id)).toEqual(
+      lines.map((l) => (JSON.parse(l) as StoredFeedback).id),
+    );
+    expect(await store.exportFeedback(() => undefined, { since: '2025-01-01T00:10:00Z' })).toBe(1203 - 600);
+
+    const broken = new Error('EPIPE: the reader went away');
+    let written = 0;
+    const err = await rejection(
+      store.exportFeedback(() => {
+        written += 1;
+        if (written === 3) throw broken;
+      }),
+    );
+    expect(err).toBe(broken);
+  });
+
   test('an import with a bad line imports nothing and names the line', async () => {
     const { store } = await fresh();
     const id = await withDialogue(store);

@@ -627,31 +627,33 @@ export class PostgresStore implements ChatStore {
     );
   }
 
-  exportFeedback(write: (line: string) => void | Promise<void>, options: ExportFeedbackOptions = {}): Promise<number> {
-    return this.call('Cannot export feedback', async () => {
-      if (typeof write !== 'function') throw new InputError('Expected a function for write');
-      const since = options.since === undefined ? null : isoTime(options.since, 'options.since');
-      let after = '0';
-      let count = 0;
-      for (;;) {
-        if (this.closed) throw new DisposedError(`The store ${this.url} was closed during an export`);
-        const rows = (
-          await this.pool.query<FeedbackRow>(
-            `SELECT ${FEEDBACK_COLUMNS} FROM feedback
-             WHERE seq > $1 AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)
-             ORDER BY seq LIMIT ${String(PAGE)}`,
-            [after, since],
-          )
-        ).rows;
-        for (const row of rows) {
-          await write(feedbackLine(feedbackOf(row)));
-          count += 1;
-        }
-        const lastRow = rows.at(-1);
-        if (rows.length < PAGE || lastRow === undefined) return count;
-        after = lastRow.seq;
+  async exportFeedback(
+    write: (line: string) => void | Promise<void>,
+    options: ExportFeedbackOptions = {},
+  ): Promise<number> {
+    if (typeof write !== 'function') throw new InputError('Expected a function for write');
+    const since = options.since === undefined ? null : isoTime(options.since, 'options.since');
+    let after = '0';
+    let count = 0;
+    for (;;) {
+      // Only the queries are the store's: an error of `write` reaches the caller as it is.
+      const rows = await this.call('Cannot export feedback', async () => {
+        const r = await this.pool.query<FeedbackRow>(
+          `SELECT ${FEEDBACK_COLUMNS} FROM feedback
+           WHERE seq > $1 AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)
+           ORDER BY seq LIMIT ${String(PAGE)}`,
+          [after, since],
+        );
+        return r.rows;
+      });
+      for (const row of rows) {
+        await write(feedbackLine(feedbackOf(row)));
+        count += 1;
       }
-    });
+      const lastRow = rows.at(-1);
+      if (rows.length < PAGE || lastRow === undefined) return count;
+      after = lastRow.seq;
+    }
   }
 
   async importFeedback(
