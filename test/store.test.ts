@@ -104,7 +104,7 @@ const understanding: Understanding = {
     { label: 'cancel', score: 0.09 },
   ],
   emotions: [{ label: 'joy', score: 0.7 }],
-  slots: [{ name: 'people', value: 'two', start: 16, end: 19, score: 0.88 }],
+  slots: [{ name: 'people', value: 'two', start: 17, end: 20, score: 0.88 }],
   outOfScope: false,
   truncated: false,
 };

@@ -248,6 +248,8 @@ export class SqliteStore implements ChatStore {
   readonly file: string;
   private readonly busyTimeoutMs: number;
   private closed = false;
+  /** Prepared statements by SQL text: each is compiled once per connection. */
+  private readonly statements = new Map<string, Database.Statement>();
 
   private constructor(db: Database.Database, file: string, busyTimeoutMs: number) {
     this.db = db;
@@ -319,8 +321,18 @@ export class SqliteStore implements ChatStore {
     return this.run(what, () => this.db.transaction(fn).immediate());
   }
 
+  /** The prepared statement of `sql`, compiled on first use. */
+  private sql(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql);
+    if (stmt === undefined) {
+      stmt = this.db.prepare(sql);
+      this.statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
   private exists(id: string): boolean {
-    return this.db.prepare('SELECT 1 FROM conversations WHERE id = ?').get(id) !== undefined;
+    return this.sql('SELECT 1 FROM conversations WHERE id = ?').get(id) !== undefined;
   }
 
   createConversation(options: CreateConversationOptions = {}): Promise<string> {
@@ -330,9 +342,7 @@ export class SqliteStore implements ChatStore {
       const metadata = options.metadata === undefined ? '{}' : jsonObject(options.metadata, 'options.metadata');
       return this.write(`Cannot create conversation '${id}'`, () => {
         if (this.exists(id)) throw new StoreError(`Conversation '${id}' already exists`, 'conflict');
-        this.db
-          .prepare('INSERT INTO conversations (id, created_at, metadata) VALUES (?, ?, ?)')
-          .run(id, now(), metadata);
+        this.sql('INSERT INTO conversations (id, created_at, metadata) VALUES (?, ?, ?)').run(id, now(), metadata);
         return id;
       });
     });
@@ -349,9 +359,8 @@ export class SqliteStore implements ChatStore {
     return this.task(() => {
       checkId(id, 'id');
       return this.run(`Cannot read conversation '${id}'`, () => {
-        const row = this.db
-          .prepare('SELECT id, created_at, metadata, turn_count FROM conversations WHERE id = ?')
-          .get(id) as { id: string; created_at: string; metadata: string; turn_count: number } | undefined;
+        const row = this.sql('SELECT id, created_at, metadata, turn_count FROM conversations WHERE id = ?').get(id) as
+          { id: string; created_at: string; metadata: string; turn_count: number } | undefined;
         if (row === undefined) throw new NotFoundError(`No conversation '${id}'`);
         return {
           id: row.id,
@@ -369,13 +378,19 @@ export class SqliteStore implements ChatStore {
       const t = checkNewTurn(turn);
       const index = this.write(`Cannot append a turn to conversation '${conversationId}'`, () => {
         // The counter on the conversation row gives the index; the write lock makes it exclusive.
-        const row = this.db
-          .prepare('UPDATE conversations SET turn_count = turn_count + 1 WHERE id = ? RETURNING turn_count - 1 AS idx')
-          .get(conversationId) as { idx: number } | undefined;
+        const row = this.sql(
+          'UPDATE conversations SET turn_count = turn_count + 1 WHERE id = ? RETURNING turn_count - 1 AS idx',
+        ).get(conversationId) as { idx: number } | undefined;
         if (row === undefined) throw new NotFoundError(`No conversation '${conversationId}'`);
-        this.db
-          .prepare(`INSERT INTO turns (conversation_id, ${TURN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-          .run(conversationId, row.idx, t.speaker, t.text, t.at, t.understanding, t.modelVersion);
+        this.sql(`INSERT INTO turns (conversation_id, ${TURN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)`).run(
+          conversationId,
+          row.idx,
+          t.speaker,
+          t.text,
+          t.at,
+          t.understanding,
+          t.modelVersion,
+        );
         return row.idx;
       });
       return turnOf({
@@ -396,15 +411,13 @@ export class SqliteStore implements ChatStore {
       return this.run(`Cannot read the turns of conversation '${conversationId}'`, () => {
         const rows =
           last === undefined
-            ? (this.db
-                .prepare(`SELECT ${TURN_COLUMNS} FROM turns WHERE conversation_id = ? ORDER BY turn_index`)
-                .all(conversationId) as TurnRow[])
+            ? (this.sql(`SELECT ${TURN_COLUMNS} FROM turns WHERE conversation_id = ? ORDER BY turn_index`).all(
+                conversationId,
+              ) as TurnRow[])
             : (
-                this.db
-                  .prepare(
-                    `SELECT ${TURN_COLUMNS} FROM turns WHERE conversation_id = ? ORDER BY turn_index DESC LIMIT ?`,
-                  )
-                  .all(conversationId, last) as TurnRow[]
+                this.sql(
+                  `SELECT ${TURN_COLUMNS} FROM turns WHERE conversation_id = ? ORDER BY turn_index DESC LIMIT ?`,
+                ).all(conversationId, last) as TurnRow[]
               ).reverse();
         if (rows.length === 0 && !this.exists(conversationId)) {
           throw new NotFoundError(`No conversation '${conversationId}'`);
@@ -419,13 +432,13 @@ export class SqliteStore implements ChatStore {
       const { fields, slotList } = checkFeedback(feedback);
       const id = newId();
       this.write('Cannot add feedback', () => {
-        const turn = this.db
-          .prepare('SELECT speaker, text FROM turns WHERE conversation_id = ? AND turn_index = ?')
-          .get(fields.conversationId, fields.turn) as { speaker: string; text: string } | undefined;
+        const turn = this.sql('SELECT speaker, text FROM turns WHERE conversation_id = ? AND turn_index = ?').get(
+          fields.conversationId,
+          fields.turn,
+        ) as { speaker: string; text: string } | undefined;
         if (turn === undefined) {
-          const conv = this.db
-            .prepare('SELECT turn_count FROM conversations WHERE id = ?')
-            .get(fields.conversationId) as { turn_count: number } | undefined;
+          const conv = this.sql('SELECT turn_count FROM conversations WHERE id = ?').get(fields.conversationId) as
+            { turn_count: number } | undefined;
           throw new NotFoundError(
             conv === undefined
               ? `No conversation '${fields.conversationId}'`
@@ -438,23 +451,21 @@ export class SqliteStore implements ChatStore {
           );
         }
         checkSlotsInText(slotList, turn.text);
-        this.db
-          .prepare(
-            `INSERT INTO feedback (id, conversation_id, turn_index, text, intent, emotions, slots, rating, comment, status, created_at)
+        this.sql(
+          `INSERT INTO feedback (id, conversation_id, turn_index, text, intent, emotions, slots, rating, comment, status, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?)`,
-          )
-          .run(
-            id,
-            fields.conversationId,
-            fields.turn,
-            turn.text,
-            fields.intent,
-            fields.emotions,
-            fields.slots,
-            fields.rating,
-            fields.comment,
-            now(),
-          );
+        ).run(
+          id,
+          fields.conversationId,
+          fields.turn,
+          turn.text,
+          fields.intent,
+          fields.emotions,
+          fields.slots,
+          fields.rating,
+          fields.comment,
+          now(),
+        );
       });
       return { id };
     });
@@ -477,10 +488,9 @@ export class SqliteStore implements ChatStore {
         `SELECT ${FEEDBACK_COLUMNS} FROM feedback` +
         (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +
         ' ORDER BY seq' +
-        (limit !== undefined ? ` LIMIT ${String(limit)}` : '');
-      return this.run('Cannot list feedback', () =>
-        (this.db.prepare(sql).all(...params) as FeedbackRow[]).map(feedbackOf),
-      );
+        (limit !== undefined ? ' LIMIT ?' : '');
+      if (limit !== undefined) params.push(limit);
+      return this.run('Cannot list feedback', () => (this.sql(sql).all(...params) as FeedbackRow[]).map(feedbackOf));
     });
   }
 
@@ -488,7 +498,7 @@ export class SqliteStore implements ChatStore {
     return this.task(() => {
       const list = checkMarkArgs(ids, status, modelVersion);
       this.write('Cannot mark feedback', () => {
-        const update = this.db.prepare('UPDATE feedback SET status = ?, used_by = ? WHERE id = ?');
+        const update = this.sql('UPDATE feedback SET status = ?, used_by = ? WHERE id = ?');
         for (const id of list) {
           if (update.run(status, modelVersion ?? null, id).changes === 0) {
             throw new NotFoundError(`No feedback '${id}' (no feedback was marked)`);
@@ -502,18 +512,16 @@ export class SqliteStore implements ChatStore {
     return this.task(() => {
       const v = checkNewModelVersion(version);
       this.write(`Cannot add model version '${v.version}'`, () => {
-        const has = this.db.prepare('SELECT 1 FROM model_versions WHERE version = ?');
+        const has = this.sql('SELECT 1 FROM model_versions WHERE version = ?');
         if (has.get(v.version) !== undefined) {
           throw new StoreError(`Model version '${v.version}' already exists`, 'conflict');
         }
         if (v.parent !== null && has.get(v.parent) === undefined) {
           throw new NotFoundError(`No model version '${v.parent}' (the parent of '${v.version}')`);
         }
-        this.db
-          .prepare(
-            'INSERT INTO model_versions (version, dir, parent, metrics, note, created_at) VALUES (?, ?, ?, ?, ?, ?)',
-          )
-          .run(v.version, v.dir, v.parent, v.metrics, v.note, now());
+        this.sql(
+          'INSERT INTO model_versions (version, dir, parent, metrics, note, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+        ).run(v.version, v.dir, v.parent, v.metrics, v.note, now());
       });
     });
   }
@@ -523,15 +531,13 @@ export class SqliteStore implements ChatStore {
       checkVersion(version, 'version');
       this.write(`Cannot activate model version '${version}'`, () => {
         const at = now();
-        const found = this.db.prepare('UPDATE model_versions SET activated_at = ? WHERE version = ?').run(at, version);
+        const found = this.sql('UPDATE model_versions SET activated_at = ? WHERE version = ?').run(at, version);
         if (found.changes === 0) throw new NotFoundError(`No model version '${version}'`);
         // One row holds the active version: "exactly one active" is the shape of the table.
-        this.db
-          .prepare(
-            `INSERT INTO active_model (id, version, activated_at) VALUES (1, ?, ?)
+        this.sql(
+          `INSERT INTO active_model (id, version, activated_at) VALUES (1, ?, ?)
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, activated_at = excluded.activated_at`,
-          )
-          .run(version, at);
+        ).run(version, at);
       });
     });
   }
@@ -539,9 +545,9 @@ export class SqliteStore implements ChatStore {
   activeModelVersion(): Promise<ModelVersion | null> {
     return this.task(() => {
       return this.run('Cannot read the active model version', () => {
-        const row = this.db
-          .prepare(`SELECT ${VERSION_COLUMNS} FROM active_model a JOIN model_versions mv ON mv.version = a.version`)
-          .get() as VersionRow | undefined;
+        const row = this.sql(
+          `SELECT ${VERSION_COLUMNS} FROM active_model a JOIN model_versions mv ON mv.version = a.version`,
+        ).get() as VersionRow | undefined;
         return row === undefined ? null : versionOf(row);
       });
     });
@@ -551,11 +557,9 @@ export class SqliteStore implements ChatStore {
     return this.task(() => {
       return this.run('Cannot list model versions', () =>
         (
-          this.db
-            .prepare(
-              `SELECT ${VERSION_COLUMNS} FROM model_versions mv LEFT JOIN active_model a ON a.version = mv.version ORDER BY mv.seq`,
-            )
-            .all() as VersionRow[]
+          this.sql(
+            `SELECT ${VERSION_COLUMNS} FROM model_versions mv LEFT JOIN active_model a ON a.version = mv.version ORDER BY mv.seq`,
+          ).all() as VersionRow[]
         ).map(versionOf),
       );
     });
@@ -571,10 +575,7 @@ export class SqliteStore implements ChatStore {
     let after = 0;
     let count = 0;
     for (;;) {
-      const rows = this.run(
-        'Cannot export feedback',
-        () => this.db.prepare(page).all(after, since, since) as FeedbackRow[],
-      );
+      const rows = this.run('Cannot export feedback', () => this.sql(page).all(after, since, since) as FeedbackRow[]);
       for (const row of rows) {
         await write(feedbackLine(feedbackOf(row)));
         count += 1;
@@ -590,7 +591,7 @@ export class SqliteStore implements ChatStore {
   ): Promise<{ imported: number; skipped: number }> {
     const { records, duplicates } = await readFeedbackLines(lines);
     const imported = this.write('Cannot import feedback', () => {
-      const insert = this.db.prepare(
+      const insert = this.sql(
         `INSERT INTO feedback (id, conversation_id, turn_index, text, intent, emotions, slots, rating, comment, status, used_by, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
       );
