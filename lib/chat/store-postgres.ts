@@ -243,19 +243,32 @@ const SQLSTATE_REASONS: Record<string, StoreErrorReason> = {
   XX002: 'corrupt', // index_corrupted
 };
 
+/**
+ * The errors of an AggregateError (Node 20 tries every address of a host name and reports them
+ * together), else null. Duck-typed: errors made by Node's core are not `instanceof` the globals
+ * of another realm (a vm context, jest's sandbox).
+ */
+function innerErrors(err: unknown): unknown[] | null {
+  const errors = (err as { errors?: unknown } | null)?.errors;
+  return Array.isArray(errors) && errors.length > 0 ? errors : null;
+}
+
 function codeOf(err: unknown): string {
-  // Node 20 tries every address of a host name and reports an AggregateError of them.
-  const first: unknown = err instanceof AggregateError && err.errors.length > 0 ? err.errors[0] : err;
-  const code = (first as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : '';
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code !== '') return code;
+  const first = (innerErrors(err)?.[0] as { code?: unknown } | null | undefined)?.code;
+  return typeof first === 'string' ? first : '';
+}
+
+function messageText(err: unknown): string {
+  const message = (err as { message?: unknown } | null)?.message;
+  return typeof message === 'string' ? message : String(err);
 }
 
 function messageOf(err: unknown): string {
-  if (err instanceof AggregateError) {
-    const parts = (err.errors as unknown[]).map((e) => (e instanceof Error ? e.message : String(e)));
-    return err.message !== '' ? err.message : parts.join('; ');
-  }
-  return err instanceof Error ? err.message : String(err);
+  const own = messageText(err);
+  const inner = innerErrors(err);
+  return own === '' && inner !== null ? inner.map(messageText).join('; ') : own;
 }
 
 function reasonOf(err: unknown): StoreErrorReason {

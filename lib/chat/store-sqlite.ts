@@ -637,7 +637,8 @@ function mapError(err: unknown, what: string, busyTimeoutMs: number): Error {
   // By code, not `instanceof Database.SqliteError`: the addon keeps the class of the first
   // better-sqlite3 module that loaded it, and a second copy (jest's module registries) has another.
   const code = codeOf(err);
-  const message = err instanceof Error ? err.message : String(err);
+  const text = (err as { message?: unknown } | null)?.message;
+  const message = typeof text === 'string' ? text : String(err);
   if (!code.startsWith('SQLITE_')) return new StoreError(`${what}: ${message}`, 'other', { cause: err });
   const reason = reasonOf(code);
   const detail =

@@ -32,7 +32,7 @@ interface ImportFlags {
   store: string;
 }
 
-const STORE_HELP = 'the store: a SQLite file, sqlite:PATH, or postgres://user:pass@host:port/db (default: $ELMO_STORE)';
+const STORE_HELP = 'the store: a SQLite file, sqlite:PATH, or postgres://user:pass@host:port/db';
 
 /** `--since`: an ISO 8601 time, normalized. */
 function since(value: string): string {
