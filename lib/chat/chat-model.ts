@@ -16,7 +16,7 @@ import * as path from 'node:path';
 
 import { Bert, jointHost } from '../bert';
 import type { BertLoadOptions, JointHost } from '../bert';
-import { AbortedError, CheckpointError, ElmoError, InputError, expected } from '../errors';
+import { AbortedError, CheckpointError, DisposedError, InputError, expected } from '../errors';
 import { writeFileAtomic } from '../fs-atomic';
 import { classificationMetrics, entityMetrics, multiLabelMetrics } from '../train/metrics';
 import { Rng } from '../train/rng';
@@ -466,7 +466,7 @@ export class ChatModel {
 
   #checkLive(what: string): void {
     if (this.#disposed || this.#bert.disposed) {
-      throw new ElmoError(`Expected a live chat model for ${what} but received a disposed one`, 'ERR_DISPOSED');
+      throw new DisposedError(`Expected a live chat model for ${what} but received a disposed one`);
     }
   }
 

@@ -1,0 +1,215 @@
+// ChatAgent: conversations in the store, answers, feedback, refinement with replay and shadow
+// evaluation, atomic swaps, rollback, PII masking, a failing store.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { Bert, Tokenizer } from '../lib';
+import { ChatAgent } from '../lib/chat/agent';
+import { ChatModel } from '../lib/chat/chat-model';
+import type { ChatExample } from '../lib/chat/chat-model';
+import { openStore } from '../lib/chat/store';
+import type { ChatStore } from '../lib/chat/store';
+import { StoreError } from '../lib/errors';
+import { rejection, tmpDir } from './helpers';
+
+const FIXTURES = path.join(__dirname, 'fixtures');
+const tokenizer = Tokenizer.fromVocab(fs.readFileSync(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'), 'utf8'));
+const small = {
+  vocabSize: tokenizer.vocabSize,
+  hiddenSize: 64,
+  numLayers: 2,
+  numHeads: 2,
+  intermediateSize: 128,
+  maxPositions: 64,
+  typeVocabSize: 2,
+};
+
+const PHRASES: Record<string, string[]> = {
+  travel: ['i want to go to', 'take me to', 'a trip to'],
+  music: ['play some music from', 'play songs of', 'music from'],
+  support: ['please help me in', 'i need help in', 'help me with my account in'],
+};
+const CITIES = ['london', 'york', 'paris', 'boston'];
+function toy(n: number, seed: number): ChatExample[] {
+  const out: ChatExample[] = [];
+  const intents = Object.keys(PHRASES);
+  for (let i = 0; i < n; i++) {
+    const intent = intents[(i + seed) % 3] as string;
+    const phrases = PHRASES[intent] as string[];
+    const phrase = phrases[Math.floor(i / 3 + seed) % phrases.length] as string;
+    out.push({ text: `${phrase} ${CITIES[(i * 7 + seed) % 4] as string}`, intent });
+  }
+  return out;
+}
+
+let modelDir = '';
+beforeAll(async () => {
+  const chat = await ChatModel.create(Bert.create(small, { tokenizer, device: 'cpu', seed: 1 }), {
+    intents: ['music', 'support', 'travel'],
+  });
+  await chat.fineTune(toy(90, 0), { epochs: 20, batchSize: 16, learningRate: 3e-3, dropout: 0 });
+  modelDir = tmpDir('agent-model');
+  await chat.save(modelDir);
+  chat.dispose();
+}, 120_000);
+
+describe('ChatAgent', () => {
+  jest.setTimeout(120_000);
+
+  test('answers with context, keeps the conversation, masks PII, survives a restart', async () => {
+    const dir = tmpDir('agent');
+    let agent = await ChatAgent.open({
+      modelsDir: dir,
+      initialModel: modelDir,
+      responses: { intents: { travel: ['Off to {city}? Let me book it.', 'Where to?'] } },
+    });
+    const r1 = await agent.reply({ text: 'i want to go to london, mail me at ann@example.com' });
+    expect(r1.modelVersion).toBe('v1');
+    expect(r1.stored).toBe(true);
+    expect(r1.turn).toBe(0);
+    expect(r1.text).toBe('i want to go to london, mail me at [EMAIL]');
+    expect(r1.understanding.intent?.label).toBe('travel');
+    const conv = await agent.conversation(r1.conversationId);
+    const r2 = await conv.say('play some music from paris');
+    expect(r2.turn).toBe(2);
+    const turns = await conv.turns();
+    expect(turns.map((t) => t.speaker)).toEqual(['user', 'bot', 'user', 'bot']);
+    expect(turns.some((t) => t.text.includes('ann@example.com'))).toBe(false);
+    expect(turns[0]?.understanding?.intent?.label).toBe('travel');
+    expect(turns[1]?.text).toBe(r1.reply.text);
+    await agent.close();
+    // a new process: the same conversation and version
+    agent = await ChatAgent.open({ modelsDir: dir });
+    expect(agent.version).toBe('v1');
+    expect((await (await agent.conversation(r1.conversationId)).turns()).length).toBe(4);
+    await agent.close();
+  });
+
+  test('refine fixes the corrected turns, swaps atomically, keeps every version, rolls back', async () => {
+    const dir = tmpDir('agent-refine');
+    const agent = await ChatAgent.open({ modelsDir: dir, initialModel: modelDir });
+    try {
+      // Phrasings of travel the model gets wrong (they borrow other intents' words), corrected
+      // by users a few times.
+      const candidates = [
+        'please help me travel to',
+        'i need help getting to',
+        'music festival trip to',
+        'help me in going to',
+      ];
+      const fresh: string[] = [];
+      for (const c of candidates) {
+        if ((await agent.model.understand(`${c} london`)).intent?.label !== 'travel') fresh.push(c);
+      }
+      expect(fresh.length).toBeGreaterThanOrEqual(2);
+      const corrected: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        const text = `${fresh[i % fresh.length] as string} ${CITIES[i % 4] as string}`;
+        const r = await agent.reply({ text });
+        await agent.feedback({ conversationId: r.conversationId, turn: r.turn, intent: 'travel' });
+        corrected.push(text);
+      }
+      // Feedback that cannot be used now: a label the model lacks, a rating without a correction.
+      const other = await agent.reply({ text: 'what is the weather in york' });
+      await agent.feedback({ conversationId: other.conversationId, turn: other.turn, intent: 'weather' });
+      await agent.feedback({ conversationId: other.conversationId, turn: other.turn, rating: -1 });
+      expect((await rejection(agent.feedback({ conversationId: 'nope', turn: 0, intent: 'travel' }))).code).toBe(
+        'ERR_NOT_FOUND',
+      );
+
+      const replay = toy(90, 0);
+      const heldOut = toy(30, 1);
+      const report = await agent.refine({ replay, heldOut, epochs: 4, learningRate: 1e-3, batchSize: 16, dropout: 0 });
+      expect(report.feedback).toEqual({ used: 8, pendingLabel: 1, ratingOnly: 1, skipped: 0 });
+      expect(report.replayed).toBe(64);
+      expect(report.accepted).toBe(true);
+      expect(report.version).toBe('v2');
+      expect(report.fixed.candidate).toBeGreaterThan(report.fixed.current);
+      expect(report.fixed.candidate).toBe(1);
+      expect(report.score.candidate).toBeGreaterThanOrEqual(report.score.current);
+      expect(agent.version).toBe('v2');
+      for (const text of corrected) expect((await agent.model.understand(text)).intent?.label).toBe('travel');
+      const versions = await agent.versions();
+      expect(versions.map((v) => [v.version, v.active, v.parent])).toEqual([
+        ['v1', false, undefined],
+        ['v2', true, 'v1'],
+      ]);
+      expect(fs.existsSync(path.join(dir, 'v2', 'chat.json'))).toBe(true);
+      expect(fs.readdirSync(dir).some((n) => n.startsWith('.tmp-'))).toBe(false);
+      const fb = await agent.store.listFeedback();
+      expect(fb.filter((f) => f.status === 'used' && f.usedBy === 'v2')).toHaveLength(8);
+      expect(fb.filter((f) => f.status === 'pending-label').map((f) => f.intent)).toEqual(['weather']);
+
+      // Nothing new: no candidate.
+      const again = await agent.refine({ replay, heldOut });
+      expect(again.accepted).toBe(false);
+      expect(again.reason).toMatch(/no feedback/);
+
+      // A candidate worse than the live model is refused: train it on wrong labels.
+      const r = await agent.reply({ text: 'play some music from london' });
+      for (let i = 0; i < 3; i++)
+        await agent.feedback({ conversationId: r.conversationId, turn: r.turn, intent: 'support' });
+      const bad = await agent.refine({
+        replay: [],
+        heldOut,
+        replayRatio: 0,
+        feedbackRepeat: 30,
+        epochs: 6,
+        learningRate: 5e-3,
+        dropout: 0,
+      });
+      expect(bad.accepted).toBe(false);
+      expect(bad.reason).toMatch(/held-out/);
+      expect(agent.version).toBe('v2');
+
+      const back = await agent.rollback();
+      expect(back.version).toBe('v1');
+      expect(agent.version).toBe('v1');
+      expect((await agent.versions()).filter((v) => v.active).map((v) => v.version)).toEqual(['v1']);
+      expect((await rejection(agent.rollback())).message).toMatch(/no parent/);
+    } finally {
+      await agent.close();
+    }
+  });
+
+  test('a failing store: the answer still comes, said not stored; a killed refine leaves the old version', async () => {
+    const dir = tmpDir('agent-store');
+    const real = await openStore(path.join(dir, 'chat.db'));
+    // A store whose writes fail as a locked database does.
+    const failing: ChatStore = Object.create(real) as ChatStore;
+    failing.appendTurn = () => Promise.reject(new StoreError('database is locked', 'locked'));
+    const agent = await ChatAgent.open({ modelsDir: dir, initialModel: modelDir, store: failing });
+    try {
+      const r = await agent.reply({ text: 'take me to paris' });
+      expect(r.stored).toBe(false);
+      expect(r.warnings?.[0]).toMatch(/locked/);
+      expect(r.understanding.intent?.label).toBe('travel');
+      expect(r.reply.text.length).toBeGreaterThan(0);
+      expect(await real.getTurns(r.conversationId)).toEqual([]);
+    } finally {
+      await agent.close();
+    }
+    // A temporary version directory left by a killed refinement is never a version.
+    fs.mkdirSync(path.join(dir, '.tmp-v2'));
+    fs.writeFileSync(path.join(dir, '.tmp-v2', 'model.safetensors'), 'half');
+    const reopened = await ChatAgent.open({ modelsDir: dir, store: real });
+    expect(reopened.version).toBe('v1');
+    expect(fs.existsSync(path.join(dir, '.tmp-v2'))).toBe(false);
+    await reopened.close();
+    await real.close();
+  });
+
+  test('bad input', async () => {
+    expect((await rejection(ChatAgent.open({ modelsDir: tmpDir('agent-bad') }))).message).toMatch(/initialModel/);
+    const agent = await ChatAgent.open({ modelsDir: tmpDir('agent-bad2'), initialModel: modelDir });
+    try {
+      expect((await rejection(agent.reply({ text: '   ' }))).code).toBe('ERR_INPUT');
+      const big = await agent.reply({ text: 'take me to london '.repeat(60_000) });
+      expect(big.understanding.truncated).toBe(true);
+      expect((await rejection(agent.refine({ replay: [], heldOut: [] }))).code).toBe('ERR_INPUT');
+    } finally {
+      await agent.close();
+    }
+    expect((await rejection(agent.reply({ text: 'hi' }))).code).toBe('ERR_DISPOSED');
+  });
+});
