@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Bert, CheckpointError, InputError, Tokenizer } from '../lib';
-import { KnowledgeBase } from '../lib/chat/knowledge';
+import { BLOCK_ROWS, KnowledgeBase } from '../lib/chat/knowledge';
 import type { EmbedFunction, KnowledgeEntry, KnowledgeHit } from '../lib/chat/knowledge';
 import { randomF32, rejection, tmpDir } from './helpers';
 
@@ -118,16 +118,40 @@ describe('KnowledgeBase search', () => {
     expect(top?.score).toBeCloseTo(1, 5);
   });
 
-  it('is exact across chunk boundaries (more rows than one GEMM chunk holds)', async () => {
+  it('is exact across storage blocks (more rows than one block holds), after remove, add, save and load', async () => {
     const dims = 8;
-    const n = 40_000; // 64 queries x 16384 rows per chunk: 3 chunks
+    const n = 40_000; // blocks of BLOCK_ROWS (16384) rows: 3 blocks
+    expect(BLOCK_ROWS).toBe(16384);
     const { entries, table, embed } = fixture(n, dims, 21);
-    const kb = await KnowledgeBase.build(entries, { embed, batchSize: 4096 });
+    // Built in two parts, so the second part fills a partly filled block first.
+    const kb = await KnowledgeBase.build(entries.slice(0, 20_000), { embed, batchSize: 4096 });
+    await kb.add(entries.slice(20_000, 39_000));
     const queries = randomF32(70 * dims, 22); // 2 query blocks
-    const hits = kb.searchVectors(queries, { k: 5 });
-    const all = Array.from({ length: n }, (_, i) => i);
     const cos = cosines(table, queries, dims);
-    expectSameHits(hits, bruteForce(cos, all, 5), cos);
+    const all = Array.from({ length: 39_000 }, (_, i) => i);
+    expectSameHits(kb.searchVectors(queries, { k: 5 }), bruteForce(cos, all, 5), cos);
+
+    // Remove rows of every block (so rows move across block boundaries), then add the rest.
+    const removed = new Set<number>();
+    for (let r = 7; r < 39_000; r += 97) removed.add(r);
+    for (let r = 16_300; r < 16_500; r++) removed.add(r);
+    expect(kb.remove([...removed].map((r) => `e${String(r)}`))).toBe(removed.size);
+    await kb.add(entries.slice(39_000));
+    const kept = Array.from({ length: n }, (_, i) => i).filter((r) => !removed.has(r));
+    expect(kb.size).toBe(kept.length);
+    const ref = bruteForce(cos, kept, 5);
+    const hits = kb.searchVectors(queries, { k: 5 });
+    expectSameHits(hits, ref, cos);
+    // Each kept entry still has its own vector: its question finds it first.
+    for (const r of [0, 16_299, 16_500, 16_384 * 2 + 5, n - 1]) {
+      expect((await kb.search(`q${String(r)}`, { k: 1 }))[0]?.entry.id).toBe(`e${String(r)}`);
+    }
+
+    const dir = tmpDir('kb');
+    await kb.save(dir);
+    const back = await KnowledgeBase.load(dir, { embed });
+    expect(back.size).toBe(kb.size);
+    expect(back.searchVectors(queries, { k: 5 })).toEqual(hits);
   });
 
   it('breaks ties by insertion order, returns all n when k > n, and honours minScore and intent', async () => {

@@ -2,10 +2,11 @@
  * A knowledge base of question/answer entries searched by meaning: each entry's question is
  * embedded once, and a query is scored against every entry by cosine similarity.
  *
- * The scoring is native: the query block times the stored matrix is one {@link ops.gemm} per
- * chunk of rows (so the scratch memory stays bounded at any size), and the rows' L2 norms come
- * from the LayerNorm kernel's statistics. Only the top-k selection runs in JS, as a k-sized heap
- * over each score row (no sort of the whole row).
+ * The scoring is native: the vectors are kept in blocks of {@link BLOCK_ROWS} rows, and a block
+ * of queries times a block of rows is one {@link ops.gemm} (so the scratch memory stays bounded
+ * at any size, and adding entries never copies the full matrix); the rows' L2 norms come from the
+ * LayerNorm kernel's statistics. Only the top-k selection runs in JS, as a k-sized heap over each
+ * score row (no sort of the whole row).
  *
  * @example
  * ```ts
@@ -91,8 +92,13 @@ const FORMAT = 'elmo-knowledge';
 const VERSION = 1;
 /** Query rows per GEMM. */
 const QUERY_BLOCK = 64;
-/** Scratch floats per GEMM (4 MiB): rows per chunk = SCRATCH / query rows. */
-const SCRATCH = 1 << 20;
+/**
+ * Entries per storage block: the scores of a query block against one storage block are
+ * `QUERY_BLOCK x BLOCK_ROWS` floats (4 MiB).
+ */
+export const BLOCK_ROWS = 16384;
+/** Rows per LayerNorm call when taking norms. */
+const NORM_ROWS = 4096;
 /** Tiny LayerNorm epsilon, taken back out of the variance it is added to. */
 const NORM_EPS = 1e-30;
 const MAX_K = 1_000_000;
@@ -119,8 +125,12 @@ export class KnowledgeBase {
   #dims: number;
   #entries: Readonly<KnowledgeEntry>[] = [];
   readonly #rowOf = new Map<string, number>();
-  /** `[capacity, dims]`; the first `size` rows are the entries' embeddings, as embedded. */
-  #vectors = new Float32Array(0);
+  /**
+   * The entries' embeddings, as embedded: row r is row `r % BLOCK_ROWS` of block
+   * `floor(r / BLOCK_ROWS)`, each block `[capacity, dims]`; every block but the last is full and
+   * holds BLOCK_ROWS rows, the last grows (doubling) up to BLOCK_ROWS.
+   */
+  #blocks: Float32Array[] = [];
   /** `[capacity]`: 1 / |row| (0 for a zero row). */
   #invNorms = new Float32Array(0);
 
@@ -228,8 +238,12 @@ export class KnowledgeBase {
         throw new CheckpointError(`${indexPath}: ${(err as Error).message}`);
       }
     });
-    const vectors = new Float32Array(index.count * index.dims);
-    new Uint8Array(vectors.buffer).set(bytes);
+    // A view of the file's bytes where they are aligned (a large file has its own buffer), else a copy.
+    const floats = index.count * index.dims;
+    const vectors =
+      bytes.byteOffset % 4 === 0
+        ? new Float32Array(bytes.buffer, bytes.byteOffset, floats)
+        : new Float32Array(new Uint8Array(bytes).buffer, 0, floats);
     try {
       kb.#checkNewIds(entries);
       kb.#append(entries, vectors);
@@ -295,14 +309,13 @@ export class KnowledgeBase {
       if (row !== undefined) drop.add(row);
     }
     if (drop.size === 0) return 0;
-    const H = this.#dims;
     const kept: Readonly<KnowledgeEntry>[] = [];
     this.#rowOf.clear();
     for (let row = 0; row < this.#entries.length; row++) {
       if (drop.has(row)) continue;
       const to = kept.length;
       if (to !== row) {
-        this.#vectors.copyWithin(to * H, row * H, (row + 1) * H);
+        this.#moveRow(row, to);
         this.#invNorms[to] = this.#invNorms[row] ?? 0;
       }
       const entry = this.#entries[row];
@@ -311,6 +324,7 @@ export class KnowledgeBase {
       this.#rowOf.set(entry.id, to);
     }
     this.#entries = kept;
+    this.#blocks.length = Math.ceil(kept.length / BLOCK_ROWS);
     return drop.size;
   }
 
@@ -355,7 +369,7 @@ export class KnowledgeBase {
 
   /**
    * The synchronous core of the searches: `vectors` holds `q` query rows of `dims` floats.
-   * Runs one GEMM per block of queries and chunk of entries, then a k-sized heap per query.
+   * Runs one GEMM per block of queries and block of entries, then a k-sized heap per query.
    */
   searchVectors(vectors: Float32Array, options: KnowledgeSearchOptions = {}): KnowledgeHit[][] {
     const { k, minScore, intent } = checkSearchOptions(options);
@@ -373,16 +387,16 @@ export class KnowledgeBase {
     const floor = minScore ?? -Infinity;
 
     const rowsPerBlock = Math.min(q, QUERY_BLOCK);
-    const chunk = Math.max(1, Math.min(n, Math.floor(SCRATCH / rowsPerBlock)));
-    const scores = new Float32Array(rowsPerBlock * chunk);
+    const scores = new Float32Array(rowsPerBlock * Math.min(n, BLOCK_ROWS));
     for (let q0 = 0; q0 < q; q0 += rowsPerBlock) {
       const m = Math.min(rowsPerBlock, q - q0);
       const a = vectors.subarray(q0 * H, (q0 + m) * H);
-      for (let base = 0; base < n; base += chunk) {
-        const c = Math.min(chunk, n - base);
+      for (let base = 0; base < n; base += BLOCK_ROWS) {
+        const c = Math.min(BLOCK_ROWS, n - base);
+        const block = this.#blocks[base / BLOCK_ROWS] ?? new Float32Array(c * H);
         const out = scores.subarray(0, m * c);
         // out [m, c] = queries [m, H] · entries [c, H]ᵀ
-        ops.gemm({ out, a, b: this.#vectors.subarray(base * H, (base + c) * H), m, n: c, k: H, op: 'nt' });
+        ops.gemm({ out, a, b: block.subarray(0, c * H), m, n: c, k: H, op: 'nt' });
         for (let i = 0; i < m; i++) {
           const heap = heaps[q0 + i];
           const scale = qInv[q0 + i] ?? 0;
@@ -410,11 +424,15 @@ export class KnowledgeBase {
     }
     const H = this.#dims;
     const n = this.#entries.length;
-    const data = this.#vectors.subarray(0, n * H);
-    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    const digest = sha256(bytes);
+    const parts = this.#blocks.map((block, b) => {
+      const data = block.subarray(0, Math.min(BLOCK_ROWS, n - b * BLOCK_ROWS) * H);
+      return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    });
+    const hash = createHash('sha256');
+    for (const part of parts) hash.update(part);
+    const digest = hash.digest('hex');
     const vectorsName = `knowledge-${digest.slice(0, 16)}.f32`;
-    writeBytesAtomic(path.join(dir, vectorsName), bytes);
+    writeBytesAtomic(path.join(dir, vectorsName), parts);
     const index: SavedIndex = {
       format: FORMAT,
       version: VERSION,
@@ -486,6 +504,18 @@ export class KnowledgeBase {
     return all;
   }
 
+  /** Copies the vector of row `from` over row `to` (`to < from`). */
+  #moveRow(from: number, to: number): void {
+    const H = this.#dims;
+    const src = this.#blocks[Math.floor(from / BLOCK_ROWS)];
+    const dst = this.#blocks[Math.floor(to / BLOCK_ROWS)];
+    if (src === undefined || dst === undefined) return;
+    const f = (from % BLOCK_ROWS) * H;
+    const t = (to % BLOCK_ROWS) * H;
+    if (src === dst) dst.copyWithin(t, f, f + H);
+    else dst.set(src.subarray(f, f + H), t);
+  }
+
   /** Appends rows (entries and their `[entries.length, dims]` vectors) after checking the vectors. */
   #append(entries: readonly Readonly<KnowledgeEntry>[], vectors: Float32Array): void {
     const H = this.#dims;
@@ -493,16 +523,28 @@ export class KnowledgeBase {
     const add = entries.length;
     const inv = inverseNorms(vectors, add, H, 'the embeddings');
     if (n + add > this.#invNorms.length) {
-      const capacity = Math.max(n + add, Math.ceil(this.#invNorms.length * 1.5), 64);
-      const grown = new Float32Array(capacity * H);
-      grown.set(this.#vectors.subarray(0, n * H));
-      this.#vectors = grown;
-      const grownInv = new Float32Array(capacity);
+      const grownInv = new Float32Array(Math.max(n + add, this.#invNorms.length * 2, 64));
       grownInv.set(this.#invNorms.subarray(0, n));
       this.#invNorms = grownInv;
     }
-    this.#vectors.set(vectors, n * H);
     this.#invNorms.set(inv, n);
+    // Fill the last block, then new ones; only a partly filled last block is ever copied.
+    for (let done = 0; done < add;) {
+      const row = n + done;
+      const b = Math.floor(row / BLOCK_ROWS);
+      const at = row - b * BLOCK_ROWS;
+      const take = Math.min(add - done, BLOCK_ROWS - at);
+      let block = this.#blocks[b];
+      if (block === undefined || block.length < (at + take) * H) {
+        const capacity = Math.min(BLOCK_ROWS, Math.max(at + take, 2 * ((block?.length ?? 0) / H), 64));
+        const grown = new Float32Array(capacity * H);
+        if (block !== undefined) grown.set(block.subarray(0, at * H));
+        this.#blocks[b] = grown;
+        block = grown;
+      }
+      block.set(vectors.subarray(done * H, (done + take) * H), at * H);
+      done += take;
+    }
     for (const e of entries) {
       this.#rowOf.set(e.id, this.#entries.length);
       this.#entries.push(e);
@@ -609,7 +651,7 @@ class TopK {
  */
 function inverseNorms(x: Float32Array, rows: number, dims: number, what: string): Float32Array {
   const inv = new Float32Array(rows);
-  const chunk = Math.max(1, Math.floor(SCRATCH / dims));
+  const chunk = NORM_ROWS;
   const scratch = new Float32Array(Math.min(rows, chunk) * dims);
   const weight = new Float32Array(dims);
   const bias = new Float32Array(dims);
@@ -712,11 +754,22 @@ function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** Writes bytes to a temporary file next to `file` and renames it into place (`ERR_CHECKPOINT` on failure). */
-function writeBytesAtomic(file: string, bytes: Uint8Array): void {
+/**
+ * Writes the parts, in order, to a temporary file next to `file` and renames it into place
+ * (`ERR_CHECKPOINT` on failure).
+ */
+function writeBytesAtomic(file: string, parts: readonly Uint8Array[]): void {
   const tmp = `${file}.tmp-${String(process.pid)}-${Math.random().toString(36).slice(2)}`;
   try {
-    fs.writeFileSync(tmp, bytes);
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      for (const part of parts) {
+        for (let at = 0; at < part.byteLength;) at += fs.writeSync(fd, part, at);
+      }
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(tmp, file);
   } catch (err) {
     fs.rmSync(tmp, { force: true });
