@@ -13,6 +13,13 @@
  *                                     trained first when none is given; lib/cli/pretrain.ts)
  *   elmo vocab --corpus P --out DIR   train a WordPiece vocabulary and save it as a tokenizer
  *                                     directory (lib/cli/vocab.ts)
+ *   elmo train-chat --train F --encoder DIR --out DIR
+ *                                     a joint intent + emotion + slot model (lib/cli/chat.ts)
+ *   elmo chat --model DIR | --agent DIR
+ *                                     talk to it: intent, emotions, slots, answer per turn
+ *   elmo refine --agent DIR --replay F --held-out F
+ *                                     refine the live model from feedback, swap if not worse
+ *   elmo feedback export|import       feedback of a chat store as JSON lines (lib/cli/feedback.ts)
  *
  * Texts come from repeated `--text` options or a JSONL file (`--input FILE`, `-` for stdin)
  * whose lines are `{"text": "...", "pair"?: "..."}` objects or bare JSON strings.
@@ -38,6 +45,8 @@ import {
   integer,
   usageError,
 } from './cli/args';
+import { addChatCommand, addRefineCommand, addTrainChatCommand } from './cli/chat';
+import { addFeedbackCommand } from './cli/feedback';
 import { addEvalCommand, addFinetuneCommand } from './cli/finetune';
 import { addPretrainCommand } from './cli/pretrain';
 import { addVocabCommand } from './cli/vocab';
@@ -45,7 +54,18 @@ import { ElmoError } from './errors';
 import { native } from './native';
 
 /** Commands that load a model and run asynchronously: {@link main} runs them, {@link runCli} does not. */
-const ASYNC_COMMANDS = new Set(['predict', 'embed', 'finetune', 'eval', 'pretrain', 'vocab']);
+const ASYNC_COMMANDS = new Set([
+  'predict',
+  'embed',
+  'finetune',
+  'eval',
+  'pretrain',
+  'vocab',
+  'train-chat',
+  'chat',
+  'refine',
+  'feedback',
+]);
 
 const INPUT_HELP = `
 An --input file has one JSON value per line: {"text": "...", "pair": "..."} (pair optional)
@@ -249,6 +269,10 @@ export function buildProgram(io: CliIo, argv: readonly string[] = []): Command {
   addEvalCommand(program, io);
   addPretrainCommand(program, io, argv);
   addVocabCommand(program, io);
+  addTrainChatCommand(program, io);
+  addChatCommand(program, io);
+  addRefineCommand(program, io);
+  addFeedbackCommand(program, io);
   return program;
 }
 

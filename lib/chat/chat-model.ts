@@ -20,6 +20,8 @@ import { AbortedError, CheckpointError, DisposedError, InputError, expected } fr
 import { writeFileAtomic } from '../fs-atomic';
 import { classificationMetrics, entityMetrics, multiLabelMetrics } from '../train/metrics';
 import { Rng } from '../train/rng';
+import { calibrateThreshold } from './calibrate';
+import type { CalibrateOptions, CalibrationReport } from './calibrate';
 import type { Scored, Slot, Understanding } from './types';
 import { TurnEncoder } from './encode';
 import type { EncodedTurn } from './encode';
@@ -54,7 +56,10 @@ export interface ChatExample {
 
 /** Options of {@link ChatModel.create} and {@link ChatModel.load}. */
 export interface ChatModelOptions extends BertLoadOptions {
-  /** Most tokens of earlier turns read before the turn (segment A); default 64. */
+  /**
+   * Most tokens of earlier turns read before the turn (segment A); default 64. Fine-tuning on
+   * examples without any `context` sets it to 0 (a model trained without context reads none).
+   */
   contextMaxTokens?: number;
   /** Seed of fresh heads ({@link ChatModel.create}); default 0. */
   seed?: number;
@@ -173,7 +178,7 @@ export class ChatModel {
   readonly #bert: Bert;
   readonly #host: JointHost;
   readonly #meta: ChatMeta;
-  readonly #encoder: TurnEncoder;
+  #encoder: TurnEncoder;
   #disposed = false;
 
   private constructor(bert: Bert, meta: ChatMeta) {
@@ -294,6 +299,12 @@ export class ChatModel {
       throw expected(InputError, 'an object', 'options', options);
     const train = await readChatExamples(examples, 'examples');
     if (train.length === 0) throw new InputError('Expected at least one example for fineTune but received none');
+    // A model that never sees context in training reads none afterwards: context it was not
+    // trained on only moves its predictions.
+    if (this.#meta.contextMaxTokens > 0 && !train.some((ex) => (ex.context?.length ?? 0) > 0)) {
+      this.#meta.contextMaxTokens = 0;
+      this.#encoder = new TurnEncoder(this.#bert.tokenizer, this.#bert.maxSeqLen, 0);
+    }
     const data = train.map((ex, i) => this.#encodeExample(ex, `examples[${String(i)}]`));
     const epochs = checkCount(options.epochs ?? 3, 'options.epochs', 1);
     const batchSize = checkCount(options.batchSize ?? 32, 'options.batchSize', 1);
@@ -435,6 +446,41 @@ export class ChatModel {
       out.slots = { precision: s.precision, recall: s.recall, f1: s.f1, count: sTrue.length };
     }
     return out;
+  }
+
+  /**
+   * Calibrates {@link outOfScopeThreshold} on held-out turns: those whose `intent` is one of the
+   * model's are in scope (their best score, and whether it was right), those labelled with any
+   * other intent (e.g. `'oos'`) out of scope. With out-of-scope turns the threshold maximizes
+   * the F1 of out-of-scope detection (or another objective); without, it keeps 95% of the
+   * correctly understood turns. Sets the threshold and returns the report (coverage, recall,
+   * accuracy kept, expected calibration error).
+   */
+  async calibrate(
+    examples: readonly ChatExample[] | string,
+    options: Omit<CalibrateOptions, 'inScope' | 'outOfScope'> = {},
+  ): Promise<CalibrationReport> {
+    this.#checkLive('calibrate');
+    const m = this.#meta;
+    if (m.intents.length === 0) throw new InputError('Expected a chat model with an intent head to calibrate');
+    const data = (await readChatExamples(examples, 'examples')).filter((ex) => ex.intent !== undefined);
+    const inScope: { score: number; correct: boolean }[] = [];
+    const outOfScope: number[] = [];
+    for (let at = 0; at < data.length; at += 64) {
+      const part = data.slice(at, at + 64);
+      const raw = await this.#raw(part, 'examples');
+      raw.forEach((r, b) => {
+        const best = argmax(r.intentProbs);
+        const score = r.intentProbs[best] as number;
+        const want = (part[b] as ChatExample).intent as string;
+        if (m.intents.includes(want)) inScope.push({ score, correct: m.intents[best] === want });
+        else outOfScope.push(score);
+      });
+    }
+    if (inScope.length === 0) throw new InputError("Expected held-out turns with the model's intents to calibrate on");
+    const report = calibrateThreshold({ ...options, inScope, ...(outOfScope.length > 0 ? { outOfScope } : {}) });
+    this.#meta.outOfScopeThreshold = report.threshold;
+    return report;
   }
 
   /**
