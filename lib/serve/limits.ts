@@ -35,6 +35,11 @@ export interface ServeLimits {
   maxConnections: number;
   /** `close()` waits this long for requests in flight before it closes their connections. Default 30000. */
   shutdownTimeoutMs: number;
+  /**
+   * On `close()`, /readyz answers 503 for this long before new connections are refused, so that
+   * a load balancer stops routing here first. Default 0.
+   */
+  drainDelayMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<ServeLimits> = {
@@ -51,6 +56,7 @@ export const DEFAULT_LIMITS: Readonly<ServeLimits> = {
   idleTimeoutMs: 60_000,
   maxConnections: 1024,
   shutdownTimeoutMs: 30_000,
+  drainDelayMs: 0,
 };
 
 /** The limits of `options` over the defaults, each checked (`ERR_INPUT`). */
@@ -59,7 +65,7 @@ export function resolveLimits(options: Partial<Record<keyof ServeLimits, unknown
   for (const key of Object.keys(DEFAULT_LIMITS) as (keyof ServeLimits)[]) {
     const v = options[key];
     if (v === undefined) continue;
-    const zeroOk = key === 'maxWaitMs';
+    const zeroOk = key === 'maxWaitMs' || key === 'drainDelayMs';
     if (typeof v !== 'number' || !Number.isInteger(v) || v < (zeroOk ? 0 : 1)) {
       throw expected(InputError, zeroOk ? 'an integer >= 0' : 'a positive integer', `options.${key}`, v);
     }

@@ -153,6 +153,9 @@ export class ModelServer {
   #loadError: Error | undefined;
   readonly #ready: Promise<void>;
   #reloading: Promise<unknown> = Promise.resolve();
+  // Shutting down: /readyz answers 503 from here on ...
+  #unready = false;
+  // ... and, drainDelayMs later, no new connection is accepted and new requests get 503.
   #draining = false;
   #closing: Promise<void> | undefined;
   #inFlight = 0;
@@ -302,9 +305,10 @@ export class ModelServer {
   }
 
   /**
-   * Graceful shutdown: /readyz turns 503, new connections are refused, requests in flight and
-   * in the queue are answered (up to `shutdownTimeoutMs`, then their connections are closed),
-   * and the model is disposed. Idempotent.
+   * Graceful shutdown: /readyz turns 503 at once; `drainDelayMs` later (default 0) new
+   * connections are refused and new requests on open ones get 503; requests in flight and in
+   * the queue are answered (up to `shutdownTimeoutMs`, then their connections are closed), and
+   * the model is disposed. Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= this.#shutdown();
@@ -312,6 +316,12 @@ export class ModelServer {
   }
 
   async #shutdown(): Promise<void> {
+    this.#unready = true;
+    if (this.#limits.drainDelayMs > 0 && this.#http.listening) {
+      // Load balancers see /readyz fail and stop sending traffic while it is still served.
+      this.#logger.info({ drainDelayMs: this.#limits.drainDelayMs }, 'not ready; draining soon');
+      await new Promise((resolve) => setTimeout(resolve, this.#limits.drainDelayMs));
+    }
     this.#draining = true;
     this.#logger.info({ inFlight: this.#inFlight, queued: this.#batcher.depth }, 'draining');
     const closed = new Promise<void>((resolve) => {
@@ -578,7 +588,7 @@ export class ModelServer {
       },
       '/healthz': () => Promise.resolve({ status: 200, body: { status: 'ok' } }),
       '/readyz': () => {
-        if (this.#draining) throw new HttpError(503, 'ERR_NOT_READY', 'The server is shutting down');
+        if (this.#unready) throw new HttpError(503, 'ERR_NOT_READY', 'The server is shutting down');
         const slot = this.#liveSlot();
         return Promise.resolve({ status: 200, body: { status: 'ready', model: { version: slot.version } } });
       },
