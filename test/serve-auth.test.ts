@@ -252,7 +252,7 @@ describe('API keys', () => {
     expect(store.authenticate(header, 'predict').ok).toBe(false);
   });
 
-  it('keeps the keys it has when the key file becomes malformed, and logs why', async () => {
+  it('keeps the keys it has when the key file becomes malformed, and logs why', () => {
     const file = path.join(tmpDir('keys'), 'keys.json');
     const { key } = createKey(file, { scopes: ['predict'] });
     const errors: string[] = [];
