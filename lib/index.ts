@@ -5,7 +5,9 @@
  * `forward`, `predict`, `embed`), the WordPiece {@link Tokenizer}, device discovery, native
  * tensors with zero-copy views, a few CPU kernels run in place on typed arrays, and the error
  * classes, and training: `pretrain` (masked-LM on unlabelled text), `fineTune`, `evaluate` and
- * the low-level `trainer()`.
+ * the low-level `trainer()`. The dialogue layer: {@link ChatModel} (intent, emotions and slots
+ * of a turn in one forward), {@link ChatAgent} (conversations, answers, feedback, refinement,
+ * model versions), {@link ResponsePolicy}, {@link KnowledgeBase} and the store ({@link openStore}).
  *
  * @packageDocumentation
  */
@@ -69,8 +71,67 @@ export {
   ShapeError,
   UnsupportedError,
   DisposedError,
+  NotFoundError,
+  StoreError,
 } from './errors';
-export type { ErrorCode } from './errors';
+export type { ErrorCode, StoreErrorReason } from './errors';
+export { ChatModel, chatLabels } from './chat/chat-model';
+export type {
+  ChatExample,
+  ChatFineTuneOptions,
+  ChatFineTuneResult,
+  ChatLabels,
+  ChatMetrics,
+  ChatModelOptions,
+  ChatProgress,
+  SlotSpan,
+  TurnInput,
+} from './chat/chat-model';
+export { ChatAgent, Conversation } from './chat/agent';
+export type { AgentReply, ChatAgentOptions, RefineOptions, RefineReport } from './chat/agent';
+export type { Feedback, Scored, Slot, Speaker, Turn, Understanding } from './chat/types';
+export { ResponsePolicy } from './chat/answers';
+export type {
+  HandoffReason,
+  IntentResponses,
+  Reply,
+  ReplyKind,
+  RespondContext,
+  ResponsePolicyOptions,
+  ResponsesConfig,
+} from './chat/answers';
+export { KnowledgeBase } from './chat/knowledge';
+export type {
+  EmbedFunction,
+  KnowledgeBaseOptions,
+  KnowledgeEntry,
+  KnowledgeHit,
+  KnowledgeLoadOptions,
+  KnowledgeSearchOptions,
+} from './chat/knowledge';
+export { calibrateThreshold, evaluateThreshold, expectedCalibrationError } from './chat/calibrate';
+export type {
+  CalibrateOptions,
+  CalibrationExample,
+  CalibrationObjective,
+  CalibrationReport,
+  ThresholdMetrics,
+} from './chat/calibrate';
+export { openStore } from './chat/store';
+export type {
+  ChatStore,
+  ConversationInfo,
+  CreateConversationOptions,
+  ExportFeedbackOptions,
+  FeedbackStatus,
+  GetTurnsOptions,
+  ListFeedbackOptions,
+  ModelVersion,
+  NewModelVersion,
+  NewTurn,
+  OpenStoreOptions,
+  StoredFeedback,
+} from './chat/store';
 export type { BuildInfo } from './native';
 
 import { native } from './native';

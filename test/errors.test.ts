@@ -9,8 +9,10 @@ import {
   ElmoError,
   InputError,
   NonFiniteError,
+  NotFoundError,
   OutOfMemoryError,
   ShapeError,
+  StoreError,
   UnsupportedError,
 } from '../lib';
 import { describeValue, errorClasses, expected } from '../lib/errors';
@@ -31,8 +33,14 @@ const table: [string, new (message: string) => ElmoError][] = [
   ['ERR_NONFINITE', NonFiniteError],
 ];
 
+// Codes of the JavaScript side only (the store): no native code throws them.
+const jsOnly: [string, new (message: string) => ElmoError][] = [
+  ['ERR_STORE', StoreError],
+  ['ERR_NOT_FOUND', NotFoundError],
+];
+
 describe('error classes', () => {
-  it.each(table)('%s is an ElmoError subclass with that code', (code, Cls) => {
+  it.each([...table, ...jsOnly])('%s is an ElmoError subclass with that code', (code, Cls) => {
     const err = new Cls('boom');
     expect(err).toBeInstanceOf(ElmoError);
     expect(err).toBeInstanceOf(Error);
