@@ -149,6 +149,30 @@ describe('ChatModel', () => {
       const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
       expect(cfg.num_slot_labels).toBe(3);
       expect(cfg.id2label).toEqual({ 0: 'intent:music', 1: 'intent:support', 2: 'intent:travel', 3: 'emotion:anger' });
+      // Distillation: a student (here of the same size, other weights) learns from the teacher's
+      // outputs on unlabelled texts.
+      const student = await ChatModel.create(Bert.create(small, { tokenizer, device: 'cpu', seed: 5 }), labels);
+      try {
+        const texts = toy(96, 2).map((e) => ({ text: e.text }));
+        const d = await student.distill(chat, texts, {
+          epochs: 30,
+          batchSize: 16,
+          learningRate: 3e-3,
+          dropout: 0,
+          temperature: 2,
+        });
+        expect(d.headLoss.intent).toBeGreaterThan(0); // soft targets: the loss is the cross-entropy with the teacher
+        const sm = await student.evaluate(test);
+        expect(sm.slots?.f1).toBeGreaterThan(0.9);
+        expect(sm.emotions?.microF1).toBeGreaterThan(0.9);
+        expect(sm.intent?.accuracy).toBeGreaterThan(0.9);
+        expect(
+          (await rejection(student.distill(chat, [{ text: 'x', intent: 'music' }], { temperature: 0 }))).code,
+        ).toBe('ERR_INPUT');
+      } finally {
+        student.dispose();
+      }
+
       using again = await ChatModel.load(dir);
       const u2 = await again.understand(text);
       expect(u2.intent?.score).toBeCloseTo(u.intent?.score ?? NaN, 6);

@@ -52,6 +52,13 @@ export interface ChatExample {
   emotions?: readonly string[];
   /** The full set of slots of the turn ([] = none). */
   slots?: readonly SlotSpan[];
+  /**
+   * Soft intent targets, one probability per intent of the model in its order (summing to 1):
+   * what {@link ChatModel.distill} trains on. Takes the place of `intent`.
+   */
+  intentProbs?: readonly number[];
+  /** Soft emotion targets in [0, 1], one per emotion of the model. Takes the place of `emotions`. */
+  emotionProbs?: readonly number[];
 }
 
 /** Options of {@link ChatModel.create} and {@link ChatModel.load}. */
@@ -449,6 +456,64 @@ export class ChatModel {
   }
 
   /**
+   * Knowledge distillation: trains this model (the student, e.g. a smaller encoder) on what
+   * `teacher` (a model with the same intents, emotions and slots) says of `examples`: its intent
+   * distribution softened by `temperature` and its emotion probabilities (soft targets), and its
+   * slot tags (hard, per word). `alpha` mixes in the examples' own intent labels where they have
+   * them (`alpha` of the one-hot, `1 - alpha` of the teacher); default 0, the teacher alone. The
+   * texts need no labels at all.
+   */
+  async distill(
+    teacher: ChatModel,
+    examples: readonly ChatExample[] | string,
+    options: ChatFineTuneOptions & { temperature?: number; alpha?: number } = {},
+  ): Promise<ChatFineTuneResult> {
+    this.#checkLive('distill');
+    if (!(teacher instanceof ChatModel)) throw expected(InputError, 'a ChatModel', 'teacher', teacher);
+    teacher.#checkLive('distill');
+    const m = this.#meta;
+    const t = teacher.#meta;
+    const same = (a: readonly string[], b: readonly string[]): boolean =>
+      a.length === b.length && a.every((x, i) => x === b[i]);
+    if (!same(m.intents, t.intents) || !same(m.emotions, t.emotions) || !same(m.slotTags, t.slotTags)) {
+      throw new InputError("Expected a teacher with the student's intents, emotions and slots (in the same order)");
+    }
+    const { temperature = 1, alpha = 0, ...fineTune } = options;
+    if (typeof temperature !== 'number' || !(temperature > 0)) {
+      throw expected(InputError, 'a number > 0', 'options.temperature', temperature);
+    }
+    if (typeof alpha !== 'number' || !(alpha >= 0 && alpha <= 1)) {
+      throw expected(InputError, 'a number in [0, 1]', 'options.alpha', alpha);
+    }
+    const data = await readChatExamples(examples, 'examples');
+    const soft: ChatExample[] = [];
+    for (let at = 0; at < data.length; at += 64) {
+      const part = data.slice(at, at + 64);
+      const raw = await teacher.#raw(part, 'examples');
+      raw.forEach((r, b) => {
+        const ex = part[b] as ChatExample;
+        const out: ChatExample = { text: ex.text, ...(ex.context !== undefined ? { context: ex.context } : {}) };
+        if (m.intents.length > 0) {
+          const p = temper(r.intentProbs, temperature);
+          const gold = ex.intent !== undefined ? m.intents.indexOf(ex.intent) : -1;
+          out.intentProbs = Array.from(p, (x, i) => (gold >= 0 ? alpha * (i === gold ? 1 : 0) + (1 - alpha) * x : x));
+        }
+        if (m.emotions.length > 0) out.emotionProbs = Array.from(r.emotionProbs);
+        if (m.slotTags.length > 0) {
+          const tags = Array.from(r.wordTags, (id) => m.slotTags[id] ?? 'O');
+          out.slots = decodeSlots(ex.text, r.enc.words, tags, r.wordScores).map((s) => ({
+            name: s.name,
+            start: s.start,
+            end: s.end,
+          }));
+        }
+        soft.push(out);
+      });
+    }
+    return this.fineTune(soft, fineTune);
+  }
+
+  /**
    * Calibrates {@link outOfScopeThreshold} on held-out turns: those whose `intent` is one of the
    * model's are in scope (their best score, and whether it was right), those labelled with any
    * other intent (e.g. `'oos'`) out of scope. With out-of-scope turns the threshold maximizes
@@ -529,6 +594,20 @@ export class ChatModel {
         throw new InputError(`Expected one of the model's emotions for ${at}.emotions but received '${e}'`);
       }
     }
+    const probs = (v: readonly number[] | undefined, n: number, what: string, sumOne: boolean): void => {
+      if (v === undefined) return;
+      const sum = v.reduce((a, b) => a + b, 0);
+      if (v.length !== n || v.some((x) => !(x >= 0 && x <= 1)) || (sumOne && Math.abs(sum - 1) > 1e-3)) {
+        throw expected(
+          InputError,
+          `${String(n)} probabilities in [0, 1]${sumOne ? ' summing to 1' : ''}`,
+          `${at}.${what}`,
+          v,
+        );
+      }
+    };
+    probs(ex.intentProbs, m.intents.length, 'intentProbs', true);
+    probs(ex.emotionProbs, m.emotions.length, 'emotionProbs', false);
     for (const s of ex.slots ?? []) {
       if (m.slots.length > 0 && !m.slots.includes(s.name)) {
         throw new InputError(`Expected one of the model's slots for ${at}.slots but received '${s.name}'`);
@@ -541,10 +620,12 @@ export class ChatModel {
     const m = this.#meta;
     const enc = this.#encoder.encode(ex.text, ex.context ?? []);
     const intent = ex.intent !== undefined && m.intents.length > 0 ? m.intents.indexOf(ex.intent) : IGNORE;
+    const intentProbs = ex.intentProbs !== undefined ? Float32Array.from(ex.intentProbs) : undefined;
     let emotions: Float32Array | undefined;
     if (m.emotions.length > 0) {
       emotions = new Float32Array(m.emotions.length);
-      if (ex.emotions === undefined) emotions[0] = -1;
+      if (ex.emotionProbs !== undefined) emotions.set(ex.emotionProbs);
+      else if (ex.emotions === undefined) emotions[0] = -1;
       else for (const e of ex.emotions) emotions[m.emotions.indexOf(e)] = 1;
     }
     let slots: Int32Array | undefined;
@@ -556,7 +637,7 @@ export class ChatModel {
         (slots as Int32Array)[enc.firstPiece[w] as number] = id < 0 ? 0 : id;
       });
     }
-    return { enc, intent, emotions, slots };
+    return { enc, intent, intentProbs, emotions, slots };
   }
 
   /** A packed joint batch of encoded examples. */
@@ -565,10 +646,12 @@ export class ChatModel {
     typeIds: Int32Array;
     offsets: Int32Array;
     intents?: Int32Array;
+    intentProbs?: Float32Array;
     emotions?: Float32Array;
     slots?: Int32Array;
   } {
     const m = this.#meta;
+    const Li = m.intents.length;
     const B = items.length;
     const offsets = new Int32Array(B + 1);
     items.forEach((it, b) => (offsets[b + 1] = (offsets[b] as number) + it.enc.ids.length));
@@ -576,7 +659,10 @@ export class ChatModel {
     const ids = new Int32Array(T);
     const typeIds = new Int32Array(T);
     const Le = m.emotions.length;
-    const intents = m.intents.length > 0 ? new Int32Array(B) : undefined;
+    // Soft intent targets for the whole batch as soon as one example has them (hard ones one-hot).
+    const soft = Li > 0 && items.some((it) => it.intentProbs !== undefined);
+    const intents = Li > 0 && !soft ? new Int32Array(B) : undefined;
+    const intentProbs = soft ? new Float32Array(B * Li) : undefined;
     const emotions = Le > 0 ? new Float32Array(B * Le) : undefined;
     const anySlots = m.slotTags.length > 0 && items.some((it) => it.slots !== undefined);
     const slots = anySlots ? new Int32Array(T).fill(IGNORE) : undefined;
@@ -585,6 +671,11 @@ export class ChatModel {
       ids.set(it.enc.ids, at);
       typeIds.set(it.enc.typeIds, at);
       if (intents) intents[b] = it.intent;
+      if (intentProbs) {
+        if (it.intentProbs) intentProbs.set(it.intentProbs, b * Li);
+        else if (it.intent !== IGNORE) intentProbs[b * Li + it.intent] = 1;
+        else intentProbs[b * Li] = -1;
+      }
       if (emotions && it.emotions) emotions.set(it.emotions, b * Le);
       if (slots && it.slots) slots.set(it.slots, at);
     });
@@ -593,6 +684,7 @@ export class ChatModel {
       typeIds,
       offsets,
       ...(intents ? { intents } : {}),
+      ...(intentProbs ? { intentProbs } : {}),
       ...(emotions ? { emotions } : {}),
       ...(slots ? { slots } : {}),
     };
@@ -685,6 +777,7 @@ export class ChatModel {
 interface EncodedExample {
   enc: EncodedTurn;
   intent: number;
+  intentProbs: Float32Array | undefined;
   emotions: Float32Array | undefined;
   slots: Int32Array | undefined;
 }
@@ -875,6 +968,12 @@ function checkExample(ex: unknown, at: string): void {
   if (e.intent !== undefined && (typeof e.intent !== 'string' || e.intent === '')) {
     throw expected(InputError, 'a non-empty string', `${at}.intent`, e.intent);
   }
+  for (const key of ['intentProbs', 'emotionProbs'] as const) {
+    const v = e[key];
+    if (v !== undefined && (!Array.isArray(v) || v.some((x) => typeof x !== 'number'))) {
+      throw expected(InputError, 'an array of numbers', `${at}.${key}`, v);
+    }
+  }
   if (e.emotions !== undefined && (!Array.isArray(e.emotions) || e.emotions.some((x) => typeof x !== 'string'))) {
     throw expected(InputError, 'an array of strings', `${at}.emotions`, e.emotions);
   }
@@ -914,6 +1013,15 @@ function bertOptions(options: ChatModelOptions): BertLoadOptions {
 
 function nonEmptyArray(v: unknown): boolean {
   return Array.isArray(v) && v.length > 0;
+}
+
+/** softmax(z / T) from softmax(z): p^(1/T), renormalized (sums in double). */
+function temper(p: ArrayLike<number>, T: number): Float64Array {
+  const out = new Float64Array(p.length);
+  let sum = 0;
+  for (let i = 0; i < p.length; i++) sum += out[i] = Math.pow(Math.max(p[i] as number, 1e-30), 1 / T);
+  for (let i = 0; i < p.length; i++) out[i] = (out[i] as number) / sum;
+  return out;
 }
 
 function argmax(v: ArrayLike<number>): number {
