@@ -328,21 +328,26 @@ export class ModelServer {
       this.#http.close(() => resolve());
     });
     this.#http.closeIdleConnections();
+    // One deadline for the requests, a reload under way and the last batch.
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((resolve) => {
+    const deadline = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), this.#limits.shutdownTimeoutMs);
     });
-    const drained = await Promise.race([this.#requestsDone().then(() => true), timeout]);
-    clearTimeout(timer);
+    const drained = await Promise.race([this.#requestsDone().then(() => true), deadline]);
     if (!drained) this.#logger.warn({ inFlight: this.#inFlight }, 'shutdown timeout: closing open requests');
     this.#http.closeAllConnections();
     await closed;
-    await this.#reloading;
-    await this.#batcher.idle();
+    const settled = await Promise.race([
+      Promise.all([this.#reloading, this.#batcher.idle()]).then(() => true),
+      deadline,
+    ]);
+    clearTimeout(timer);
+    if (!settled) this.#logger.warn('shutdown timeout: a model call is still running; the model is freed after it');
     const slot = this.#slot;
     if (slot !== undefined) {
       slot.retired = true;
-      if (slot.owned && slot.active === 0) slot.model.dispose();
+      // A model call still running keeps the weights until it ends (Bert.dispose defers).
+      if (slot.owned) slot.model.dispose();
     }
     this.#logger.info('closed');
   }

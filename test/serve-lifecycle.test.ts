@@ -1,0 +1,365 @@
+// Lifecycle of the HTTP service: graceful close (requests in flight and queued are answered,
+// /readyz fails first), the shutdown timeout, hot reload under concurrent load with no failed
+// request, a reload from a directory with garbage that keeps the old model, `elmo serve` with
+// its signals, and HTTPS. Timed bounds are hang detectors, never performance claims.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as path from 'node:path';
+
+import { Command, CommanderError } from 'commander';
+import pino from 'pino';
+
+import { Bert, Tokenizer } from '../lib';
+import type { EmbedOptions } from '../lib';
+import { commanderExitCode, configureCommand } from '../lib/cli/args';
+import { addServeCommand } from '../lib/cli/serve';
+import { createServer } from '../lib/serve';
+import type { ModelServer, ServeModel, ServeOptions } from '../lib/serve';
+import { tmpDir } from './helpers';
+
+const FIXTURES = path.join(__dirname, 'fixtures');
+
+let dirA: string;
+let dirB: string;
+
+function makeModel(seed: number): Bert {
+  const tokenizer = Tokenizer.fromVocab(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'));
+  return Bert.create(
+    {
+      vocabSize: tokenizer.vocabSize,
+      hiddenSize: 32,
+      numLayers: 1,
+      numHeads: 2,
+      intermediateSize: 64,
+      maxPositions: 64,
+      typeVocabSize: 2,
+      labels: ['a', 'b', 'c'],
+    },
+    { tokenizer, device: 'cpu', seed, threads: 1 },
+  );
+}
+
+beforeAll(async () => {
+  dirA = tmpDir('serve-a');
+  dirB = tmpDir('serve-b');
+  using a = makeModel(1);
+  using b = makeModel(2);
+  await a.save(dirA);
+  await b.save(dirB);
+});
+
+function copyDir(from: string): string {
+  const to = tmpDir('serve-copy');
+  for (const f of fs.readdirSync(from)) fs.copyFileSync(path.join(from, f), path.join(to, f));
+  return to;
+}
+
+interface Reply {
+  status: number;
+  body: { model?: { version: string }; error?: { code: string; message: string }; [k: string]: unknown };
+}
+
+function call(port: number, method: string, route: string, body?: unknown): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path: route,
+        agent: false,
+        headers: payload ? { 'content-type': 'application/json' } : {},
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text || '{}') as Reply['body'] }));
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** A model held at a gate until released; records its calls. */
+function gated(model: Bert): { model: ServeModel; calls: string[][]; release: () => void } {
+  const calls: string[][] = [];
+  let open: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (open = r));
+  return {
+    calls,
+    release: () => open(),
+    model: {
+      labels: model.labels,
+      tokenizer: model.tokenizer,
+      maxSeqLen: model.maxSeqLen,
+      config: model.config,
+      async predict(texts: readonly string[]) {
+        calls.push([...texts]);
+        await gate;
+        return model.predict(texts);
+      },
+      async embed(texts: readonly string[], options: EmbedOptions) {
+        calls.push([...texts]);
+        await gate;
+        return model.embed(texts, options);
+      },
+      dispose: () => undefined,
+    },
+  };
+}
+
+const servers: ModelServer[] = [];
+
+async function start(options: Partial<ServeOptions> = {}): Promise<{ server: ModelServer; port: number }> {
+  const server = createServer({
+    model: dirA,
+    auth: false,
+    loadOptions: { device: 'cpu', threads: 1 },
+    logger: pino({ level: 'silent' }),
+    defaultMetrics: false,
+    ...options,
+  });
+  servers.push(server);
+  const { port } = await server.listen(0);
+  await server.ready();
+  return { server, port };
+}
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+});
+
+describe('graceful close', () => {
+  it('answers the requests in flight and queued, refuses new connections, then resolves', async () => {
+    using model = await Bert.load(dirA, { device: 'cpu', threads: 1 });
+    const spy = gated(model);
+    const { server, port } = await start({ model: spy.model, maxWaitMs: 0 });
+    const running = call(port, 'POST', '/v1/predict', { texts: ['running'] });
+    await until(() => spy.calls.length === 1, 'the first call');
+    const queued = [
+      call(port, 'POST', '/v1/predict', { texts: ['q1'] }),
+      call(port, 'POST', '/v1/embed', { texts: ['q2'] }),
+    ];
+    await until(() => server.registry.metrics().then((t) => t.includes('elmo_queue_depth 2')), 'the queue');
+    let closed = false;
+    const closing = server.close().then(() => (closed = true));
+    // No new connections once draining.
+    await until(() => server.address() === null, 'the listener to close');
+    await expect(call(port, 'GET', '/healthz')).rejects.toThrow(/ECONNREFUSED/);
+    expect(closed).toBe(false);
+    spy.release();
+    const replies = await Promise.all([running, ...queued]);
+    expect(replies.map((r) => r.status)).toEqual([200, 200, 200]);
+    await closing;
+    expect(closed).toBe(true);
+    expect(spy.calls).toEqual([['running'], ['q1'], ['q2']]);
+  });
+
+  it('fails /readyz for drainDelayMs while still serving, then drains', async () => {
+    const { server, port } = await start({ drainDelayMs: 400 });
+    expect((await call(port, 'GET', '/readyz')).status).toBe(200);
+    const closing = server.close();
+    const ready = await call(port, 'GET', '/readyz');
+    expect([ready.status, ready.body.error?.code]).toEqual([503, 'ERR_NOT_READY']);
+    expect((await call(port, 'POST', '/v1/predict', { texts: ['still served'] })).status).toBe(200);
+    expect((await call(port, 'GET', '/healthz')).status).toBe(200);
+    await closing;
+    expect(server.address()).toBeNull();
+  });
+
+  it('closes what is still open after shutdownTimeoutMs', async () => {
+    using model = await Bert.load(dirA, { device: 'cpu', threads: 1 });
+    const spy = gated(model);
+    const { server, port } = await start({ model: spy.model, shutdownTimeoutMs: 200 });
+    const stuck = call(port, 'POST', '/v1/predict', { texts: ['never answered'] }).then(
+      (r) => r.status,
+      (e: unknown) => (e as Error).message,
+    );
+    await until(() => spy.calls.length === 1, 'the call');
+    await server.close(); // resolves although the model call never ends
+    expect(await stuck).toMatch(/socket hang up|ECONNRESET/);
+    spy.release();
+  });
+});
+
+describe('reload', () => {
+  it('swaps models under concurrent load with no failed request', async () => {
+    const { server, port } = await start({ maxWaitMs: 1 });
+    const before = server.modelVersion;
+    const seen = new Map<string, number>();
+    const failures: string[] = [];
+    let reloaded = false;
+    let afterReload = 0;
+    const worker = async (w: number): Promise<void> => {
+      for (let i = 0; !reloaded || afterReload < 20; i++) {
+        const r = await call(port, 'POST', i % 2 === 0 ? '/v1/predict' : '/v1/embed', {
+          texts: [`worker ${String(w)} request ${String(i)}`],
+        });
+        if (r.status !== 200) failures.push(`${String(r.status)} ${JSON.stringify(r.body)}`);
+        const v = r.body.model?.version ?? 'none';
+        seen.set(v, (seen.get(v) ?? 0) + 1);
+        if (reloaded) afterReload++;
+      }
+    };
+    const load = [0, 1, 2, 3].map(worker);
+    await until(() => [...seen.values()].reduce((a, b) => a + b, 0) >= 20, 'load before the reload');
+    const result = await server.reload(dirB);
+    reloaded = true;
+    await Promise.all(load);
+    expect(failures).toEqual([]);
+    expect(result.previous).toBe(before);
+    expect(result.version).not.toBe(before);
+    expect(server.modelVersion).toBe(result.version);
+    expect(seen.get(before!)).toBeGreaterThan(0);
+    expect(seen.get(result.version)).toBeGreaterThan(0);
+    const text = await server.registry.metrics();
+    expect(text).toContain('elmo_model_reloads_total{result="ok"} 1');
+    expect(text).toContain(`elmo_model_info{version="${result.version}"} 1`);
+    expect(text).not.toContain(`elmo_model_info{version="${before!}"}`);
+  });
+
+  it('keeps the old model when the new directory holds garbage (reload(dir) and POST /v1/admin/reload)', async () => {
+    const served = copyDir(dirA);
+    const { server, port } = await start({ model: served });
+    const version = server.modelVersion;
+    const garbage = copyDir(dirA);
+    fs.writeFileSync(path.join(garbage, 'model.safetensors'), Buffer.from('this is not a safetensors file at all'));
+    const err = await server.reload(garbage).then(
+      () => undefined,
+      (e: unknown) => e as Error & { code?: string },
+    );
+    expect(err?.code).toBe('ERR_CHECKPOINT');
+    expect(err?.message).toMatch(/model\.safetensors/);
+    expect(server.modelVersion).toBe(version);
+    const r = await call(port, 'POST', '/v1/predict', { texts: ['still the old model'] });
+    expect([r.status, r.body.model?.version]).toEqual([200, version]);
+
+    // Over HTTP: the served directory itself is broken, the reload fails, serving goes on.
+    fs.writeFileSync(path.join(served, 'config.json'), '{ not json');
+    const http422 = await call(port, 'POST', '/v1/admin/reload', {});
+    expect([http422.status, http422.body.error?.code]).toEqual([422, 'ERR_CHECKPOINT']);
+    expect((await call(port, 'POST', '/v1/predict', { texts: ['still here'] })).body.model?.version).toBe(version);
+    // Fixed again: the same route reloads.
+    fs.copyFileSync(path.join(dirB, 'config.json'), path.join(served, 'config.json'));
+    fs.copyFileSync(path.join(dirB, 'model.safetensors'), path.join(served, 'model.safetensors'));
+    const ok = await call(port, 'POST', '/v1/admin/reload', {});
+    expect(ok.status).toBe(200);
+    expect(ok.body.previous).toEqual({ version });
+    expect(ok.body.model?.version).not.toBe(version);
+    const text = await server.registry.metrics();
+    expect(text).toContain('elmo_model_reloads_total{result="failed"} 2');
+  });
+});
+
+describe('elmo serve', () => {
+  function program(lines: string[]): Command {
+    const io = { write: (l: string) => lines.push(l), error: (l: string) => lines.push(l), isTTY: false };
+    const p = configureCommand(new Command('elmo'), io);
+    addServeCommand(p, io);
+    return p;
+  }
+
+  it('serves until SIGTERM, reloads on SIGHUP, and logs JSON lines', async () => {
+    const lines: string[] = [];
+    const records = (): { msg?: string; port?: number; version?: string }[] =>
+      lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string });
+    const run = program(lines).parseAsync(
+      ['serve', '--model', dirA, '--port', '0', '--no-auth', '--device', 'cpu', '--threads', '1', '--max-wait-ms', '0'],
+      { from: 'user' },
+    );
+    await until(() => records().some((r) => r.msg === 'ready'), 'the ready line');
+    const port = records().find((r) => r.msg === 'listening')?.port ?? 0;
+    const r = await call(port, 'POST', '/v1/predict', { texts: ['from the cli'] });
+    expect(r.status).toBe(200);
+    process.emit('SIGHUP', 'SIGHUP');
+    await until(() => records().some((x) => x.msg === 'model reloaded'), 'the reload');
+    process.emit('SIGTERM', 'SIGTERM');
+    await run;
+    const msgs = records().map((x) => x.msg);
+    expect(msgs).toEqual(
+      expect.arrayContaining([
+        'listening',
+        'ready',
+        'request',
+        'model reloaded',
+        'shutting down',
+        'draining',
+        'closed',
+      ]),
+    );
+  });
+
+  it('needs --keys FILE or --no-auth', async () => {
+    const lines: string[] = [];
+    const err = await program(lines)
+      .parseAsync(['serve', '--model', dirA], { from: 'user' })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(err).toBeInstanceOf(CommanderError);
+    expect(commanderExitCode(err as CommanderError)).toBe(2);
+    expect(lines.join('\n')).toContain(
+      'elmo serve: no API keys: give --keys FILE (made by elmo keys create) or --no-auth',
+    );
+  });
+});
+
+describe('TLS', () => {
+  let hasOpenssl = true;
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+  } catch {
+    hasOpenssl = false;
+  }
+
+  (hasOpenssl ? it : it.skip)('serves HTTPS with the tls options', async () => {
+    const dir = tmpDir('serve-tls');
+    const key = path.join(dir, 'key.pem');
+    const cert = path.join(dir, 'cert.pem');
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+      ],
+      { stdio: 'ignore' },
+    );
+    const { port } = await start({ tls: { key: fs.readFileSync(key), cert: fs.readFileSync(cert) } });
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = https.request(
+        { host: '127.0.0.1', port, path: '/healthz', ca: fs.readFileSync(cert), servername: 'localhost', agent: false },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(status).toBe(200);
+  });
+});
