@@ -158,6 +158,7 @@ export class ModelServer {
   // ... and, drainDelayMs later, no new connection is accepted and new requests get 503.
   #draining = false;
   #closing: Promise<void> | undefined;
+  #closed = false;
   #inFlight = 0;
   #onIdle: (() => void)[] = [];
 
@@ -213,6 +214,8 @@ export class ModelServer {
       this.#loadError = err as Error;
       this.#logger.error({ err: this.#safe((err as Error).message) }, 'model failed to load');
     });
+    // A reload waits for the first load, so that the first model cannot replace a newer one.
+    this.#reloading = this.#ready.catch(() => undefined);
   }
 
   /** Resolves when the first model is loaded; rejects when it cannot be. */
@@ -343,6 +346,7 @@ export class ModelServer {
     ]);
     clearTimeout(timer);
     if (!settled) this.#logger.warn('shutdown timeout: a model call is still running; the model is freed after it');
+    this.#closed = true;
     const slot = this.#slot;
     if (slot !== undefined) {
       slot.retired = true;
@@ -371,6 +375,11 @@ export class ModelServer {
 
   /** Makes `slot` the model new batches run on; the old one is disposed after its last batch. */
   #install(slot: ModelSlot): void {
+    if (this.#closed) {
+      // A load that outlived close(): nothing will serve it.
+      if (slot.owned) slot.model.dispose();
+      return;
+    }
     const old = this.#slot;
     this.#slot = slot;
     this.#metrics.setModel(slot.version);
@@ -438,6 +447,10 @@ export class ModelServer {
       this.#options.tls !== undefined
         ? https.createServer({ ...this.#options.tls, ...httpOptions }, handler)
         : http.createServer(httpOptions, handler);
+    // After listen(): errors of the listening socket are logged, not thrown.
+    server.on('error', (err) => {
+      if (this.#http.listening) this.#logger.error({ err: err.message }, 'server error');
+    });
     server.keepAliveTimeout = l.keepAliveTimeoutMs;
     server.maxConnections = l.maxConnections;
     // Without a 'timeout' listener Node destroys a socket idle for this long.
