@@ -135,6 +135,13 @@ describe('ChatModel', () => {
       expect(u.outOfScope).toBe(false);
       expect(u.truncated).toBe(false);
 
+      // the raw probabilities behind it
+      const [sc] = await chat.scores([{ text }]);
+      expect(sc?.intentProbs.reduce((x, y) => x + y, 0)).toBeCloseTo(1, 5);
+      expect(sc?.words).toHaveLength(10);
+      expect(sc?.wordTagProbs).toHaveLength(10 * 3);
+      expect(sc?.wordTagProbs[5 * 3 + 1]).toBeCloseTo(u.slots[0]?.score ?? NaN, 5); // "boston" is word 5, B-city
+
       // one forward answers several turns as each alone
       const many = await chat.understandMany([{ text }, { text: 'play some music from london with my family' }]);
       expect(many[0]?.intent?.score).toBeCloseTo(u.intent?.score ?? NaN, 5);

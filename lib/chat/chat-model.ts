@@ -24,7 +24,7 @@ import { calibrateThreshold } from './calibrate';
 import type { CalibrateOptions, CalibrationReport } from './calibrate';
 import type { Scored, Slot, Understanding } from './types';
 import { TurnEncoder } from './encode';
-import type { EncodedTurn } from './encode';
+import type { EncodedTurn, WordSpan } from './encode';
 
 /** The label sets of a chat model; each head is present when its list is non-empty. */
 export interface ChatLabels {
@@ -167,6 +167,21 @@ interface RawTurn {
   /** Per kept word: the best tag id and its probability. */
   wordTags: Int32Array;
   wordScores: Float32Array;
+  /** [words, slotTags] the tag distribution of each kept word (its first piece's). */
+  wordTagProbs: Float32Array;
+}
+
+/** The probabilities of one turn before any threshold: what {@link ChatModel.scores} returns. */
+export interface TurnScores {
+  /** Softmax over {@link ChatModel.intents}, in their order. */
+  intentProbs: Float32Array;
+  /** Sigmoid per emotion of {@link ChatModel.emotions}. */
+  emotionProbs: Float32Array;
+  /** The turn's words the model read (character spans), in order. */
+  words: WordSpan[];
+  /** `[words.length, slotTags.length]` row-major: each word's softmax over {@link ChatModel.slotTags}. */
+  wordTagProbs: Float32Array;
+  truncated: boolean;
 }
 
 /**
@@ -290,6 +305,22 @@ export class ChatModel {
   async understandMany(turns: readonly TurnInput[]): Promise<Understanding[]> {
     const raw = await this.#raw(turns, 'turns');
     return raw.map((r, b) => this.#decode(r, (turns[b] as TurnInput).text));
+  }
+
+  /**
+   * The raw probabilities of each head for several turns in one forward pass, before any
+   * threshold or decoding: for ensembles, calibration and analysis. Same inputs as
+   * {@link understandMany}.
+   */
+  async scores(turns: readonly TurnInput[]): Promise<TurnScores[]> {
+    const raw = await this.#raw(turns, 'turns');
+    return raw.map((r) => ({
+      intentProbs: r.intentProbs.slice(),
+      emotionProbs: r.emotionProbs.slice(),
+      words: r.enc.words,
+      wordTagProbs: r.wordTagProbs,
+      truncated: r.enc.truncated,
+    }));
   }
 
   /**
@@ -729,12 +760,14 @@ export class ChatModel {
       const nW = enc.words.length;
       const wordTagIds = new Int32Array(nW);
       const wordScores = new Float32Array(nW);
+      const wordTagProbs = new Float32Array(nW * S);
       if (S > 0 && out.slotBest !== undefined && out.slotScores !== undefined) {
         for (let w = 0; w < nW; w++) {
           const pos = (offsets[b] as number) + (enc.firstPiece[w] as number);
           const t = out.slotBest[pos] as number;
           wordTagIds[w] = t;
           wordScores[w] = out.slotScores[pos * S + t] as number;
+          wordTagProbs.set(out.slotScores.subarray(pos * S, (pos + 1) * S), w * S);
         }
       }
       return {
@@ -743,6 +776,7 @@ export class ChatModel {
         emotionProbs: scores.subarray(b * L + Li, (b + 1) * L),
         wordTags: wordTagIds,
         wordScores,
+        wordTagProbs,
       };
     });
   }
