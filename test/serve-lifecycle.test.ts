@@ -194,6 +194,24 @@ describe('graceful close', () => {
   });
 });
 
+describe('loading', () => {
+  it('answers /healthz at once, and 503 on /readyz and the model routes when the model cannot load', async () => {
+    const server = createServer({
+      model: path.join(tmpDir('serve-missing'), 'nope'),
+      auth: false,
+      logger: pino({ level: 'silent' }),
+      defaultMetrics: false,
+    });
+    servers.push(server);
+    const { port } = await server.listen(0);
+    await expect(server.ready()).rejects.toMatchObject({ code: 'ERR_CHECKPOINT' });
+    expect((await call(port, 'GET', '/healthz')).status).toBe(200);
+    const ready = await call(port, 'GET', '/readyz');
+    expect([ready.status, ready.body.error?.message]).toEqual([503, 'The model failed to load; see the server log']);
+    expect((await call(port, 'POST', '/v1/predict', { texts: ['x'] })).status).toBe(503);
+  });
+});
+
 describe('reload', () => {
   it('swaps models under concurrent load with no failed request', async () => {
     const { server, port } = await start({ maxWaitMs: 1 });
@@ -254,7 +272,7 @@ describe('reload', () => {
     // Fixed again: the same route reloads.
     fs.copyFileSync(path.join(dirB, 'config.json'), path.join(served, 'config.json'));
     fs.copyFileSync(path.join(dirB, 'model.safetensors'), path.join(served, 'model.safetensors'));
-    const ok = await call(port, 'POST', '/v1/admin/reload', {});
+    const ok = await call(port, 'POST', '/v1/admin/reload'); // no body needed
     expect(ok.status).toBe(200);
     expect(ok.body.previous).toEqual({ version });
     expect(ok.body.model?.version).not.toBe(version);
@@ -299,6 +317,21 @@ describe('elmo serve', () => {
         'closed',
       ]),
     );
+  });
+
+  it('fails with ERR_CHECKPOINT when the model cannot be loaded, and stops listening', async () => {
+    const lines: string[] = [];
+    const missing = path.join(tmpDir('serve-missing'), 'nope');
+    const err = await program(lines)
+      .parseAsync(['serve', '--model', missing, '--port', '0', '--no-auth'], { from: 'user' })
+      .then(
+        () => undefined,
+        (e: unknown) => e as Error & { code?: string },
+      );
+    expect(err?.code).toBe('ERR_CHECKPOINT');
+    const records = lines.map((l) => JSON.parse(l) as { msg: string });
+    expect(records.map((r) => r.msg)).toEqual(expect.arrayContaining(['listening', 'model failed to load', 'closed']));
+    expect(records.at(-1)?.msg).toBe('closed');
   });
 
   it('needs --keys FILE or --no-auth', async () => {

@@ -551,7 +551,10 @@ export class ModelServer {
           );
         }
       }
-      const body = route.method === 'POST' ? await readJsonBody(req, this.#limits.maxBodyBytes) : undefined;
+      // The reload route takes no body (`curl -X POST` sends none); whatever comes is discarded.
+      const readBody = route.method === 'POST' && pathname !== '/v1/admin/reload';
+      if (!readBody) req.resume();
+      const body = readBody ? await readJsonBody(req, this.#limits.maxBodyBytes) : undefined;
       const reply = await route.handler(body, ctx);
       if (reply.text !== undefined) {
         res.writeHead(reply.status, { 'content-type': reply.text.contentType });
