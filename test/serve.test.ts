@@ -342,7 +342,7 @@ describe('dynamic batching', () => {
   it('after a batch, holds the next one until the token budget fills (maxWaitMs long)', async () => {
     const spy = spyModel(direct);
     const perRequest = direct.tokenizer.encode('hold me').ids.length;
-    const { port } = await start({ model: spy.model, maxWaitMs: 600_000, maxBatchTokens: 3 * perRequest });
+    const { server, port } = await start({ model: spy.model, maxWaitMs: 600_000, maxBatchTokens: 3 * perRequest });
     spy.hold();
     const first = call(port, 'POST', '/v1/predict', { texts: ['first'] });
     await until(() => spy.calls.length === 1, 'the first call');
@@ -350,7 +350,7 @@ describe('dynamic batching', () => {
       call(port, 'POST', '/v1/predict', { texts: ['hold me'] }),
       call(port, 'POST', '/v1/predict', { texts: ['hold me'] }),
     ];
-    await new Promise((r) => setTimeout(r, 50));
+    await until(async () => (await metric(server, 'elmo_queue_depth')) === 2, 'two queued requests');
     spy.release();
     expect((await first).status).toBe(200);
     // Two requests' tokens are under the budget: the batch waits for more.
@@ -365,16 +365,19 @@ describe('dynamic batching', () => {
 
   it('a request over the token budget runs alone; requests of another kind wait for their own call', async () => {
     const spy = spyModel(direct);
-    const { port } = await start({ model: spy.model, maxWaitMs: 0, maxBatchTokens: 8 });
+    const { server, port } = await start({ model: spy.model, maxWaitMs: 0, maxBatchTokens: 8 });
     spy.hold();
     const first = call(port, 'POST', '/v1/predict', { texts: ['x'] });
     await until(() => spy.calls.length === 1, 'the first call');
-    const big = call(port, 'POST', '/v1/predict', {
-      texts: ['a rather long text that has many more than eight tokens'],
-    });
-    const embed = call(port, 'POST', '/v1/embed', { texts: ['e'] });
-    const small = call(port, 'POST', '/v1/predict', { texts: ['s'] });
-    await new Promise((r) => setTimeout(r, 50));
+    // Queued one after the other, so that their order is known.
+    const queue = async (route: string, texts: string[], depth: number): Promise<{ reply: Promise<Reply> }> => {
+      const reply = call(port, 'POST', route, { texts });
+      await until(async () => (await metric(server, 'elmo_queue_depth')) === depth, `${String(depth)} queued`);
+      return { reply };
+    };
+    const big = (await queue('/v1/predict', ['a rather long text that has many more than eight tokens'], 1)).reply;
+    const embed = (await queue('/v1/embed', ['e'], 2)).reply;
+    const small = (await queue('/v1/predict', ['s'], 3)).reply;
     spy.release();
     const replies = await Promise.all([first, big, embed, small]);
     expect(replies.map((r) => r.status)).toEqual([200, 200, 200, 200]);
