@@ -1,7 +1,16 @@
 /**
- * The one place that loads the native addon (build/Release/elmo.node) and declares its shape.
- * Everything else in lib/ goes through {@link native}. Internal: not part of the public API.
+ * The one place that loads the native addon and declares its shape. Everything else in lib/
+ * goes through {@link native}. Internal: not part of the public API.
+ *
+ * Which binary (first that exists; see {@link addonCandidates} and docs/install.md):
+ * `ELMO_ADDON` (a path, and then only it); `build/Release/elmo.node` (built from source: a
+ * checkout, `npm rebuild elmo-chat --build-from-source`); the CUDA prebuilt, where one was
+ * installed (`prebuilds/<platform>-<arch>-cuda/` here or in the `elmo-chat-cuda-<platform>-<arch>`
+ * package; `ELMO_CUDA=OFF` skips it); the CPU prebuilt the package ships,
+ * `prebuilds/<platform>-<arch>/elmo-chat.napi.<libc>.node` (the prebuildify / node-gyp-build
+ * layout; scripts/prebuild.js makes it, scripts/install.js names the same files).
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { ElmoError, NativeLoadError, errorClasses } from './errors';
@@ -358,34 +367,166 @@ export interface NativeAddon {
   testing: NativeTesting;
 }
 
-/** Where the addon lives: `<package>/build/Release/elmo.node` (from lib/ and from dist/). */
-export const addonPath = path.join(__dirname, '..', 'build', 'Release', 'elmo.node');
+/** The package's folder: lib/ (ts-jest) and dist/ (compiled) both sit one level below it. */
+const packageRoot = path.join(__dirname, '..');
+
+/** The addon built from source: `<package>/build/Release/elmo.node` (from lib/ and from dist/). */
+export const addonPath = path.join(packageRoot, 'build', 'Release', 'elmo.node');
+
+/** What {@link addonCandidates} looks at; every field defaults to this process and package. */
+export interface AddonLookup {
+  /** The package's folder. */
+  root?: string;
+  platform?: string;
+  arch?: string;
+  /** `'glibc'` or `'musl'` on Linux, `null` elsewhere; detected when absent. */
+  libc?: string | null;
+  env?: Record<string, string | undefined>;
+  /** Folder of the installed `elmo-chat-cuda-<platform>-<arch>` package; `null`: none. Resolved when absent. */
+  cudaPackageDir?: string | null;
+}
+
+/** One place an addon binary may be. */
+export interface AddonCandidate {
+  file: string;
+  /** `env`: ELMO_ADDON; `build`: built from source; `prebuild-cuda` / `prebuild`: shipped prebuilt binaries. */
+  kind: 'env' | 'build' | 'prebuild-cuda' | 'prebuild';
+}
+
+/** The package name in prebuilt file names (`elmo-chat.napi.glibc.node`). */
+const PREBUILD_NAME = 'elmo-chat';
+
+function detectLibc(platform: string): string | null {
+  if (platform !== 'linux') return null;
+  if (platform !== process.platform) return 'glibc';
+  const report = process.report.getReport() as { header?: { glibcVersionRuntime?: string } };
+  return report.header?.glibcVersionRuntime ? 'glibc' : 'musl';
+}
+
+function cudaPackageFolder(root: string, platform: string, arch: string): string | null {
+  try {
+    return path.dirname(require.resolve(`elmo-chat-cuda-${platform}-${arch}/package.json`, { paths: [root] }));
+  } catch {
+    return null;
+  }
+}
+
+function isOff(value: string | undefined): boolean {
+  return value !== undefined && ['off', '0', 'false', 'no'].includes(value.trim().toLowerCase());
+}
+
+/** The candidates in order, computed lazily (libc detection and package lookup only when reached). */
+function* candidates(lookup: AddonLookup): Generator<AddonCandidate> {
+  const env = lookup.env ?? process.env;
+  const explicit = env['ELMO_ADDON'];
+  if (explicit) {
+    yield { file: path.resolve(explicit), kind: 'env' };
+    return;
+  }
+  const root = lookup.root ?? packageRoot;
+  yield { file: path.join(root, 'build', 'Release', 'elmo.node'), kind: 'build' };
+  const platform = lookup.platform ?? process.platform;
+  const arch = lookup.arch ?? process.arch;
+  const libc = lookup.libc !== undefined ? lookup.libc : detectLibc(platform);
+  // Most specific first: the libc-tagged name, then an untagged one (any libc).
+  const names = [...(libc ? [`${PREBUILD_NAME}.napi.${libc}.node`] : []), `${PREBUILD_NAME}.napi.node`];
+  if (!isOff(env['ELMO_CUDA'])) {
+    const dirs = [root];
+    const companion =
+      lookup.cudaPackageDir !== undefined ? lookup.cudaPackageDir : cudaPackageFolder(root, platform, arch);
+    if (companion) dirs.push(companion);
+    for (const dir of dirs) {
+      for (const name of names)
+        yield { file: path.join(dir, 'prebuilds', `${platform}-${arch}-cuda`, name), kind: 'prebuild-cuda' };
+    }
+  }
+  for (const name of names) yield { file: path.join(root, 'prebuilds', `${platform}-${arch}`, name), kind: 'prebuild' };
+}
+
+/** Every place the loader looks for the addon, in the order it looks. */
+export function addonCandidates(lookup: AddonLookup = {}): AddonCandidate[] {
+  return [...candidates(lookup)];
+}
 
 /**
- * Loads an addon binary and hands it the error classes. Throws {@link NativeLoadError}
- * (`ERR_NATIVE_LOAD`) when the file is missing or cannot be loaded.
+ * The addon binary to load: the first of {@link addonCandidates} that exists. Throws
+ * {@link NativeLoadError} (`ERR_NATIVE_LOAD`) naming every place it looked and what to do.
  */
-export function loadAddon(file: string = addonPath): NativeAddon {
+export function resolveAddon(lookup: AddonLookup = {}): AddonCandidate {
+  const tried: string[] = [];
+  for (const c of candidates(lookup)) {
+    if (fs.existsSync(c.file)) return c;
+    tried.push(c.file);
+  }
+  const env = lookup.env ?? process.env;
+  if (env['ELMO_ADDON']) {
+    throw new NativeLoadError(
+      `ELMO_ADDON names ${tried[0] ?? ''}, which does not exist. Unset it to use the package's own addon, ` +
+        'or point it at an elmo.node file.',
+    );
+  }
+  const platform = lookup.platform ?? process.platform;
+  const arch = lookup.arch ?? process.arch;
+  const libc = lookup.libc !== undefined ? lookup.libc : detectLibc(platform);
+  const target = `${platform}-${arch}${libc ? ` (${libc})` : ''}`;
+  const supported = arch === 'x64' && platform !== 'win32';
+  const what = supported
+    ? 'Build one with `npm rebuild elmo-chat --build-from-source` (in a checkout of elmo-chat: `npm install`); ' +
+      'it needs cmake >= 3.20 and a C++17 compiler.'
+    : 'elmo-chat runs on x86-64 CPUs under Linux (prebuilt for linux-x64 with glibc): its native code uses ' +
+      'x86-64 instructions (AVX2/AVX-512 chosen at run time, with a scalar fallback) and POSIX memory mapping, ' +
+      `and does not build for ${platform}-${arch}.`;
+  throw new NativeLoadError(
+    `No native addon for ${target}: looked for ${tried.join(', ')}. ${what} See docs/install.md.`,
+  );
+}
+
+function loadCandidate(chosen: AddonCandidate): NativeAddon {
   let addon: NativeAddon;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    addon = require(file) as NativeAddon;
+    addon = require(chosen.file) as NativeAddon;
   } catch (cause) {
     const why = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
-    throw new NativeLoadError(
-      `Cannot load the native addon ${file} (${why ?? 'unknown error'}). ` +
-        'Build it with `npm install` or `npm run build:addon` (needs cmake and a C++17 compiler).',
-      { cause },
-    );
+    const what = chosen.kind.startsWith('prebuild')
+      ? 'The prebuilt binary does not run on this system (it needs x86-64 Linux with glibc >= 2.34): build one ' +
+        'for it with `npm rebuild elmo-chat --build-from-source` (needs cmake >= 3.20 and a C++17 compiler), ' +
+        'or set ELMO_ADDON to an elmo.node built elsewhere.'
+      : 'Build it with `npm install` or `npm run build:addon` in a checkout of elmo-chat, or with ' +
+        '`npm rebuild elmo-chat --build-from-source` where elmo-chat is a dependency (needs cmake >= 3.20 and a C++17 compiler).';
+    throw new NativeLoadError(`Cannot load the native addon ${chosen.file} (${why ?? 'unknown error'}). ${what}`, {
+      cause,
+    });
   }
   addon.init(errorClasses, ElmoError);
   return addon;
+}
+
+/**
+ * Loads an addon binary (`file`, or the one {@link resolveAddon} picks) and hands it the error
+ * classes. Throws {@link NativeLoadError} (`ERR_NATIVE_LOAD`) when there is none or it cannot be
+ * loaded, saying what was looked for and what to do.
+ */
+export function loadAddon(file?: string | AddonCandidate): NativeAddon {
+  if (file === undefined) return loadCandidate(resolveAddon());
+  return loadCandidate(typeof file === 'string' ? { file, kind: 'env' } : file);
+}
+
+let loadedFrom: string | undefined;
+
+/** The file {@link native} loaded the addon from; undefined before the first load. */
+export function nativeAddonFile(): string | undefined {
+  return loadedFrom;
 }
 
 let loaded: NativeAddon | undefined;
 
 /** The addon, loaded on first use. */
 export function native(): NativeAddon {
-  loaded ??= loadAddon();
+  if (loaded === undefined) {
+    const chosen = resolveAddon();
+    loaded = loadCandidate(chosen);
+    loadedFrom = chosen.file;
+  }
   return loaded;
 }
