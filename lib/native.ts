@@ -489,9 +489,9 @@ function loadCandidate(chosen: AddonCandidate): NativeAddon {
   } catch (cause) {
     const why = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
     const what = chosen.kind.startsWith('prebuild')
-      ? 'The prebuilt binary does not run on this system (it needs x86-64 Linux with glibc >= 2.34): build one ' +
-        'for it with `npm rebuild elmo-chat --build-from-source` (needs cmake >= 3.20 and a C++17 compiler), ' +
-        'or set ELMO_ADDON to an elmo.node built elsewhere.'
+      ? 'The prebuilt binary does not run on this system (it needs x86-64 Linux with glibc >= 2.33 and the ' +
+        'libstdc++ of GCC >= 12): build one for it with `npm rebuild elmo-chat --build-from-source` (needs cmake >= 3.20 ' +
+        'and a C++17 compiler), or set ELMO_ADDON to an elmo.node built elsewhere.'
       : 'Build it with `npm install` or `npm run build:addon` in a checkout of elmo-chat, or with ' +
         '`npm rebuild elmo-chat --build-from-source` where elmo-chat is a dependency (needs cmake >= 3.20 and a C++17 compiler).';
     throw new NativeLoadError(`Cannot load the native addon ${chosen.file} (${why ?? 'unknown error'}). ${what}`, {
