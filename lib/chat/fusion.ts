@@ -202,10 +202,11 @@ export function decodeSafetensors(bytes: Uint8Array, what = 'safetensors'): Safe
   const header = parseHeader(bytes.subarray(8, 8 + n), bytes.length, what);
   const tensors = new Map<string, F32Tensor>();
   for (const e of header.entries) {
-    // slice(): a copy, aligned for the Float32Array, independent of `bytes`. Float32Array reads
-    // host order: elmo runs on little-endian hosts, as the format is.
-    const raw = bytes.slice(header.dataStart + e.begin, header.dataStart + e.end);
-    tensors.set(e.name, { shape: e.shape, data: new Float32Array(raw.buffer, 0, (e.end - e.begin) / 4) });
+    // A copy (aligned, independent of `bytes`; a Buffer's slice() would be a view). Float32Array
+    // reads host order: elmo runs on little-endian hosts, as the format is.
+    const data = new Float32Array((e.end - e.begin) / 4);
+    new Uint8Array(data.buffer).set(bytes.subarray(header.dataStart + e.begin, header.dataStart + e.end));
+    tensors.set(e.name, { shape: e.shape, data });
   }
   return { tensors, ...(header.metadata !== undefined ? { metadata: header.metadata } : {}) };
 }
