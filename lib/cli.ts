@@ -20,6 +20,10 @@
  *   elmo refine --agent DIR --replay F --held-out F
  *                                     refine the live model from feedback, swap if not worse
  *   elmo feedback export|import       feedback of a chat store as JSON lines (lib/cli/feedback.ts)
+ *   elmo serve --model DIR | --agent DIR
+ *                                     the HTTP service: batching, API keys, metrics, /v1/chat
+ *                                     (lib/cli/serve.ts, docs/serving.md)
+ *   elmo keys create|list|revoke      API keys of elmo serve (lib/cli/keys.ts)
  *
  * Texts come from repeated `--text` options or a JSONL file (`--input FILE`, `-` for stdin)
  * whose lines are `{"text": "...", "pair"?: "..."}` objects or bare JSON strings.
@@ -48,7 +52,9 @@ import {
 import { addChatCommand, addRefineCommand, addTrainChatCommand } from './cli/chat';
 import { addFeedbackCommand } from './cli/feedback';
 import { addEvalCommand, addFinetuneCommand } from './cli/finetune';
+import { addKeysCommand } from './cli/keys';
 import { addPretrainCommand } from './cli/pretrain';
+import { addServeCommand } from './cli/serve';
 import { addVocabCommand } from './cli/vocab';
 import { ElmoError } from './errors';
 import { native } from './native';
@@ -65,6 +71,7 @@ const ASYNC_COMMANDS = new Set([
   'chat',
   'refine',
   'feedback',
+  'serve',
 ]);
 
 const INPUT_HELP = `
@@ -273,6 +280,8 @@ export function buildProgram(io: CliIo, argv: readonly string[] = []): Command {
   addChatCommand(program, io);
   addRefineCommand(program, io);
   addFeedbackCommand(program, io);
+  addServeCommand(program, io);
+  addKeysCommand(program, io);
   return program;
 }
 

@@ -117,6 +117,36 @@ export type {
   CalibrationReport,
   ThresholdMetrics,
 } from './chat/calibrate';
+export {
+  DEFAULT_LIMITS,
+  KeyStore,
+  ModelServer,
+  SCOPES,
+  createKey,
+  createServer,
+  hashKey,
+  maskPII,
+  readKeyFile,
+  revokeKey,
+} from './serve';
+export type {
+  AuthOptions,
+  ChatService,
+  CreateKeyOptions,
+  KeyFile,
+  KeyRecord,
+  MaskOptions,
+  MaskResult,
+  PiiMatch,
+  PiiPattern,
+  PiiType,
+  RateLimit,
+  ReloadResult,
+  Scope,
+  ServeLimits,
+  ServeModel,
+  ServeOptions,
+} from './serve';
 export { openStore } from './chat/store';
 export type {
   ChatStore,

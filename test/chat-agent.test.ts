@@ -10,6 +10,8 @@ import type { ChatExample } from '../lib/chat/chat-model';
 import { openStore } from '../lib/chat/store';
 import type { ChatStore } from '../lib/chat/store';
 import { StoreError } from '../lib/errors';
+import { createServer } from '../lib/serve';
+import pino from 'pino';
 import { rejection, tmpDir } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
@@ -197,6 +199,50 @@ describe('ChatAgent', () => {
     expect(fs.existsSync(path.join(dir, '.tmp-v2'))).toBe(false);
     await reopened.close();
     await real.close();
+  });
+
+  test('behind the HTTP service: POST /v1/chat and /v1/feedback', async () => {
+    const agent = await ChatAgent.open({ modelsDir: tmpDir('agent-http'), initialModel: modelDir });
+    const server = createServer({
+      model: modelDir,
+      auth: false,
+      chat: agent,
+      logger: pino({ level: 'silent' }),
+      defaultMetrics: false,
+    });
+    try {
+      const { port } = await server.listen(0, '127.0.0.1');
+      await server.ready();
+      const post = async (route: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+        const r = await fetch(`http://127.0.0.1:${String(port)}${route}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+        return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+      };
+      const r = await post('/v1/chat', { text: 'take me to paris' });
+      expect(r.status).toBe(200);
+      const reply = r.body as unknown as {
+        conversationId: string;
+        turn: number;
+        understanding: { intent: { label: string } };
+      };
+      expect(reply.understanding.intent.label).toBe('travel');
+      const again = await post('/v1/chat', { conversationId: reply.conversationId, text: 'play songs of london' });
+      expect((again.body as { turn: number }).turn).toBe(2);
+      const fb = await post('/v1/feedback', { conversationId: reply.conversationId, turn: 0, intent: 'travel' });
+      expect(fb.status).toBe(201); // created
+      expect(typeof fb.body.id).toBe('string');
+      expect((await post('/v1/feedback', { conversationId: 'nobody', turn: 0, intent: 'travel' })).status).toBe(404);
+      expect(
+        (await post('/v1/feedback', { conversationId: reply.conversationId, turn: 1, intent: 'travel' })).status,
+      ).toBe(400); // a bot turn
+      expect((await post('/v1/chat', { text: '  ' })).status).toBe(400);
+    } finally {
+      await server.close();
+      await agent.close();
+    }
   });
 
   test('bad input', async () => {

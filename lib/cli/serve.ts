@@ -1,5 +1,6 @@
 /**
- * `elmo serve --model DIR`: the HTTP service of lib/serve from the command line. It logs JSON
+ * `elmo serve --model DIR` (or `--agent DIR` for the dialogue routes): the HTTP service of
+ * lib/serve from the command line. It logs JSON
  * lines (pino) to stdout, answers /healthz at once and /readyz once the model is loaded, reloads
  * the model on SIGHUP, and on SIGTERM or Ctrl-C stops accepting connections, answers the
  * requests it has, and exits (a second Ctrl-C exits at once).
@@ -10,6 +11,7 @@ import { Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import pino from 'pino';
 
+import { ChatAgent } from '../chat/agent';
 import { createServer } from '../serve/server';
 import type { ModelServer, ServeOptions } from '../serve/server';
 import type { DeviceRequest } from '../devices';
@@ -19,7 +21,10 @@ import { UsageError, choice, configureCommand, deviceOption, integer, usageError
 
 /** Flags of `elmo serve`, as commander hands them over. */
 interface ServeFlags {
-  model: string;
+  model?: string;
+  agent?: string;
+  store?: string;
+  responses?: string;
   port: number;
   host: string;
   keys?: string;
@@ -77,7 +82,16 @@ export function addServeCommand(program: Command, io: CliIo): void {
       'serve a model over HTTP: POST /v1/predict, /v1/embed; GET /healthz, /readyz, /metrics, /openapi.json ' +
         '(docs/serving.md), with dynamic batching, API keys, limits and JSON logs',
     )
-    .requiredOption('--model <DIR>', 'checkpoint directory (config.json, model.safetensors, vocab)')
+    .option(
+      '--model <DIR>',
+      'checkpoint directory (config.json, model.safetensors, vocab) of /v1/predict and /v1/embed',
+    )
+    .option(
+      '--agent <DIR>',
+      "a chat agent's directory (model versions, chat.db): POST /v1/chat and /v1/feedback; --model defaults to its live version",
+    )
+    .option('--store <URL>', 'the store of --agent (default sqlite at DIR/chat.db; postgres://... for replicas)')
+    .option('--responses <FILE>', 'responses.json of --agent: templates per intent, fallback, hand-off')
     .option('--port <N>', 'TCP port (0: any free one)', integer(0), 8080)
     .option('--host <HOST>', 'address to listen on (0.0.0.0: every interface)', '127.0.0.1')
     .option('--keys <FILE>', 'API key file (elmo keys create); required unless --no-auth')
@@ -105,9 +119,13 @@ loaded; a failed load keeps it), SIGTERM / Ctrl-C shut down gracefully.
 Examples:
   elmo keys create --keys keys.json --scopes predict
   elmo serve --model ./intent --keys keys.json --port 8080
-  elmo serve --model ./intent --no-auth --host 0.0.0.0 --max-batch-tokens 8192`,
+  elmo serve --model ./intent --no-auth --host 0.0.0.0 --max-batch-tokens 8192
+  elmo serve --agent models/support --responses responses.json --keys keys.json`,
     )
     .action(async (flags: ServeFlags) => {
+      if (flags.model === undefined && flags.agent === undefined) {
+        usageError(cmd, new UsageError('give --model DIR, --agent DIR, or both'));
+      }
       let options: ServeOptions;
       try {
         options = serveOptions(flags, io);
@@ -115,7 +133,28 @@ Examples:
         if (err instanceof UsageError) usageError(cmd, err);
         throw err;
       }
-      await runServe(createServer(options), flags);
+      // The dialogue routes: the agent's live version answers /v1/chat (refinements swap it in
+      // place); /v1/predict and /v1/embed serve --model, by default a copy of the live version
+      // loaded by the server (SIGHUP reloads that directory).
+      let agent: ChatAgent | undefined;
+      if (flags.agent !== undefined) {
+        agent = await ChatAgent.open({
+          modelsDir: flags.agent,
+          model: options.loadOptions ?? {},
+          ...(flags.store !== undefined ? { store: flags.store } : {}),
+          ...(flags.responses !== undefined ? { responses: flags.responses } : {}),
+        });
+        options.chat = agent;
+        if (flags.model === undefined) {
+          const live = await agent.store.activeModelVersion();
+          options.model = live?.dir ?? flags.agent;
+        }
+      }
+      try {
+        await runServe(createServer(options), flags);
+      } finally {
+        await agent?.close();
+      }
     });
   program.addCommand(configureCommand(cmd, io));
 }
@@ -143,7 +182,7 @@ function serveOptions(flags: ServeFlags, io: CliIo): ServeOptions {
   };
   return {
     ...limits,
-    model: flags.model,
+    model: flags.model ?? '',
     auth: flags.auth && flags.keys !== undefined ? { keysFile: flags.keys } : false,
     loadOptions: {
       device: flags.device,
