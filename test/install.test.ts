@@ -371,7 +371,9 @@ describe('install script: run in a package layout', () => {
     expect(pkg.files).toEqual(expect.arrayContaining(['scripts/install.js', 'prebuilds/linux-x64/']));
     expect(pkg.os).toEqual(['linux']);
     expect(pkg.cpu).toEqual(['x64']);
-    // No `prebuild` script: npm would run it before every `npm run build`.
+    // The prebuilt binary is made when the package is packed (npm pack / npm publish), not by a
+    // `prebuild` script: npm would run that before every `npm run build`.
+    expect(pkg.scripts['prepack']).toBe('node scripts/prebuild.js');
     expect(pkg.scripts['prebuild']).toBeUndefined();
   });
 
