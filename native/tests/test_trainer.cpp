@@ -400,6 +400,93 @@ TEST_CASE(joint_micro_batches_add_up_to_the_batch) {
   CHECK(t1->step(&wrong, 1, &r3).code() == Code::kInput);  // intents and intentProbs together
 }
 
+// LoRA (query and value, r 4, alpha 8) with the classifier trained and everything else frozen:
+// loss, the trainable tensors' gradients and values after 5 steps against peft + PyTorch.
+TEST_CASE(lora_parity_with_peft_five_adamw_steps) {
+  elmo_test::for_each_config([](elmo::Backend& be, const elmo_test::Config&) {
+    TrainFixture f;
+    if (!load_train_fixture("train-lora", &f)) return;
+    std::unique_ptr<Bert> m;
+    CHECK_OK(Bert::load(f.dir, &be, &m));
+    if (!m) return;
+    const int64_t H = m->config().hidden_size;
+    CHECK_OK(m->lora_enable(4, 8.0f, 1));
+    for (const auto& [name, v] : read_safetensors(f.dir + "/adapter_initial.safetensors"))
+      CHECK_OK(m->lora_set(name, v.data(), static_cast<int64_t>(v.size())));
+    CHECK_OK(m->lora_apply());
+    elmo::TrainerOptions o = f.opts;
+    o.lora = true;
+    std::unique_ptr<Trainer> tr;
+    CHECK_OK(Trainer::create(m.get(), o, &tr));
+    if (!tr) return;
+    // Read after enable_training: the weights are row-major from here on (inference packs them).
+    const Tensors before = by_hf_name(be, m->parameters(), H);
+    const elmo::TrainBatch b = f.batch();
+    const Tensors want_grads = read_safetensors(f.dir + "/grads.safetensors");
+    const double s = m->lora_scale();
+    for (int step = 0; step < f.steps; ++step) {
+      elmo::StepResult r;
+      CHECK_OK(tr->step(&b, 1, &r));
+      const std::string at = "lora step " + std::to_string(step + 1);
+      close_scalar((at + " loss").c_str(), r.loss, f.losses[static_cast<size_t>(step)], 1e-5);
+      close_scalar((at + " grad norm").c_str(), r.grad_norm, f.grad_norms[static_cast<size_t>(step)], 1e-4);
+      if (step > 0) continue;
+      Tensors got = by_hf_name(be, m->lora_gradients(), H);
+      for (auto& [name, v] : got)
+        for (float& x : v) x = static_cast<float>(x * s);  // lora_backward leaves the factor s out
+      for (const auto& [name, v] : by_hf_name(be, m->gradients(), H))
+        if (name.rfind("classifier.", 0) == 0) got[name] = v;
+      CHECK(got.size() == want_grads.size());
+      for (const auto& [name, w] : want_grads) {
+        auto it = got.find(name);
+        CHECK(it != got.end());
+        if (it == got.end() || it->second.size() != w.size()) continue;
+        const double scale = std::max(max_abs(w), 1e-12);
+        elmo_test::all_close((at + " d" + name).c_str(), it->second.data(), w.data(), static_cast<int64_t>(w.size()),
+                             1e-4 * scale, 1e-4);
+      }
+    }
+    Tensors after = by_hf_name(be, m->lora_parameters(), H);
+    const Tensors all = by_hf_name(be, m->parameters(), H);
+    for (const auto& [name, v] : all)
+      if (name.rfind("classifier.", 0) == 0) after[name] = v;
+    for (const auto& [name, w] : read_safetensors(f.dir + "/after.safetensors")) {
+      auto it = after.find(name);
+      CHECK(it != after.end());
+      if (it == after.end() || it->second.size() != w.size()) continue;
+      elmo_test::all_close(("lora " + name + " after 5 steps").c_str(), it->second.data(), w.data(),
+                           static_cast<int64_t>(w.size()), 1e-4, 1e-4);
+    }
+    // Frozen: everything but the query / value weights (merged with the adapter) is unchanged.
+    for (const auto& [name, v] : all) {
+      if (name.rfind("classifier.", 0) == 0 || name.find("query.weight") != std::string::npos ||
+          name.find("value.weight") != std::string::npos)
+        continue;
+      if (v != before.at(name)) {
+        ++elmo_test::failures();
+        std::fprintf(stderr, "  lora: frozen %s changed\n", name.c_str());
+      }
+    }
+    // The query weight is W0 + s B A.
+    const auto& bq = after.at("bert.encoder.layer.1.attention.self.query.lora_B.weight");
+    const auto& aq = after.at("bert.encoder.layer.1.attention.self.query.lora_A.weight");
+    // W0: the base checkpoint's weight (`before` already holds the initial adapter merged in).
+    const auto w0 = read_safetensors(f.dir + "/model.safetensors").at("bert.encoder.layer.1.attention.self.query.weight");
+    std::vector<float> merged(static_cast<size_t>(H * H));
+    for (int64_t i = 0; i < H; ++i)
+      for (int64_t j = 0; j < H; ++j) {
+        double acc = w0[static_cast<size_t>(i * H + j)];
+        for (int64_t k = 0; k < 4; ++k) acc += s * bq[static_cast<size_t>(i * 4 + k)] * aq[static_cast<size_t>(k * H + j)];
+        merged[static_cast<size_t>(i * H + j)] = static_cast<float>(acc);
+      }
+    elmo_test::all_close("merged query weight", all.at("bert.encoder.layer.1.attention.self.query.weight").data(),
+                         merged.data(), H * H, 1e-6, 1e-5);
+    // Back to W0 without merging; the weights are those before training.
+    CHECK_OK(m->lora_disable(false));
+    CHECK(by_hf_name(be, m->parameters(), H).at("bert.encoder.layer.1.attention.self.query.weight") == w0);
+  });
+}
+
 // Dropout on: the same seed gives the same bits on every ISA and on 1 and 2 threads.
 TEST_CASE(dropout_steps_same_bits_on_every_isa_and_thread_count) {
   std::vector<float> first;

@@ -241,6 +241,29 @@ class Bert {
   // Bytes of training memory (gradients, packed weight copies, activation-gradient arena).
   size_t training_bytes() const;
 
+  // ---- LoRA (bert_lora.cpp) -------------------------------------------------------------------
+  // Low-rank adapters on the query and value projections: W = W0 + (alpha / rank) B A per
+  // layer, A [rank, H] and B [H, rank], kept merged in the parameters (forward and backward
+  // unchanged) with W0 kept aside. lora_enable: A as PEFT initializes it, B = 0. lora_apply:
+  // re-merges after A or B changed. lora_backward (after backward): the adapters' gradients,
+  // WITHOUT the factor alpha / rank (see bert_lora.cpp). lora_disable: back to W0, or with
+  // `merge` the merged weights become the model's.
+  Status lora_enable(int rank, float alpha, uint64_t seed);
+  Status lora_apply();
+  Status lora_backward();
+  Status lora_disable(bool merge);
+  // One adapter tensor by name (PEFT's, less "base_model.model."), from host memory; then lora_apply.
+  Status lora_set(const std::string& name, const float* data, int64_t n);
+  bool lora_enabled() const { return lora_.rank > 0; }
+  int lora_rank() const { return lora_.rank; }
+  float lora_alpha() const { return lora_.alpha; }
+  float lora_scale() const { return lora_.rank > 0 ? lora_.alpha / static_cast<float>(lora_.rank) : 0.0f; }
+  // "bert.encoder.layer.{l}.attention.self.{query,value}.lora_{A,B}.weight", views into one buffer.
+  const std::vector<Param>& lora_parameters() const { return lora_.params; }
+  const std::vector<Param>& lora_gradients() const { return lora_.grads; }
+  Tensor lora_region() const { return lora_.region; }
+  Tensor lora_grad_region() const { return lora_.grad_region; }
+
   // Arena bookkeeping: bytes held and how many times it was (re)allocated.
   size_t arena_bytes() const { return arena_bytes_; }
   int arena_allocations() const { return arena_allocs_; }
@@ -350,6 +373,23 @@ class Bert {
   Status tail_backward(int l, const LayerActs& ta, Tensor dy, Tensor dln, Tensor dtmp, Tensor dact, Tensor dh1,
                        Tensor dln1, Tensor datt);
   Status check_inputs(const BertInputs& in) const;
+  // Rows [part·H, (part+1)·H) of a fused [3H, H] qkv matrix (0 query, 2 value) as an [H, H] view.
+  Tensor qkv_rows(const Tensor& qkv, int part) const;
+
+  struct LoraState {
+    int rank = 0;
+    float alpha = 0;
+    Tensor buf, grad_buf, base_buf, scaled_b;
+    Tensor region, grad_region;
+    std::vector<Param> params, grads;
+    struct LayerLora {
+      Tensor aq, bq, av, bv;          // [r, H], [H, r]
+      Tensor gaq, gbq, gav, gbv;      // their gradients
+      Tensor base_q, base_v;          // W0 rows [H, H]
+    };
+    std::vector<LayerLora> layers;
+  };
+  LoraState lora_;
 
   BertConfig config_;
   BertHeads heads_;

@@ -53,6 +53,9 @@ struct TrainerOptions {
   // three weighted by loss_weights (intent, emotion, slots).
   int joint_intents = 0;
   float loss_weights[3] = {1.0f, 1.0f, 1.0f};
+  // Train the model's LoRA adapters (Bert::lora_enable) and its heads after the pooler
+  // (classifier, slot classifier: PEFT's modules_to_save); every other weight stays frozen.
+  bool lora = false;
 };
 
 // One micro-batch: the packed inputs and its labels (HF conventions):
@@ -128,11 +131,15 @@ class Trainer {
   Status run_micro_joint(const TrainBatch& b, bool train, uint64_t seed, const int64_t counts[3], double sums[3]);
   Status step_joint(const TrainBatch* micro, int n, StepResult* out);
   Status apply_update(double loss, StepResult* out);
+  Status apply_lora_update(double loss, StepResult* out);
 
   Bert* model_;
   TrainerOptions opts_;
   Tensor moments_;  // [2 x parameters]: m then v
   Tensor m_decay_, m_no_decay_, v_decay_, v_no_decay_;
+  // LoRA: the adapters' moments, and the trainable tails (the heads) of each region.
+  Tensor lora_moments_, lora_m_, lora_v_;
+  size_t head_decay_offset_ = 0, head_no_decay_offset_ = 0;  // bytes into the regions
   Tensor scratch_;  // losses, lse, targets
   int64_t scratch_rows_ = 0, scratch_cells_ = 0;
   Tensor losses_, lse_, targets_i32_, targets_f32_, positions_;

@@ -109,6 +109,10 @@ Bert::~Bert() {
     backend_->free(&arena_);
     backend_->free(&compute_buf_);
     backend_->free(&param_buf_);
+    backend_->free(&lora_.buf);
+    backend_->free(&lora_.grad_buf);
+    backend_->free(&lora_.base_buf);
+    backend_->free(&lora_.scaled_b);
   }
 }
 

@@ -88,6 +88,8 @@ Status Trainer::create(Bert* model, const TrainerOptions& o, std::unique_ptr<Tra
   if (o.hidden_dropout >= 0) ELMO_RETURN_IF_ERROR(check_float(o.hidden_dropout, "dropout", 0, 0.99f));
   if (o.attention_dropout >= 0) ELMO_RETURN_IF_ERROR(check_float(o.attention_dropout, "attentionDropout", 0, 0.99f));
 
+  ELMO_CHECK(!o.lora || model->lora_enabled(), Code::kInput,
+             "Expected a model with a LoRA adapter for options.lora but received one without (lora_enable first)");
   ELMO_RETURN_IF_ERROR(model->enable_training());
   Backend& be = *model->backend();
   const Tensor pd = model->decay_region(), pn = model->no_decay_region();
@@ -99,6 +101,26 @@ Status Trainer::create(Bert* model, const TrainerOptions& o, std::unique_ptr<Tra
   t->m_no_decay_ = make_view(t->moments_.data, static_cast<size_t>(nd) * 4, DType::kF32, {nn}, dev);
   t->v_decay_ = make_view(t->moments_.data, static_cast<size_t>(nd + nn) * 4, DType::kF32, {nd}, dev);
   t->v_no_decay_ = make_view(t->moments_.data, static_cast<size_t>(2 * nd + nn) * 4, DType::kF32, {nn}, dev);
+  if (o.lora) {
+    const int64_t nl = model->lora_region().numel();
+    ELMO_RETURN_IF_ERROR(be.alloc(&t->lora_moments_, DType::kF32, {2 * nl}));
+    ELMO_RETURN_IF_ERROR(be.fill(t->lora_moments_, 0.0f));
+    t->lora_m_ = make_view(t->lora_moments_.data, 0, DType::kF32, {nl}, dev);
+    t->lora_v_ = make_view(t->lora_moments_.data, static_cast<size_t>(nl) * 4, DType::kF32, {nl}, dev);
+    // The heads after the pooler are the tails of the two regions (parameters are laid out in
+    // order: embeddings, layers, pooler, classifier, MLM head, slot classifier).
+    t->head_decay_offset_ = static_cast<size_t>(nd) * 4;
+    t->head_no_decay_offset_ = static_cast<size_t>(nn) * 4;
+    bool seen_d = false, seen_n = false;
+    for (const Bert::Param& p : model->parameters()) {
+      const bool head = p.name.rfind("classifier.", 0) == 0 || p.name.rfind("slot_classifier.", 0) == 0;
+      if (!head) continue;
+      const Tensor region = p.decay ? pd : pn;
+      const size_t at = static_cast<size_t>(static_cast<char*>(p.value.data) - static_cast<char*>(region.data));
+      if (p.decay && !seen_d) t->head_decay_offset_ = at, seen_d = true;
+      if (!p.decay && !seen_n) t->head_no_decay_offset_ = at, seen_n = true;
+    }
+  }
   *out = std::move(t);
   return Status::ok();
 }
@@ -108,6 +130,7 @@ Trainer::~Trainer() {
   if (be) {
     be->free(&moments_);
     be->free(&scratch_);
+    be->free(&lora_moments_);
   }
 }
 
@@ -327,6 +350,7 @@ Status Trainer::step(const TrainBatch* micro, int n, StepResult* out) {
 
 // The gradients are in place: clip to max_grad_norm, AdamW over both regions, advance.
 Status Trainer::apply_update(double loss, StepResult* out) {
+  if (opts_.lora) return apply_lora_update(loss, out);
   Backend& be = *model_->backend();
   double ss = 0;
   ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, model_->grad_decay_region()));
@@ -352,6 +376,65 @@ Status Trainer::apply_update(double loss, StepResult* out) {
   ELMO_RETURN_IF_ERROR(be.adamw_update(model_->no_decay_region(), model_->grad_no_decay_region(), m_no_decay_, v_no_decay_, p));
   ++step_;
   ELMO_RETURN_IF_ERROR(model_->refresh_compute_weights());
+  out->loss = loss;
+  out->grad_norm = norm;
+  out->lr = lr;
+  out->step = step_;
+  return Status::ok();
+}
+
+namespace {
+
+// The tail of a flat region from a byte offset, and the same tail of a region laid out alike.
+Tensor tail(const Tensor& region, size_t offset) {
+  const int64_t n = region.numel() - static_cast<int64_t>(offset / 4);
+  return make_view(region.data, offset, DType::kF32, {n}, region.device);
+}
+
+}  // namespace
+
+// LoRA: the adapters' gradients from the weight gradients, the clipping norm over the trainable
+// tensors only (adapters with their factor s, heads), AdamW on those, then the adapters merged
+// into the weights again. Frozen weights keep their values (their gradients are not applied).
+Status Trainer::apply_lora_update(double loss, StepResult* out) {
+  Backend& be = *model_->backend();
+  ELMO_RETURN_IF_ERROR(model_->lora_backward());
+  const double s = model_->lora_scale();
+  const Tensor gd = tail(model_->grad_decay_region(), head_decay_offset_);
+  const Tensor gn = tail(model_->grad_no_decay_region(), head_no_decay_offset_);
+  double ss = 0, sl = 0;
+  if (gd.numel() > 0) ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, gd));
+  if (gn.numel() > 0) ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, gn));
+  ELMO_RETURN_IF_ERROR(be.sum_squares(&sl, model_->lora_grad_region()));
+  ss += s * s * sl;
+  double norm = 0;
+  const float factor = clip_factor(ss, opts_.max_grad_norm, &norm);
+  if (!std::isfinite(loss) || !std::isfinite(norm))
+    return Status(Code::kNonFinite,
+                  strformat("step %lld: the %s is %s; the step was not applied (the weights are those after step %lld)",
+                            (long long)(step_ + 1), std::isfinite(loss) ? "gradient norm" : "loss",
+                            std::isnan(std::isfinite(loss) ? norm : loss) ? "NaN" : "infinite", (long long)step_));
+  const double lr = lr_at(step_);
+  AdamWParams p;
+  p.lr = static_cast<float>(lr);
+  p.beta1 = opts_.beta1;
+  p.beta2 = opts_.beta2;
+  p.eps = opts_.eps;
+  p.step = step_ + 1;
+  p.weight_decay = opts_.weight_decay;
+  p.grad_scale = static_cast<float>(factor * s);  // the adapters' gradients lack the factor s
+  ELMO_RETURN_IF_ERROR(be.adamw_update(model_->lora_region(), model_->lora_grad_region(), lora_m_, lora_v_, p));
+  p.grad_scale = factor;
+  if (gd.numel() > 0)
+    ELMO_RETURN_IF_ERROR(be.adamw_update(tail(model_->decay_region(), head_decay_offset_), gd,
+                                         tail(m_decay_, head_decay_offset_), tail(v_decay_, head_decay_offset_), p));
+  p.weight_decay = 0.0f;
+  if (gn.numel() > 0)
+    ELMO_RETURN_IF_ERROR(be.adamw_update(tail(model_->no_decay_region(), head_no_decay_offset_), gn,
+                                         tail(m_no_decay_, head_no_decay_offset_), tail(v_no_decay_, head_no_decay_offset_),
+                                         p));
+  ++step_;
+  ELMO_RETURN_IF_ERROR(model_->lora_apply());  // re-merges and refreshes the forward's weight copies
   out->loss = loss;
   out->grad_norm = norm;
   out->lr = lr;
@@ -580,6 +663,7 @@ Status Trainer::eval_loss(const TrainBatch& batch, double* loss, int64_t* count)
 }
 
 Status Trainer::save_state(const std::string& path) const {
+  ELMO_CHECK(!opts_.lora, Code::kUnsupported, "save_state: the optimizer state of LoRA training is not saved (train again)");
   Backend& be = *model_->backend();
   const std::vector<Bert::Param>& params = model_->parameters();
   const Tensor& pbase = model_->decay_region();
