@@ -74,7 +74,10 @@ export interface RefineOptions extends Omit<ChatFineTuneOptions, 'evalSet'> {
   replay: readonly ChatExample[] | string;
   /** The held-out set of the shadow evaluation (the original test or dev set). */
   heldOut: readonly ChatExample[] | string;
-  /** Replay examples per feedback example; default 8. */
+  /**
+   * Replay examples per feedback example; default 8. The learning rate defaults to 0.3 of the
+   * live version's own (as chat.json records it), else 2e-5; epochs to 2.
+   */
   replayRatio?: number;
   /** Times each feedback example is seen per epoch; default 2. */
   feedbackRepeat?: number;
@@ -388,7 +391,10 @@ export class ChatAgent {
       try {
         candidate.outOfScopeThreshold = live.outOfScopeThreshold;
         candidate.emotionThreshold = live.emotionThreshold;
-        await candidate.fineTune(train, { epochs: 2, learningRate: 2e-5, ...fineTuneOptions(options) });
+        // A refinement moves less than the training did: by default 0.3 of the live version's
+        // own peak learning rate (3e-4 for a model trained at 1e-3: bench/refine.js), else 2e-5.
+        const learningRate = 0.3 * (live.trainedLearningRate ?? 2e-5 / 0.3);
+        await candidate.fineTune(train, { epochs: 2, learningRate, ...fineTuneOptions(options) });
         const cand = await candidate.evaluate(heldOut);
         const fixedCurrent = await live.evaluate(examples);
         const fixedCand = await candidate.evaluate(examples);

@@ -279,6 +279,11 @@ export class ChatModel {
   set outOfScopeThreshold(v: number) {
     this.#meta.outOfScopeThreshold = checkUnit(v, 'outOfScopeThreshold');
   }
+  /** The peak learning rate of the model's first fine-tuning here (refinements keep it). */
+  get trainedLearningRate(): number | undefined {
+    const lr = this.#meta.training?.baseLearningRate;
+    return typeof lr === 'number' ? lr : undefined;
+  }
   /** Emotions scoring at or above it are reported; default 0.5. */
   get emotionThreshold(): number {
     return this.#meta.emotionThreshold;
@@ -417,11 +422,14 @@ export class ChatModel {
       await trainer.dispose();
     }
     const seconds = (performance.now() - t0) / 1000;
+    // The first fine-tuning's rate stays the model's own (later ones are refinements of it).
+    const first = this.#meta.training?.baseLearningRate ?? this.#meta.training?.learningRate;
     this.#meta.training = {
       examples: data.length,
       epochs,
       batchSize,
       learningRate: options.learningRate ?? 5e-5,
+      baseLearningRate: typeof first === 'number' ? first : (options.learningRate ?? 5e-5),
       seconds: Math.round(seconds * 10) / 10,
       finishedAt: new Date().toISOString(),
     };
