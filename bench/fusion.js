@@ -9,6 +9,8 @@
 //   ensemble        ChatEnsemble of the four (mean probabilities, word-level slots)
 //   student (gold)  a small encoder from random init (--student LxH) fine-tuned on the gold labels
 //   student (KD)    the same student distilled from the best single (ChatModel.distill), same recipe
+//                   and texts, once per --kd TEMPERATURE:ALPHA (alpha: the weight of the gold intent;
+//                   the slot targets are always the teacher's tags)
 //
 // with intent accuracy and slot F1 on the SNIPS test split, turns per second (understandMany in
 // batches of 64 over the test turns; each system timed --rounds times, in rotating order, the
@@ -17,7 +19,7 @@
 //
 //   node bench/fusion.js [--epochs 2] [--max-train N] [--max-test N] [--max-valid N] [--batch 32]
 //        [--lrs 1e-3,1e-3,5e-4,5e-4] [--seeds 42,43,44,45] [--student 2x128] [--student-lr 1e-3]
-//        [--student-epochs E] [--temperature 2] [--alpha 0.5] [--rounds 3] [--encoder DIR]
+//        [--student-epochs E] [--kd 2:0.5,1:1] [--rounds 3] [--encoder DIR]
 //        [--data DIR] [--work DIR] [--json FILE]
 //
 // Needs `npm run build` (dist/). SNIPS is read from ../shared/data (--data DIR), never copied.
@@ -49,7 +51,7 @@ function parseArgs(argv) {
 }
 
 const args = parseArgs(process.argv.slice(2));
-const KNOWN = ['epochs', 'max-train', 'max-test', 'max-valid', 'batch', 'lrs', 'seeds', 'student', 'student-lr', 'student-epochs', 'temperature', 'alpha', 'rounds', 'encoder', 'data', 'work', 'json'];
+const KNOWN = ['epochs', 'max-train', 'max-test', 'max-valid', 'batch', 'lrs', 'seeds', 'student', 'student-lr', 'student-epochs', 'kd', 'rounds', 'encoder', 'data', 'work', 'json'];
 for (const k of Object.keys(args)) if (!KNOWN.includes(k)) throw new Error(`bench/fusion: unknown option --${k} (known: ${KNOWN.join(', ')})`);
 const count = (name, fallback) => {
   if (args[name] === undefined) return fallback;
@@ -76,8 +78,11 @@ const [studentLayers, studentHidden] = (args.student ?? '2x128').split('x').map(
 if (!(studentLayers >= 1 && studentHidden >= 2 && studentHidden % 64 === 0)) throw new Error(`--student: expected LAYERSxHIDDEN (hidden a multiple of 64), got ${args.student}`);
 const studentLr = Number(args['student-lr'] ?? 1e-3);
 const studentEpochs = count('student-epochs', epochs);
-const temperature = Number(args.temperature ?? 2);
-const alpha = Number(args.alpha ?? 0.5);
+const kd = (args.kd ?? '2:0.5').split(',').map((v) => {
+  const [temperature, alpha] = v.split(':').map(Number);
+  if (!(temperature > 0 && alpha >= 0 && alpha <= 1)) throw new Error(`--kd: expected TEMPERATURE:ALPHA pairs, got ${args.kd}`);
+  return { temperature, alpha };
+});
 const rounds = count('rounds', 3);
 const HEAD_SEED = 42; // every ingredient starts from the same heads: a condition of averaging
 const MAX_SEQ_LEN = 128;
@@ -94,7 +99,7 @@ function metrics(m) {
 }
 
 /** Fine-tunes a chat model (or distills into it), progress on stderr every 30 s. */
-async function train(chat, examples, name, recipe, teacher) {
+async function train(chat, examples, name, recipe, teacher, distill) {
   let last = 0;
   const options = {
     epochs: recipe.epochs,
@@ -110,7 +115,7 @@ async function train(chat, examples, name, recipe, teacher) {
       log(`  ${name}: step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(3)} ${p.seconds.toFixed(0)} s`);
     },
   };
-  const r = teacher ? await chat.distill(teacher, examples, { ...options, temperature, alpha }) : await chat.fineTune(examples, options);
+  const r = teacher ? await chat.distill(teacher, examples, { ...options, ...distill }) : await chat.fineTune(examples, options);
   return { steps: r.steps, trainSeconds: round(r.seconds, 1), loss: round(r.loss) };
 }
 
@@ -185,13 +190,14 @@ async function main() {
     typeVocabSize: 2,
   };
   const studentRecipe = { epochs: studentEpochs, learningRate: studentLr, seed: 42 };
-  const students = {};
-  for (const kind of ['gold', 'distilled']) {
+  const students = [];
+  for (const distill of [undefined, ...kd]) {
+    const kind = distill ? `distilled, T ${distill.temperature}, alpha ${distill.alpha}` : 'gold';
     const bert = Bert.create(studentConfig, { tokenizer: teacher.model.tokenizer, device: 'cpu', seed: 7 });
     const chat = await ChatModel.create(bert, labels, { seed: HEAD_SEED });
     log(`student (${kind}): ${studentLayers} layers x ${studentHidden}, ${chat.model.config.numParameters} parameters`);
-    const t = await train(chat, trainSet, `student-${kind}`, studentRecipe, kind === 'distilled' ? teacher : undefined);
-    students[kind] = { chat, train: t };
+    const t = await train(chat, trainSet, `student (${kind})`, studentRecipe, distill ? teacher : undefined, distill);
+    students.push({ kind, distill, chat, train: t });
   }
 
   // 4. side by side on the test turns
@@ -200,8 +206,7 @@ async function main() {
     { system: 'uniform soup', run: await ChatModel.load(uniformDir, { device: 'cpu' }) },
     { system: 'greedy soup', run: await ChatModel.load(greedyDir, { device: 'cpu' }) },
     { system: `ensemble of ${dirs.length}`, run: await ChatEnsemble.load(dirs, { device: 'cpu' }) },
-    { system: `student ${studentLayers}x${studentHidden} (gold)`, run: students.gold.chat },
-    { system: `student ${studentLayers}x${studentHidden} (distilled)`, run: students.distilled.chat },
+    ...students.map((st) => ({ system: `student ${studentLayers}x${studentHidden} (${st.kind})`, run: st.chat })),
   ];
   for (const x of systems) {
     x.parameters = x.run instanceof ChatEnsemble ? x.run.parameters : x.run.model.config.numParameters;
@@ -238,9 +243,8 @@ async function main() {
     students: {
       config: studentConfig,
       recipe: studentRecipe,
-      distillation: { temperature, alpha, teacher: best.name },
-      gold: students.gold.train,
-      distilled: students.distilled.train,
+      teacher: best.name,
+      runs: students.map((st) => ({ kind: st.kind, ...(st.distill ?? {}), ...st.train })),
     },
     timing: { rounds, batch: 64, turns: turns.length },
     table,
