@@ -184,6 +184,10 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::trainer_save_state>("trainerSaveState"),
                            InstanceMethod<&Model::trainer_load_state>("trainerLoadState"),
                            InstanceMethod<&Model::trainer_dispose>("trainerDispose"),
+                           InstanceMethod<&Model::lora_enable>("loraEnable"),
+                           InstanceMethod<&Model::lora_disable>("loraDisable"),
+                           InstanceMethod<&Model::lora_tensors>("loraTensors"),
+                           InstanceMethod<&Model::lora_load>("loraLoad"),
                            InstanceAccessor<&Model::get_config>("config"),
                            InstanceAccessor<&Model::get_loaded>("loaded"),
                            InstanceAccessor<&Model::get_busy>("busy"),
@@ -645,6 +649,121 @@ class Model : public Napi::ObjectWrap<Model> {
     return out;
   }
 
+  // ---- LoRA ----------------------------------------------------------------------------------
+  // loraEnable(rank, alpha, seed) -> Promise<void>: fresh adapters on query and value.
+  Napi::Value lora_enable(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "loraEnable");
+      check_loaded(env, "loraEnable");
+      const int rank = static_cast<int>(int_arg(info[0], "rank", 1, 1 << 16));
+      const float alpha = static_cast<float>(number_arg(info[1], "alpha"));
+      const uint64_t seed = is_absent(info[2]) ? 0 : u64_arg(info[2], "seed");
+      auto job = std::make_unique<Job>(env);
+      Bert* bert = bert_.get();
+      job->run = [bert, rank, alpha, seed]() { return bert->lora_enable(rank, alpha, seed); };
+      return start(env, std::move(job));
+    });
+  }
+
+  // loraDisable(merge) -> Promise<void>: back to the base weights, or keep the merged ones.
+  Napi::Value lora_disable(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "loraDisable");
+      check_loaded(env, "loraDisable");
+      const bool merge = bool_arg(info[0], "merge");
+      auto job = std::make_unique<Job>(env);
+      Bert* bert = bert_.get();
+      job->run = [bert, merge]() { return bert->lora_disable(merge); };
+      return start(env, std::move(job));
+    });
+  }
+
+  // loraTensors() -> Promise<{ [name]: Float32Array }>: the adapters (when enabled) and the heads
+  // after the pooler (classifier.*, slot_classifier.*), row-major copies.
+  Napi::Value lora_tensors(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "loraTensors");
+      check_loaded(env, "loraTensors");
+      auto job = std::make_unique<Job>(env);
+      auto out = std::make_shared<std::vector<std::pair<std::string, std::vector<float>>>>();
+      Bert* bert = bert_.get();
+      job->run = [bert, out]() -> Status {
+        Backend& be = *bert->backend();
+        for (const Bert::Param& p : bert->lora_parameters()) {
+          out->emplace_back(p.name, std::vector<float>(static_cast<size_t>(p.value.numel())));
+          ELMO_RETURN_IF_ERROR(be.download(out->back().second.data(), p.value, out->back().second.size() * 4));
+        }
+        ELMO_RETURN_IF_ERROR(be.sync());
+        for (const Bert::Param& p : bert->parameters()) {
+          if (p.name.rfind("classifier.", 0) != 0 && p.name.rfind("slot_classifier.", 0) != 0) continue;
+          out->emplace_back(p.name, std::vector<float>());
+          ELMO_RETURN_IF_ERROR(bert->read_parameter(p.name, &out->back().second));
+        }
+        return Status::ok();
+      };
+      job->finish = [out](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        for (const auto& [name, v] : *out) {
+          Napi::Float32Array a = Napi::Float32Array::New(e, v.size());
+          std::memcpy(a.Data(), v.data(), v.size() * 4);
+          o.Set(name, a);
+        }
+        return o;
+      };
+      return start(env, std::move(job));
+    });
+  }
+
+  // loraLoad({ [name]: Float32Array }) -> Promise<void>: adapter tensors (".lora_" names) and
+  // head parameters by name, then the adapters merged again. Names and sizes are checked first.
+  Napi::Value lora_load(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return as_promise(env, [&]() -> Napi::Value {
+      check_live(env, "loraLoad");
+      check_loaded(env, "loraLoad");
+      if (!info[0].IsObject()) throw_expected(env, "ERR_INPUT", "an object of Float32Arrays", "tensors", info[0]);
+      Napi::Object o = info[0].As<Napi::Object>();
+      auto items = std::make_shared<std::vector<std::pair<std::string, std::vector<float>>>>();
+      Napi::Array keys = o.GetPropertyNames();
+      for (uint32_t k = 0; k < keys.Length(); ++k) {
+        const std::string name = keys.Get(k).As<Napi::String>().Utf8Value();
+        Napi::Value v = o.Get(name);
+        if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+          throw_expected(env, "ERR_INPUT", "a Float32Array", ("tensors." + name).c_str(), v);
+        Napi::Float32Array a = v.As<Napi::Float32Array>();
+        items->emplace_back(name, std::vector<float>(a.Data(), a.Data() + a.ElementLength()));
+      }
+      auto job = std::make_unique<Job>(env);
+      Bert* bert = bert_.get();
+      job->run = [bert, items]() -> Status {
+        // Check every name and size before writing anything.
+        for (const auto& [name, v] : *items) {
+          bool found = false;
+          int64_t n = 0;
+          for (const Bert::Param& p : bert->lora_parameters())
+            if (p.name == name) found = true, n = p.value.numel();
+          for (const Bert::Param& p : bert->parameters())
+            if (p.name == name && (name.rfind("classifier.", 0) == 0 || name.rfind("slot_classifier.", 0) == 0))
+              found = true, n = p.value.numel();
+          ELMO_CHECK(found, Code::kCheckpoint, "%s: not an adapter tensor or head of this model", name.c_str());
+          ELMO_CHECK(n == static_cast<int64_t>(v.size()), Code::kCheckpoint, "%s: %zu values, expected %lld", name.c_str(),
+                     v.size(), (long long)n);
+        }
+        for (const auto& [name, v] : *items) {
+          if (name.find(".lora_") != std::string::npos)
+            ELMO_RETURN_IF_ERROR(bert->lora_set(name, v.data(), static_cast<int64_t>(v.size())));
+          else
+            ELMO_RETURN_IF_ERROR(bert->write_parameter(name, v.data(), static_cast<int64_t>(v.size())));
+        }
+        return bert->lora_enabled() ? bert->lora_apply() : Status::ok();
+      };
+      return start(env, std::move(job));
+    });
+  }
+
   // loadEncoder(safetensorsPath) -> Promise<void>: the encoder's weights from another checkpoint
   // (Bert::load_encoder), on the worker.
   Napi::Value load_encoder(const Napi::CallbackInfo& info) {
@@ -687,6 +806,7 @@ class Model : public Napi::ObjectWrap<Model> {
       else throw_expected(env, "ERR_INPUT", "one of 'sequence', 'multi-label', 'regression', 'token', 'mlm', 'joint'", "options.task", o.Get("task"));
       if (!is_absent(o.Get("jointIntents")))
         t.joint_intents = static_cast<int>(int_arg(o.Get("jointIntents"), "options.jointIntents", 0, 1 << 20));
+      if (!is_absent(o.Get("lora"))) t.lora = bool_arg(o.Get("lora"), "options.lora");
       Napi::Value lw = o.Get("lossWeights");
       if (!is_absent(lw)) {
         if (!lw.IsArray() || lw.As<Napi::Array>().Length() != 3)
@@ -966,6 +1086,14 @@ class Model : public Napi::ObjectWrap<Model> {
     heads.Set("mlm", Napi::Boolean::New(env, h.mlm));
     heads.Set("tokenClassifier", Napi::Boolean::New(env, h.token_classifier));
     heads.Set("slots", Napi::Boolean::New(env, h.slots));
+    if (bert_->lora_enabled()) {
+      Napi::Object lora = Napi::Object::New(env);
+      lora.Set("rank", Napi::Number::New(env, bert_->lora_rank()));
+      lora.Set("alpha", Napi::Number::New(env, bert_->lora_alpha()));
+      o.Set("lora", lora);
+    } else {
+      o.Set("lora", env.Null());
+    }
     num("numSlotLabels", h.slots ? c.num_slot_labels : 0);
     o.Set("heads", heads);
     num("numParameters", static_cast<double>(bert_->num_parameters()));

@@ -762,6 +762,10 @@ export class Bert {
     const self = this;
     // Not a spread of #host(): its `native` and `info` are getters, read afresh after a head change.
     return Object.assign(this.#host(), {
+      refreshInfo: () => {
+        const info = self.#model.config;
+        if (info !== null) self.#info = info;
+      },
       setJointHeads: async (labels: readonly string[], numSlotLabels: number, seed: number) => {
         const info = self.#info;
         const same =
@@ -863,6 +867,8 @@ export interface JointHost extends FineTuneHost {
    * weights; a model that already has exactly these heads is kept as it is.
    */
   setJointHeads(labels: readonly string[], numSlotLabels: number, seed: number): Promise<void>;
+  /** Reads the native model's architecture again (after adapters were added or removed). */
+  refreshInfo(): void;
 }
 
 /** @internal The dialogue layer's access to a model (not part of the public API). */

@@ -178,6 +178,8 @@ export interface NativeModelConfig {
   heads: { pooler: boolean; classifier: boolean; mlm: boolean; tokenClassifier: boolean; slots: boolean };
   /** Rows of the slot classifier (joint models); 0 without one. */
   numSlotLabels: number;
+  /** The LoRA adapter merged into the query and value weights, or null. */
+  lora: { rank: number; alpha: number } | null;
   numParameters: number;
 }
 
@@ -246,6 +248,8 @@ export interface NativeTrainerOptions {
   jointIntents?: number;
   /** Joint task: weights of the intent, emotion and slot losses. */
   lossWeights?: [number, number, number];
+  /** Train the LoRA adapters and the heads after the pooler only (the model must have adapters). */
+  lora?: boolean;
   learningRate?: number;
   beta1?: number;
   beta2?: number;
@@ -315,6 +319,14 @@ export interface NativeModel {
    * of the same configuration; with `heads`, every parameter.
    */
   loadEncoder(safetensorsPath: string, heads?: boolean): Promise<void>;
+  /** Fresh LoRA adapters (A as peft initializes it, B zero) on every layer's query and value. */
+  loraEnable(rank: number, alpha: number, seed?: number): Promise<void>;
+  /** Removes the adapters: the base weights back, or (`merge`) the merged ones kept. */
+  loraDisable(merge: boolean): Promise<void>;
+  /** The adapter tensors (`bert.encoder.layer.L.attention.self.{query,value}.lora_{A,B}.weight`) and the heads after the pooler. */
+  loraTensors(): Promise<Record<string, Float32Array>>;
+  /** Sets adapter tensors and head parameters by name (checked first), then re-merges. */
+  loraLoad(tensors: Record<string, Float32Array>): Promise<void>;
   /** Creates (or replaces) the model's trainer; enables its training memory. */
   trainerCreate(options: NativeTrainerOptions): Promise<void>;
   /** One optimizer step; an array is one step over its micro-batches. */

@@ -190,6 +190,78 @@ describe('ChatModel', () => {
     }
   });
 
+  test('LoRA: adapters trained with the encoder frozen, saved in peft format, several per base, merged', async () => {
+    const small = { ...tiny, hiddenSize: 64, intermediateSize: 128 };
+    const train = toy(96, 0);
+    const test = toy(24, 1);
+    const chat = await ChatModel.create(Bert.create(small, { tokenizer, device: 'cpu', seed: 1 }), chatLabels(train), {
+      seed: 2,
+    });
+    try {
+      const base = tmpDir('lora-base');
+      await chat.save(base);
+      const text = 'play some music from paris with my family';
+      const plain = await chat.understand(text);
+      await chat.enableLora({ rank: 4, alpha: 8, seed: 3 });
+      expect(chat.adapters).toEqual({ names: ['default'], active: 'default' });
+      expect((await chat.understand(text)).intent?.score).toBeCloseTo(plain.intent?.score ?? NaN, 5); // B = 0
+      const r = await chat.fineTune(train, { lora: true, epochs: 30, batchSize: 16, learningRate: 1e-2, dropout: 0 });
+      expect(r.loss).toBeLessThan(r.history[0]?.loss ?? 0);
+      const tuned = await chat.evaluate(test);
+      expect(tuned.slots?.f1).toBeGreaterThan(0.5);
+      const withAdapter = await chat.understand(text);
+
+      const adapterDir = tmpDir('lora-adapter');
+      await chat.saveAdapter(adapterDir);
+      const cfg = JSON.parse(fs.readFileSync(path.join(adapterDir, 'adapter_config.json'), 'utf8')) as Record<
+        string,
+        unknown
+      >;
+      expect(cfg).toEqual(
+        expect.objectContaining({ peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['query', 'value'] }),
+      );
+      expect(cfg.modules_to_save).toEqual(['classifier', 'slot_classifier']);
+
+      // Without the adapter: the base weights and heads, bit for bit (the encoder stayed frozen).
+      await chat.useAdapter(null);
+      const again = tmpDir('lora-again');
+      await chat.save(again);
+      expect(fs.readFileSync(path.join(again, 'model.safetensors'))).toEqual(
+        fs.readFileSync(path.join(base, 'model.safetensors')),
+      );
+      expect((await chat.understand(text)).intent?.score).toBeCloseTo(plain.intent?.score ?? NaN, 5);
+
+      // Several adapters on one base, chosen per call.
+      await chat.loadAdapter(adapterDir, 'music');
+      await chat.enableLora({ rank: 2, name: 'fresh' });
+      const [a, b] = await Promise.all([
+        chat.understand(text, { adapter: 'music' }),
+        chat.understand(text, { adapter: null }),
+      ]);
+      expect(a.intent?.score).toBeCloseTo(withAdapter.intent?.score ?? NaN, 5);
+      expect(a.slots).toEqual(withAdapter.slots);
+      expect(b.intent?.score).toBeCloseTo(plain.intent?.score ?? NaN, 5);
+      expect((await rejection(chat.useAdapter('nope'))).code).toBe('ERR_INPUT');
+
+      // Merged: a plain checkpoint that answers as the adapter did.
+      await chat.useAdapter('music');
+      await chat.mergeAdapter();
+      expect(chat.adapters).toEqual({ names: [], active: null });
+      const merged = tmpDir('lora-merged');
+      await chat.save(merged);
+      using reloaded = await ChatModel.load(merged);
+      expect((await reloaded.understand(text)).intent?.score).toBeCloseTo(withAdapter.intent?.score ?? NaN, 4);
+
+      fs.writeFileSync(
+        path.join(adapterDir, 'adapter_config.json'),
+        JSON.stringify({ ...cfg, target_modules: ['key'] }),
+      );
+      expect((await rejection(chat.loadAdapter(adapterDir))).code).toBe('ERR_CHECKPOINT');
+    } finally {
+      chat.dispose();
+    }
+  });
+
   test('heads are optional; examples label any subset', async () => {
     const chat = await ChatModel.create(Bert.create(tiny, { tokenizer, device: 'cpu', seed: 1 }), {
       intents: ['a', 'b'],

@@ -18,6 +18,7 @@ import { Bert, jointHost } from '../bert';
 import type { BertLoadOptions, JointHost } from '../bert';
 import { AbortedError, CheckpointError, DisposedError, InputError, expected } from '../errors';
 import { writeFileAtomic } from '../fs-atomic';
+import { readSafetensors, writeSafetensors } from './fusion';
 import { classificationMetrics, entityMetrics, multiLabelMetrics } from '../train/metrics';
 import { Rng } from '../train/rng';
 import { calibrateThreshold } from './calibrate';
@@ -92,6 +93,11 @@ export interface ChatFineTuneOptions {
   lossWeights?: { intent?: number; emotion?: number; slots?: number };
   /** Seed of the shuffling and the dropout masks; default 42. */
   seed?: number;
+  /**
+   * Train only the active LoRA adapter and the heads ({@link ChatModel.enableLora}), the encoder
+   * frozen; default false.
+   */
+  lora?: boolean;
   /** Evaluated after the last epoch. */
   evalSet?: readonly ChatExample[] | string;
   /** Stops between steps (`ERR_ABORTED`; the weights are those of the last step). */
@@ -202,6 +208,12 @@ export class ChatModel {
   readonly #meta: ChatMeta;
   #encoder: TurnEncoder;
   #disposed = false;
+  /** LoRA adapters held in memory by name, the active one, and the heads of the model without one. */
+  readonly #adapters = new Map<string, Adapter>();
+  #active: string | null = null;
+  #baseHeads: Record<string, Float32Array> | null = null;
+  /** Serializes the calls that may switch adapters, so a forward runs with the adapter it asked for. */
+  #lock: Promise<unknown> = Promise.resolve();
 
   private constructor(bert: Bert, meta: ChatMeta) {
     this.#bert = bert;
@@ -297,19 +309,235 @@ export class ChatModel {
    * (segment A, cut from the left). A turn longer than the model reads is cut and
    * `truncated` says so; an empty or blank turn is an `ERR_INPUT`.
    */
-  async understand(text: string, options: { context?: readonly string[] } = {}): Promise<Understanding> {
+  async understand(
+    text: string,
+    options: { context?: readonly string[]; adapter?: string | null } = {},
+  ): Promise<Understanding> {
     if (typeof options !== 'object' || (options as unknown) === null)
       throw expected(InputError, 'an object', 'options', options);
-    const [u] = await this.understandMany([
-      { text, ...(options.context !== undefined ? { context: options.context } : {}) },
-    ]);
+    const [u] = await this.understandMany(
+      [{ text, ...(options.context !== undefined ? { context: options.context } : {}) }],
+      options.adapter !== undefined ? { adapter: options.adapter } : {},
+    );
     return u as Understanding;
   }
 
-  /** {@link understand} for several turns in one forward pass. */
-  async understandMany(turns: readonly TurnInput[]): Promise<Understanding[]> {
-    const raw = await this.#raw(turns, 'turns');
+  /**
+   * {@link understand} for several turns in one forward pass. `adapter`: the LoRA adapter to
+   * answer with (a name given to {@link loadAdapter} or {@link enableLora}, or null for none);
+   * default the active one. Calls naming different adapters run one after the other.
+   */
+  async understandMany(
+    turns: readonly TurnInput[],
+    options: { adapter?: string | null } = {},
+  ): Promise<Understanding[]> {
+    const raw = await this.#withAdapter(options.adapter, () => this.#raw(turns, 'turns'));
     return raw.map((r, b) => this.#decode(r, (turns[b] as TurnInput).text));
+  }
+
+  // ---- LoRA adapters ---------------------------------------------------------------------------
+
+  /**
+   * Adds a fresh LoRA adapter on every layer's query and value projections (rank `rank`, scale
+   * `alpha / rank`; A as peft initializes it, B zero, so the model answers as before) and makes
+   * it active: `fineTune(examples, { lora: true })` then trains it and the heads only, the
+   * encoder frozen. `name` (default `'default'`) is what {@link useAdapter} and
+   * `understand(..., { adapter })` call it.
+   */
+  async enableLora(options: { rank?: number; alpha?: number; seed?: number; name?: string } = {}): Promise<void> {
+    this.#checkLive('enableLora');
+    const rank = options.rank ?? 8;
+    const alpha = options.alpha ?? 2 * rank;
+    const name = options.name ?? 'default';
+    if (!Number.isSafeInteger(rank) || rank < 1) throw expected(InputError, 'an integer >= 1', 'options.rank', rank);
+    if (typeof alpha !== 'number' || !(alpha > 0)) throw expected(InputError, 'a number > 0', 'options.alpha', alpha);
+    if (typeof name !== 'string' || name === '') throw expected(InputError, 'a non-empty name', 'options.name', name);
+    await this.#serial(async () => {
+      await this.#detach();
+      await this.#host.native.loraEnable(rank, alpha, options.seed ?? 0);
+      this.#host.refreshInfo();
+      this.#active = name;
+      this.#adapters.set(name, { rank, alpha, tensors: await this.#host.native.loraTensors() });
+    });
+  }
+
+  /** The adapters held in memory, and which one is active (null: the model without one). */
+  get adapters(): { names: string[]; active: string | null } {
+    return { names: [...this.#adapters.keys()], active: this.#active };
+  }
+
+  /** Makes an adapter held in memory active, or (null) none: the base weights and heads back. */
+  async useAdapter(name: string | null): Promise<void> {
+    this.#checkLive('useAdapter');
+    await this.#serial(() => this.#switchTo(name));
+  }
+
+  /**
+   * Writes the active adapter in peft's format: `adapter_config.json` (LORA, `r`,
+   * `lora_alpha`, `target_modules` query and value, the heads as `modules_to_save`) and
+   * `adapter_model.safetensors` (`base_model.model.<name>`); `PeftModel.from_pretrained` loads
+   * it onto this model's base checkpoint. Written atomically.
+   */
+  async saveAdapter(dir: string): Promise<void> {
+    this.#checkLive('saveAdapter');
+    if (typeof dir !== 'string' || dir === '') throw expected(InputError, 'a directory path', 'dir', dir);
+    await this.#serial(async () => {
+      const info = this.#host.info.lora;
+      if (info === null || this.#active === null)
+        throw new InputError('Expected an active adapter to save but the model has none');
+      const tensors = await this.#host.native.loraTensors();
+      const heads = [
+        ...new Set(
+          Object.keys(tensors)
+            .filter((n) => !n.includes('.lora_'))
+            .map((n) => n.split('.')[0] as string),
+        ),
+      ];
+      const map = new Map<string, { shape: number[]; data: Float32Array }>();
+      for (const [name, data] of Object.entries(tensors))
+        map.set(`base_model.model.${name}`, { shape: this.#shapeOf(name, data), data: new Float32Array(data) });
+      fs.mkdirSync(dir, { recursive: true });
+      writeSafetensors(path.join(dir, 'adapter_model.safetensors'), { tensors: map, metadata: { format: 'pt' } });
+      const config = {
+        peft_type: 'LORA',
+        task_type: 'SEQ_CLS',
+        r: info.rank,
+        lora_alpha: info.alpha,
+        lora_dropout: 0,
+        target_modules: ['query', 'value'],
+        modules_to_save: heads,
+        bias: 'none',
+        fan_in_fan_out: false,
+        inference_mode: true,
+        init_lora_weights: true,
+        use_rslora: false,
+        use_dora: false,
+        layers_to_transform: null,
+        layers_pattern: null,
+        rank_pattern: {},
+        alpha_pattern: {},
+        base_model_name_or_path: null,
+        revision: null,
+      };
+      writeFileAtomic(path.join(dir, 'adapter_config.json'), `${JSON.stringify(config, null, 2)}\n`);
+    });
+  }
+
+  /**
+   * Reads an adapter in peft's format (LoRA on query and value, the heads of this model as
+   * modules to save) into memory under `name` (default: the directory's name); it becomes
+   * active with {@link useAdapter} or `understand(..., { adapter: name })`. Anything else is a
+   * `CheckpointError` naming what does not fit.
+   */
+  async loadAdapter(dir: string, name: string = path.basename(path.resolve(dir))): Promise<void> {
+    this.#checkLive('loadAdapter');
+    const cfgFile = path.join(dir, 'adapter_config.json');
+    let cfg: Record<string, unknown>;
+    try {
+      cfg = JSON.parse(await fs.promises.readFile(cfgFile, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new CheckpointError(`${cfgFile}: ${(err as Error).message}`);
+    }
+    const targets = cfg.target_modules;
+    const okTargets =
+      Array.isArray(targets) && targets.length === 2 && targets.includes('query') && targets.includes('value');
+    if (cfg.peft_type !== 'LORA' || !okTargets || cfg.use_dora === true || cfg.use_rslora === true) {
+      throw new CheckpointError(`${cfgFile}: only LoRA on query and value (no DoRA, no rsLoRA) is supported`);
+    }
+    const rank = cfg.r;
+    const alpha = cfg.lora_alpha;
+    if (!Number.isSafeInteger(rank) || (rank as number) < 1 || typeof alpha !== 'number' || !(alpha > 0)) {
+      throw new CheckpointError(`${cfgFile}: r and lora_alpha must be positive`);
+    }
+    const file = readSafetensors(path.join(dir, 'adapter_model.safetensors'));
+    const tensors: Record<string, Float32Array> = {};
+    const H = this.#host.info.hiddenSize;
+    for (const [key, t] of file.tensors) {
+      const n = key.replace(/^base_model\.model\./, '');
+      tensors[n] = t.data;
+      if (n.includes('.lora_A.') && (t.shape[0] !== rank || t.shape[1] !== H)) {
+        throw new CheckpointError(
+          `${dir}: ${key} is [${t.shape.join(', ')}], expected [${String(rank)}, ${String(H)}]`,
+        );
+      }
+    }
+    this.#adapters.set(name, { rank: rank as number, alpha, tensors });
+  }
+
+  /**
+   * Makes the active adapter part of the model for good: the merged weights become the base,
+   * and {@link save} writes a plain checkpoint with them (transformers reads it as any BERT).
+   * Other adapters held in memory were trained on the old base and are dropped.
+   */
+  async mergeAdapter(): Promise<void> {
+    this.#checkLive('mergeAdapter');
+    await this.#serial(async () => {
+      if (this.#active === null) throw new InputError('Expected an active adapter to merge but the model has none');
+      await this.#host.native.loraDisable(true);
+      this.#host.refreshInfo();
+      this.#active = null;
+      this.#adapters.clear();
+      this.#baseHeads = null;
+    });
+  }
+
+  /** Runs `fn` after every earlier adapter-dependent call. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#lock.then(fn);
+    this.#lock = run.catch(() => undefined);
+    return run;
+  }
+
+  /** `fn` with `adapter` active (undefined: whatever is active), serialized when adapters exist. */
+  #withAdapter<T>(adapter: string | null | undefined, fn: () => Promise<T>): Promise<T> {
+    if (adapter === undefined && this.#adapters.size === 0) return fn();
+    return this.#serial(async () => {
+      if (adapter !== undefined && adapter !== this.#active) await this.#switchTo(adapter);
+      return fn();
+    });
+  }
+
+  async #switchTo(name: string | null): Promise<void> {
+    if (name === this.#active) return;
+    if (name === null) {
+      await this.#detach();
+      return;
+    }
+    const a = this.#adapters.get(name);
+    if (a === undefined)
+      throw new InputError(
+        `Expected one of the adapters [${[...this.#adapters.keys()].join(', ')}] but received '${name}'`,
+      );
+    await this.#detach();
+    this.#baseHeads ??= await this.#host.native.loraTensors();
+    await this.#host.native.loraEnable(a.rank, a.alpha, 0);
+    this.#host.refreshInfo();
+    await this.#host.native.loraLoad(a.tensors);
+    this.#active = name;
+  }
+
+  /** No adapter: the active one's tensors kept in memory, the base weights and heads back. */
+  async #detach(): Promise<void> {
+    if (this.#active === null) {
+      this.#baseHeads ??= await this.#host.native.loraTensors();
+      return;
+    }
+    const a = this.#adapters.get(this.#active);
+    if (a !== undefined) a.tensors = await this.#host.native.loraTensors();
+    await this.#host.native.loraDisable(false);
+    this.#host.refreshInfo();
+    if (this.#baseHeads !== null) await this.#host.native.loraLoad(this.#baseHeads);
+    this.#active = null;
+  }
+
+  #shapeOf(name: string, data: Float32Array): number[] {
+    const info = this.#host.info;
+    const H = info.hiddenSize;
+    const r = info.lora?.rank ?? 0;
+    if (name.includes('.lora_A.')) return [r, H];
+    if (name.includes('.lora_B.')) return [H, r];
+    if (name.endsWith('.bias')) return [data.length];
+    return [data.length / H, H];
   }
 
   /**
@@ -373,6 +601,7 @@ export class ChatModel {
       schedule: 'linear',
       maxGradNorm: options.maxGradNorm ?? 1,
       ...(options.dropout !== undefined ? { dropout: options.dropout } : {}),
+      ...(options.lora === true ? { lora: true } : {}),
       seed,
     });
     const t0 = performance.now();
@@ -420,6 +649,10 @@ export class ChatModel {
       }
     } finally {
       await trainer.dispose();
+    }
+    if (this.#active !== null) {
+      const a = this.#adapters.get(this.#active);
+      if (a !== undefined) a.tensors = await this.#host.native.loraTensors();
     }
     const seconds = (performance.now() - t0) / 1000;
     // The first fine-tuning's rate stays the model's own (later ones are refinements of it).
@@ -814,6 +1047,13 @@ export class ChatModel {
       truncated: r.enc.truncated,
     };
   }
+}
+
+/** A LoRA adapter held in memory: its rank and alpha, its A / B tensors and its heads. */
+interface Adapter {
+  rank: number;
+  alpha: number;
+  tensors: Record<string, Float32Array>;
 }
 
 interface EncodedExample {

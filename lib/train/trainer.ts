@@ -66,6 +66,11 @@ export interface TrainerOptions {
   jointIntents?: number;
   /** Task `'joint'`: weights of the intent, emotion and slot losses; default [1, 1, 1]. */
   lossWeights?: readonly [number, number, number];
+  /**
+   * Train only the model's LoRA adapters and its heads after the pooler (everything else
+   * frozen), as peft does; the model must have adapters ({@link ChatModel.enableLora}).
+   */
+  lora?: boolean;
 }
 
 /**
@@ -302,6 +307,13 @@ export function checkTrainerOptions(
   if (options.dropout !== undefined) out.dropout = checkNumber(options.dropout, 'options.dropout', 0, 0.99);
   if (options.attentionDropout !== undefined) {
     out.attentionDropout = checkNumber(options.attentionDropout, 'options.attentionDropout', 0, 0.99);
+  }
+  if (options.lora !== undefined) {
+    if (typeof options.lora !== 'boolean') throw expected(InputError, 'a boolean', 'options.lora', options.lora);
+    if (options.lora && info.lora === null) {
+      throw new InputError('Expected a model with LoRA adapters for options.lora but received one without');
+    }
+    out.lora = options.lora;
   }
   if (options.seed !== undefined) {
     if (!Number.isSafeInteger(options.seed) || options.seed < 0) {

@@ -241,6 +241,11 @@ class Bert {
   // Bytes of training memory (gradients, packed weight copies, activation-gradient arena).
   size_t training_bytes() const;
 
+  // One parameter by name (as parameters() names it), row-major, to or from host memory;
+  // packed weights and bf16 copies are handled (unpacked on read, re-derived on write).
+  Status read_parameter(const std::string& name, std::vector<float>* out) const;
+  Status write_parameter(const std::string& name, const float* data, int64_t n);
+
   // ---- LoRA (bert_lora.cpp) -------------------------------------------------------------------
   // Low-rank adapters on the query and value projections: W = W0 + (alpha / rank) B A per
   // layer, A [rank, H] and B [H, rank], kept merged in the parameters (forward and backward

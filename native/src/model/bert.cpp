@@ -99,6 +99,8 @@ void unpack_panels(float* w, int64_t N, int64_t K, int panel) {
 
 }  // namespace
 
+void unpack_weight_panels(float* w, int64_t N, int64_t K, int panel) { unpack_panels(w, N, K, panel); }
+
 Bert::Bert(const BertConfig& config, const BertHeads& heads, Backend* backend, const BertOptions& opts)
     : config_(config), heads_(heads), backend_(backend), opts_(opts) {}
 

@@ -184,4 +184,33 @@ Status Bert::lora_set(const std::string& name, const float* data, int64_t n) {
   return Status(Code::kInput, "lora_set: no adapter tensor " + name);
 }
 
+Status Bert::read_parameter(const std::string& name, std::vector<float>* out) const {
+  for (const Param& p : params_) {
+    if (p.name != name) continue;
+    out->resize(static_cast<size_t>(p.value.numel()));
+    ELMO_RETURN_IF_ERROR(backend_->download(out->data(), p.value, out->size() * 4));
+    ELMO_RETURN_IF_ERROR(backend_->sync());
+    if (p.value.panel > 0) unpack_weight_panels(out->data(), p.value.shape[0], p.value.shape[1], p.value.panel);
+    return Status::ok();
+  }
+  return Status(Code::kInput, "read_parameter: no parameter " + name);
+}
+
+Status Bert::write_parameter(const std::string& name, const float* data, int64_t n) {
+  for (const Param& p : params_) {
+    if (p.name != name) continue;
+    ELMO_CHECK(n == p.value.numel(), Code::kShape, "write_parameter: %s has %lld values, expected %lld", name.c_str(),
+               (long long)n, (long long)p.value.numel());
+    const bool was_packed = packed_;
+    if (was_packed) ELMO_RETURN_IF_ERROR(set_weights_packed(false));
+    Tensor t = p.value;
+    t.panel = 0;
+    ELMO_RETURN_IF_ERROR(backend_->upload(t, data, static_cast<size_t>(n) * 4));
+    ELMO_RETURN_IF_ERROR(backend_->sync());
+    if (was_packed) return set_weights_packed(true);
+    return refresh_compute_weights();
+  }
+  return Status(Code::kInput, "write_parameter: no parameter " + name);
+}
+
 }  // namespace elmo

@@ -51,3 +51,9 @@ struct Arena {
 };
 
 }  // namespace elmo::views
+
+namespace elmo {
+// A host copy of a weight packed by Backend::pack_weight ([N/panel][K][panel]) back to
+// row-major [N, K] (bert.cpp).
+void unpack_weight_panels(float* w, int64_t N, int64_t K, int panel);
+}  // namespace elmo
