@@ -60,7 +60,8 @@ async function scored(chat, examples) {
 async function main() {
   const o = args();
   const t0 = performance.now();
-  const snips = readSnips(path.join(o.data, 'snips'));
+  const raw = readSnips(path.join(o.data, 'snips'));
+  const snips = { train: raw.train.examples, valid: raw.valid.examples, test: raw.test.examples };
   const intentsOnly = (xs) => xs.map((e) => ({ text: e.text, intent: e.intent }));
   const train = intentsOnly(snips.train);
   const bankTrain = subsample(readBanking77(path.join(o.data, 'banking77', 'train.csv')), 700, 3);
