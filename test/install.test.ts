@@ -95,6 +95,17 @@ describe('loader: where lib/native.ts looks', () => {
     expect(off.some((c) => c.kind === 'prebuild-cuda')).toBe(false);
   });
 
+  it('finds an installed companion package by itself (node_modules/elmo-chat-cuda-linux-x64)', () => {
+    const pkg = tmpPackage();
+    const companion = path.join(pkg, 'node_modules', 'elmo-chat-cuda-linux-x64');
+    touch(path.join(companion, 'package.json'), '{ "name": "elmo-chat-cuda-linux-x64", "version": "0.0.0" }');
+    const file = touch(path.join(companion, 'prebuilds', 'linux-x64-cuda', 'elmo-chat.napi.glibc.node'));
+    touch(path.join(pkg, 'prebuilds', 'linux-x64', 'elmo-chat.napi.glibc.node'));
+    const lookup = { root: pkg, platform: 'linux', arch: 'x64', libc: 'glibc', env: {} };
+    expect(resolveAddon(lookup)).toEqual({ file: fs.realpathSync(file), kind: 'prebuild-cuda' });
+    expect(resolveAddon({ ...lookup, env: { ELMO_CUDA: '0' } }).kind).toBe('prebuild');
+  });
+
   it('no libc tag outside Linux; musl is looked for by name on musl', () => {
     const pkg = tmpPackage();
     const darwin = addonCandidates({ ...linux, root: pkg, platform: 'darwin', libc: null });
