@@ -131,7 +131,6 @@ class Trainer {
   Status run_micro_joint(const TrainBatch& b, bool train, uint64_t seed, const int64_t counts[3], double sums[3]);
   Status step_joint(const TrainBatch* micro, int n, StepResult* out);
   Status apply_update(double loss, StepResult* out);
-  Status apply_lora_update(double loss, StepResult* out);
 
   Bert* model_;
   TrainerOptions opts_;

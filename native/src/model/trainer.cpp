@@ -348,44 +348,10 @@ Status Trainer::step(const TrainBatch* micro, int n, StepResult* out) {
   return apply_update(loss_sum / static_cast<double>(total), out);
 }
 
-// The gradients are in place: clip to max_grad_norm, AdamW over both regions, advance.
-Status Trainer::apply_update(double loss, StepResult* out) {
-  if (opts_.lora) return apply_lora_update(loss, out);
-  Backend& be = *model_->backend();
-  double ss = 0;
-  ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, model_->grad_decay_region()));
-  ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, model_->grad_no_decay_region()));
-  double norm = 0;
-  const float factor = clip_factor(ss, opts_.max_grad_norm, &norm);
-  if (!std::isfinite(loss) || !std::isfinite(norm))
-    return Status(Code::kNonFinite,
-                  strformat("step %lld: the %s is %s; the step was not applied (the weights are those after step %lld)",
-                            (long long)(step_ + 1), std::isfinite(loss) ? "gradient norm" : "loss",
-                            std::isnan(std::isfinite(loss) ? norm : loss) ? "NaN" : "infinite", (long long)step_));
-  const double lr = lr_at(step_);
-  AdamWParams p;
-  p.lr = static_cast<float>(lr);
-  p.beta1 = opts_.beta1;
-  p.beta2 = opts_.beta2;
-  p.eps = opts_.eps;
-  p.step = step_ + 1;
-  p.grad_scale = factor;
-  p.weight_decay = opts_.weight_decay;
-  ELMO_RETURN_IF_ERROR(be.adamw_update(model_->decay_region(), model_->grad_decay_region(), m_decay_, v_decay_, p));
-  p.weight_decay = 0.0f;
-  ELMO_RETURN_IF_ERROR(be.adamw_update(model_->no_decay_region(), model_->grad_no_decay_region(), m_no_decay_, v_no_decay_, p));
-  ++step_;
-  ELMO_RETURN_IF_ERROR(model_->refresh_compute_weights());
-  out->loss = loss;
-  out->grad_norm = norm;
-  out->lr = lr;
-  out->step = step_;
-  return Status::ok();
-}
-
 namespace {
 
-// The tail of a flat region from a byte offset, and the same tail of a region laid out alike.
+// The tail of a flat region from a byte offset (the same offset suits every region laid out alike:
+// parameters, gradients, moments).
 Tensor tail(const Tensor& region, size_t offset) {
   const int64_t n = region.numel() - static_cast<int64_t>(offset / 4);
   return make_view(region.data, offset, DType::kF32, {n}, region.device);
@@ -393,20 +359,41 @@ Tensor tail(const Tensor& region, size_t offset) {
 
 }  // namespace
 
-// LoRA: the adapters' gradients from the weight gradients, the clipping norm over the trainable
-// tensors only (adapters with their factor s, heads), AdamW on those, then the adapters merged
-// into the weights again. Frozen weights keep their values (their gradients are not applied).
-Status Trainer::apply_lora_update(double loss, StepResult* out) {
+// The gradients are in place: clip to max_grad_norm, AdamW, advance.
+//   Full training: both regions, all parameters.
+//   LoRA: the adapters' gradients from the weight gradients first; then the adapters (their
+//   gradients lack the factor s = alpha / r: it enters the clipping norm squared and AdamW's
+//   gradient scale) and the heads after the pooler (the tails of the regions); the frozen
+//   weights' gradients are not applied; the adapters are merged into the weights again.
+Status Trainer::apply_update(double loss, StepResult* out) {
   Backend& be = *model_->backend();
-  ELMO_RETURN_IF_ERROR(model_->lora_backward());
-  const double s = model_->lora_scale();
-  const Tensor gd = tail(model_->grad_decay_region(), head_decay_offset_);
-  const Tensor gn = tail(model_->grad_no_decay_region(), head_no_decay_offset_);
-  double ss = 0, sl = 0;
-  if (gd.numel() > 0) ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, gd));
-  if (gn.numel() > 0) ELMO_RETURN_IF_ERROR(be.sum_squares(&ss, gn));
-  ELMO_RETURN_IF_ERROR(be.sum_squares(&sl, model_->lora_grad_region()));
-  ss += s * s * sl;
+  struct Part {
+    Tensor param, grad, m, v;
+    bool decay;
+    double scale;  // the gradient's missing factor
+  };
+  Part parts[3];  // fixed: a step allocates nothing
+  int n = 0;
+  if (opts_.lora) {
+    ELMO_RETURN_IF_ERROR(model_->lora_backward());
+    const size_t od = head_decay_offset_, on = head_no_decay_offset_;
+    parts[n++] = {model_->lora_region(), model_->lora_grad_region(), lora_m_, lora_v_, true, model_->lora_scale()};
+    parts[n++] = {tail(model_->decay_region(), od), tail(model_->grad_decay_region(), od), tail(m_decay_, od),
+                  tail(v_decay_, od), true, 1.0};
+    parts[n++] = {tail(model_->no_decay_region(), on), tail(model_->grad_no_decay_region(), on), tail(m_no_decay_, on),
+                  tail(v_no_decay_, on), false, 1.0};
+  } else {
+    parts[n++] = {model_->decay_region(), model_->grad_decay_region(), m_decay_, v_decay_, true, 1.0};
+    parts[n++] = {model_->no_decay_region(), model_->grad_no_decay_region(), m_no_decay_, v_no_decay_, false, 1.0};
+  }
+  double ss = 0;
+  for (int k = 0; k < n; ++k) {
+    const Part& part = parts[k];
+    if (part.grad.numel() == 0) continue;
+    double x = 0;
+    ELMO_RETURN_IF_ERROR(be.sum_squares(&x, part.grad));
+    ss += part.scale * part.scale * x;
+  }
   double norm = 0;
   const float factor = clip_factor(ss, opts_.max_grad_norm, &norm);
   if (!std::isfinite(loss) || !std::isfinite(norm))
@@ -421,20 +408,16 @@ Status Trainer::apply_lora_update(double loss, StepResult* out) {
   p.beta2 = opts_.beta2;
   p.eps = opts_.eps;
   p.step = step_ + 1;
-  p.weight_decay = opts_.weight_decay;
-  p.grad_scale = static_cast<float>(factor * s);  // the adapters' gradients lack the factor s
-  ELMO_RETURN_IF_ERROR(be.adamw_update(model_->lora_region(), model_->lora_grad_region(), lora_m_, lora_v_, p));
-  p.grad_scale = factor;
-  if (gd.numel() > 0)
-    ELMO_RETURN_IF_ERROR(be.adamw_update(tail(model_->decay_region(), head_decay_offset_), gd,
-                                         tail(m_decay_, head_decay_offset_), tail(v_decay_, head_decay_offset_), p));
-  p.weight_decay = 0.0f;
-  if (gn.numel() > 0)
-    ELMO_RETURN_IF_ERROR(be.adamw_update(tail(model_->no_decay_region(), head_no_decay_offset_), gn,
-                                         tail(m_no_decay_, head_no_decay_offset_), tail(v_no_decay_, head_no_decay_offset_),
-                                         p));
+  for (int k = 0; k < n; ++k) {
+    const Part& part = parts[k];
+    if (part.grad.numel() == 0) continue;
+    p.weight_decay = part.decay ? opts_.weight_decay : 0.0f;
+    p.grad_scale = static_cast<float>(factor * part.scale);
+    ELMO_RETURN_IF_ERROR(be.adamw_update(part.param, part.grad, part.m, part.v, p));
+  }
   ++step_;
-  ELMO_RETURN_IF_ERROR(model_->lora_apply());  // re-merges and refreshes the forward's weight copies
+  // The forward's weight copies from the updated parameters (LoRA: after merging the adapters).
+  ELMO_RETURN_IF_ERROR(opts_.lora ? model_->lora_apply() : model_->refresh_compute_weights());
   out->loss = loss;
   out->grad_norm = norm;
   out->lr = lr;
