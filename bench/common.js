@@ -1,5 +1,36 @@
-// Helpers of the bench/ scripts (infer.js, latency.js).
+// Helpers of the bench/ scripts.
 'use strict';
+
+const { parseArgs } = require('node:util');
+
+// `--kebab-name=value` flags (or `--name value`) into the camelCase keys of `defaults`, each of
+// the type of its default: numbers parsed (a non-number is an error), strings as given,
+// booleans as switches; an unknown flag is an error naming the known ones. Node's own parser.
+function flags(defaults, argv = process.argv.slice(2)) {
+  const kebab = (k) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  const options = {};
+  for (const [key, value] of Object.entries(defaults)) {
+    options[kebab(key)] = { type: typeof value === 'boolean' ? 'boolean' : 'string' };
+  }
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true }));
+  } catch (err) {
+    throw new Error(`${err.message} (known: ${Object.keys(options).map((k) => `--${k}`).join(', ')})`);
+  }
+  const out = { ...defaults };
+  for (const [key, value] of Object.entries(defaults)) {
+    const v = values[kebab(key)];
+    if (v === undefined) continue;
+    if (typeof value === 'number') {
+      out[key] = Number(v);
+      if (!Number.isFinite(out[key])) throw new Error(`--${kebab(key)}: expected a number, got '${v}'`);
+    } else {
+      out[key] = v;
+    }
+  }
+  return out;
+}
 
 // --name=value (a string), --name (true), else fallback.
 function option(name, fallback) {
@@ -43,4 +74,4 @@ function median(xs) {
   return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
 }
 
-module.exports = { option, listOption, countsOption, lcg, makeIds, median };
+module.exports = { flags, option, listOption, countsOption, lcg, makeIds, median };

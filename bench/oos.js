@@ -20,26 +20,19 @@ const os = require('node:os');
 const path = require('node:path');
 
 const root = path.join(__dirname, '..');
+const { flags } = require('./common');
 const { ChatModel, chatLabels, evaluateThreshold, expectedCalibrationError } = require(path.join(root, 'dist'));
 const { readBanking77, readSnips, subsample } = require('./chat-data');
 
 function args() {
-  const out = {
+  return flags({
     encoder: path.join(root, 'assets', 'support-encoder'),
     epochs: 2,
     lr: 1e-3,
     data: path.join(root, '..', 'shared', 'data'),
     json: undefined,
     seed: 42,
-  };
-  for (const a of process.argv.slice(2)) {
-    const m = /^--([a-z-]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`unknown argument ${a} (use --name=value)`);
-    const key = m[1].replace(/-([a-z])/g, (_, c) => c.toUpperCase());
-    if (!(key in out)) throw new Error(`unknown option --${m[1]}`);
-    out[key] = typeof out[key] === 'number' ? Number(m[2]) : m[2];
-  }
-  return out;
+  });
 }
 
 /** Best intent score and correctness of each turn (one forward per 64 turns). */

@@ -27,11 +27,12 @@ const os = require('node:os');
 const path = require('node:path');
 
 const root = path.join(__dirname, '..');
+const { flags } = require('./common');
 const { ChatAgent, ChatModel, chatLabels } = require(path.join(root, 'dist'));
 const { readBanking77 } = require('./chat-data');
 
 function args() {
-  const out = {
+  return flags({
     encoder: path.join(root, 'assets', 'support-encoder'),
     epochs: 3,
     lr: 1e-3,
@@ -42,15 +43,7 @@ function args() {
     data: path.join(root, '..', 'shared', 'data'),
     json: undefined,
     seed: 42,
-  };
-  for (const a of process.argv.slice(2)) {
-    const m = /^--([a-z-]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`unknown argument ${a} (use --name=value)`);
-    const key = m[1].replace(/-([a-z])/g, (_, c) => c.toUpperCase());
-    if (!(key in out)) throw new Error(`unknown option --${m[1]}`);
-    out[key] = typeof out[key] === 'number' ? Number(m[2]) : m[2];
-  }
-  return out;
+  });
 }
 
 /** FNV-1a of the text: the split does not depend on file order. */
