@@ -3,46 +3,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { Bert, Tokenizer } from '../lib';
+import { Bert } from '../lib';
 import { ChatAgent } from '../lib/chat/agent';
 import { ChatModel } from '../lib/chat/chat-model';
-import type { ChatExample } from '../lib/chat/chat-model';
 import { openStore } from '../lib/chat/store';
 import type { ChatStore } from '../lib/chat/store';
 import { StoreError } from '../lib/errors';
 import { createServer } from '../lib/serve';
 import pino from 'pino';
+import { CITIES, SMALL, tokenizer, toy } from './chat-toy';
 import { rejection, tmpDir } from './helpers';
 
-const FIXTURES = path.join(__dirname, 'fixtures');
-const tokenizer = Tokenizer.fromVocab(fs.readFileSync(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'), 'utf8'));
-const small = {
-  vocabSize: tokenizer.vocabSize,
-  hiddenSize: 64,
-  numLayers: 2,
-  numHeads: 2,
-  intermediateSize: 128,
-  maxPositions: 64,
-  typeVocabSize: 2,
-};
-
-const PHRASES: Record<string, string[]> = {
-  travel: ['i want to go to', 'take me to', 'a trip to'],
-  music: ['play some music from', 'play songs of', 'music from'],
-  support: ['please help me in', 'i need help in', 'help me with my account in'],
-};
-const CITIES = ['london', 'york', 'paris', 'boston'];
-function toy(n: number, seed: number): ChatExample[] {
-  const out: ChatExample[] = [];
-  const intents = Object.keys(PHRASES);
-  for (let i = 0; i < n; i++) {
-    const intent = intents[(i + seed) % 3] as string;
-    const phrases = PHRASES[intent] as string[];
-    const phrase = phrases[Math.floor(i / 3 + seed) % phrases.length] as string;
-    out.push({ text: `${phrase} ${CITIES[(i * 7 + seed) % 4] as string}`, intent });
-  }
-  return out;
-}
+const small = SMALL;
 
 let modelDir = '';
 beforeAll(async () => {

@@ -2,49 +2,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { Bert, Tokenizer } from '../lib';
+import { Bert } from '../lib';
 import { ChatModel, chatLabels, decodeSlots, wordTags } from '../lib/chat/chat-model';
 import type { ChatExample } from '../lib/chat/chat-model';
 import { TurnEncoder, wordSpans } from '../lib/chat/encode';
+import { SMALL, tokenizer, toy as toyTurns } from './chat-toy';
 import { rejection, tmpDir } from './helpers';
 
-const FIXTURES = path.join(__dirname, 'fixtures');
-const tokenizer = Tokenizer.fromVocab(fs.readFileSync(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'), 'utf8'));
-const tiny = {
-  vocabSize: tokenizer.vocabSize,
-  hiddenSize: 32,
-  numLayers: 2,
-  numHeads: 2,
-  intermediateSize: 64,
-  maxPositions: 64,
-  typeVocabSize: 2,
-};
-
-// A learnable toy dialogue: each intent has its own phrasing, a city after "to" is the slot,
-// "now" makes the user angry. The cities are in the fixture vocabulary.
-const PHRASES: Record<string, string> = {
-  travel: 'i want to go to',
-  music: 'play some music from',
-  support: 'please help me in',
-};
-const CITIES = ['london', 'york', 'paris', 'boston'].filter((c) => tokenizer.tokenToId(c) !== undefined);
-function toy(n: number, seed: number): ChatExample[] {
-  const out: ChatExample[] = [];
-  const intents = Object.keys(PHRASES);
-  for (let i = 0; i < n; i++) {
-    const intent = intents[(i + seed) % intents.length] as string;
-    const city = CITIES[(i * 7 + seed) % CITIES.length] as string;
-    const angry = (i + seed) % 4 === 0;
-    const head = `${PHRASES[intent] as string} `;
-    out.push({
-      text: `${head}${city} with my family${angry ? ' now' : ''}`,
-      intent,
-      emotions: angry ? ['anger'] : [],
-      slots: [{ name: 'city', start: head.length, end: head.length + city.length }],
-    });
-  }
-  return out;
-}
+const tiny = { ...SMALL, hiddenSize: 32, intermediateSize: 64 };
+// One phrasing per intent, the cities the vocabulary knows, "now" for anger.
+const toy = (n: number, seed: number): ChatExample[] =>
+  toyTurns(n, seed, { phrasings: 1, emotions: true, cities: ['london', 'york'] });
 
 describe('turn encoding', () => {
   test('words keep their character spans; the context is cut from the left', () => {
@@ -100,7 +68,7 @@ describe('ChatModel', () => {
     expect(labels).toEqual({ intents: ['music', 'support', 'travel'], emotions: ['anger'], slots: ['city'] });
     // Wide enough to leave the first plateau quickly (at hidden 32 the [CLS] heads stall for a
     // few hundred steps while the slot head learns).
-    const small = { ...tiny, hiddenSize: 64, intermediateSize: 128 };
+    const small = SMALL;
     const chat = await ChatModel.create(Bert.create(small, { tokenizer, device: 'cpu', seed: 1 }), labels, { seed: 2 });
     try {
       expect(chat.slotTags).toEqual(['O', 'B-city', 'I-city']);
@@ -191,7 +159,7 @@ describe('ChatModel', () => {
   });
 
   test('LoRA: adapters trained with the encoder frozen, saved in peft format, several per base, merged', async () => {
-    const small = { ...tiny, hiddenSize: 64, intermediateSize: 128 };
+    const small = SMALL;
     const train = toy(96, 0);
     const test = toy(24, 1);
     const chat = await ChatModel.create(Bert.create(small, { tokenizer, device: 'cpu', seed: 1 }), chatLabels(train), {

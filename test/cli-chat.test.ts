@@ -4,13 +4,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { Bert, Tokenizer } from '../lib';
+import { Bert } from '../lib';
+import { SMALL, tokenizer, toy } from './chat-toy';
 import { tmpDir } from './helpers';
 
 const ROOT = path.join(__dirname, '..');
 const OUT_DIR = path.join(ROOT, 'build-cli-chat');
 const CLI = path.join(OUT_DIR, 'cli.js');
-const VOCAB = path.join(__dirname, 'fixtures', 'bert-a-cls', 'vocab.txt');
 
 function elmo(args: string[], input = ''): { code: number; out: string[]; err: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], {
@@ -21,26 +21,7 @@ function elmo(args: string[], input = ''): { code: number; out: string[]; err: s
   return { code: r.status ?? -1, out: r.stdout.split('\n').filter((l) => l !== ''), err: r.stderr };
 }
 
-const PHRASES: Record<string, string[]> = {
-  travel: ['i want to go to', 'take me to', 'a trip to'],
-  music: ['play some music from', 'play songs of', 'music from'],
-  support: ['please help me in', 'i need help in', 'help me with my account in'],
-};
-const CITIES = ['london', 'york', 'paris', 'boston'];
-function toy(n: number, seed: number): string[] {
-  const intents = Object.keys(PHRASES);
-  return Array.from({ length: n }, (_, i) => {
-    const intent = intents[(i + seed) % 3] as string;
-    const phrases = PHRASES[intent] as string[];
-    const head = `${phrases[Math.floor(i / 3 + seed) % phrases.length] as string} `;
-    const city = CITIES[(i * 7 + seed) % 4] as string;
-    return JSON.stringify({
-      text: `${head}${city}`,
-      intent,
-      slots: [{ name: 'city', start: head.length, end: head.length + city.length }],
-    });
-  });
-}
+const toyLines = (n: number, seed: number): string[] => toy(n, seed).map((e) => JSON.stringify(e));
 
 let dir = '';
 let encoder = '';
@@ -51,24 +32,10 @@ beforeAll(() => {
     { cwd: ROOT, stdio: 'pipe' },
   );
   dir = tmpDir('cli-chat');
-  fs.writeFileSync(path.join(dir, 'train.jsonl'), `${toy(90, 0).join('\n')}\n`);
-  fs.writeFileSync(path.join(dir, 'dev.jsonl'), `${toy(30, 1).join('\n')}\n`);
-  const tokenizer = Tokenizer.fromVocab(fs.readFileSync(VOCAB, 'utf8'));
+  fs.writeFileSync(path.join(dir, 'train.jsonl'), `${toyLines(90, 0).join('\n')}\n`);
+  fs.writeFileSync(path.join(dir, 'dev.jsonl'), `${toyLines(30, 1).join('\n')}\n`);
   encoder = path.join(dir, 'encoder');
-  const bert = Bert.create(
-    {
-      vocabSize: tokenizer.vocabSize,
-      hiddenSize: 64,
-      numLayers: 2,
-      numHeads: 2,
-      intermediateSize: 128,
-      maxPositions: 64,
-      typeVocabSize: 2,
-      hiddenDropout: 0,
-      attentionDropout: 0,
-    },
-    { tokenizer, device: 'cpu', seed: 1 },
-  );
+  const bert = Bert.create({ ...SMALL, hiddenDropout: 0, attentionDropout: 0 }, { tokenizer, device: 'cpu', seed: 1 });
   return bert.save(encoder).finally(() => {
     bert.dispose();
   });
