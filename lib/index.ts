@@ -88,27 +88,18 @@ export type {
   TurnInput,
   TurnScores,
 } from './chat/chat-model';
-export {
-  ChatEnsemble,
-  averageChatModels,
-  chatScore,
-  decodeSafetensors,
-  encodeSafetensors,
-  greedySoup,
-  readSafetensors,
-  writeSafetensors,
-} from './chat/fusion';
+export { ChatEnsemble, averageChatModels, chatScore, greedySoup } from './chat/fusion';
 export type {
   AverageOptions,
   AverageReport,
   ChatEnsembleOptions,
-  F32Tensor,
   GreedySoupOptions,
   GreedySoupReport,
   GreedySoupStep,
-  SafetensorsContents,
   SoupIngredient,
 } from './chat/fusion';
+export { decodeSafetensors, encodeSafetensors, readSafetensors, writeSafetensors } from './safetensors';
+export type { F32Tensor, SafetensorsContents } from './safetensors';
 export { ChatAgent, Conversation } from './chat/agent';
 export type { AgentReply, ChatAgentOptions, RefineOptions, RefineReport } from './chat/agent';
 export type { Feedback, Scored, Slot, Speaker, Turn, Understanding } from './chat/types';

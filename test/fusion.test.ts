@@ -6,17 +6,10 @@ import * as path from 'node:path';
 import { Bert, CheckpointError, InputError, ShapeError, Tokenizer } from '../lib';
 import { ChatModel } from '../lib/chat/chat-model';
 import type { ChatExample, ChatLabels, TurnScores } from '../lib/chat/chat-model';
-import {
-  ChatEnsemble,
-  averageChatModels,
-  chatScore,
-  decodeSafetensors,
-  encodeSafetensors,
-  greedySoup,
-  readSafetensors,
-  writeSafetensors,
-} from '../lib/chat/fusion';
-import type { F32Tensor, GreedySoupStep } from '../lib/chat/fusion';
+import { ChatEnsemble, averageChatModels, chatScore, greedySoup } from '../lib/chat/fusion';
+import type { GreedySoupStep } from '../lib/chat/fusion';
+import { decodeSafetensors, encodeSafetensors, readSafetensors, writeSafetensors } from '../lib/safetensors';
+import type { F32Tensor } from '../lib/safetensors';
 import { randomF32, rejection, tmpDir } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures');

@@ -18,7 +18,7 @@ import { Bert, jointHost } from '../bert';
 import type { BertLoadOptions, JointHost } from '../bert';
 import { AbortedError, CheckpointError, DisposedError, InputError, expected } from '../errors';
 import { writeFileAtomic } from '../fs-atomic';
-import { readSafetensors, writeSafetensors } from './fusion';
+import { readSafetensors, writeSafetensors } from '../safetensors';
 import { classificationMetrics, entityMetrics, multiLabelMetrics } from '../train/metrics';
 import { Rng } from '../train/rng';
 import { calibrateThreshold } from './calibrate';
