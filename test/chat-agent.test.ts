@@ -136,6 +136,35 @@ describe('ChatAgent', () => {
       expect(bad.reason).toMatch(/held-out/);
       expect(agent.version).toBe('v2');
 
+      // A model trained with the missing label, deployed: the set-aside feedback is used now.
+      const withWeather = await ChatModel.create(Bert.create(small, { tokenizer, device: 'cpu', seed: 1 }), {
+        intents: ['music', 'support', 'travel', 'weather'],
+      });
+      await withWeather.fineTune([...toy(60, 0), { text: 'what is the weather in london', intent: 'weather' }], {
+        epochs: 2,
+        batchSize: 16,
+        learningRate: 3e-3,
+      });
+      const weatherDir = tmpDir('agent-weather');
+      await withWeather.save(weatherDir);
+      withWeather.dispose();
+      const deployed = await agent.deploy(weatherDir);
+      expect(deployed.version).toBe('v3');
+      expect(deployed.parent).toBe('v2');
+      expect(agent.model.intents).toContain('weather');
+      const used = await agent.refine({
+        replay,
+        heldOut,
+        epochs: 1,
+        learningRate: 1e-3,
+        batchSize: 16,
+        dropout: 0,
+        tolerance: 1,
+      });
+      expect(used.feedback.used).toBe(4); // the 'weather' correction and the three wrong ones
+      expect((await agent.store.listFeedback({ status: 'pending-label' })).length).toBe(0);
+      await agent.rollback('v2');
+
       const back = await agent.rollback();
       expect(back.version).toBe('v1');
       expect(agent.version).toBe('v1');

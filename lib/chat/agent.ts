@@ -443,6 +443,38 @@ export class ChatAgent {
   }
 
   /**
+   * Deploys a chat model trained elsewhere (e.g. `elmo train-chat` on data with a new intent) as
+   * the next version and makes it live: copied into `modelsDir/vN` (under a temporary name, then
+   * renamed), registered with the live version as its parent, activated in one transaction, and
+   * swapped in. Feedback set aside for a label this model has is used by the next refinement.
+   */
+  async deploy(dir: string, options: { note?: string } = {}): Promise<ModelVersion> {
+    this.#checkOpen('deploy');
+    if (typeof dir !== 'string' || dir === '') throw expected(InputError, 'a chat model directory', 'dir', dir);
+    const model = await ChatModel.load(dir, this.#modelOptions); // refuses what is not a chat model
+    try {
+      const version = await this.#nextVersion();
+      const tmp = path.join(this.#dir, `${TMP_PREFIX}${version}`);
+      const target = path.join(this.#dir, version);
+      copyDir(dir, tmp, 'dir');
+      fs.renameSync(tmp, target);
+      await this.store.addModelVersion({
+        version,
+        dir: target,
+        parent: this.#version.version,
+        note: options.note ?? `deployed from ${dir}`,
+      });
+      await this.store.activateModelVersion(version);
+      const info = await this.#versionInfo(version);
+      this.#swap(model, info);
+      return info;
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
+  }
+
+  /**
    * Makes an earlier version live again: `version`, or by default the live version's parent.
    * The swap is the store's one transaction, then the model in memory.
    */
@@ -593,11 +625,9 @@ function fmt(x: number): string {
   return (100 * x).toFixed(2);
 }
 
-function copyDir(from: string, to: string): void {
+function copyDir(from: string, to: string, what = 'options.initialModel'): void {
   if (!fs.existsSync(path.join(from, 'chat.json'))) {
-    throw new InputError(
-      `Expected a chat model directory (with chat.json) for options.initialModel but received '${from}'`,
-    );
+    throw new InputError(`Expected a chat model directory (with chat.json) for ${what} but received '${from}'`);
   }
   fs.rmSync(to, { recursive: true, force: true });
   fs.cpSync(from, to, { recursive: true });
