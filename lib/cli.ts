@@ -24,6 +24,8 @@
  *                                     the HTTP service: batching, API keys, metrics, /v1/chat
  *                                     (lib/cli/serve.ts, docs/serving.md)
  *   elmo keys create|list|revoke      API keys of elmo serve (lib/cli/keys.ts)
+ *   elmo bench tokenizer|predict|server
+ *                                     micro-benchmarks of a model (lib/cli/bench.ts)
  *
  * Texts come from repeated `--text` options or a JSONL file (`--input FILE`, `-` for stdin)
  * whose lines are `{"text": "...", "pair"?: "..."}` objects or bare JSON strings.
@@ -49,6 +51,7 @@ import {
   integer,
   usageError,
 } from './cli/args';
+import { addBenchCommand } from './cli/bench';
 import { addChatCommand, addRefineCommand, addTrainChatCommand } from './cli/chat';
 import { addFeedbackCommand } from './cli/feedback';
 import { addEvalCommand, addFinetuneCommand } from './cli/finetune';
@@ -72,6 +75,7 @@ const ASYNC_COMMANDS = new Set([
   'refine',
   'feedback',
   'serve',
+  'bench',
 ]);
 
 const INPUT_HELP = `
@@ -282,6 +286,7 @@ export function buildProgram(io: CliIo, argv: readonly string[] = []): Command {
   addFeedbackCommand(program, io);
   addServeCommand(program, io);
   addKeysCommand(program, io);
+  addBenchCommand(program, io);
   return program;
 }
 
