@@ -284,7 +284,7 @@ export function buildProgram(io: CliIo, argv: readonly string[] = []): Command {
   addChatCommand(program, io);
   addRefineCommand(program, io);
   addFeedbackCommand(program, io);
-  addServeCommand(program, io);
+  addServeCommand(program, io, argv);
   addKeysCommand(program, io);
   addBenchCommand(program, io);
   return program;

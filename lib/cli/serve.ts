@@ -3,9 +3,12 @@
  * lib/serve from the command line. It logs JSON
  * lines (pino) to stdout, answers /healthz at once and /readyz once the model is loaded, reloads
  * the model on SIGHUP, and on SIGTERM or Ctrl-C stops accepting connections, answers the
- * requests it has, and exits (a second Ctrl-C exits at once).
+ * requests it has, and exits (a second Ctrl-C exits at once). With `--workers N` the process is
+ * the primary of a node:cluster of N such servers on one port (lib/cli/serve-cluster.ts).
  */
+import cluster from 'node:cluster';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Writable } from 'node:stream';
 
 import { Command, Option } from 'commander';
@@ -15,9 +18,10 @@ import { ChatAgent } from '../chat/agent';
 import { createServer } from '../serve/server';
 import type { ModelServer, ServeOptions } from '../serve/server';
 import type { DeviceRequest } from '../devices';
-import { InputError } from '../errors';
+import { InputError, UnsupportedError } from '../errors';
 import type { CliIo } from './args';
 import { UsageError, choice, configureCommand, deviceOption, integer, usageError } from './args';
+import { announceReady, runPrimary, threadsPerWorker } from './serve-cluster';
 
 /** Flags of `elmo serve`, as commander hands them over. */
 interface ServeFlags {
@@ -51,6 +55,7 @@ interface ServeFlags {
   device: DeviceRequest;
   threads?: number;
   maxSeqLen?: number;
+  workers?: number;
 }
 
 const LIMIT_FLAGS = [
@@ -75,8 +80,11 @@ const LIMIT_FLAGS = [
   ],
 ] as const;
 
-/** Adds `elmo serve`. */
-export function addServeCommand(program: Command, io: CliIo): void {
+/**
+ * Adds `elmo serve`. `argv` is the command line it is parsed from (`serve ...`): with
+ * `--workers`, each worker runs the built CLI with it.
+ */
+export function addServeCommand(program: Command, io: CliIo, argv: readonly string[] = []): void {
   const cmd: Command = new Command('serve')
     .description(
       'serve a model over HTTP: POST /v1/predict, /v1/embed; GET /healthz, /readyz, /metrics, /openapi.json ' +
@@ -110,28 +118,48 @@ export function addServeCommand(program: Command, io: CliIo): void {
     .addOption(deviceOption())
     .option('--threads <N>', "the model's CPU threads (default ELMO_NUM_THREADS or all cores)", integer(1))
     .option('--max-seq-len <N>', "longest sequence in tokens (default: the model's)", integer(3))
+    .option(
+      '--workers <N>',
+      'a node:cluster of N processes on the port, each with its own model (default --threads: cores / N)',
+      integer(1),
+    )
     .addHelpText(
       'after',
       `
 Signals: SIGHUP reloads the model from --model (the old one serves until the new one is
-loaded; a failed load keeps it), SIGTERM / Ctrl-C shut down gracefully.
+loaded; a failed load keeps it), SIGTERM / Ctrl-C shut down gracefully. With --workers the
+primary forwards them to every worker and replaces a worker that dies.
 
 Examples:
   elmo keys create --keys keys.json --scopes predict
   elmo serve --model ./intent --keys keys.json --port 8080
   elmo serve --model ./intent --no-auth --host 0.0.0.0 --max-batch-tokens 8192
+  elmo serve --model ./intent --keys keys.json --workers 2 --threads 4
   elmo serve --agent models/support --responses responses.json --keys keys.json`,
     )
     .action(async (flags: ServeFlags) => {
       if (flags.model === undefined && flags.agent === undefined) {
         usageError(cmd, new UsageError('give --model DIR, --agent DIR, or both'));
       }
+      // A worker of `--workers`: its share of the cores unless --threads says otherwise.
+      if (flags.workers !== undefined && cluster.isWorker) flags.threads ??= threadsPerWorker(flags.workers);
       let options: ServeOptions;
       try {
         options = serveOptions(flags, io);
       } catch (err) {
         if (err instanceof UsageError) usageError(cmd, err);
         throw err;
+      }
+      if (flags.workers !== undefined && cluster.isPrimary) {
+        const exec = path.join(__dirname, '..', 'cli.js');
+        if (!fs.existsSync(exec)) {
+          throw new UnsupportedError(
+            `--workers runs the built CLI in each worker, and ${exec} is missing (npm run build)`,
+          );
+        }
+        const logger = pino({ name: 'elmo-serve', level: flags.logLevel }, lineStream(io));
+        await runPrimary({ workers: flags.workers, exec, args: argv, logger });
+        return;
       }
       // The dialogue routes: the agent's live version answers /v1/chat (refinements swap it in
       // place); /v1/predict and /v1/embed serve --model, by default a copy of the live version
@@ -154,6 +182,8 @@ Examples:
         await runServe(createServer(options), flags);
       } finally {
         await agent?.close();
+        // A cluster worker's IPC channel would keep it alive: let go of it to exit.
+        if (cluster.isWorker) cluster.worker?.disconnect();
       }
     });
   program.addCommand(configureCommand(cmd, io));
@@ -228,6 +258,7 @@ async function runServe(server: ModelServer, flags: ServeFlags): Promise<void> {
       throw err;
     }
     server.logger.info({ version: server.modelVersion }, 'ready');
+    announceReady(server.modelVersion ?? 'unversioned');
     await stopped;
   } finally {
     process.off('SIGTERM', onStop);
