@@ -17,7 +17,7 @@ const path = require('node:path');
 const root = path.join(__dirname, '..');
 const { flags } = require('./common');
 const { ChatModel, chatLabels } = require(path.join(root, 'dist'));
-const { readSafetensors } = require(path.join(root, 'dist', 'chat', 'fusion'));
+const { readSafetensors } = require(path.join(root, 'dist', 'safetensors'));
 const { readSnips, subsample } = require('./chat-data');
 
 function args() {

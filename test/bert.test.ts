@@ -288,7 +288,13 @@ describe('Bert.create', () => {
     using b = Bert.create(config, { tokenizer, device: 'cpu', seed: 7 });
     using c = Bert.create(config, { tokenizer, device: 'cpu', seed: 8 });
     expect(a.labels).toEqual(config.labels);
-    expect(a.config.heads).toEqual({ pooler: true, classifier: true, mlm: false, tokenClassifier: false });
+    expect(a.config.heads).toEqual({
+      pooler: true,
+      classifier: true,
+      mlm: false,
+      tokenClassifier: false,
+      slots: false,
+    });
     const texts = ['hello there', 'bye'];
     const [oa, ob, oc] = await Promise.all([a.forward(texts), b.forward(texts), c.forward(texts)]);
     expect(bitEqual(oa.hidden, ob.hidden)).toBe(true);

@@ -303,7 +303,13 @@ describe('Bert.pretrain', () => {
       arch(model.config as unknown as Record<string, unknown>),
     );
     expect(model.config.heads.mlm).toBe(true);
-    expect(like.config.heads).toEqual({ pooler: true, classifier: false, mlm: false, tokenClassifier: false });
+    expect(like.config.heads).toEqual({
+      pooler: true,
+      classifier: false,
+      mlm: false,
+      tokenClassifier: false,
+      slots: false,
+    });
     expect(like.tokenizer).toBe(model.tokenizer);
     const [ea, eb] = [await model.embed(['the a of']), await like.embed(['the a of'])];
     expect(Array.from(ea)).not.toEqual(Array.from(eb));
