@@ -2,41 +2,26 @@
 // of lib/serve/auth.ts against a real server: missing, unknown and revoked keys, scopes, per-key
 // rate limits, a key file that changes under a running server.
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as path from 'node:path';
 
 import { Command, CommanderError } from 'commander';
-import pino from 'pino';
 
-import { Bert, InputError, Tokenizer } from '../lib';
+import { InputError } from '../lib';
 import { commanderExitCode, configureCommand } from '../lib/cli/args';
 import { addKeysCommand } from '../lib/cli/keys';
 import { KeyStore, createKey, createServer, hashKey, readKeyFile } from '../lib/serve';
-import type { ModelServer, ServeOptions } from '../lib/serve';
+import type { ServeOptions } from '../lib/serve';
 import { tmpDir } from './helpers';
-
-const FIXTURES = path.join(__dirname, 'fixtures');
+import { bearer, call, closeServers, makeTinyModel, startServer } from './serve-helpers';
+import type { Reply } from './serve-helpers';
 
 let modelDir: string;
 
 beforeAll(async () => {
-  const tokenizer = Tokenizer.fromVocab(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'));
-  using model = Bert.create(
-    {
-      vocabSize: tokenizer.vocabSize,
-      hiddenSize: 32,
-      numLayers: 1,
-      numHeads: 2,
-      intermediateSize: 64,
-      maxPositions: 64,
-      typeVocabSize: 2,
-      labels: ['a', 'b'],
-    },
-    { tokenizer, device: 'cpu', seed: 5, threads: 1 },
-  );
-  modelDir = tmpDir('serve-auth');
-  await model.save(modelDir);
+  modelDir = await makeTinyModel('serve-auth', ['a', 'b'], 5);
 });
+
+afterEach(closeServers);
 
 /** Runs `elmo keys ...`; returns stdout and stderr lines, or the usage error. */
 function keys(argv: string[]): { out: string[]; err: string[]; code: number } {
@@ -54,70 +39,14 @@ function keys(argv: string[]): { out: string[]; err: string[]; code: number } {
   }
 }
 
-function call(
-  port: number,
-  method: string,
-  route: string,
-  key?: string,
-  body?: unknown,
-): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: { error?: { code: string; message: string } } }> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        method,
-        path: route,
-        agent: false,
-        headers: {
-          ...(key !== undefined ? { authorization: `Bearer ${key}` } : {}),
-          ...(payload !== undefined ? { 'content-type': 'application/json' } : {}),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => {
-          let parsed: unknown = {};
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            // metrics: text
-          }
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: parsed as { error?: { code: string; message: string } },
-          });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
+/** A request with `key`, when given, as its bearer token. */
+function callWithKey(port: number, method: string, route: string, key?: string, body?: unknown): Promise<Reply> {
+  return call(port, method, route, body, bearer(key));
 }
-
-const servers: ModelServer[] = [];
 
 async function start(options: Partial<ServeOptions>): Promise<number> {
-  const server = createServer({
-    model: modelDir,
-    auth: false,
-    loadOptions: { device: 'cpu', threads: 1 },
-    logger: pino({ level: 'silent' }),
-    defaultMetrics: false,
-    ...options,
-  });
-  servers.push(server);
-  const { port } = await server.listen(0);
-  await server.ready();
-  return port;
+  return (await startServer(options, { model: modelDir })).port;
 }
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
 
 const PREDICT = { texts: ['hello'] };
 
@@ -192,36 +121,36 @@ describe('API keys', () => {
     const feedbackKey = createKey(file, { scopes: ['feedback'], id: 'fb' }).key;
     const port = await start({ auth: { keysFile: file, refreshMs: 0 } });
 
-    expect((await call(port, 'GET', '/healthz')).status).toBe(200);
-    expect((await call(port, 'GET', '/readyz')).status).toBe(200);
-    const none = await call(port, 'POST', '/v1/predict', undefined, PREDICT);
+    expect((await callWithKey(port, 'GET', '/healthz')).status).toBe(200);
+    expect((await callWithKey(port, 'GET', '/readyz')).status).toBe(200);
+    const none = await callWithKey(port, 'POST', '/v1/predict', undefined, PREDICT);
     expect([none.status, none.body.error?.code]).toEqual([401, 'ERR_UNAUTHORIZED']);
-    expect((await call(port, 'POST', '/v1/predict', 'not-a-key', PREDICT)).status).toBe(401);
+    expect((await callWithKey(port, 'POST', '/v1/predict', 'not-a-key', PREDICT)).status).toBe(401);
     // The right shape and id, another secret.
     const forged = `elmo_p.${'A'.repeat(43)}`;
-    expect((await call(port, 'POST', '/v1/predict', forged, PREDICT)).status).toBe(401);
-    expect((await call(port, 'POST', '/v1/predict', predictKey, PREDICT)).status).toBe(200);
-    expect((await call(port, 'POST', '/v1/embed', predictKey, PREDICT)).status).toBe(200);
+    expect((await callWithKey(port, 'POST', '/v1/predict', forged, PREDICT)).status).toBe(401);
+    expect((await callWithKey(port, 'POST', '/v1/predict', predictKey, PREDICT)).status).toBe(200);
+    expect((await callWithKey(port, 'POST', '/v1/embed', predictKey, PREDICT)).status).toBe(200);
 
-    const wrongScope = await call(port, 'GET', '/metrics', predictKey);
+    const wrongScope = await callWithKey(port, 'GET', '/metrics', predictKey);
     expect([wrongScope.status, wrongScope.body.error?.code]).toEqual([403, 'ERR_FORBIDDEN']);
     expect(wrongScope.body.error?.message).toBe(
       "Expected a key with scope 'admin' but received key 'p' with scopes [predict]",
     );
-    expect((await call(port, 'POST', '/v1/predict', feedbackKey, PREDICT)).status).toBe(403);
-    expect((await call(port, 'GET', '/metrics', adminKey)).status).toBe(200);
+    expect((await callWithKey(port, 'POST', '/v1/predict', feedbackKey, PREDICT)).status).toBe(403);
+    expect((await callWithKey(port, 'GET', '/metrics', adminKey)).status).toBe(200);
     // Any valid key reads the API description.
-    expect((await call(port, 'GET', '/openapi.json', feedbackKey)).status).toBe(200);
-    expect((await call(port, 'GET', '/openapi.json')).status).toBe(401);
+    expect((await callWithKey(port, 'GET', '/openapi.json', feedbackKey)).status).toBe(200);
+    expect((await callWithKey(port, 'GET', '/openapi.json')).status).toBe(401);
 
     // Revoked through the CLI while the server runs.
     keys(['revoke', 'p', '--keys', file]);
-    const revoked = await call(port, 'POST', '/v1/predict', predictKey, PREDICT);
+    const revoked = await callWithKey(port, 'POST', '/v1/predict', predictKey, PREDICT);
     expect(revoked.status).toBe(401);
     expect(revoked.body.error?.message).toBe("Expected a valid API key but received key 'p', which is revoked");
     // A key created while the server runs works at once.
     const late = createKey(file, { scopes: ['predict'] }).key;
-    expect((await call(port, 'POST', '/v1/predict', late, PREDICT)).status).toBe(200);
+    expect((await callWithKey(port, 'POST', '/v1/predict', late, PREDICT)).status).toBe(200);
   });
 
   it('rate-limits per key: the burst passes, then 429 with Retry-After; other keys are not affected', async () => {
@@ -230,11 +159,12 @@ describe('API keys', () => {
     const limited = createKey(file, { scopes: ['predict'], rateLimit: { rps: 0.01, burst: 3 } }).key;
     const other = createKey(file, { scopes: ['predict'] }).key;
     const port = await start({ auth: { keysFile: file } });
-    for (let i = 0; i < 3; i++) expect((await call(port, 'POST', '/v1/predict', limited, PREDICT)).status).toBe(200);
-    const over = await call(port, 'POST', '/v1/predict', limited, PREDICT);
+    for (let i = 0; i < 3; i++)
+      expect((await callWithKey(port, 'POST', '/v1/predict', limited, PREDICT)).status).toBe(200);
+    const over = await callWithKey(port, 'POST', '/v1/predict', limited, PREDICT);
     expect([over.status, over.body.error?.code]).toEqual([429, 'ERR_RATE_LIMITED']);
     expect(Number(over.headers['retry-after'])).toBe(100);
-    expect((await call(port, 'POST', '/v1/predict', other, PREDICT)).status).toBe(200);
+    expect((await callWithKey(port, 'POST', '/v1/predict', other, PREDICT)).status).toBe(200);
   });
 
   it('refills the bucket at rps (token bucket)', () => {
@@ -266,8 +196,8 @@ describe('API keys', () => {
     const file = path.join(tmpDir('keys'), 'keys.json');
     createKey(file, { scopes: ['predict'] });
     const port = await start({ auth: { keysFile: file }, metricsPublic: true });
-    expect((await call(port, 'GET', '/metrics')).status).toBe(200);
-    expect((await call(port, 'POST', '/v1/predict', undefined, PREDICT)).status).toBe(401);
+    expect((await callWithKey(port, 'GET', '/metrics')).status).toBe(200);
+    expect((await callWithKey(port, 'POST', '/v1/predict', undefined, PREDICT)).status).toBe(401);
     expect(() => createServer({ model: modelDir } as unknown as ServeOptions)).toThrow(
       'Expected {keysFile} or false (serving without keys must be asked for explicitly) for options.auth but received undefined',
     );

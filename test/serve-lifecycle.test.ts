@@ -4,51 +4,36 @@
 // its signals, and HTTPS. Timed bounds are hang detectors, never performance claims.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
 
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
 
-import { Bert, Tokenizer } from '../lib';
-import type { EmbedOptions } from '../lib';
+import { Bert } from '../lib';
 import { commanderExitCode, configureCommand } from '../lib/cli/args';
 import { addServeCommand } from '../lib/cli/serve';
 import { createServer } from '../lib/serve';
-import type { ModelServer, ServeModel, ServeOptions } from '../lib/serve';
+import type { ModelServer, ServeOptions } from '../lib/serve';
 import { tmpDir } from './helpers';
+import { call, closeServers, makeTinyModel, servers, spyModel, startServer, until } from './serve-helpers';
 
-const FIXTURES = path.join(__dirname, 'fixtures');
+/** How long the pollers below wait (a hang detector). */
+const WAIT_MS = 20000;
 
 let dirA: string;
 let dirB: string;
 
-function makeModel(seed: number): Bert {
-  const tokenizer = Tokenizer.fromVocab(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'));
-  return Bert.create(
-    {
-      vocabSize: tokenizer.vocabSize,
-      hiddenSize: 32,
-      numLayers: 1,
-      numHeads: 2,
-      intermediateSize: 64,
-      maxPositions: 64,
-      typeVocabSize: 2,
-      labels: ['a', 'b', 'c'],
-    },
-    { tokenizer, device: 'cpu', seed, threads: 1 },
-  );
-}
-
 beforeAll(async () => {
-  dirA = tmpDir('serve-a');
-  dirB = tmpDir('serve-b');
-  using a = makeModel(1);
-  using b = makeModel(2);
-  await a.save(dirA);
-  await b.save(dirB);
+  dirA = await makeTinyModel('serve-a', ['a', 'b', 'c'], 1);
+  dirB = await makeTinyModel('serve-b', ['a', 'b', 'c'], 2);
 });
+
+afterEach(closeServers);
+
+function start(options: Partial<ServeOptions> = {}): Promise<{ server: ModelServer; port: number }> {
+  return startServer(options, { model: dirA });
+}
 
 function copyDir(from: string): string {
   const to = tmpDir('serve-copy');
@@ -56,107 +41,22 @@ function copyDir(from: string): string {
   return to;
 }
 
-interface Reply {
-  status: number;
-  body: { model?: { version: string }; error?: { code: string; message: string }; [k: string]: unknown };
-}
-
-function call(port: number, method: string, route: string, body?: unknown): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        method,
-        path: route,
-        agent: false,
-        headers: payload ? { 'content-type': 'application/json' } : {},
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text || '{}') as Reply['body'] }));
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
-
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** A model held at a gate until released; records its calls. */
-function gated(model: Bert): { model: ServeModel; calls: string[][]; release: () => void } {
-  const calls: string[][] = [];
-  let open: () => void = () => undefined;
-  const gate = new Promise<void>((r) => (open = r));
-  return {
-    calls,
-    release: () => open(),
-    model: {
-      labels: model.labels,
-      tokenizer: model.tokenizer,
-      maxSeqLen: model.maxSeqLen,
-      config: model.config,
-      async predict(texts: readonly string[]) {
-        calls.push([...texts]);
-        await gate;
-        return model.predict(texts);
-      },
-      async embed(texts: readonly string[], options: EmbedOptions) {
-        calls.push([...texts]);
-        await gate;
-        return model.embed(texts, options);
-      },
-      dispose: () => undefined,
-    },
-  };
-}
-
-const servers: ModelServer[] = [];
-
-async function start(options: Partial<ServeOptions> = {}): Promise<{ server: ModelServer; port: number }> {
-  const server = createServer({
-    model: dirA,
-    auth: false,
-    loadOptions: { device: 'cpu', threads: 1 },
-    logger: pino({ level: 'silent' }),
-    defaultMetrics: false,
-    ...options,
-  });
-  servers.push(server);
-  const { port } = await server.listen(0);
-  await server.ready();
-  return { server, port };
-}
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
-
 describe('graceful close', () => {
   it('answers the requests in flight and queued, refuses new connections, then resolves', async () => {
     using model = await Bert.load(dirA, { device: 'cpu', threads: 1 });
-    const spy = gated(model);
+    const spy = spyModel(model, { held: true });
     const { server, port } = await start({ model: spy.model, maxWaitMs: 0 });
     const running = call(port, 'POST', '/v1/predict', { texts: ['running'] });
-    await until(() => spy.calls.length === 1, 'the first call');
+    await until(() => spy.calls.length === 1, 'the first call', WAIT_MS);
     const queued = [
       call(port, 'POST', '/v1/predict', { texts: ['q1'] }),
       call(port, 'POST', '/v1/embed', { texts: ['q2'] }),
     ];
-    await until(() => server.registry.metrics().then((t) => t.includes('elmo_queue_depth 2')), 'the queue');
+    await until(() => server.registry.metrics().then((t) => t.includes('elmo_queue_depth 2')), 'the queue', WAIT_MS);
     let closed = false;
     const closing = server.close().then(() => (closed = true));
     // No new connections once draining.
-    await until(() => server.address() === null, 'the listener to close');
+    await until(() => server.address() === null, 'the listener to close', WAIT_MS);
     await expect(call(port, 'GET', '/healthz')).rejects.toThrow(/ECONNREFUSED/);
     expect(closed).toBe(false);
     spy.release();
@@ -181,13 +81,13 @@ describe('graceful close', () => {
 
   it('closes what is still open after shutdownTimeoutMs', async () => {
     using model = await Bert.load(dirA, { device: 'cpu', threads: 1 });
-    const spy = gated(model);
+    const spy = spyModel(model, { held: true });
     const { server, port } = await start({ model: spy.model, shutdownTimeoutMs: 200 });
     const stuck = call(port, 'POST', '/v1/predict', { texts: ['never answered'] }).then(
       (r) => r.status,
       (e: unknown) => (e as Error).message,
     );
-    await until(() => spy.calls.length === 1, 'the call');
+    await until(() => spy.calls.length === 1, 'the call', WAIT_MS);
     await server.close(); // resolves although the model call never ends
     expect(await stuck).toMatch(/socket hang up|ECONNRESET/);
     spy.release();
@@ -232,7 +132,7 @@ describe('reload', () => {
       }
     };
     const load = [0, 1, 2, 3].map(worker);
-    await until(() => [...seen.values()].reduce((a, b) => a + b, 0) >= 20, 'load before the reload');
+    await until(() => [...seen.values()].reduce((a, b) => a + b, 0) >= 20, 'load before the reload', WAIT_MS);
     const result = await server.reload(dirB);
     reloaded = true;
     await Promise.all(load);
@@ -297,12 +197,12 @@ describe('elmo serve', () => {
       ['serve', '--model', dirA, '--port', '0', '--no-auth', '--device', 'cpu', '--threads', '1', '--max-wait-ms', '0'],
       { from: 'user' },
     );
-    await until(() => records().some((r) => r.msg === 'ready'), 'the ready line');
+    await until(() => records().some((r) => r.msg === 'ready'), 'the ready line', WAIT_MS);
     const port = records().find((r) => r.msg === 'listening')?.port ?? 0;
     const r = await call(port, 'POST', '/v1/predict', { texts: ['from the cli'] });
     expect(r.status).toBe(200);
     process.emit('SIGHUP', 'SIGHUP');
-    await until(() => records().some((x) => x.msg === 'model reloaded'), 'the reload');
+    await until(() => records().some((x) => x.msg === 'model reloaded'), 'the reload', WAIT_MS);
     process.emit('SIGTERM', 'SIGTERM');
     await run;
     const msgs = records().map((x) => x.msg);

@@ -4,180 +4,30 @@
 // metrics. Timed bounds below are hang detectors, never performance claims.
 import * as http from 'node:http';
 import * as net from 'node:net';
-import * as path from 'node:path';
 import { Writable } from 'node:stream';
 
-import pino from 'pino';
+import { Bert } from '../lib';
+import type { ModelServer, ServeOptions } from '../lib/serve';
+import { call, closeServers, makeTinyModel, spyModel, startServer, until } from './serve-helpers';
+import type { Reply } from './serve-helpers';
 
-import { Bert, Tokenizer } from '../lib';
-import type { EmbedOptions } from '../lib';
-import { createServer } from '../lib/serve';
-import type { ModelServer, ServeModel, ServeOptions } from '../lib/serve';
-import { tmpDir } from './helpers';
-
-const FIXTURES = path.join(__dirname, 'fixtures');
 const LABELS = ['greet', 'bye', 'other'];
-
-// ---- helpers (test/serve-auth and serve-lifecycle have their own copies of the few they use) ----
 
 let modelDir: string;
 let direct: Bert;
 
 beforeAll(async () => {
-  const tokenizer = Tokenizer.fromVocab(path.join(FIXTURES, 'bert-a-cls', 'vocab.txt'));
-  const model = Bert.create(
-    {
-      vocabSize: tokenizer.vocabSize,
-      hiddenSize: 32,
-      numLayers: 1,
-      numHeads: 2,
-      intermediateSize: 64,
-      maxPositions: 64,
-      typeVocabSize: 2,
-      labels: LABELS,
-    },
-    { tokenizer, device: 'cpu', seed: 11, threads: 1 },
-  );
-  modelDir = tmpDir('serve');
-  await model.save(modelDir);
-  model.dispose();
+  modelDir = await makeTinyModel('serve', LABELS, 11);
   direct = await Bert.load(modelDir, { device: 'cpu', threads: 1 });
 });
 
 afterAll(() => direct.dispose());
 
-/** A JSON answer of the service; which fields exist depends on the route. */
-interface ReplyBody {
-  results: { label: string; score: number; scores: Record<string, number> }[];
-  embeddings: number[][];
-  model: { version: string };
-  error: { code: string; message: string };
-  [field: string]: unknown;
+afterEach(closeServers);
+
+function start(options: Partial<ServeOptions> = {}): Promise<{ server: ModelServer; port: number }> {
+  return startServer(options, { model: modelDir });
 }
-
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: ReplyBody;
-  text: string;
-}
-
-function call(
-  port: number,
-  method: string,
-  route: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        method,
-        path: route,
-        agent: false,
-        headers: {
-          ...(payload !== undefined
-            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
-            : {}),
-          ...headers,
-        },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed as ReplyBody, text });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
-
-/** Polls `cond` every 5 ms; fails after `ms` (a hang detector). */
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 15000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** A model that records its calls and can be held at a gate. */
-interface Spy {
-  model: ServeModel;
-  calls: string[][];
-  hold: () => void;
-  release: () => void;
-}
-
-function spyModel(model: Bert): Spy {
-  const calls: string[][] = [];
-  let gate: Promise<void> | undefined;
-  let open: (() => void) | undefined;
-  const wait = async (): Promise<void> => {
-    if (gate !== undefined) await gate;
-  };
-  return {
-    calls,
-    hold: () => {
-      gate = new Promise((r) => (open = r));
-    },
-    release: () => {
-      gate = undefined;
-      open?.();
-    },
-    model: {
-      labels: model.labels,
-      tokenizer: model.tokenizer,
-      maxSeqLen: model.maxSeqLen,
-      config: model.config,
-      async predict(texts: readonly string[]) {
-        calls.push([...texts]);
-        await wait();
-        return model.predict(texts);
-      },
-      async embed(texts: readonly string[], options: EmbedOptions) {
-        calls.push([...texts]);
-        await wait();
-        return model.embed(texts, options);
-      },
-      dispose: () => undefined,
-    },
-  };
-}
-
-const servers: ModelServer[] = [];
-
-async function start(options: Partial<ServeOptions> = {}): Promise<{ server: ModelServer; port: number }> {
-  const server = createServer({
-    model: modelDir,
-    auth: false,
-    loadOptions: { device: 'cpu', threads: 1 },
-    logger: pino({ level: 'silent' }),
-    defaultMetrics: false,
-    ...options,
-  });
-  servers.push(server);
-  const { port } = await server.listen(0, '127.0.0.1');
-  await server.ready();
-  return { server, port };
-}
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
 
 /** The value of a metric line in Prometheus text, e.g. `elmo_batch_size_count{kind="predict"}`. */
 async function metric(server: ModelServer, name: string): Promise<number> {
