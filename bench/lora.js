@@ -6,7 +6,7 @@
 // training wall time and turns/s, and what the saved adapter weighs against the whole model.
 //
 //   node bench/lora.js [--encoder=assets/support-encoder] [--epochs=3] [--lr=1e-3]
-//        [--lora-lr=3e-3] [--rank=8] [--alpha=16] [--max-train=N] [--json=FILE]
+//        [--lora-lr=3e-3] [--rank=8] [--alpha=16] [--max-train=N] [--sides=full,lora] [--json=FILE]
 // Needs `npm run build` first. Reads ../shared/data/snips (--data=DIR); copies nothing.
 'use strict';
 
@@ -32,6 +32,7 @@ function args() {
     data: path.join(root, '..', 'shared', 'data'),
     json: undefined,
     seed: 42,
+    sides: 'full,lora',
   });
 }
 
@@ -51,7 +52,7 @@ async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-bench-lora-'));
   const recipe = { epochs: o.epochs, batchSize: 32, warmupRatio: 0.06, seed: o.seed };
   const rows = [];
-  for (const side of ['full', 'lora']) {
+  for (const side of o.sides.split(',')) {
     const chat = await ChatModel.create(o.encoder, labels, { maxSeqLen: 64, seed: 1 });
     const params = chat.model.config.numParameters;
     let trainable = params;
