@@ -148,7 +148,7 @@ export class NonFiniteError extends ElmoError {
   }
 }
 
-/** The native addon (build/Release/elmo.node) could not be loaded (`ERR_NATIVE_LOAD`). */
+/** The native addon (build/Release/elmo.node or a prebuilt binary) could not be loaded (`ERR_NATIVE_LOAD`). */
 export class NativeLoadError extends ElmoError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, 'ERR_NATIVE_LOAD', options);
