@@ -5,8 +5,8 @@
 //   elmo   `elmo serve` (dist/cli.js: dynamic batching, the default limits, --no-auth, info logs
 //          to /dev/null, --metrics-public to read the batch sizes)
 //   naive  node:http calling `model.predict([text])` once per request, no batching: the calls
-//          are chained one after another (a second concurrent call on a model is ERR_BUSY), and
-//          it answers the same JSON as elmo serve
+//          are chained one after another (a second concurrent call on a model is ERR_BUSY), a
+//          request whose client has gone is skipped, and it answers the same JSON as elmo serve
 //
 // Both load the same model directory with the same threads (default: all cores). Each request
 // POSTs one short chat utterance (the user turns of the seeded support dialogues, lib/demo) to
@@ -24,7 +24,8 @@
 // time less this process and the server's tree) and which other `node bench/` processes ran.
 //
 //   npm run build && node bench/serve.js [--models=mini,base] [--connections=1,4,16,64,256]
-//        [--seconds=10] [--warmup=2] [--scale-model=mini,base] [--workers=1,2]
+//        [--seconds=10] [--warmup=2] [--base-seconds=60] [--base-warmup=20]
+//        [--scale-model=mini,base] [--workers=1,2]
 //        [--soak-requests=100000] [--parts=load,scale,soak] [--threads=0] [--json=FILE]
 //
 // Models (random weights: speed does not depend on them): mini, the architecture of
@@ -52,6 +53,9 @@ function args() {
     connections: '1,4,16,64,256',
     seconds: 10,
     warmup: 2,
+    // BERT-base answers 10-100x slower: longer runs, so that each holds many rounds of requests.
+    baseSeconds: 60,
+    baseWarmup: 20,
     parts: 'load,scale,soak',
     scaleModel: 'mini,base',
     scaleConnections: 64,
@@ -95,11 +99,13 @@ async function naiveServer(o) {
         res.end(JSON.stringify({ error: { code: 'ERR_INPUT', message: err.message } }));
         return;
       }
-      // One model call at a time, in arrival order, one text each.
-      const call = last.then(() => model.predict([text]));
+      // One model call at a time, in arrival order, one text each; a request whose client has
+      // gone meanwhile (the end of a warm-up run) is skipped.
+      const call = last.then(() => (res.destroyed ? [] : model.predict([text])));
       last = call.catch(() => undefined);
       call.then(
         ([p]) => {
+          if (p === undefined) return;
           const scores = {};
           p.scores.forEach((s, k) => (scores[labels[k]] = s));
           res.writeHead(200, { 'content-type': 'application/json' });
@@ -283,15 +289,32 @@ function machineBusySeconds() {
   return { busy: (user + nice + system + irq + softirq) / TICK, steal: steal / TICK };
 }
 
-function otherBenches() {
-  try {
-    return execFileSync('pgrep', ['-fa', 'node bench/'], { encoding: 'utf8' })
-      .split('\n')
-      .filter((l) => l !== '' && !l.startsWith(`${process.pid} `) && !l.includes('--naive-server'))
-      .map((l) => l.replace(/^\d+ /, ''));
-  } catch {
-    return [];
+// CPU ticks and command line of every process now.
+function processTicks() {
+  const out = new Map();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cmd = fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+      out.set(Number(name), { ticks: Number(fields[11]) + Number(fields[12]), cmd });
+    } catch {
+      // exited meanwhile
+    }
   }
+  return out;
+}
+
+// The processes other than this one and the server's that took over 5% of a core.
+function otherProcesses(before, after, exclude, wall) {
+  const busy = [];
+  for (const [pid, a] of after) {
+    if (exclude.has(pid)) continue;
+    const cores = (a.ticks - (before.get(pid)?.ticks ?? 0)) / TICK / wall;
+    if (cores > 0.05) busy.push({ cmd: a.cmd.slice(0, 100), cores: round(cores, 2) });
+  }
+  return busy.sort((x, y) => y.cores - x.cores);
 }
 
 // CPU the rest of the machine took while fn ran, as a share of all cores; and the RSS of the
@@ -304,7 +327,7 @@ async function observed(serverPid, fn) {
   const t0 = performance.now();
   const rss = [rssMb(serverPid)];
   const timer = setInterval(() => rss.push(rssMb(serverPid)), 1000);
-  const others = new Set(otherBenches());
+  const p0 = processTicks();
   let result;
   try {
     result = await fn();
@@ -312,7 +335,8 @@ async function observed(serverPid, fn) {
     clearInterval(timer);
   }
   rss.push(rssMb(serverPid));
-  for (const b of otherBenches()) others.add(b);
+  const exclude = new Set([process.pid, ...tree(serverPid)]);
+  const p1 = processTicks();
   const wall = (performance.now() - t0) / 1000;
   const m1 = machineBusySeconds();
   const server = treeCpuSeconds(serverPid) - s0;
@@ -329,7 +353,7 @@ async function observed(serverPid, fn) {
       othersPct: round((100 * other) / (wall * cores)),
       stealPct: round((100 * (m1.steal - m0.steal)) / (wall * cores)),
     },
-    otherBenches: [...others],
+    otherProcesses: otherProcesses(p0, p1, exclude, wall),
   };
 }
 
@@ -379,7 +403,7 @@ function row(fields, obs, r) {
     timeouts: r.timeouts,
     rssMb: { first: round(obs.rss[0]), last: round(obs.rss.at(-1)), max: round(Math.max(...obs.rss)) },
     cpu: obs.cpu,
-    otherBenches: obs.otherBenches,
+    otherProcesses: obs.otherProcesses,
   };
 }
 
@@ -387,7 +411,7 @@ function row(fields, obs, r) {
 async function runCase(o, kind, dir, texts, fields, serverOptions, loadOptions) {
   const s = await startServer(kind, o, dir, serverOptions);
   try {
-    await load(s.port, texts, { connections: loadOptions.connections, seconds: o.warmup });
+    await load(s.port, texts, { connections: loadOptions.connections, seconds: loadOptions.warmup });
     const before = kind === 'elmo' && serverOptions.workers === undefined ? await batchCounters(s) : undefined;
     const obs = await observed(s.child.pid, () => load(s.port, texts, loadOptions));
     const out = row(fields, obs, obs.result);
@@ -440,6 +464,8 @@ async function main() {
   };
   const out = { command: `node bench/serve.js ${process.argv.slice(2).join(' ')}`.trim(), machine: machine(), load: [], scale: [], soak: [] };
   const threads = o.threads;
+  const timing = (model) =>
+    model === 'base' ? { seconds: o.baseSeconds, warmup: o.baseWarmup } : { seconds: o.seconds, warmup: o.warmup };
   const save = () => {
     fs.mkdirSync(path.dirname(o.json), { recursive: true });
     fs.writeFileSync(o.json, `${JSON.stringify(out, null, 2)}\n`);
@@ -457,7 +483,7 @@ async function main() {
           for (const server of order) {
             const r = await runCase(o, server, dir, texts, { model, server, connections: c }, { threads }, {
               connections: c,
-              seconds: o.seconds,
+              ...timing(model),
             });
             print(r);
             out.load.push(r);
@@ -473,7 +499,7 @@ async function main() {
         const configs = [{ workers: undefined }, ...list(o.workers).map((w) => ({ workers: Number(w) }))];
         for (const { workers } of configs) {
           const fields = { model, server: 'elmo', workers: workers ?? 0, connections: c };
-          const r = await runCase(o, 'elmo', dir, texts, fields, { workers, threads }, { connections: c, seconds: o.seconds });
+          const r = await runCase(o, 'elmo', dir, texts, fields, { workers, threads }, { connections: c, ...timing(model) });
           print(r);
           out.scale.push(r);
           save();
@@ -484,7 +510,11 @@ async function main() {
       const model = o.soakModel;
       const dir = await dirOf(model);
       const fields = { model, server: 'elmo', connections: o.soakConnections, amount: o.soakRequests };
-      const r = await runCase(o, 'elmo', dir, texts, fields, { threads }, { connections: o.soakConnections, amount: o.soakRequests });
+      const r = await runCase(o, 'elmo', dir, texts, fields, { threads }, {
+        connections: o.soakConnections,
+        amount: o.soakRequests,
+        warmup: o.warmup,
+      });
       print(r);
       out.soak.push(r);
       save();
