@@ -16,7 +16,8 @@
 //              load; req/s, p50/p99 latency, errors (non-2xx, socket errors, timeouts), peak RSS,
 //              texts per model call (elmo)
 //   scale-out  --scale-model at --scale-connections: elmo serve as one process (all threads),
-//              then `--workers N` for each N of --workers (threads = cores / N each)
+//              then `--workers N` for each N of --workers (threads = cores / N each), in turn,
+//              --scale-rounds times
 //   soak       elmo serve, --soak-model, --soak-requests requests at --soak-connections; the
 //              server's RSS (its whole process tree) sampled every second: first, last, max
 //
@@ -25,7 +26,7 @@
 //
 //   npm run build && node bench/serve.js [--models=mini,base] [--connections=1,4,16,64,256]
 //        [--seconds=10] [--warmup=2] [--base-seconds=60] [--base-warmup=20]
-//        [--scale-model=mini,base] [--workers=1,2]
+//        [--scale-model=mini,base] [--workers=1,2] [--scale-rounds=1]
 //        [--soak-requests=100000] [--parts=load,scale,soak] [--threads=0] [--json=FILE]
 //
 // Models (random weights: speed does not depend on them): mini, the architecture of
@@ -60,6 +61,7 @@ function args() {
     scaleModel: 'mini,base',
     scaleConnections: 64,
     workers: '1,2',
+    scaleRounds: 1,
     soakModel: 'mini',
     soakRequests: 100000,
     soakConnections: 64,
@@ -497,12 +499,16 @@ async function main() {
         const dir = await dirOf(model);
         const c = o.scaleConnections;
         const configs = [{ workers: undefined }, ...list(o.workers).map((w) => ({ workers: Number(w) }))];
-        for (const { workers } of configs) {
-          const fields = { model, server: 'elmo', workers: workers ?? 0, connections: c };
-          const r = await runCase(o, 'elmo', dir, texts, fields, { workers, threads }, { connections: c, ...timing(model) });
-          print(r);
-          out.scale.push(r);
-          save();
+        // Rounds take the configurations in turn, so that a slow spell of the host does not
+        // fall on one of them only.
+        for (let round = 1; round <= o.scaleRounds; round++) {
+          for (const { workers } of configs) {
+            const fields = { model, server: 'elmo', workers: workers ?? 0, connections: c, round };
+            const r = await runCase(o, 'elmo', dir, texts, fields, { workers, threads }, { connections: c, ...timing(model) });
+            print(r);
+            out.scale.push(r);
+            save();
+          }
         }
       }
     }
