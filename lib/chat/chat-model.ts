@@ -684,47 +684,21 @@ export class ChatModel {
     });
     const batchSize = checkCount(options.batchSize ?? 64, 'options.batchSize', 1);
     const m = this.#meta;
-    const iTrue: number[] = [];
-    const iPred: number[] = [];
-    const eTrue: number[][] = [];
-    const eScore: Float32Array[] = [];
-    const sTrue: string[][] = [];
-    const sPred: string[][] = [];
+    const acc = new ChatMetricsAccumulator(m.intents, m.emotions, m.slotTags, m.emotionThreshold);
     const t0 = performance.now();
     for (let at = 0; at < data.length; at += batchSize) {
       const part = data.slice(at, at + batchSize);
       const raw = await this.#raw(part, 'examples');
       raw.forEach((r, b) => {
-        const ex = part[b] as ChatExample;
-        if (ex.intent !== undefined && m.intents.length > 0) {
-          iTrue.push(m.intents.indexOf(ex.intent));
-          iPred.push(argmax(r.intentProbs));
-        }
-        if (ex.emotions !== undefined && m.emotions.length > 0) {
-          eTrue.push(m.emotions.map((e) => (ex.emotions?.includes(e) === true ? 1 : 0)));
-          eScore.push(r.emotionProbs);
-        }
-        if (ex.slots !== undefined && m.slotTags.length > 0) {
-          sTrue.push(wordTags(r.enc.words, ex.slots));
-          sPred.push(Array.from(r.wordTags, (t) => m.slotTags[t] ?? 'O'));
-        }
+        acc.add(part[b] as ChatExample, {
+          intent: argmax(r.intentProbs),
+          emotionProbs: r.emotionProbs,
+          words: r.enc.words,
+          tags: Array.from(r.wordTags, (t) => m.slotTags[t] ?? 'O'),
+        });
       });
     }
-    const seconds = (performance.now() - t0) / 1000;
-    const out: ChatMetrics = { count: data.length, turnsPerSecond: data.length / Math.max(seconds, 1e-9) };
-    if (iTrue.length > 0) {
-      const c = classificationMetrics(iTrue, iPred, m.intents);
-      out.intent = { accuracy: c.accuracy, macroF1: c.macroF1, count: iTrue.length };
-    }
-    if (eTrue.length > 0) {
-      const e = multiLabelMetrics(eTrue, eScore, m.emotions, m.emotionThreshold);
-      out.emotions = { microF1: e.microF1, macroF1: e.macroF1, threshold: m.emotionThreshold, count: eTrue.length };
-    }
-    if (sTrue.length > 0) {
-      const s = entityMetrics(sTrue, sPred);
-      out.slots = { precision: s.precision, recall: s.recall, f1: s.f1, count: sTrue.length };
-    }
-    return out;
+    return acc.result(data.length, (performance.now() - t0) / 1000);
   }
 
   /**
@@ -1062,6 +1036,68 @@ interface EncodedExample {
   intentProbs: Float32Array | undefined;
   emotions: Float32Array | undefined;
   slots: Int32Array | undefined;
+}
+
+/**
+ * The metrics of {@link ChatModel.evaluate} (and of ensembles) from predictions added one turn
+ * at a time: each head on the examples that carry its labels.
+ */
+export class ChatMetricsAccumulator {
+  readonly #iTrue: number[] = [];
+  readonly #iPred: number[] = [];
+  readonly #eTrue: number[][] = [];
+  readonly #eScore: Float32Array[] = [];
+  readonly #sTrue: string[][] = [];
+  readonly #sPred: string[][] = [];
+
+  constructor(
+    private readonly intents: readonly string[],
+    private readonly emotions: readonly string[],
+    private readonly slotTags: readonly string[],
+    private readonly emotionThreshold: number,
+  ) {}
+
+  /** One turn: the best intent's index, the emotion probabilities, the words and their tags. */
+  add(
+    ex: ChatExample,
+    pred: { intent: number; emotionProbs: Float32Array; words: readonly WordSpan[]; tags: readonly string[] },
+  ): void {
+    if (ex.intent !== undefined && this.intents.length > 0) {
+      this.#iTrue.push(this.intents.indexOf(ex.intent));
+      this.#iPred.push(pred.intent);
+    }
+    if (ex.emotions !== undefined && this.emotions.length > 0) {
+      this.#eTrue.push(this.emotions.map((e) => (ex.emotions?.includes(e) === true ? 1 : 0)));
+      this.#eScore.push(pred.emotionProbs);
+    }
+    if (ex.slots !== undefined && this.slotTags.length > 0) {
+      this.#sTrue.push(wordTags(pred.words, ex.slots));
+      this.#sPred.push([...pred.tags]);
+    }
+  }
+
+  /** The metrics of what was added; `seconds` the time the forwards took. */
+  result(count: number, seconds: number): ChatMetrics {
+    const out: ChatMetrics = { count, turnsPerSecond: count / Math.max(seconds, 1e-9) };
+    if (this.#iTrue.length > 0) {
+      const c = classificationMetrics(this.#iTrue, this.#iPred, this.intents);
+      out.intent = { accuracy: c.accuracy, macroF1: c.macroF1, count: this.#iTrue.length };
+    }
+    if (this.#eTrue.length > 0) {
+      const e = multiLabelMetrics(this.#eTrue, this.#eScore, this.emotions, this.emotionThreshold);
+      out.emotions = {
+        microF1: e.microF1,
+        macroF1: e.macroF1,
+        threshold: this.emotionThreshold,
+        count: this.#eTrue.length,
+      };
+    }
+    if (this.#sTrue.length > 0) {
+      const sm = entityMetrics(this.#sTrue, this.#sPred);
+      out.slots = { precision: sm.precision, recall: sm.recall, f1: sm.f1, count: this.#sTrue.length };
+    }
+    return out;
+  }
 }
 
 /** The label sets found in examples, sorted (the `ChatLabels` to create a model with). */

@@ -27,8 +27,7 @@ import { writeFileAtomic } from '../fs-atomic';
 import { encodeHeader, isPlainObject, openSafetensors, readExactly, writeAll, writeBytesAtomic } from '../safetensors';
 import type { StEntry, StFile } from '../safetensors';
 import { ops } from '../tensor';
-import { classificationMetrics, entityMetrics, multiLabelMetrics } from '../train/metrics';
-import { ChatModel, decodeSlots, readChatExamples, wordTags } from './chat-model';
+import { ChatMetricsAccumulator, ChatModel, decodeSlots, readChatExamples } from './chat-model';
 import type { ChatExample, ChatMetrics, ChatModelOptions, TurnInput, TurnScores } from './chat-model';
 import type { Scored, Understanding } from './types';
 
@@ -702,50 +701,21 @@ export class ChatEnsemble {
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
       throw expected(InputError, 'an integer >= 1', 'options.batchSize', batchSize);
     }
-    const intents = this.intents;
-    const emotions = this.emotions;
-    const tags = this.slotTags;
-    const iTrue: number[] = [];
-    const iPred: number[] = [];
-    const eTrue: number[][] = [];
-    const eScore: Float32Array[] = [];
-    const sTrue: string[][] = [];
-    const sPred: string[][] = [];
+    const acc = new ChatMetricsAccumulator(this.intents, this.emotions, this.slotTags, this.#emotionThreshold);
     const t0 = performance.now();
     for (let at = 0; at < data.length; at += batchSize) {
       const part = data.slice(at, at + batchSize);
       const scores = await this.scores(part);
       scores.forEach((s, b) => {
-        const ex = part[b] as ChatExample;
-        if (ex.intent !== undefined && intents.length > 0) {
-          iTrue.push(intents.indexOf(ex.intent));
-          iPred.push(argmax(s.intentProbs, 0, intents.length));
-        }
-        if (ex.emotions !== undefined && emotions.length > 0) {
-          eTrue.push(emotions.map((e) => (ex.emotions?.includes(e) === true ? 1 : 0)));
-          eScore.push(s.emotionProbs);
-        }
-        if (ex.slots !== undefined && tags.length > 0) {
-          sTrue.push(wordTags(s.words, ex.slots));
-          sPred.push(this.#bestTags(s).tags);
-        }
+        acc.add(part[b] as ChatExample, {
+          intent: argmax(s.intentProbs, 0, this.intents.length),
+          emotionProbs: s.emotionProbs,
+          words: s.words,
+          tags: this.slotTags.length > 0 ? this.#bestTags(s).tags : [],
+        });
       });
     }
-    const seconds = (performance.now() - t0) / 1000;
-    const out: ChatMetrics = { count: data.length, turnsPerSecond: data.length / Math.max(seconds, 1e-9) };
-    if (iTrue.length > 0) {
-      const c = classificationMetrics(iTrue, iPred, intents);
-      out.intent = { accuracy: c.accuracy, macroF1: c.macroF1, count: iTrue.length };
-    }
-    if (eTrue.length > 0) {
-      const e = multiLabelMetrics(eTrue, eScore, emotions, this.#emotionThreshold);
-      out.emotions = { microF1: e.microF1, macroF1: e.macroF1, threshold: this.#emotionThreshold, count: eTrue.length };
-    }
-    if (sTrue.length > 0) {
-      const s = entityMetrics(sTrue, sPred);
-      out.slots = { precision: s.precision, recall: s.recall, f1: s.f1, count: sTrue.length };
-    }
-    return out;
+    return acc.result(data.length, (performance.now() - t0) / 1000);
   }
 
   /** Frees the members the ensemble loaded (not those given to {@link create}). Idempotent. */
