@@ -26,7 +26,7 @@
 //
 //   npm run build && node bench/serve.js [--models=mini,base] [--connections=1,4,16,64,256]
 //        [--seconds=10] [--warmup=2] [--base-seconds=60] [--base-warmup=20]
-//        [--scale-model=mini,base] [--workers=1,2] [--scale-rounds=1]
+//        [--scale-model=mini,base] [--workers=1,2] [--scale-rounds=1] [--wait-quiet=PCT]
 //        [--soak-requests=100000] [--parts=load,scale,soak] [--threads=0] [--json=FILE]
 //
 // Models (random weights: speed does not depend on them): mini, the architecture of
@@ -67,6 +67,10 @@ function args() {
     soakConnections: 64,
     threads: 0,
     logLevel: 'info',
+    // Before each case, wait (at most --wait-quiet-max seconds) until the rest of the machine
+    // takes under this share of it (percent over 3 s); 0: do not wait.
+    waitQuiet: 0,
+    waitQuietMax: 900,
     json: path.join(root, 'bench', 'results', 'serve-latest.json'),
     // Internal: run the naive server (a child of this script).
     naiveServer: false,
@@ -409,8 +413,25 @@ function row(fields, obs, r) {
   };
 }
 
+// Waits until the machine is quiet (see --wait-quiet); resolves with the seconds waited.
+async function waitQuiet(o) {
+  const t0 = performance.now();
+  if (o.waitQuiet <= 0) return 0;
+  const cores = os.availableParallelism();
+  for (;;) {
+    const m0 = machineBusySeconds();
+    const c0 = process.cpuUsage();
+    await new Promise((r) => setTimeout(r, 3000));
+    const c1 = process.cpuUsage(c0);
+    const busy = machineBusySeconds().busy - m0.busy - (c1.user + c1.system) / 1e6;
+    const waited = (performance.now() - t0) / 1000;
+    if ((100 * busy) / (3 * cores) < o.waitQuiet || waited > o.waitQuietMax) return round(waited);
+  }
+}
+
 // One case: a fresh server, warm-up, measured load.
 async function runCase(o, kind, dir, texts, fields, serverOptions, loadOptions) {
+  const waitedSeconds = await waitQuiet(o);
   const s = await startServer(kind, o, dir, serverOptions);
   try {
     await load(s.port, texts, { connections: loadOptions.connections, seconds: loadOptions.warmup });
@@ -422,6 +443,7 @@ async function runCase(o, kind, dir, texts, fields, serverOptions, loadOptions) 
       out.textsPerCall = round((after.texts - before.texts) / Math.max(1, after.calls - before.calls), 2);
     }
     out.rssSamples = obs.rss.map((x) => round(x));
+    if (o.waitQuiet > 0) out.waitedSeconds = waitedSeconds;
     out.wallSeconds = round(obs.wall, 2);
     return out;
   } finally {
