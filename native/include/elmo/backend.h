@@ -127,6 +127,24 @@ class Backend {
   // takes a bf16 residual. An opt-in of the CUDA backend (CudaOptions::bf16_hidden).
   virtual bool bf16_hidden_states() const { return false; }
 
+  // ---- int8 weights (dynamic quantization at inference: BertOptions::precision kI8) -------------
+  // A quantized weight is a Tensor of dtype i8 and W's shape [N, K] whose memory (64-byte
+  // aligned, quantized_weight_bytes(N, K) bytes) holds a per-row f32 scale sw[n] = max_k |W[n,k]|
+  // / 127, the rows' int32 sums, and q[n,k] = round(W[n,k] / sw[n]) in [-127, 127] in the kernel's
+  // panels (`panel` set). gemm with such a b (op NT, a f32, no accumulate) quantizes each row of
+  // a the same way at every call and forms out = float(sum_k qa qw) * sa[m] * sw[n], then its
+  // epilogue. quantized_weight_bytes is 0 on a backend without an int8 GEMM.
+  virtual int64_t quantized_weight_bytes(int64_t N, int64_t K) const {
+    (void)N, (void)K;
+    return 0;
+  }
+  // out: i8 [N, K] over quantized_weight_bytes(N, K) bytes, its `panel` set on success; w: f32
+  // [N, K] row-major. A weight holding NaN or infinity is ERR_INPUT.
+  virtual Status quantize_weight(Tensor* out, Tensor w) {
+    (void)out, (void)w;
+    return Status(Code::kUnsupported, name() + " has no int8 GEMM (precision int8 runs on the CPU)");
+  }
+
   // ---- weight layout for the linear-layer GEMM ----------------------------------------------
   // A linear layer reads its weight W [N, K] as gemm's b with op kNT on every call. A backend
   // whose GEMM repacks b into micro-panels each call (the CPU) can keep W packed instead:

@@ -111,9 +111,13 @@ class CpuBackend final : public Backend {
     // A bf16 operand (a model's bf16 weight copy as b) has its own kernels; f32 stays on gemm.
     if (a.dtype == DType::kBF16 || b.dtype == DType::kBF16)
       return cpu::gemm_bf16(ctx_, out, pre_gelu, a, b, bias, residual, op, ep, accumulate);
+    // An int8 b is a quantized weight (quantize_weight).
+    if (b.dtype == DType::kI8) return cpu::gemm_q8(ctx_, out, pre_gelu, a, b, bias, residual, op, ep, accumulate);
     return cpu::gemm(ctx_, out, pre_gelu, a, b, bias, residual, op, ep, accumulate);
   }
   Status bias_backward(Tensor dbias, Tensor dout) override { return cpu::bias_backward(ctx_, dbias, dout); }
+  int64_t quantized_weight_bytes(int64_t N, int64_t K) const override { return cpu::q8_weight_bytes(N, K); }
+  Status quantize_weight(Tensor* out, Tensor w) override { return cpu::quantize_weight_q8(ctx_, out, w); }
   int weight_panel() const override { return cpu::gemm_weight_panel(ctx_); }
   Status pack_weight(Tensor* w, bool packed) override {
     if (w != nullptr && w->dtype == DType::kBF16) return cpu::pack_weight_bf16(ctx_, w, packed);

@@ -41,6 +41,14 @@ const char* gemm_bf16_kernel_name(Isa isa);
 // multiple of its NR, K of its k step). One way only: unpacking is ERR_UNSUPPORTED.
 int gemm_bf16_weight_panel(const Ctx& c);
 Status pack_weight_bf16(const Ctx& c, Tensor* w, bool packed);
+// gemm_q8.cpp: int8 weights (dynamic quantization; Backend::quantize_weight). gemm_q8 takes an
+// f32 a and a quantized b, op NT, no accumulate, the epilogues of gemm.
+int64_t q8_weight_bytes(int64_t N, int64_t K);
+Status quantize_weight_q8(const Ctx& c, Tensor* out, Tensor w);
+Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual,
+               GemmOp op, Epilogue ep, bool accumulate);
+// The kernel gemm_q8 runs on the given path: "avx512_vnni", "avx2" or "scalar".
+const char* gemm_q8_kernel_name(Isa isa);
 // Raw single-precision GEMM on row-major pointers, for kernels that need one internally:
 // C[M,N] (ldc) = alpha * op(A) op(B) + beta * C, op per GemmOp as in backend.h; lda/ldb are the
 // row strides of A and B as stored. Deterministic for any thread count.
