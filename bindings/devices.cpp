@@ -42,6 +42,7 @@ Napi::Object cpu_info(Napi::Env env) {
   cpu.Set("threads", Napi::Number::New(env, default_threads()));
   cpu.Set("features", features);
   cpu.Set("bf16Kernel", Napi::String::New(env, cpu::gemm_bf16_kernel_name(isa)));
+  cpu.Set("int8Kernel", Napi::String::New(env, cpu::gemm_q8_kernel_name(isa)));
   return cpu;
 }
 

@@ -1,6 +1,6 @@
 // NativeModel: a BERT encoder (elmo::Bert) with its own backend and its own worker thread.
 //
-//   new NativeModel({ device: 'cpu' | 'cuda', threads?, cudaDevice?, precision?: 'fp32' | 'bf16',
+//   new NativeModel({ device: 'cpu' | 'cuda', threads?, cudaDevice?, precision?: 'fp32' | 'bf16' | 'int8',
 //                     inlineMaxMs? })
 //   load(dir) -> Promise<void>          config.json + model.safetensors, on the worker thread
 //   create(config, heads, seed)         fresh weights, synchronously
@@ -221,11 +221,16 @@ class Model : public Napi::ObjectWrap<Model> {
       }
     }
     inline_max_us_ = inline_max_ms * 1000.0;
-    if (precision != "fp32" && precision != "bf16")
-      throw_expected(env, "ERR_INPUT", "one of 'fp32', 'bf16'", "options.precision", Napi::String::New(env, precision));
+    if (precision != "fp32" && precision != "bf16" && precision != "int8")
+      throw_expected(env, "ERR_INPUT", "one of 'fp32', 'bf16', 'int8'", "options.precision",
+                     Napi::String::New(env, precision));
+    if (precision == "int8" && device != "cpu")
+      throw_expected(env, "ERR_INPUT", "'fp32' or 'bf16' on a CUDA device (int8 runs on the CPU)",
+                     "options.precision", Napi::String::New(env, precision));
     // bf16: the model keeps bf16 copies of its GEMM weights (BertOptions); on CUDA attention
-    // also runs on bf16 operands (CudaOptions::compute).
-    options_.precision = precision == "bf16" ? DType::kBF16 : DType::kF32;
+    // also runs on bf16 operands (CudaOptions::compute). int8: per-row int8 copies of the
+    // encoder's matrices and activations quantized per call (dynamic quantization).
+    options_.precision = precision == "bf16" ? DType::kBF16 : precision == "int8" ? DType::kI8 : DType::kF32;
     std::unique_ptr<Backend> backend;
     if (device == "cpu") {
       CpuOptions co;

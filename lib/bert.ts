@@ -108,8 +108,16 @@ export interface BertRunOptions {
    * - CUDA: the tensor cores, with attention's q/k/v in bf16 too.
    *
    * `devices().cpu.bf16Kernel` tells which CPU kernel runs.
+   *
+   * `'int8'` (CPU only, inference only): dynamic quantization. Each encoder layer's four linear
+   * layers also keep an int8 copy of their weight (one scale per output row) and quantize their
+   * input per row at each call (one scale per token); the int8 products are summed exactly in
+   * int32 and scaled back to fp32. LayerNorm, attention, softmax, GELU, the pooler and the
+   * heads stay fp32; `save()` writes the fp32 weights. AVX-512 VNNI CPUs use `vpdpbusd`, AVX2
+   * CPUs `vpmaddubsw`. Accuracy and speed: docs/api.md, "Precision". `devices().cpu.int8Kernel`
+   * tells which kernel runs. A model loaded as int8 cannot be trained (ERR_INPUT).
    */
-  precision?: 'fp32' | 'bf16';
+  precision?: 'fp32' | 'bf16' | 'int8';
   /**
    * CPU forwards (`forward`, `forwardIds`, `predict`, `embed`) estimated to take at most this
    * many milliseconds run on the calling thread, as onnxruntime-node runs every call, and their
@@ -880,8 +888,8 @@ export function jointHost(model: Bert): JointHost {
 function checkRunOptions(options: BertRunOptions): void {
   if (typeof options !== 'object' || options === null) throw expected(InputError, 'an object', 'options', options);
   const { maxSeqLen, truncation, threads, precision, inlineMaxMs } = options;
-  if (precision !== undefined && precision !== 'fp32' && precision !== 'bf16') {
-    throw expected(InputError, "one of 'fp32', 'bf16'", 'options.precision', precision);
+  if (precision !== undefined && precision !== 'fp32' && precision !== 'bf16' && precision !== 'int8') {
+    throw expected(InputError, "one of 'fp32', 'bf16', 'int8'", 'options.precision', precision);
   }
   if (maxSeqLen !== undefined && (!Number.isInteger(maxSeqLen) || maxSeqLen < 3)) {
     throw expected(InputError, 'an integer >= 3', 'options.maxSeqLen', maxSeqLen);

@@ -102,6 +102,7 @@ function info(json: boolean, peak: boolean, write: (line: string) => void): void
   write(`  cpu:      ${devices.cpu.isa} kernels (best ${devices.cpu.bestIsa}), ${String(devices.cpu.threads)} threads`);
   write(`  features: ${devices.cpu.features.length > 0 ? devices.cpu.features.join(' ') : '(none)'}`);
   write(`  bf16:     ${bf16Line(devices.cpu.bf16Kernel, devices.cpu.features.includes('avx512_bf16'))}`);
+  write(`  int8:     ${devices.cpu.int8Kernel} kernels`);
   if (measured) {
     const bf16 = measured.bf16Gflops > 0 ? `, bf16 ${measured.bf16Gflops.toFixed(0)}` : '';
     write(

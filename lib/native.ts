@@ -31,6 +31,11 @@ export interface CpuInfo {
    * registers) or `'scalar'`.
    */
   bf16Kernel: string;
+  /**
+   * The kernel that runs matrix products of a `precision: 'int8'` model on this CPU:
+   * `'avx512_vnni'` (`vpdpbusd`), `'avx2'` (`vpmaddubsw`) or `'scalar'`.
+   */
+  int8Kernel: string;
 }
 
 /** One CUDA device. */
@@ -147,8 +152,11 @@ export interface NativeModelOptions {
   threads?: number;
   /** CUDA device index. */
   cudaDevice?: number;
-  /** Matrix-product precision: `'fp32'` (exact) or `'bf16'` (bf16 weight copies; on CUDA also bf16 attention). */
-  precision?: 'fp32' | 'bf16';
+  /**
+   * Matrix-product precision: `'fp32'` (exact), `'bf16'` (bf16 weight copies; on CUDA also bf16
+   * attention) or `'int8'` (CPU: dynamic quantization of the encoder's linear layers).
+   */
+  precision?: 'fp32' | 'bf16' | 'int8';
   /** CPU forwards estimated to take at most this long (ms) run on the calling thread; default 1, 0: never. */
   inlineMaxMs?: number;
 }

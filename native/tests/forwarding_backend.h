@@ -54,6 +54,8 @@ class ForwardingBackend : public elmo::Backend {
   bool gemm_bf16_activations() const override { return inner_->gemm_bf16_activations(); }
   bool attention_bf16_io(int head_dim) const override { return inner_->attention_bf16_io(head_dim); }
   bool bf16_hidden_states() const override { return inner_->bf16_hidden_states(); }
+  int64_t quantized_weight_bytes(int64_t N, int64_t K) const override { return inner_->quantized_weight_bytes(N, K); }
+  elmo::Status quantize_weight(elmo::Tensor* out, elmo::Tensor w) override { return inner_->quantize_weight(out, w); }
   int weight_panel() const override { return inner_->weight_panel(); }
   elmo::Status pack_weight(elmo::Tensor* w, bool packed) override { return inner_->pack_weight(w, packed); }
   elmo::Status attention_forward(elmo::Tensor out, elmo::Tensor lse, elmo::Tensor qkv, const elmo::Offsets& offsets,

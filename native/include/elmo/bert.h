@@ -136,6 +136,11 @@ struct BertOptions {
   //     refresh_compute_weights() re-derives the copies. The word embeddings (read by the lookup
   //     and by the tied MLM decoder) stay f32 only: a copy would add a [V, H] table used by the
   //     pretraining head alone.
+  //   kI8: dynamic quantization for inference. Each encoder layer's four matrices are also kept
+  //     as per-row int8 copies (Backend::quantize_weight) and their GEMMs quantize the
+  //     activations per row at each call (int32 sums, f32 scales); LayerNorm, softmax,
+  //     attention, GELU, the pooler and the heads stay f32. The f32 parameters remain the
+  //     master copy (save() writes them). Not for training (enable_training refuses it); CPU only.
   DType precision = DType::kF32;
 };
 
@@ -188,11 +193,11 @@ class Bert {
   Backend* backend() const { return backend_; }
   DType precision() const { return opts_.precision; }
 
-  // Precision bf16: re-makes the bf16 weight copies from the f32 parameters (f32: nothing to do).
+  // Precision bf16 or int8: re-makes the weight copies from the f32 parameters (f32: nothing to do).
   // forward reads the copies, so call this after changing parameters in place, e.g. after an
   // optimizer step or a write through parameters().
   Status refresh_compute_weights();
-  // Bytes held by the bf16 weight copies (0 with f32 precision).
+  // Bytes held by the bf16 or int8 weight copies (0 with f32 precision).
   size_t compute_weight_bytes() const { return compute_buf_.nbytes(); }
 
   // One parameter: `name` is the HF name except the fused ".attention.self.qkv.{weight,bias}".
@@ -362,6 +367,7 @@ class Bert {
   Bert(const BertConfig& config, const BertHeads& heads, Backend* backend, const BertOptions& opts);
   Status allocate_parameters();
   Status make_compute_weights();  // once the parameters hold their values
+  Status make_quantized_weights();  // precision int8: the encoder layers' int8 copies
   // Every weight read as a GEMM's b (op NT), with the GEMM operand the forward passes for it.
   std::vector<std::pair<Tensor*, Tensor*>> gemm_weights();
   Status ensure_arena(int64_t T, int B, int N, bool training);

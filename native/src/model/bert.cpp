@@ -119,8 +119,9 @@ Bert::~Bert() {
 }
 
 static Status check_options(const BertOptions& opts) {
-  ELMO_CHECK(opts.precision == DType::kF32 || opts.precision == DType::kBF16, Code::kInput,
-             "Expected f32 or bf16 for BertOptions::precision but received %s", dtype_name(opts.precision));
+  ELMO_CHECK(opts.precision == DType::kF32 || opts.precision == DType::kBF16 || opts.precision == DType::kI8,
+             Code::kInput, "Expected f32, bf16 or i8 for BertOptions::precision but received %s",
+             dtype_name(opts.precision));
   return Status::ok();
 }
 
@@ -145,6 +146,7 @@ Status Bert::make_compute_weights() {
     for (const auto& m : mats) *m.second = *m.first;  // the parameter itself
     return Status::ok();
   }
+  if (opts_.precision == DType::kI8) return make_quantized_weights();
   size_t total = 0;
   for (const auto& m : mats) total += round_up(m.first->nbytes() / 2);
   ELMO_RETURN_IF_ERROR(backend_->alloc(&compute_buf_, DType::kBF16, {static_cast<int64_t>(total / 2)}));
@@ -159,11 +161,45 @@ Status Bert::make_compute_weights() {
   return refresh_compute_weights();
 }
 
+// int8: each encoder layer's four matrices quantized per row (Backend::quantize_weight), in one
+// buffer; the pooler and the heads read their f32 parameters (small next to the layers, and
+// the scores a user compares come out of them).
+Status Bert::make_quantized_weights() {
+  std::vector<std::pair<Tensor*, Tensor*>> quantized;
+  for (const auto& m : gemm_weights()) *m.second = *m.first;
+  for (Layer& ly : w_.layers)
+    for (auto m : {std::make_pair(&ly.qkv_w, &ly.qkv_wc), std::make_pair(&ly.attn_out_w, &ly.attn_out_wc),
+                   std::make_pair(&ly.ffn_in_w, &ly.ffn_in_wc), std::make_pair(&ly.ffn_out_w, &ly.ffn_out_wc)})
+      quantized.push_back(m);
+  size_t total = 0;
+  for (const auto& m : quantized) {
+    const int64_t bytes = backend_->quantized_weight_bytes(m.first->shape[0], m.first->shape[1]);
+    if (bytes <= 0)
+      return Status(Code::kUnsupported, backend_->name() + " has no int8 GEMM: precision int8 runs on the CPU");
+    total += round_up(static_cast<size_t>(bytes));
+  }
+  ELMO_RETURN_IF_ERROR(backend_->alloc(&compute_buf_, DType::kI8, {static_cast<int64_t>(total)}));
+  size_t off = 0;
+  compute_copies_.clear();
+  for (const auto& m : quantized) {
+    const Tensor& w = *m.first;
+    *m.second = make_view(compute_buf_.data, off, DType::kI8, {w.shape[0], w.shape[1]}, backend_->device());
+    compute_copies_.push_back({w, m.second});
+    off += round_up(static_cast<size_t>(backend_->quantized_weight_bytes(w.shape[0], w.shape[1])));
+  }
+  return refresh_compute_weights();
+}
+
 // Each copy is converted row-major, then packed in place for the GEMM where the backend keeps
-// weights packed (the CPU); one whose shape does not fit the panels stays row-major.
+// weights packed (the CPU); one whose shape does not fit the panels stays row-major. An int8
+// copy is quantized from its (row-major) master.
 Status Bert::refresh_compute_weights() {
   const bool pack = backend_->weight_panel() > 0;
   for (const ComputeCopy& c : compute_copies_) {
+    if (c.copy->dtype == DType::kI8) {
+      ELMO_RETURN_IF_ERROR(backend_->quantize_weight(c.copy, c.master));
+      continue;
+    }
     c.copy->panel = 0;
     ELMO_RETURN_IF_ERROR(backend_->convert(*c.copy, c.master));
     if (!pack) continue;

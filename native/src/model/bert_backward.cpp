@@ -30,6 +30,8 @@ using views::round_up;
 
 Status Bert::enable_training() {
   if (training_enabled()) return Status::ok();
+  ELMO_CHECK(opts_.precision != DType::kI8, Code::kInput,
+             "enable_training: an int8 model is for inference; train it in fp32 (or bf16) and load it as int8");
   // Masters row-major (HF layout): the backward GEMMs read W as [out, in] rows.
   ELMO_RETURN_IF_ERROR(set_weights_packed(false));
   ELMO_RETURN_IF_ERROR(backend_->alloc(&grad_buf_, DType::kF32, {param_buf_.shape[0]}));
