@@ -26,6 +26,8 @@
  *   elmo keys create|list|revoke      API keys of elmo serve (lib/cli/keys.ts)
  *   elmo bench tokenizer|predict|server
  *                                     micro-benchmarks of a model (lib/cli/bench.ts)
+ *   elmo prune --model DIR --data F --out DIR
+ *                                     prune heads and FFN neurons, recover (lib/cli/prune.ts)
  *
  * Texts come from repeated `--text` options or a JSONL file (`--input FILE`, `-` for stdin)
  * whose lines are `{"text": "...", "pair"?: "..."}` objects or bare JSON strings.
@@ -57,6 +59,7 @@ import { addFeedbackCommand } from './cli/feedback';
 import { addEvalCommand, addFinetuneCommand } from './cli/finetune';
 import { addKeysCommand } from './cli/keys';
 import { addPretrainCommand } from './cli/pretrain';
+import { addPruneCommand } from './cli/prune';
 import { addServeCommand } from './cli/serve';
 import { addVocabCommand } from './cli/vocab';
 import { ElmoError } from './errors';
@@ -76,6 +79,7 @@ const ASYNC_COMMANDS = new Set([
   'feedback',
   'serve',
   'bench',
+  'prune',
 ]);
 
 const INPUT_HELP = `
@@ -288,6 +292,7 @@ export function buildProgram(io: CliIo, argv: readonly string[] = []): Command {
   addServeCommand(program, io, argv);
   addKeysCommand(program, io);
   addBenchCommand(program, io);
+  addPruneCommand(program, io, argv);
   return program;
 }
 

@@ -176,6 +176,25 @@ export type {
   StoredFeedback,
 } from './chat/store';
 export type { BuildInfo } from './native';
+export {
+  PRUNED_HEADS_KEY,
+  headImportance,
+  prune,
+  pruneFfn,
+  pruneHeads,
+  readPrunedHeads,
+  selectHeads,
+  type HeadImportanceOptions,
+  type HeadImportanceResult,
+  type HeadScore,
+  type PrunedHeads,
+  type PruneFfnOptions,
+  type PruneOptions,
+  type PruneProgress,
+  type PruneResult,
+  type PruneRunOptions,
+  type SelectHeadsOptions,
+} from './prune';
 
 import { native } from './native';
 import type { BuildInfo } from './native';
