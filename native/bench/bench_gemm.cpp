@@ -4,7 +4,8 @@
 // (the same row format as scripts/bench_torch_gemm.py). Median of repeats after warm-up.
 //
 //   bench_gemm [op=NN,NT] [m=128] [n=768] [k=3072] [threads=1] [reps=7] [isa=avx2] [epilogue=bias_gelu]
-// Every filter takes a comma-separated list; rows that do not match are skipped.
+// Every filter takes a comma-separated list; rows that do not match are skipped. packed=1: NT
+// reads a weight kept packed; int8=1: NT reads an int8 weight (activations quantized per call).
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -68,7 +69,7 @@ int main(int argc, char** argv) {
     const char* eq = std::strchr(argv[i], '=');
     if (!eq) {
       std::fprintf(stderr, "usage: %s [op=NN,NT,TN] [m=..] [n=..] [k=..] [threads=..] [reps=N] [isa=..] "
-                   "[epilogue=none|bias|bias_gelu|bias_gelu_nopre|residual] [packed=0|1]\n", argv[0]);
+                   "[epilogue=none|bias|bias_gelu|bias_gelu_nopre|residual] [packed=0|1] [int8=0|1]\n", argv[0]);
       return 2;
     }
     filters[std::string(argv[i], static_cast<size_t>(eq - argv[i]))] = eq + 1;
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
   const int reps = filters.count("reps") ? std::max(1, std::atoi(filters["reps"].c_str())) : 7;
   Epilogue ep = Epilogue::kNone;
   const bool packed = filters.count("packed") && filters["packed"] == "1";
+  const bool int8 = filters.count("int8") && filters["int8"] == "1";
   bool save_pre = true;  // bias_gelu_nopre: GELU without keeping the pre-activation (inference)
   if (filters.count("epilogue")) {
     const std::string e = filters["epilogue"];
@@ -143,7 +145,15 @@ int main(int argc, char** argv) {
     Tensor tb(b.data(), DType::kF32, {r.op == GemmOp::kNT ? r.n : r.k, r.op == GemmOp::kNT ? r.k : r.n});
     // packed=1: NT rows read a weight kept packed (Backend::pack_weight), as BERT inference does.
     std::unique_ptr<float, decltype(&std::free)> bpacked(nullptr, &std::free);
-    if (packed && r.op == GemmOp::kNT && r.n % be->weight_panel() == 0) {
+    // int8=1: NT rows read a quantized weight (Backend::quantize_weight), as an int8 model does.
+    std::unique_ptr<int8_t, decltype(&std::free)> bq(nullptr, &std::free);
+    if (int8 && r.op == GemmOp::kNT) {
+      const int64_t bytes = be->quantized_weight_bytes(r.n, r.k);
+      bq.reset(static_cast<int8_t*>(std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64))));
+      Tensor q(bq.get(), DType::kI8, {r.n, r.k});
+      if (!be->quantize_weight(&q, tb).is_ok()) return 1;
+      tb = q;
+    } else if (packed && r.op == GemmOp::kNT && r.n % be->weight_panel() == 0) {
       bpacked.reset(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((r.n * r.k * 4 + 63) / 64 * 64))));
       std::copy(b.begin(), b.begin() + r.n * r.k, bpacked.get());
       tb.data = bpacked.get();

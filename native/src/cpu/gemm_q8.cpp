@@ -58,7 +58,7 @@ void micro_scalar(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, co
 }  // namespace
 
 const Q8Kernel& q8_kernel_scalar() {
-  static const Q8Kernel k{"scalar", kScalarMR, false, &micro_scalar};
+  static const Q8Kernel k{"scalar", kScalarMR, false, &micro_scalar, nullptr};
   return k;
 }
 
@@ -142,6 +142,8 @@ Status quantize_weight_q8(const Ctx& c, Tensor* out_ptr, Tensor w) {
   int32_t* rowsum = reinterpret_cast<int32_t*>(base + 4 * Np);
   int8_t* panels = reinterpret_cast<int8_t*>(base + 8 * Np);
   std::atomic<bool> bad{false};
+  const Q8Kernel& kn = *select_path(c.isa).kn;
+  float (*quantize)(int8_t*, const float*, int64_t) = kn.quantize ? kn.quantize : &quantize_row;
   run_parallel(c, Np / kQ8Panel, [&](int64_t p) {
     int8_t* panel = panels + p * kQ8Panel * Kp;
     std::memset(panel, 0, static_cast<size_t>(kQ8Panel * Kp));
@@ -153,7 +155,7 @@ Status quantize_weight_q8(const Ctx& c, Tensor* out_ptr, Tensor w) {
         rowsum[n] = 0;
         continue;
       }
-      const float s = quantize_row(q.data(), w.f32() + n * K, K);
+      const float s = quantize(q.data(), w.f32() + n * K, K);
       if (!std::isfinite(s)) bad = true;  // NaN or infinity in the weight
       sw[n] = s;
       int32_t sum = 0;
@@ -195,6 +197,7 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
   const Q8Kernel& kn = *path.kn;
   const bool any_epilogue = e.bias || e.gelu || e.residual;
   const bool add = residual_in_place;  // out already holds the residual
+  float (*quantize)(int8_t*, const float*, int64_t) = kn.quantize ? kn.quantize : &quantize_row;
 
   const int64_t Np = round_up(N, kQ8Panel), Kp = round_up(K, 4), Mp = round_up(M, kn.mr);
   const char* wb = static_cast<const char*>(b.data);
@@ -210,16 +213,23 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
                                         static_cast<long long>(qa_bytes + Mp * 4)));
   uint8_t* qa = reinterpret_cast<uint8_t*>(ws);
   float* sa = reinterpret_cast<float*>(ws + qa_bytes);
-  constexpr int64_t kRowsPerTask = 16;
-  run_parallel(c, (Mp + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t) {
+  // A few rows are quantized on the calling thread: a parallel job costs more than they do.
+  constexpr int64_t kRowsPerTask = 16, kSerialBytes = 1 << 16;
+  const auto quantize_rows = [&](int64_t t) {
     for (int64_t m = t * kRowsPerTask; m < std::min(Mp, (t + 1) * kRowsPerTask); ++m) {
       int8_t* q = reinterpret_cast<int8_t*>(qa + m * Kp);
       std::memset(q, 0, static_cast<size_t>(Kp));
-      sa[m] = m < M ? quantize_row(q, a.f32() + m * K, K) : 0.0f;
+      sa[m] = m < M ? quantize(q, a.f32() + m * K, K) : 0.0f;
       if (kn.a_u8)
         for (int64_t k = 0; k < Kp; ++k) qa[m * Kp + k] ^= 0x80;  // two's complement + 128
     }
-  });
+  };
+  const int64_t row_tasks = (Mp + kRowsPerTask - 1) / kRowsPerTask;
+  if (Mp * Kp <= kSerialBytes) {
+    for (int64_t t = 0; t < row_tasks; ++t) quantize_rows(t);
+  } else {
+    run_parallel(c, row_tasks, quantize_rows);
+  }
 
   // 2. One task per kMC x kNC tile; each weight panel meets the tile's rows back to back.
   const int64_t tiles_m = (M + kMC - 1) / kMC, tiles_n = (N + kNC - 1) / kNC;

@@ -52,8 +52,56 @@ void micro_avx2(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, cons
 
 }  // namespace
 
+// 32 values per step: |x| max (and a NaN flag), then x * (127 / amax) converted with the
+// current rounding mode (nearest even, as nearbyint) and packed with signed saturation.
+float quantize_avx2(int8_t* q, const float* x, int64_t n) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 vmax = _mm256_setzero_ps(), vnan = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const __m256 v = _mm256_loadu_ps(x + k);
+    vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, v));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  float amax = 0.0f;
+  for (float v : lanes) amax = v > amax ? v : amax;
+  bool nan = _mm256_movemask_ps(vnan) != 0;
+  for (; k < n; ++k) {
+    const float v = x[k] < 0 ? -x[k] : x[k];
+    nan |= v != v;
+    amax = v > amax ? v : amax;
+  }
+  if (nan) {
+    for (int64_t i = 0; i < n; ++i) q[i] = 0;
+    return __builtin_nanf("");
+  }
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const __m256 vinv = _mm256_set1_ps(inv);
+  const __m256i lo = _mm256_set1_epi8(-127), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  k = 0;
+  for (; k + 32 <= n; k += 32) {
+    const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv));
+    const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), vinv));
+    const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 16), vinv));
+    const __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 24), vinv));
+    // packs work within 128-bit lanes: the permute puts the 32 bytes back in order.
+    const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i v = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), perm);
+    v = _mm256_max_epi8(v, lo);  // -128 (NaN of inf * 0) to -127
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
+  }
+  for (; k < n; ++k) {
+    float r = __builtin_nearbyintf(x[k] * inv);
+    r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
+    q[k] = r == r ? static_cast<int8_t>(r) : 0;
+  }
+  return amax / 127.0f;
+}
+
 const Q8Kernel& q8_kernel_avx2() {
-  static const Q8Kernel k{"avx2", kMR, false, &micro_avx2};
+  static const Q8Kernel k{"avx2", kMR, false, &micro_avx2, &quantize_avx2};
   return k;
 }
 

@@ -14,6 +14,7 @@
 #include "cpu/gemm_q8_kernels.h"
 
 namespace elmo::cpu::gemm_q8_detail {
+
 namespace {
 
 constexpr int kMR = 8;
@@ -45,7 +46,7 @@ void micro_vnni(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, cons
 }  // namespace
 
 const Q8Kernel& q8_kernel_avx512_vnni() {
-  static const Q8Kernel k{"avx512_vnni", kMR, true, &micro_vnni};
+  static const Q8Kernel k{"avx512_vnni", kMR, true, &micro_vnni, &quantize_avx2};
   return k;
 }
 

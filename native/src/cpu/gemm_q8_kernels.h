@@ -33,10 +33,15 @@ struct Q8Kernel {
   // rowsum: the panel's kQ8Panel row sums (read only when a_u8).
   void (*micro)(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, const int32_t* rowsum, const float* sa,
                 const float* sw, float* C, int64_t ldc, int rows, int cols, bool add);
+  // Quantizes n values of x into q and returns the scale (gemm_q8.cpp's contract: round to
+  // nearest even, [-127, 127], NaN scale for a row with NaN, infinite for one with infinity).
+  // Null: the driver's scalar loop.
+  float (*quantize)(int8_t* q, const float* x, int64_t n);
 };
 
 const Q8Kernel& q8_kernel_scalar();
 const Q8Kernel& q8_kernel_avx2();         // call only when the CPU runs AVX2
 const Q8Kernel& q8_kernel_avx512_vnni();  // call only when the CPU runs AVX-512 F/BW/VL + VNNI
+float quantize_avx2(int8_t* q, const float* x, int64_t n);  // Q8Kernel::quantize; AVX2 only
 
 }  // namespace elmo::cpu::gemm_q8_detail
