@@ -74,4 +74,30 @@ function median(xs) {
   return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
 }
 
-module.exports = { flags, option, listOption, countsOption, lcg, makeIds, median };
+// CPU seconds the whole machine has been busy since boot (user, nice, system, irq, softirq; idle
+// and iowait left out), and stolen by the hypervisor: /proc/stat at USER_HZ = 100.
+function machineBusySeconds() {
+  const v = require('node:fs').readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = v;
+  return { busy: (user + nice + system + irq + softirq) / 100, steal: steal / 100 };
+}
+
+// Waits until the rest of the machine (all but this process) keeps under `pct` percent of its
+// cores busy over 3 s, or `maxSeconds` have passed; resolves with the seconds waited. pct <= 0:
+// no wait. For timed runs on a machine other jobs share.
+async function waitQuiet(pct, maxSeconds) {
+  const t0 = performance.now();
+  if (!(pct > 0)) return 0;
+  const cores = require('node:os').availableParallelism();
+  for (;;) {
+    const m0 = machineBusySeconds();
+    const c0 = process.cpuUsage();
+    await new Promise((r) => setTimeout(r, 3000));
+    const c1 = process.cpuUsage(c0);
+    const busy = machineBusySeconds().busy - m0.busy - (c1.user + c1.system) / 1e6;
+    const waited = (performance.now() - t0) / 1000;
+    if ((100 * busy) / (3 * cores) < pct || waited > maxSeconds) return Math.round(waited * 10) / 10;
+  }
+}
+
+module.exports = { flags, option, listOption, countsOption, lcg, makeIds, median, machineBusySeconds, waitQuiet };

@@ -42,7 +42,7 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
-const { flags } = require('./common');
+const { flags, machineBusySeconds, waitQuiet } = require('./common');
 
 const root = path.resolve(__dirname, '..');
 const CLI = path.join(root, 'dist', 'cli.js');
@@ -289,11 +289,6 @@ function treeCpuSeconds(pid) {
   return ticks / TICK;
 }
 
-function machineBusySeconds() {
-  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, , , irq, softirq, steal] = v; // idle and iowait left out
-  return { busy: (user + nice + system + irq + softirq) / TICK, steal: steal / TICK };
-}
 
 // CPU ticks and command line of every process now.
 function processTicks() {
@@ -413,25 +408,9 @@ function row(fields, obs, r) {
   };
 }
 
-// Waits until the machine is quiet (see --wait-quiet); resolves with the seconds waited.
-async function waitQuiet(o) {
-  const t0 = performance.now();
-  if (o.waitQuiet <= 0) return 0;
-  const cores = os.availableParallelism();
-  for (;;) {
-    const m0 = machineBusySeconds();
-    const c0 = process.cpuUsage();
-    await new Promise((r) => setTimeout(r, 3000));
-    const c1 = process.cpuUsage(c0);
-    const busy = machineBusySeconds().busy - m0.busy - (c1.user + c1.system) / 1e6;
-    const waited = (performance.now() - t0) / 1000;
-    if ((100 * busy) / (3 * cores) < o.waitQuiet || waited > o.waitQuietMax) return round(waited);
-  }
-}
-
 // One case: a fresh server, warm-up, measured load.
 async function runCase(o, kind, dir, texts, fields, serverOptions, loadOptions) {
-  const waitedSeconds = await waitQuiet(o);
+  const waitedSeconds = await waitQuiet(o.waitQuiet, o.waitQuietMax);
   const s = await startServer(kind, o, dir, serverOptions);
   try {
     await load(s.port, texts, { connections: loadOptions.connections, seconds: loadOptions.warmup });
