@@ -36,9 +36,10 @@ namespace {
 
 constexpr int kScalarMR = 4;
 
-void micro_scalar(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, const int32_t* rowsum, const float* sa,
+void micro_scalar(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, const int32_t* rowsum, const float* sa,
                   const float* sw, float* C, int64_t ldc, int rows, int cols, bool add) {
   (void)rowsum;
+  const int8_t* B = static_cast<const int8_t*>(Bv);
   int32_t acc[kScalarMR][kQ8Panel] = {};
   for (int i = 0; i < kScalarMR; ++i) {
     const int8_t* a = reinterpret_cast<const int8_t*>(A + i * lda);
@@ -58,7 +59,7 @@ void micro_scalar(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, co
 }  // namespace
 
 const Q8Kernel& q8_kernel_scalar() {
-  static const Q8Kernel k{"scalar", kScalarMR, false, &micro_scalar, nullptr};
+  static const Q8Kernel k{"scalar", kScalarMR, 1, 4, false, &micro_scalar, nullptr};
   return k;
 }
 
@@ -119,9 +120,9 @@ constexpr int64_t kMC = 64, kNC = 64;
 
 const char* gemm_q8_kernel_name(Isa isa) { return select_path(isa).kn->name; }
 
-int64_t q8_weight_bytes(int64_t N, int64_t K) {
+int64_t q8_weight_bytes(const Ctx& c, int64_t N, int64_t K) {
   const int64_t Np = round_up(std::max<int64_t>(N, 1), kQ8Panel), Kp = round_up(K, 4);
-  return 8 * Np + Np * Kp;
+  return 8 * Np + Np * Kp * select_path(c.isa).kn->elem;
 }
 
 Status quantize_weight_q8(const Ctx& c, Tensor* out_ptr, Tensor w) {
@@ -140,13 +141,14 @@ Status quantize_weight_q8(const Ctx& c, Tensor* out_ptr, Tensor w) {
   char* base = static_cast<char*>(out.data);
   float* sw = reinterpret_cast<float*>(base);
   int32_t* rowsum = reinterpret_cast<int32_t*>(base + 4 * Np);
-  int8_t* panels = reinterpret_cast<int8_t*>(base + 8 * Np);
+  char* panels = base + 8 * Np;
   std::atomic<bool> bad{false};
   const Q8Kernel& kn = *select_path(c.isa).kn;
+  const int64_t elem = kn.elem, G = kn.kgroup;
   float (*quantize)(int8_t*, const float*, int64_t) = kn.quantize ? kn.quantize : &quantize_row;
   run_parallel(c, Np / kQ8Panel, [&](int64_t p) {
-    int8_t* panel = panels + p * kQ8Panel * Kp;
-    std::memset(panel, 0, static_cast<size_t>(kQ8Panel * Kp));
+    char* panel = panels + p * kQ8Panel * Kp * elem;
+    std::memset(panel, 0, static_cast<size_t>(kQ8Panel * Kp * elem));
     std::vector<int8_t> q(static_cast<size_t>(std::max<int64_t>(K, 1)));
     for (int j = 0; j < kQ8Panel; ++j) {
       const int64_t n = p * kQ8Panel + j;
@@ -160,14 +162,17 @@ Status quantize_weight_q8(const Ctx& c, Tensor* out_ptr, Tensor w) {
       sw[n] = s;
       int32_t sum = 0;
       for (int64_t k = 0; k < K; ++k) {
-        sum += q[static_cast<size_t>(k)];
-        panel[(k / 4) * kQ8Panel * 4 + j * 4 + (k % 4)] = q[static_cast<size_t>(k)];
+        const int8_t v = q[static_cast<size_t>(k)];
+        sum += v;
+        const int64_t at = (k / G) * kQ8Panel * G + j * G + (k % G);  // element index in the panel
+        if (elem == 1) reinterpret_cast<int8_t*>(panel)[at] = v;
+        else reinterpret_cast<int16_t*>(panel)[at] = v;
       }
       rowsum[n] = sum;
     }
   });
   if (bad) return input_error("quantize_weight: the weight holds NaN or infinity");
-  out_ptr->panel = kQ8Panel;
+  out_ptr->panel = kQ8Panel * static_cast<int>(elem);  // rows per panel x bytes per element: the layout
   return Status::ok();
 }
 
@@ -180,9 +185,11 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
                                  gemm_op_name(op), dtype_name(a.dtype), dtype_name(b.dtype),
                                  accumulate ? " (accumulate)" : ""));
   ELMO_RETURN_IF_ERROR(check_tensor(a, "gemm a", DType::kF32, {-1, -1}));
-  if (b.ndim != 2 || b.panel != kQ8Panel || reinterpret_cast<uintptr_t>(b.data) % 64 != 0)
-    return input_error(strformat("gemm: b %s is not a quantized weight (quantize_weight: %d-row panels)",
-                                 b.describe().c_str(), kQ8Panel));
+  const Path path = select_path(c.isa);
+  const Q8Kernel& kn = *path.kn;
+  if (b.ndim != 2 || b.panel != kQ8Panel * kn.elem || reinterpret_cast<uintptr_t>(b.data) % 64 != 0)
+    return input_error(strformat("gemm: b %s is not a weight quantized for the %s int8 kernel (quantize_weight)",
+                                 b.describe().c_str(), kn.name));
   const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[0];
   if (b.shape[1] != K)
     return shape_error(strformat("gemm NT: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld",
@@ -193,20 +200,20 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
   ELMO_RETURN_IF_ERROR(
       gemm_detail::check_outputs(out, pre_gelu, a, b, bias, residual, ep, M, N, &e, &residual_in_place));
   if (M == 0 || N == 0) return Status::ok();
-  const Path path = select_path(c.isa);
-  const Q8Kernel& kn = *path.kn;
   const bool any_epilogue = e.bias || e.gelu || e.residual;
   const bool add = residual_in_place;  // out already holds the residual
   float (*quantize)(int8_t*, const float*, int64_t) = kn.quantize ? kn.quantize : &quantize_row;
 
-  const int64_t Np = round_up(N, kQ8Panel), Kp = round_up(K, 4), Mp = round_up(M, kn.mr);
+  const int64_t Np = round_up(N, kQ8Panel), Kp = round_up(K, 4), Mp = round_up(M, kn.mr), elem = kn.elem;
   const char* wb = static_cast<const char*>(b.data);
   const float* sw = reinterpret_cast<const float*>(wb);
   const int32_t* rowsum = reinterpret_cast<const int32_t*>(wb + 4 * Np);
-  const int8_t* panels = reinterpret_cast<const int8_t*>(wb + 8 * Np);
+  const char* panels = wb + 8 * Np;
 
-  // 1. a's rows, quantized (and offset by 128 for an a_u8 kernel); padding rows are zeros.
-  const int64_t qa_bytes = round_up(Mp * Kp, 64);
+  // 1. a's rows, quantized (offset by 128 for an a_u8 kernel, widened to int16 for elem 2);
+  //    padding rows are zeros.
+  const int64_t lda = Kp * elem;
+  const int64_t qa_bytes = round_up(Mp * lda, 64);
   char* ws = static_cast<char*>(tl_qa.get(static_cast<size_t>(qa_bytes + Mp * 4)));
   if (ws == nullptr)
     return Status(Code::kOom, strformat("gemm: cannot allocate %lld bytes for the quantized rows of a",
@@ -217,15 +224,19 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
   constexpr int64_t kRowsPerTask = 16, kSerialBytes = 1 << 16;
   const auto quantize_rows = [&](int64_t t) {
     for (int64_t m = t * kRowsPerTask; m < std::min(Mp, (t + 1) * kRowsPerTask); ++m) {
-      int8_t* q = reinterpret_cast<int8_t*>(qa + m * Kp);
-      std::memset(q, 0, static_cast<size_t>(Kp));
+      int8_t* q = reinterpret_cast<int8_t*>(qa + m * lda);
+      std::memset(q, 0, static_cast<size_t>(lda));
       sa[m] = m < M ? quantize(q, a.f32() + m * K, K) : 0.0f;
       if (kn.a_u8)
-        for (int64_t k = 0; k < Kp; ++k) qa[m * Kp + k] ^= 0x80;  // two's complement + 128
+        for (int64_t k = 0; k < Kp; ++k) qa[m * lda + k] ^= 0x80;  // two's complement + 128
+      if (elem == 2) {  // widen in place, from the end
+        int16_t* w16 = reinterpret_cast<int16_t*>(q);
+        for (int64_t k = Kp - 1; k >= 0; --k) w16[k] = q[k];
+      }
     }
   };
   const int64_t row_tasks = (Mp + kRowsPerTask - 1) / kRowsPerTask;
-  if (Mp * Kp <= kSerialBytes) {
+  if (Mp * lda <= kSerialBytes) {
     for (int64_t t = 0; t < row_tasks; ++t) quantize_rows(t);
   } else {
     run_parallel(c, row_tasks, quantize_rows);
@@ -239,11 +250,11 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
     const int64_t m1 = std::min(M, m0 + kMC), n1 = std::min(N, n0 + kNC);
     for (int64_t jr = n0; jr < n1; jr += kQ8Panel) {
       const int cols = static_cast<int>(std::min<int64_t>(kQ8Panel, n1 - jr));
-      const int8_t* bp = panels + jr * Kp;  // panel jr / 16 starts at jr / 16 * 16 * Kp
+      const char* bp = panels + jr * Kp * elem;  // panel jr / 16 starts at jr / 16 * 16 * Kp elements
       for (int64_t ir = m0; ir < m1; ir += kn.mr) {
         const int rows = static_cast<int>(std::min<int64_t>(kn.mr, m1 - ir));
         float* ct = C + ir * N + jr;
-        kn.micro(Kp / 4, qa + ir * Kp, Kp, bp, rowsum + jr, sa + ir, sw + jr, ct, N, rows, cols, add);
+        kn.micro(Kp / 4, qa + ir * lda, lda, bp, rowsum + jr, sa + ir, sw + jr, ct, N, rows, cols, add);
         if (any_epilogue) path.epilogue(e, ct, N, ir, jr, rows, cols);
       }
     }

@@ -1,10 +1,11 @@
 // int8 GEMM micro-kernel, AVX2 (see gemm_q8_kernels.h for the layouts).
 //
-// 4 rows x 16 weight rows per call, in 8 ymm accumulators of int32. For each group of 4 k, a
-// row's 4 bytes of qa are broadcast and multiplied with the panel's 64 bytes as
-//   vpmaddubsw(|qa|, sign(qa) * qw)  ->  16-bit sums of 2 products, then vpmaddwd with ones
-// (int32 sums of 4). |qa| and |qw| are at most 127, so a 16-bit pair sum is at most 32258: the
-// saturating vpmaddubsw never saturates and the sums are exact.
+// The integers are kept widened to int16 (elem 2, k pairs): 4 rows x 16 weight rows per call in
+// 8 ymm accumulators of int32, and for each pair of k, a row's two values of qa are broadcast
+// and vpmaddwd adds the products with the panel's 2 x 16 values (exact: |qa qw| <= 127^2).
+// That is 2 multiplies per 16 products, where int8 operands would need vpmaddubsw (with the
+// signs moved by vpsignb, as it takes one unsigned side) plus a vpmaddwd to widen its sums:
+// AVX2 has no int8 dot product into int32. The weights take half the bytes of f32.
 #include <immintrin.h>
 
 #include "cpu/gemm_q8_kernels.h"
@@ -14,37 +15,50 @@ namespace {
 
 constexpr int kMR = 4;
 
-void micro_avx2(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, const int32_t* rowsum, const float* sa,
+void micro_avx2(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, const int32_t* rowsum, const float* sa,
                 const float* sw, float* C, int64_t ldc, int rows, int cols, bool add) {
   (void)rowsum;
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[kMR][2];
-  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-  for (int64_t g = 0; g < kq; ++g) {
-    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + g * 64));
-    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + g * 64 + 32));
-    for (int i = 0; i < kMR; ++i) {
-      int32_t word;
-      __builtin_memcpy(&word, A + i * lda + g * 4, 4);
-      const __m256i a = _mm256_set1_epi32(word);
-      const __m256i au = _mm256_sign_epi8(a, a);  // |qa| (no -128 in qa)
-      const __m256i p0 = _mm256_maddubs_epi16(au, _mm256_sign_epi8(b0, a));
-      const __m256i p1 = _mm256_maddubs_epi16(au, _mm256_sign_epi8(b1, a));
-      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
-      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
-    }
+  const int16_t* B = static_cast<const int16_t*>(Bv);
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  const uint8_t* a0 = A;
+  const uint8_t* a1 = A + lda;
+  const uint8_t* a2 = A + 2 * lda;
+  const uint8_t* a3 = A + 3 * lda;
+  for (int64_t p = 0; p < 2 * kq; ++p) {  // pairs of k
+    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + p * 32));
+    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + p * 32 + 16));
+    int32_t w0, w1, w2, w3;
+    __builtin_memcpy(&w0, a0 + p * 4, 4);
+    __builtin_memcpy(&w1, a1 + p * 4, 4);
+    __builtin_memcpy(&w2, a2 + p * 4, 4);
+    __builtin_memcpy(&w3, a3 + p * 4, 4);
+    __m256i x = _mm256_set1_epi32(w0);
+    c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(x, b0));
+    c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(x, b1));
+    x = _mm256_set1_epi32(w1);
+    c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(x, b0));
+    c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(x, b1));
+    x = _mm256_set1_epi32(w2);
+    c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(x, b0));
+    c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(x, b1));
+    x = _mm256_set1_epi32(w3);
+    c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(x, b0));
+    c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(x, b1));
   }
-  const __m256 w0 = _mm256_loadu_ps(sw), w1 = _mm256_loadu_ps(sw + 8);
+  const __m256i acc[kMR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+  const __m256 s0 = _mm256_loadu_ps(sw), s1 = _mm256_loadu_ps(sw + 8);
   for (int i = 0; i < rows; ++i) {
     const __m256 s = _mm256_set1_ps(sa[i]);
-    alignas(32) float v[kQ8Panel];
-    _mm256_store_ps(v, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][0]), s), w0));
-    _mm256_store_ps(v + 8, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][1]), s), w1));
+    const __m256 v0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][0]), s), s0);
+    const __m256 v1 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][1]), s), s1);
     float* c = C + i * ldc;
     if (cols == kQ8Panel && !add) {
-      _mm256_storeu_ps(c, _mm256_load_ps(v));
-      _mm256_storeu_ps(c + 8, _mm256_load_ps(v + 8));
+      _mm256_storeu_ps(c, v0);
+      _mm256_storeu_ps(c + 8, v1);
     } else {
+      alignas(32) float v[kQ8Panel];
+      _mm256_store_ps(v, v0);
+      _mm256_store_ps(v + 8, v1);
       for (int j = 0; j < cols; ++j) c[j] = add ? c[j] + v[j] : v[j];
     }
   }
@@ -101,7 +115,7 @@ float quantize_avx2(int8_t* q, const float* x, int64_t n) {
 }
 
 const Q8Kernel& q8_kernel_avx2() {
-  static const Q8Kernel k{"avx2", kMR, false, &micro_avx2, &quantize_avx2};
+  static const Q8Kernel k{"avx2", kMR, 2, 2, false, &micro_avx2, &quantize_avx2};
   return k;
 }
 

@@ -19,8 +19,9 @@ namespace {
 
 constexpr int kMR = 8;
 
-void micro_vnni(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, const int32_t* rowsum, const float* sa,
+void micro_vnni(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, const int32_t* rowsum, const float* sa,
                 const float* sw, float* C, int64_t ldc, int rows, int cols, bool add) {
+  const int8_t* B = static_cast<const int8_t*>(Bv);
   __m512i acc[kMR];
   for (int i = 0; i < kMR; ++i) acc[i] = _mm512_setzero_si512();
   for (int64_t g = 0; g < kq; ++g) {
@@ -46,7 +47,7 @@ void micro_vnni(int64_t kq, const uint8_t* A, int64_t lda, const int8_t* B, cons
 }  // namespace
 
 const Q8Kernel& q8_kernel_avx512_vnni() {
-  static const Q8Kernel k{"avx512_vnni", kMR, true, &micro_vnni, &quantize_avx2};
+  static const Q8Kernel k{"avx512_vnni", kMR, 1, 4, true, &micro_vnni, &quantize_avx2};
   return k;
 }
 
