@@ -50,9 +50,28 @@ struct BertConfig {
   // transformers keeps as an attribute and ignores.
   int num_slot_labels = 0;
   std::vector<std::string> architectures;
+  // Attention heads removed from each layer (config.json "elmo_pruned_heads": {"<layer>":
+  // [head, ...]}, an elmo field transformers keeps as an attribute and ignores); empty, or one
+  // sorted list per layer, every layer keeping at least one head. The model holds only the
+  // kept heads (their q/k/v rows and attention-output columns, in head order); the checkpoint
+  // keeps full-size tensors with the pruned heads' rows and columns zero, which is what
+  // transformers loads and what elmo writes back.
+  std::vector<std::vector<int>> pruned_heads;
   json::Value raw;  // the parsed file: unknown fields are written back by save()
 
   int64_t head_dim() const { return hidden_size / num_heads; }
+  // Heads layer l keeps, and the width of its attention (q, k, v each; attention output).
+  int heads_in_layer(int l) const {
+    return pruned_heads.empty() ? num_heads : num_heads - static_cast<int>(pruned_heads[static_cast<size_t>(l)].size());
+  }
+  int64_t attention_width(int l) const { return heads_in_layer(l) * head_dim(); }
+  // The heads layer l keeps, ascending.
+  std::vector<int> kept_heads(int l) const;
+  bool has_pruned_heads() const {
+    for (const auto& p : pruned_heads)
+      if (!p.empty()) return true;
+    return false;
+  }
   // hidden % heads == 0, positive sizes, supported activation and position type.
   Status validate() const;
   // From config.json text / file. Errors are ERR_CHECKPOINT "config.json: <field>: ...".
@@ -161,7 +180,8 @@ class Bert {
  public:
   // dir/config.json + dir/model.safetensors. f32/f16/bf16 weights (converted to f32), HF names,
   // with or without the "bert." prefix. Missing or unexpected tensors and shape mismatches are
-  // ERR_CHECKPOINT naming the tensor.
+  // ERR_CHECKPOINT naming the tensor. Heads the config lists under elmo_pruned_heads are left
+  // out of the model (their rows and columns of the full-size tensors are not read).
   static Status load(const std::string& dir, Backend* backend, std::unique_ptr<Bert>* out,
                      const BertOptions& opts = {});
   // Weights from a safetensors file under a given config; heads inferred from the tensors
@@ -177,7 +197,8 @@ class Bert {
   Bert& operator=(const Bert&) = delete;
 
   // Writes dir/config.json and dir/model.safetensors (f32, HF names, Q/K/V split), each
-  // atomically; creates dir if needed. transformers loads the result.
+  // atomically; creates dir if needed. transformers loads the result: pruned heads are written
+  // as zero rows and columns of full-size tensors, and listed under elmo_pruned_heads.
   Status save(const std::string& dir) const;
   // The encoder's weights (embeddings and layers; not the pooler or any head) from another
   // checkpoint's model.safetensors of the same configuration: fine-tuning a pretrained encoder
@@ -284,8 +305,9 @@ class Bert {
 
  private:
   struct Layer {
-    Tensor qkv_w, qkv_b;        // [3H, H], [3H]
-    Tensor attn_out_w, attn_out_b;  // [H, H], [H]
+    // Hl = the layer's attention width, H less head_dim per pruned head (BertConfig::pruned_heads).
+    Tensor qkv_w, qkv_b;        // [3Hl, H], [3Hl]
+    Tensor attn_out_w, attn_out_b;  // [H, Hl], [H]
     Tensor ln1_w, ln1_b;        // [H]
     Tensor ffn_in_w, ffn_in_b;  // [I, H], [I]
     Tensor ffn_out_w, ffn_out_b;  // [H, I], [H]
@@ -328,9 +350,9 @@ class Bert {
   };
   // Activations of one encoder layer; one set in inference, one per layer in training.
   struct LayerActs {
-    Tensor qkv;       // [T, 3H]
-    Tensor att;       // [T, H] attention output (before the output projection)
-    Tensor lse;       // [NH, T]
+    Tensor qkv;       // [T, 3Hl] (Hl: the layer's attention width; inference: sized for H)
+    Tensor att;       // [T, Hl] attention output (before the output projection)
+    Tensor lse;       // [NHl, T]
     Tensor proj;      // [T, H] attention projection after dropout (training)
     Tensor ln1_in;    // [T, H] LN1 input x + proj
     Tensor ln1_mean, ln1_rstd;  // [T]
@@ -384,6 +406,9 @@ class Bert {
   Status tail_backward(int l, const LayerActs& ta, Tensor dy, Tensor dln, Tensor dtmp, Tensor dact, Tensor dh1,
                        Tensor dln1, Tensor datt);
   Status check_inputs(const BertInputs& in) const;
+  // la's qkv, att and lse as layer l's attention width: [rows, 3Hl], [rows, Hl], [NHl, rows],
+  // over the first elements of buffers sized for the widest layer (inference) or for this one.
+  LayerActs layer_view(const LayerActs& la, int l) const;
   // Rows [part·H, (part+1)·H) of a fused [3H, H] qkv matrix (0 query, 2 value) as an [H, H] view.
   Tensor qkv_rows(const Tensor& qkv, int part) const;
 

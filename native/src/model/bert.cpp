@@ -1,8 +1,9 @@
 // The BERT graph over the Backend interface: parameters, checkpoint load/save, forward.
 //
-// Per layer (post-LN, as Hugging Face BERT), x [T, H] the layer input:
-//   qkv    = x Wqkvᵀ + bqkv                          [T, 3H]
-//   att    = attention(qkv, offsets)                  [T, H]   (lse [NH, T] saved)
+// Per layer (post-LN, as Hugging Face BERT), x [T, H] the layer input, Hl = NHl · head_dim the
+// layer's attention width (H, less head_dim per head pruned from it: BertConfig::pruned_heads):
+//   qkv    = x Wqkvᵀ + bqkv                          [T, 3Hl]
+//   att    = attention(qkv, offsets)                  [T, Hl]  (lse [NHl, T] saved)
 //   ln1_in = x + dropout(att Woᵀ + bo)                [T, H]
 //   h1     = LayerNorm1(ln1_in)                       [T, H]   (mean, rstd saved)
 //   act    = gelu(pre_gelu = h1 W1ᵀ + b1)             [T, I]
@@ -43,28 +44,113 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
-// One tensor in a checkpoint file that fills a range of a parameter.
+// One tensor in a checkpoint file that fills a range of a parameter. A layer with pruned heads
+// (BertConfig::pruned_heads) holds only its kept heads: of the file's full-size query / key /
+// value tensors ([H, H] weights, [H] biases) the rows of those heads, of the attention output
+// weight [H, H] their columns, each head a block of head_dim rows or columns.
 struct Piece {
   std::string file_name;
-  int64_t elem_offset;
-  std::vector<int64_t> dims;
+  int64_t elem_offset = 0;
+  std::vector<int64_t> dims;  // the file tensor's shape
+  enum Select : uint8_t { kAll, kRows, kCols } select = kAll;
+  std::vector<int> heads;  // kRows / kCols: the kept heads, ascending
+  int64_t head_dim = 0;
 };
 
-// The file tensors of a parameter: Q/K/V come apart, "bert." becomes `file_prefix`.
-std::vector<Piece> pieces_of(const Bert::Param& p, const std::string& file_prefix, int64_t H) {
+Piece whole(std::string file_name, int64_t elem_offset, std::vector<int64_t> dims) {
+  Piece pc;
+  pc.file_name = std::move(file_name);
+  pc.elem_offset = elem_offset;
+  pc.dims = std::move(dims);
+  return pc;
+}
+
+// Elements of the parameter the piece fills.
+int64_t piece_numel(const Piece& pc) {
+  int64_t n = 1;
+  for (int64_t d : pc.dims) n *= d;
+  if (pc.select == Piece::kAll) return n;
+  return n / pc.dims[0] * static_cast<int64_t>(pc.heads.size()) * pc.head_dim;  // rows, or columns (square)
+}
+
+// full (the file tensor, row-major) -> the kept heads' rows or columns, packed.
+void select_heads(const Piece& pc, const float* full, float* out) {
+  const int64_t d = pc.head_dim, R = pc.dims[0], C = pc.dims.size() > 1 ? pc.dims[1] : 1;
+  const int64_t kept = static_cast<int64_t>(pc.heads.size()) * d;
+  for (size_t i = 0; i < pc.heads.size(); ++i) {
+    const int64_t h = pc.heads[i], at = static_cast<int64_t>(i) * d;
+    if (pc.select == Piece::kRows)
+      std::memcpy(out + at * C, full + h * d * C, static_cast<size_t>(d * C) * 4);
+    else
+      for (int64_t r = 0; r < R; ++r) std::memcpy(out + r * kept + at, full + r * C + h * d, static_cast<size_t>(d) * 4);
+  }
+}
+
+// The inverse: the kept heads' rows or columns back in place, the pruned heads' zero.
+void expand_heads(const Piece& pc, const float* packed, float* full) {
+  const int64_t d = pc.head_dim, R = pc.dims[0], C = pc.dims.size() > 1 ? pc.dims[1] : 1;
+  const int64_t kept = static_cast<int64_t>(pc.heads.size()) * d;
+  std::fill(full, full + R * C, 0.0f);
+  for (size_t i = 0; i < pc.heads.size(); ++i) {
+    const int64_t h = pc.heads[i], at = static_cast<int64_t>(i) * d;
+    if (pc.select == Piece::kRows)
+      std::memcpy(full + h * d * C, packed + at * C, static_cast<size_t>(d * C) * 4);
+    else
+      for (int64_t r = 0; r < R; ++r) std::memcpy(full + r * C + h * d, packed + r * kept + at, static_cast<size_t>(d) * 4);
+  }
+}
+
+// A file tensor's n elements as f32 in host memory (f16 and bf16 widened; the mapping may be
+// only byte-aligned).
+void read_f32(const StTensor& t, int64_t n, float* out) {
+  if (t.dtype == StDType::kF32) {
+    std::memcpy(out, t.data, static_cast<size_t>(n) * 4);
+    return;
+  }
+  for (int64_t e = 0; e < n; ++e) {
+    uint16_t h;
+    std::memcpy(&h, t.data + e * 2, 2);
+    out[e] = t.dtype == StDType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
+  }
+}
+
+// The layer of "bert.encoder.layer.{l}....", or -1.
+int layer_of(const std::string& name) {
+  const std::string key = "encoder.layer.";
+  const size_t at = name.find(key);
+  if (at == std::string::npos) return -1;
+  return std::atoi(name.c_str() + at + key.size());
+}
+
+// The file tensors of a parameter: Q/K/V come apart, "bert." becomes `file_prefix`, and a layer
+// with pruned heads takes the kept heads' part of full-size tensors.
+std::vector<Piece> pieces_of(const Bert::Param& p, const std::string& file_prefix, const BertConfig& c) {
+  const int64_t H = c.hidden_size;
   std::string name = p.name;
   if (starts_with(name, "bert.")) name = file_prefix + name.substr(5);
   std::vector<int64_t> dims(p.value.shape, p.value.shape + p.value.ndim);
+  const int layer = layer_of(name);
+  const bool pruned = layer >= 0 && c.heads_in_layer(layer) < c.num_heads;
   for (const char* kind : {"weight", "bias"}) {
     const std::string fused = std::string(".attention.self.qkv.") + kind;
     if (!ends_with(name, fused)) continue;
     const std::string base = name.substr(0, name.size() - 3 - std::strlen(kind) - 1);  // ".../self."
     const bool w = kind[0] == 'w';
-    const int64_t part = w ? H * H : H;
+    const int64_t Hl = pruned ? c.attention_width(layer) : H;
+    const int64_t part = w ? Hl * H : Hl;
     std::vector<int64_t> pd = w ? std::vector<int64_t>{H, H} : std::vector<int64_t>{H};
-    return {{base + "query." + kind, 0, pd}, {base + "key." + kind, part, pd}, {base + "value." + kind, 2 * part, pd}};
+    std::vector<Piece> out = {whole(base + "query." + kind, 0, pd), whole(base + "key." + kind, part, pd),
+                              whole(base + "value." + kind, 2 * part, pd)};
+    if (pruned)
+      for (Piece& pc : out) pc.select = Piece::kRows, pc.heads = c.kept_heads(layer), pc.head_dim = c.head_dim();
+    return out;
   }
-  return {{name, 0, dims}};
+  if (pruned && ends_with(name, ".attention.output.dense.weight")) {
+    Piece pc = whole(name, 0, {H, H});
+    pc.select = Piece::kCols, pc.heads = c.kept_heads(layer), pc.head_dim = c.head_dim();
+    return {pc};
+  }
+  return {whole(name, 0, dims)};
 }
 
 // Deterministic normal samples for fresh weights (splitmix64 + Box-Muller).
@@ -239,9 +325,10 @@ Status Bert::allocate_parameters() {
   for (int l = 0; l < c.num_layers; ++l) {
     Layer& ly = w_.layers[static_cast<size_t>(l)];
     const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
-    add(p + "attention.self.qkv.weight", {3 * H, H}, &ly.qkv_w);
-    add(p + "attention.self.qkv.bias", {3 * H}, &ly.qkv_b);
-    add(p + "attention.output.dense.weight", {H, H}, &ly.attn_out_w);
+    const int64_t Hl = c.attention_width(l);  // H, less head_dim per pruned head
+    add(p + "attention.self.qkv.weight", {3 * Hl, H}, &ly.qkv_w);
+    add(p + "attention.self.qkv.bias", {3 * Hl}, &ly.qkv_b);
+    add(p + "attention.output.dense.weight", {H, Hl}, &ly.attn_out_w);
     add(p + "attention.output.dense.bias", {H}, &ly.attn_out_b);
     add(p + "attention.output.LayerNorm.weight", {H}, &ly.ln1_w);
     add(p + "attention.output.LayerNorm.bias", {H}, &ly.ln1_b);
@@ -426,7 +513,7 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
   const int64_t H = config.hidden_size;
   Tensor tmp;  // staging for f16/bf16 on a non-host backend or misaligned data
   for (const Param& p : m->params_) {
-    for (const Piece& pc : pieces_of(p, prefix, H)) {
+    for (const Piece& pc : pieces_of(p, prefix, config)) {
       const StTensor* t = file->find(pc.file_name);
       if (!t) return ckpt(pc.file_name, "missing from " + path);
       if (t->shape != pc.dims)
@@ -434,9 +521,16 @@ Status Bert::load_weights(const std::string& path, const BertConfig& config, Bac
       if (t->dtype != StDType::kF32 && t->dtype != StDType::kF16 && t->dtype != StDType::kBF16)
         return ckpt(pc.file_name, strformat("dtype %s is not a floating type (F32, F16, BF16)", st_dtype_name(t->dtype)));
       used.insert(pc.file_name);
-      int64_t n = 1;
-      for (int64_t d : pc.dims) n *= d;
+      const int64_t n = piece_numel(pc);
       Tensor dst = make_view(p.value.data, static_cast<size_t>(pc.elem_offset) * 4, DType::kF32, {n}, backend->device());
+      if (pc.select != Piece::kAll) {  // the kept heads of a full-size tensor (small: [H, H] at most)
+        std::vector<float> full(static_cast<size_t>(t->numel())), kept(static_cast<size_t>(n));
+        read_f32(*t, t->numel(), full.data());
+        select_heads(pc, full.data(), kept.data());
+        ELMO_RETURN_IF_ERROR(backend->upload(dst, kept.data(), kept.size() * 4));
+        file->release(*t);
+        continue;
+      }
       // Copied in slices, each slice's file pages dropped right after, so the largest tensor
       // (the word embeddings, 94 MB in BERT-base) is never resident twice.
       constexpr int64_t kSlice = int64_t(1) << 20;  // elements
@@ -501,14 +595,13 @@ Status Bert::load_encoder(const std::string& path, bool heads_too) {
   if (file->find("bert.embeddings.word_embeddings.weight")) prefix = "bert.";
   else if (!file->find("embeddings.word_embeddings.weight"))
     return ckpt("bert.embeddings.word_embeddings.weight", "missing from " + path);
-  const int64_t H = config_.hidden_size;
   if (heads_too && prefix.empty() && (heads_.classifier || heads_.token_classifier || heads_.mlm || heads_.slots))
     return ckpt("bert.embeddings.word_embeddings.weight", "missing from " + path + " (a bare encoder has no heads)");
   // Check every encoder tensor first, so that a mismatch changes nothing.
   for (int pass = 0; pass < 2; ++pass) {
     for (const Param& p : params_) {
       if (!heads_too && (!starts_with(p.name, "bert.") || starts_with(p.name, "bert.pooler."))) continue;
-      for (const Piece& pc : pieces_of(p, prefix, H)) {
+      for (const Piece& pc : pieces_of(p, prefix, config_)) {
         const StTensor* t = file->find(pc.file_name);
         if (pass == 0) {
           if (!t) return ckpt(pc.file_name, "missing from " + path);
@@ -519,17 +612,13 @@ Status Bert::load_encoder(const std::string& path, bool heads_too) {
             return ckpt(pc.file_name, strformat("dtype %s is not a floating type (F32, F16, BF16)", st_dtype_name(t->dtype)));
           continue;
         }
-        int64_t n = 1;
-        for (int64_t d : pc.dims) n *= d;
-        std::vector<float> host(static_cast<size_t>(n));
-        if (t->dtype == StDType::kF32) {
-          std::memcpy(host.data(), t->data, host.size() * 4);
-        } else {
-          for (int64_t e = 0; e < n; ++e) {
-            uint16_t h;
-            std::memcpy(&h, t->data + e * 2, 2);  // the mapping may be only byte-aligned
-            host[static_cast<size_t>(e)] = t->dtype == StDType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
-          }
+        const int64_t n = piece_numel(pc);
+        std::vector<float> host(static_cast<size_t>(t->numel()));
+        read_f32(*t, t->numel(), host.data());
+        if (pc.select != Piece::kAll) {  // the kept heads of a full-size tensor
+          std::vector<float> kept(static_cast<size_t>(n));
+          select_heads(pc, host.data(), kept.data());
+          host.swap(kept);
         }
         Tensor dst = make_view(p.value.data, static_cast<size_t>(pc.elem_offset) * 4, DType::kF32, {n}, backend_->device());
         ELMO_RETURN_IF_ERROR(backend_->upload(dst, host.data(), host.size() * 4));
@@ -549,14 +638,25 @@ Status Bert::save(const std::string& dir) const {
     return ckpt(dir, strformat("cannot create directory: %s", std::strerror(errno)));
   const std::string prefix = (heads_.classifier || heads_.token_classifier || heads_.mlm || heads_.slots) ? "bert." : "";
   std::vector<std::vector<float>> host(params_.size());
+  std::vector<std::vector<float>> full;  // pruned heads: the full-size tensors, zero where pruned
+  full.reserve(params_.size() * 3);
   std::vector<StWriteItem> items;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Param& p = params_[i];
     host[i].resize(static_cast<size_t>(p.value.numel()));
     ELMO_RETURN_IF_ERROR(backend_->download(host[i].data(), p.value, host[i].size() * 4));
     if (p.value.panel > 0) unpack_panels(host[i].data(), p.value.shape[0], p.value.shape[1], p.value.panel);
-    for (const Piece& pc : pieces_of(p, prefix, config_.hidden_size))
-      items.push_back({pc.file_name, StDType::kF32, pc.dims, host[i].data() + pc.elem_offset});
+    for (const Piece& pc : pieces_of(p, prefix, config_)) {
+      const float* data = host[i].data() + pc.elem_offset;
+      if (pc.select != Piece::kAll) {
+        int64_t n = 1;
+        for (int64_t d : pc.dims) n *= d;
+        full.emplace_back(static_cast<size_t>(n));
+        expand_heads(pc, data, full.back().data());
+        data = full.back().data();
+      }
+      items.push_back({pc.file_name, StDType::kF32, pc.dims, data});
+    }
   }
   ELMO_RETURN_IF_ERROR(backend_->sync());
   const std::string cfg = config_.to_json(heads_.classifier, heads_.mlm, heads_.token_classifier);
@@ -637,10 +737,12 @@ size_t Bert::layout_acts(char* base, int64_t T, int B, int N, bool training, Act
   a->emb_rstd = take(F, {T});
   if (training) {
     a->layers.resize(static_cast<size_t>(c.num_layers));
-    for (LayerActs& la : a->layers) {
-      la.qkv = take(F, {T, 3 * H});
-      la.att = take(F, {T, H});
-      la.lse = take(F, {NH, T});
+    for (int l = 0; l < c.num_layers; ++l) {
+      LayerActs& la = a->layers[static_cast<size_t>(l)];
+      const int64_t Hl = c.attention_width(l);
+      la.qkv = take(F, {T, 3 * Hl});
+      la.att = take(F, {T, Hl});
+      la.lse = take(F, {c.heads_in_layer(l), T});
       la.proj = take(F, {T, H});
       la.ln1_in = take(F, {T, H});
       la.ln1_mean = take(F, {T});
@@ -766,7 +868,7 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
   const BertConfig& c = config_;
   const int64_t T = in.T;
   const int B = in.B, N = in.n_mlm;
-  const int NH = c.num_heads, HD = static_cast<int>(c.head_dim());
+  const int HD = static_cast<int>(c.head_dim());
   const float eps = c.layer_norm_eps;
   const bool train = opts.training;
   const float hidden_p = opts.hidden_dropout >= 0 ? opts.hidden_dropout : c.hidden_dropout;
@@ -810,15 +912,16 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
   bool cls_done = false;  // a.cls holds the last layer's [CLS] rows
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = w_.layers[static_cast<size_t>(l)];
-    LayerActs& la = a.layers[train ? static_cast<size_t>(l) : 0];
+    const LayerActs la = layer_view(a.layers[train ? static_cast<size_t>(l) : 0], l);
     ELMO_RETURN_IF_ERROR(be.gemm(la.qkv, Tensor(), x, w.qkv_wc, w.qkv_b, Tensor(), GemmOp::kNT, Epilogue::kBias, false));
-    ELMO_RETURN_IF_ERROR(be.attention_forward(la.att, la.lse, la.qkv, offs, NH, HD, p_att, seed,
+    ELMO_RETURN_IF_ERROR(be.attention_forward(la.att, la.lse, la.qkv, offs, c.heads_in_layer(l), HD, p_att, seed,
                                               bert_dropout_stream(l, kSiteAttention)));
     if (cls_only && l == c.num_layers - 1) {
       // The rest of the last layer on the [CLS] rows only (inference: no dropout).
+      const Tensor cls_att = layer_view(a.cls_layer, l).att;
       ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls_x, x, a.cls_idx));
-      ELMO_RETURN_IF_ERROR(be.gather_rows(a.cls_layer.att, la.att, a.cls_idx));
-      ELMO_RETURN_IF_ERROR(layer_tail(l, a.cls_layer, a.cls_layer.att, a.cls_x, p_hidden, seed));
+      ELMO_RETURN_IF_ERROR(be.gather_rows(cls_att, la.att, a.cls_idx));
+      ELMO_RETURN_IF_ERROR(layer_tail(l, a.cls_layer, cls_att, a.cls_x, p_hidden, seed));
       cls_done = true;
       break;
     }
@@ -891,6 +994,16 @@ Status Bert::forward(const BertInputs& in, const ForwardOptions& opts, BertOutpu
   return Status::ok();
 }
 
+Bert::LayerActs Bert::layer_view(const LayerActs& la, int l) const {
+  const int64_t Hl = config_.attention_width(l);
+  const int64_t rows = la.att.shape[0];
+  LayerActs v = la;
+  v.qkv = views::reshape(la.qkv, {rows, 3 * Hl});
+  v.att = views::reshape(la.att, {rows, Hl});
+  v.lse = views::reshape(la.lse, {config_.heads_in_layer(l), rows});
+  return v;
+}
+
 Status Bert::layer_tail(int l, const LayerActs& la, Tensor att, Tensor x, float p, uint64_t seed) {
   const Layer& w = w_.layers[static_cast<size_t>(l)];
   const float eps = config_.layer_norm_eps;
@@ -928,12 +1041,15 @@ Status Bert::layer_tail(int l, const LayerActs& la, Tensor att, Tensor x, float 
 double Bert::forward_flops(const BertInputs& in, bool cls_only) const {
   const BertConfig& c = config_;
   const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
-  double f = 2.0 * static_cast<double>(in.T) * c.num_layers * (4 * H * H + 2 * H * I);
+  double width = 0;  // Σ over layers of the attention width Hl (H without pruned heads)
+  for (int l = 0; l < c.num_layers; ++l) width += static_cast<double>(c.attention_width(l));
+  double f = 2.0 * static_cast<double>(in.T) * (4 * H * width + c.num_layers * 2 * H * I);
+  const double Hlast = static_cast<double>(c.attention_width(c.num_layers - 1));
   if (cls_only && heads_.pooler && !heads_.token_classifier && !heads_.slots && in.n_mlm == 0)  // rows other than [CLS]
-    f -= 2.0 * static_cast<double>(in.T - in.B) * (H * H + 2 * H * I);
+    f -= 2.0 * static_cast<double>(in.T - in.B) * (H * Hlast + 2 * H * I);
   for (int b = 0; b < in.B && in.offsets; ++b) {
     const double len = in.offsets[b + 1] - in.offsets[b];
-    f += 4.0 * len * len * H * c.num_layers;  // QKᵀ and PV
+    f += 4.0 * len * len * width;  // QKᵀ and PV
   }
   if (heads_.pooler) f += 2.0 * in.B * H * H;
   if (heads_.classifier) f += 2.0 * in.B * H * c.num_labels;

@@ -348,33 +348,36 @@ Status Bert::tail_backward(int l, const LayerActs& ta, Tensor dy, Tensor dln, Te
 // dx_out (=) the layer input's gradient from dy (its output's); dy is overwritten.
 Status Bert::layer_backward(int l, Tensor dx_out, Tensor dy, Tensor x) {
   const Layer& w = w_.layers[static_cast<size_t>(l)];
-  const LayerActs& la = a_.layers[static_cast<size_t>(l)];
+  const LayerActs la = layer_view(a_.layers[static_cast<size_t>(l)], l);
   const GradActs& d = ga_;
+  const int64_t T = tf_.T, Hl = config_.attention_width(l);
   // dy is dead once LayerNorm2's backward has read it: it takes dln1.
   const Tensor dln1 = dy;
-  ELMO_RETURN_IF_ERROR(tail_backward(l, la, dy, d.dln, d.dtmp, d.dact, d.dh1, dln1, d.datt));
+  ELMO_RETURN_IF_ERROR(tail_backward(l, la, dy, d.dln, d.dtmp, d.dact, d.dh1, dln1, views::reshape(d.datt, {T, Hl})));
   ELMO_RETURN_IF_ERROR(attention_qkv_backward(l, x));
-  return backend_->gemm(dx_out, Tensor(), d.dqkv, w.qkv_w, Tensor(), dln1, GemmOp::kNN, Epilogue::kResidual, false);
+  return backend_->gemm(dx_out, Tensor(), views::reshape(d.dqkv, {T, 3 * Hl}), w.qkv_w, Tensor(), dln1, GemmOp::kNN,
+                        Epilogue::kResidual, false);
 }
 
 // att = attention(qkv), qkv = x Wqkvᵀ + bqkv, from datt (every row of the layer): dqkv (=), and
 // the QKV parameters' gradients (+=) with the key bias's exactly zero (header).
 Status Bert::attention_qkv_backward(int l, Tensor x) {
   Layer& gw = g_.layers[static_cast<size_t>(l)];
-  const LayerActs& la = a_.layers[static_cast<size_t>(l)];
+  const LayerActs la = layer_view(a_.layers[static_cast<size_t>(l)], l);
   const GradActs& d = ga_;
   const BertConfig& c = config_;
-  const int64_t H = c.hidden_size;
-  const int NH = c.num_heads, HD = static_cast<int>(c.head_dim());
+  const int64_t T = tf_.T, Hl = c.attention_width(l);  // H without pruned heads
+  const int HD = static_cast<int>(c.head_dim());
   const uint64_t seed = tf_.seed;
   Backend& be = *backend_;
+  const Tensor dqkv = views::reshape(d.dqkv, {T, 3 * Hl}), datt = views::reshape(d.datt, {T, Hl});
   Offsets offs;
   ELMO_RETURN_IF_ERROR(make_offsets(&offs, host_offsets_.data(), a_.offsets.i32(), tf_.B, tf_.T));
-  ELMO_RETURN_IF_ERROR(be.attention_backward(d.dqkv, d.datt, la.qkv, la.att, la.lse, offs, NH, HD, tf_.p_att, seed,
-                                             bert_dropout_stream(l, kSiteAttention)));
-  ELMO_RETURN_IF_ERROR(be.gemm(gw.qkv_w, Tensor(), d.dqkv, x, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
-  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.qkv_b, d.dqkv));
-  return be.fill(slice_of(gw.qkv_b, H, H), 0.0f);
+  ELMO_RETURN_IF_ERROR(be.attention_backward(dqkv, datt, la.qkv, la.att, la.lse, offs, c.heads_in_layer(l), HD,
+                                             tf_.p_att, seed, bert_dropout_stream(l, kSiteAttention)));
+  ELMO_RETURN_IF_ERROR(be.gemm(gw.qkv_w, Tensor(), dqkv, x, Tensor(), Tensor(), GemmOp::kTN, Epilogue::kNone, true));
+  ELMO_RETURN_IF_ERROR(be.bias_backward(gw.qkv_b, dqkv));
+  return be.fill(slice_of(gw.qkv_b, Hl, Hl), 0.0f);
 }
 
 // The last layer after a [CLS]-only forward (ForwardOptions::cls_only): its tail (output
@@ -385,19 +388,22 @@ Status Bert::attention_qkv_backward(int l, Tensor x) {
 // every key and dQ for the [CLS] queries. dx_out (=) the layer input's gradient.
 Status Bert::cls_layer_backward(int l, Tensor dx_out, Tensor dcls, Tensor x) {
   const Layer& w = w_.layers[static_cast<size_t>(l)];
-  const LayerActs& ca = a_.cls_layer;  // the tail's rows [B, ...]
+  const LayerActs ca = layer_view(a_.cls_layer, l);  // the tail's rows [B, ...]
   const GradActs& d = ga_;
   const int B = tf_.B;
+  const int64_t T = tf_.T, Hl = config_.attention_width(l);
   Backend& be = *backend_;
   // [B, ...] views of the [T, ...] gradient buffers (B <= T).
   const Tensor dln = rows_of(d.dln, 0, B), dtmp = rows_of(d.dtmp, 0, B), dh1 = rows_of(d.dh1, 0, B),
                dact = rows_of(d.dact, 0, B), dln1 = rows_of(d.dy, 0, B);
-  const Tensor datt_cls = dln;  // dead once dh1 is formed
+  const Tensor datt_cls = views::reshape(dln, {B, Hl});  // dead once dh1 is formed
+  const Tensor datt = views::reshape(d.datt, {T, Hl});
   ELMO_RETURN_IF_ERROR(tail_backward(l, ca, dcls, dln, dtmp, dact, dh1, dln1, datt_cls));
-  ELMO_RETURN_IF_ERROR(be.fill(d.datt, 0.0f));
-  ELMO_RETURN_IF_ERROR(be.scatter_add_rows(d.datt, datt_cls, a_.cls_idx));
+  ELMO_RETURN_IF_ERROR(be.fill(datt, 0.0f));
+  ELMO_RETURN_IF_ERROR(be.scatter_add_rows(datt, datt_cls, a_.cls_idx));
   ELMO_RETURN_IF_ERROR(attention_qkv_backward(l, x));
-  ELMO_RETURN_IF_ERROR(be.gemm(dx_out, Tensor(), d.dqkv, w.qkv_w, Tensor(), Tensor(), GemmOp::kNN, Epilogue::kNone, false));
+  ELMO_RETURN_IF_ERROR(be.gemm(dx_out, Tensor(), views::reshape(d.dqkv, {T, 3 * Hl}), w.qkv_w, Tensor(), Tensor(),
+                               GemmOp::kNN, Epilogue::kNone, false));
   // The tail's residual input was x's [CLS] rows: their gradient dln1 goes back to those rows.
   return be.scatter_add_rows(dx_out, dln1, a_.cls_idx);
 }

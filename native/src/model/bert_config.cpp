@@ -1,4 +1,5 @@
 // BertConfig: config.json (Hugging Face field names) in and out, with validation.
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -60,6 +61,16 @@ Status BertConfig::validate() const {
   ELMO_CHECK(num_labels >= 0 && num_slot_labels >= 0, Code::kCheckpoint, "config: num_labels must be non-negative");
   ELMO_CHECK(labels.empty() || static_cast<int>(labels.size()) == num_labels, Code::kCheckpoint,
              "config: id2label has %zu entries but num_labels is %d", labels.size(), num_labels);
+  ELMO_CHECK(pruned_heads.empty() || static_cast<int>(pruned_heads.size()) == num_layers, Code::kCheckpoint,
+             "config: elmo_pruned_heads has %zu layers but the model %d", pruned_heads.size(), num_layers);
+  for (size_t l = 0; l < pruned_heads.size(); ++l) {
+    const std::vector<int>& p = pruned_heads[l];
+    for (size_t i = 0; i < p.size(); ++i)
+      ELMO_CHECK(p[i] >= 0 && p[i] < num_heads && (i == 0 || p[i] > p[i - 1]), Code::kCheckpoint,
+                 "config: elmo_pruned_heads: layer %zu: heads must be distinct, ascending and in [0, %d)", l, num_heads);
+    ELMO_CHECK(static_cast<int>(p.size()) < num_heads, Code::kCheckpoint,
+               "config: elmo_pruned_heads: layer %zu lists all its %d heads (a layer keeps at least one)", l, num_heads);
+  }
   // Sizes the kernels index with int32 and the activations with int64.
   ELMO_CHECK(vocab_size < (int64_t(1) << 31) && max_position < (int64_t(1) << 31) && hidden_size <= 65536 &&
                  intermediate_size <= (int64_t(1) << 20),
@@ -158,9 +169,44 @@ Status BertConfig::parse(const std::string& text, BertConfig* out) {
       c.architectures.push_back(a.as_string());
     }
   }
+  if (const json::Value* ph = r.find("elmo_pruned_heads"); ph && !ph->is_null()) {
+    if (!ph->is_object()) return cfg_error("elmo_pruned_heads", "expected an object {\"<layer>\": [head, ...]}");
+    c.pruned_heads.assign(static_cast<size_t>(c.num_layers), {});
+    for (const auto& m : ph->members()) {
+      const std::string& k = m.first;
+      bool digits = !k.empty() && k.size() < 6;
+      for (char ch : k) digits = digits && ch >= '0' && ch <= '9';
+      const int64_t l = digits ? std::stoll(k) : -1;
+      if (l < 0 || l >= c.num_layers)
+        return cfg_error("elmo_pruned_heads", "key \"" + k.substr(0, 32) + "\" is not a layer in [0, " +
+                                                  std::to_string(c.num_layers) + ")");
+      if (!m.second.is_array()) return cfg_error("elmo_pruned_heads", "layer " + k + ": expected an array of heads");
+      std::vector<int>& heads = c.pruned_heads[static_cast<size_t>(l)];
+      for (const json::Value& h : m.second.items()) {
+        if (!h.is_int() || h.as_int() < 0 || h.as_int() >= c.num_heads)
+          return cfg_error("elmo_pruned_heads", "layer " + k + ": a head is not an integer in [0, " +
+                                                    std::to_string(c.num_heads) + ")");
+        heads.push_back(static_cast<int>(h.as_int()));
+      }
+      std::sort(heads.begin(), heads.end());
+      heads.erase(std::unique(heads.begin(), heads.end()), heads.end());
+      if (static_cast<int>(heads.size()) >= c.num_heads)
+        return cfg_error("elmo_pruned_heads", "layer " + k + " lists all its " + std::to_string(c.num_heads) +
+                                                  " heads (a layer keeps at least one)");
+    }
+    if (!c.has_pruned_heads()) c.pruned_heads.clear();
+  }
   ELMO_RETURN_IF_ERROR(c.validate());
   *out = std::move(c);
   return Status::ok();
+}
+
+std::vector<int> BertConfig::kept_heads(int l) const {
+  std::vector<int> kept;
+  const std::vector<int>* pruned = pruned_heads.empty() ? nullptr : &pruned_heads[static_cast<size_t>(l)];
+  for (int h = 0; h < num_heads; ++h)
+    if (!pruned || !std::binary_search(pruned->begin(), pruned->end(), h)) kept.push_back(h);
+  return kept;
 }
 
 Status BertConfig::load(const std::string& path, BertConfig* out) {
@@ -234,6 +280,18 @@ std::string BertConfig::to_json(bool classifier, bool mlm, bool token_classifier
   set("label2id", json::Value::object(std::move(l2i)));
   if (num_slot_labels > 0) set("num_slot_labels", json::Value::integer(num_slot_labels));
   else erase("num_slot_labels");
+  if (has_pruned_heads()) {
+    std::vector<std::pair<std::string, json::Value>> layers;
+    for (size_t l = 0; l < pruned_heads.size(); ++l) {
+      if (pruned_heads[l].empty()) continue;
+      std::vector<json::Value> heads;
+      for (int h : pruned_heads[l]) heads.push_back(json::Value::integer(h));
+      layers.emplace_back(std::to_string(l), json::Value::array(std::move(heads)));
+    }
+    set("elmo_pruned_heads", json::Value::object(std::move(layers)));
+  } else {
+    erase("elmo_pruned_heads");
+  }
   if (problem_type == ProblemType::kNone) set("problem_type", json::Value::null());
   else set("problem_type", json::Value::string(problem_type_name(problem_type)));
   return json::dump(json::Value::object(std::move(m)), 2) + "\n";

@@ -40,6 +40,9 @@ Tensor Bert::qkv_rows(const Tensor& qkv, int part) const {
 
 Status Bert::lora_enable(int rank, float alpha, uint64_t seed) {
   ELMO_CHECK(!lora_enabled(), Code::kInput, "lora_enable: the model already has an adapter (lora_disable first)");
+  // PEFT's adapters are [H, r] over full-width query and value projections.
+  ELMO_CHECK(!config_.has_pruned_heads(), Code::kUnsupported,
+             "lora_enable: LoRA on a model with pruned attention heads (elmo_pruned_heads) is not supported");
   ELMO_CHECK(rank >= 1 && rank <= config_.hidden_size, Code::kInput, "Expected a LoRA rank in [1, %lld] but received %d",
              (long long)config_.hidden_size, rank);
   ELMO_CHECK(std::isfinite(alpha) && alpha > 0, Code::kInput, "Expected a LoRA alpha > 0 but received %g",

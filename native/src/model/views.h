@@ -24,6 +24,17 @@ inline Tensor make_view(void* base, size_t byte_offset, DType dtype, const std::
   return t;
 }
 
+// The first elements of a view as another shape: a narrower layer's tensor in a buffer sized
+// for the widest (pruned heads). An empty view stays empty.
+inline Tensor reshape(const Tensor& t, const std::vector<int64_t>& dims) {
+  if (t.empty()) return t;
+  Tensor r = t;
+  r.ndim = static_cast<int>(dims.size());
+  for (size_t i = 0; i < dims.size() && i < static_cast<size_t>(kMaxDims); ++i) r.shape[i] = dims[i];
+  r.panel = 0;
+  return r;
+}
+
 // The same view moved from one buffer to another of the same layout (a parameter's gradient,
 // an optimizer moment). Row-major, whatever the source's panel layout.
 inline Tensor rebase(const Tensor& t, const Tensor& from, const Tensor& to) {
