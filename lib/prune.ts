@@ -13,17 +13,19 @@
  *   importance of a head is the increase of the mean cross-entropy on labelled examples when
  *   that head alone is masked (its output columns of the attention output projection zeroed):
  *   the ablation that Michel et al. (2019, "Are Sixteen Heads Really Better than One?")
- *   approximate with a gradient. Heads are ranked globally, least important first. transformers
- *   5 cannot express a layer with fewer heads, so a pruned head keeps its place in full-size
- *   tensors with its query, key and value rows (and biases) and its attention-output columns
- *   zeroed, and `config.json` lists it under `elmo_pruned_heads` (`{"0": [1, 3]}`): outputs
- *   are those of the model without the head, in elmo and in transformers alike.
+ *   approximate with a gradient. Heads are ranked globally, least important first; every layer
+ *   keeps at least one. transformers 5 cannot express a layer with fewer heads, so in the
+ *   checkpoint a pruned head keeps its place in full-size tensors with its query, key and value
+ *   rows (and biases) and its attention-output columns zeroed, and `config.json` lists it under
+ *   `elmo_pruned_heads` (`{"0": [1, 3]}`): transformers computes the model without the head.
+ *   elmo removes the listed heads when it loads such a checkpoint (each layer runs its kept
+ *   heads only: less work, fewer parameters), trains the narrower layers, and writes the
+ *   full-size tensors with the zeros back when it saves.
  *
- * A zeroed head stays zero through fine-tuning: with its value rows and its output columns zero,
- * every gradient of its parameters is exactly zero (the head's output is zero, and so is the
- * gradient flowing into it), and AdamW moves a zero weight with a zero gradient nowhere.
- * {@link prune} checks this after recovery and zeroes the head again if it ever moved
- * (`revivedNorm`).
+ * In an engine that keeps the zeroed heads (transformers), fine-tuning leaves them at zero: with
+ * a head's value rows and output columns zero, every gradient of its parameters is exactly zero
+ * (its output is zero, and so is the gradient flowing into it), and AdamW moves a zero weight
+ * with a zero gradient nowhere.
  *
  * The weights are edited on the TypeScript side through safetensors files (lib/safetensors.ts);
  * the matrix work (norms, transposes, column gathers) runs through the native GEMM. Every
@@ -123,7 +125,7 @@ export interface SelectHeadsOptions {
   count?: number;
   /** Share of all heads to prune, in [0, 1); the count is rounded. */
   sparsity?: number;
-  /** Heads every layer keeps; default 1. */
+  /** Heads every layer keeps, at least 1 (the default). */
   minPerLayer?: number;
 }
 
@@ -145,7 +147,7 @@ export interface PruneOptions extends PruneRunOptions {
   heads?: number | PrunedHeads;
   /** Share of each layer's FFN neurons to prune (default 0). */
   ffn?: number;
-  /** Heads every layer keeps when `heads` is a share; default 1. */
+  /** Heads every layer keeps when `heads` is a share, at least 1 (the default). */
   minHeadsPerLayer?: number;
   /** Examples the head importance is measured on (see {@link HeadImportanceOptions.maxExamples}); default 1000. */
   importanceExamples?: number;
@@ -171,19 +173,14 @@ export interface PruneResult {
   headsTotal: number;
   intermediateSize: { before: number; after: number };
   /**
-   * Parameters before and after (the tensors' sizes), and `effective`: after, less the zeroed
-   * weights of the pruned heads.
+   * Parameters before and after, as elmo holds them (pruned heads removed). The checkpoint's
+   * attention tensors keep their full size, with zeros.
    */
-  parameters: { before: number; after: number; effective: number };
+  parameters: { before: number; after: number };
   /** The head ablation, when heads were chosen by importance. */
   importance?: HeadImportanceResult;
   /** The recovery fine-tune, when there was one. */
   recovery?: FineTuneResult;
-  /**
-   * L2 norm of the pruned heads' weights after recovery, before they were zeroed again: 0 when
-   * fine-tuning left them at zero (as it should; see the module's notes).
-   */
-  revivedNorm: number;
   /** With `evalSet`: metrics before pruning, after pruning, and after recovery. */
   eval?: { before: EvalMetrics; pruned: EvalMetrics; recovered?: EvalMetrics };
   seconds: number;
@@ -325,7 +322,7 @@ export function selectHeads(importance: HeadImportanceResult, options: SelectHea
   const perLayer = new Map<number, number>();
   for (const s of scores) perLayer.set(s.layer, (perLayer.get(s.layer) ?? 0) + 1);
   const minPerLayer = options.minPerLayer ?? 1;
-  checkInteger(minPerLayer, 0, undefined, 'options.minPerLayer');
+  checkInteger(minPerLayer, 1, undefined, 'options.minPerLayer');
   if (options.count !== undefined && options.sparsity !== undefined) {
     throw new InputError('Expected one of options.count and options.sparsity for selectHeads but received both');
   }
@@ -356,9 +353,11 @@ export function selectHeads(importance: HeadImportanceResult, options: SelectHea
  * biases and their columns of the attention output projection set to zero (the tensors keep
  * their shapes, which is what transformers 5 loads), and `config.json` listing every pruned head
  * under `elmo_pruned_heads` (merged with those the model had). The outputs are those of the
- * model with the heads masked. The input model is unchanged.
+ * model with the heads masked; the new model holds only the kept heads (elmo removes the listed
+ * ones at load), so it runs faster. The input model is unchanged.
  *
- * Rejects with `ERR_INPUT` for a layer or head index outside the model.
+ * Rejects with `ERR_INPUT` for a layer or head index outside the model, and for a layer that
+ * would keep no head.
  *
  * @example
  * ```ts
@@ -381,11 +380,16 @@ export async function pruneHeads(model: Bert, heads: PrunedHeads, options: Prune
       `the model's config.json ${PRUNED_HEADS_KEY}`,
       CheckpointError,
     );
-    for (const [l, hs] of spec)
-      merged.set(
-        l,
-        [...new Set([...(merged.get(l) ?? []), ...hs])].sort((a, b) => a - b),
-      );
+    for (const [l, hs] of spec) {
+      const all = [...new Set([...(merged.get(l) ?? []), ...hs])].sort((a, b) => a - b);
+      if (all.length >= info.numHeads) {
+        throw new InputError(
+          `Expected at least one head left in layer ${String(l)} for pruneHeads but received heads [${hs.join(', ')}], ` +
+            `which with the pruned [${(merged.get(l) ?? []).join(', ')}] are all ${String(info.numHeads)} of it`,
+        );
+      }
+      merged.set(l, all);
+    }
     const file = path.join(dir, 'model.safetensors');
     const st = readSafetensors(file);
     const w = new LayerWeights(st.tensors, file, info.hiddenSize, info.intermediateSize);
@@ -495,7 +499,7 @@ export async function prune(model: Bert, options: PruneOptions): Promise<PruneRe
   const recoverEpochs = options.recoverEpochs ?? 1;
   checkInteger(recoverEpochs, 0, undefined, 'options.recoverEpochs');
   const minPerLayer = options.minHeadsPerLayer ?? 1;
-  checkInteger(minPerLayer, 0, info.numHeads, 'options.minHeadsPerLayer');
+  checkInteger(minPerLayer, 1, info.numHeads, 'options.minHeadsPerLayer');
   const headsOption = options.heads ?? 0;
   let given: PrunedHeads | undefined;
   if (typeof headsOption === 'number') checkShare(headsOption, 'options.heads');
@@ -553,26 +557,19 @@ export async function prune(model: Bert, options: PruneOptions): Promise<PruneRe
         onProgress: (p) => emit({ phase: 'recover', fineTune: p }),
       });
     }
-    // The record of pruned heads survives fine-tuning in the model's config (a new head would
-    // drop it: read it back from the saved model), and the heads' weights should still be zero.
-    const { heads, revivedNorm } = await inspectHeads(current);
-    if (revivedNorm > 0) current = await replace(current, pruneHeads(current, toRecord(heads), { runOptions: run }));
     const recovered = recovery !== undefined ? await evaluate(current, 'recovered') : undefined;
+    // Every pruned head of the result, those the input model had included (its config's list).
+    const heads = await savedPrunedHeads(current);
     const headsPruned = [...heads.values()].reduce((s, hs) => s + hs.length, 0);
-    const H = info.hiddenSize;
-    const d = H / info.numHeads;
-    const after = current.config.numParameters;
     return {
       model: current,
       heads: toRecord(heads),
       headsPruned,
       headsTotal: info.numLayers * info.numHeads,
       intermediateSize: { before: info.intermediateSize, after: current.config.intermediateSize },
-      // Per head: q, k, v rows (d x H) and biases (d), and d columns of the output projection.
-      parameters: { before: info.numParameters, after, effective: after - headsPruned * (4 * d * H + 3 * d) },
+      parameters: { before: info.numParameters, after: current.config.numParameters },
       ...(importance !== undefined ? { importance } : {}),
       ...(recovery !== undefined ? { recovery } : {}),
-      revivedNorm,
       ...(before !== undefined && pruned !== undefined
         ? { eval: { before, pruned, ...(recovered !== undefined ? { recovered } : {}) } }
         : {}),
@@ -639,20 +636,6 @@ class LayerWeights {
       this.get(l, `attention.self.${p}.bias`, H).data.fill(0, h * d, (h + 1) * d);
     }
     zeroColumns(this.get(l, 'attention.output.dense.weight', H * H).data, H, H, h * d, (h + 1) * d);
-  }
-
-  /** Sum of squares of head h's weights in layer l (0: a zeroed head). */
-  headSumSquares(l: number, h: number, numHeads: number): number {
-    const H = this.#H;
-    const d = H / numHeads;
-    let sum = 0;
-    for (const p of ['query', 'key', 'value']) {
-      sum += sumSquares(this.get(l, `attention.self.${p}.weight`, H * H).data.subarray(h * d * H, (h + 1) * d * H));
-      sum += sumSquares(this.get(l, `attention.self.${p}.bias`, H).data.subarray(h * d, (h + 1) * d));
-    }
-    const wo = this.get(l, 'attention.output.dense.weight', H * H).data;
-    for (let r = 0; r < H; r++) sum += sumSquares(wo.subarray(r * H + h * d, r * H + (h + 1) * d));
-    return sum;
   }
 
   /** `[I]` importance of layer l's FFN neurons: ‖(W_in[j, :], b_in[j])‖₂ · ‖W_out[:, j]‖₂. */
@@ -761,23 +744,18 @@ async function lossAndAccuracy(
   return { loss: loss / n, accuracy: correct / n };
 }
 
-/** The pruned heads the model's config lists, and the norm of their weights (saved to a temporary directory). */
-async function inspectHeads(model: Bert): Promise<{ heads: Map<number, number[]>; revivedNorm: number }> {
+/** The pruned heads the model's config lists (the model saved to a temporary directory). */
+async function savedPrunedHeads(model: Bert): Promise<Map<number, number[]>> {
   const info = model.config;
-  return withSavedModel(model, (dir) => {
-    const heads = normalizeHeads(
+  return withSavedModel(model, (dir) =>
+    normalizeHeads(
       readConfig(dir)[PRUNED_HEADS_KEY] ?? {},
       info.numLayers,
       info.numHeads,
       PRUNED_HEADS_KEY,
       CheckpointError,
-    );
-    const file = path.join(dir, 'model.safetensors');
-    const w = new LayerWeights(readSafetensors(file).tensors, file, info.hiddenSize, info.intermediateSize);
-    let sum = 0;
-    for (const [l, hs] of heads) for (const h of hs) sum += w.headSumSquares(l, h, info.numHeads);
-    return { heads, revivedNorm: Math.sqrt(sum) };
-  });
+    ),
+  );
 }
 
 /** Awaits `next`, then disposes `old` (or disposes `old` and rethrows). */

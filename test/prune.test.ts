@@ -136,6 +136,8 @@ describe('pruneHeads', () => {
     const got = await logits(pruned);
     expectClose(got, await logits(m), 1e-6, 1e-5);
     expect(Array.from(got)).not.toEqual(Array.from(await logits(model)));
+    // The engine holds the kept heads only: 3 pruned heads' q, k, v rows and biases and output columns less.
+    expect(pruned.config.numParameters).toBe(model.config.numParameters - 3 * (4 * d * H + 3 * d));
   });
 
   test('the checkpoint keeps full shapes, zeroes the heads and lists them under elmo_pruned_heads', async () => {
@@ -217,13 +219,14 @@ describe('headImportance and selectHeads', () => {
     expect(selectHeads(imp, { sparsity: 0.5 })).toEqual({ 0: [1, 2], 1: [1] });
     // Five asked, four allowed: each layer keeps one head.
     expect(selectHeads(imp, { count: 5 })).toEqual({ 0: [1, 2], 1: [0, 1] });
-    expect(selectHeads(imp, { count: 6, minPerLayer: 0 })).toEqual({ 0: [0, 1, 2], 1: [0, 1, 2] });
+    expect(selectHeads(imp, { count: 6, minPerLayer: 2 })).toEqual({ 0: [1], 1: [1] });
+    expect(() => selectHeads(imp, { count: 6, minPerLayer: 0 })).toThrow(/integer >= 1 for options.minPerLayer/);
     expect(selectHeads(imp, { sparsity: 0 })).toEqual({});
   });
 });
 
 describe('prune', () => {
-  test('heads and FFN, then a recovery fine-tune that leaves the pruned heads at zero', async () => {
+  test('heads and FFN, then a recovery fine-tune; saved, the model lists its heads and reloads the same', async () => {
     using model = tinyModel();
     const phases = new Set<string>();
     const r = await prune(model, {
@@ -243,11 +246,13 @@ describe('prune', () => {
     expect(r.intermediateSize).toEqual({ before: I, after: I / 2 });
     expect(r.parameters.before).toBe(model.config.numParameters);
     expect(r.parameters.after).toBe(pruned.config.numParameters);
-    expect(r.parameters.effective).toBe(r.parameters.after - 2 * (4 * d * H + 3 * d));
+    // The engine holds the kept heads only: per pruned head, q, k, v rows (d x H) and biases
+    // (d) and d columns of the output projection less; the FFN loses half its neurons.
+    expect(r.parameters.after).toBe(
+      r.parameters.before - 2 * (4 * d * H + 3 * d) - TINY.numLayers * (I / 2) * (2 * H + 1),
+    );
     expect(r.importance?.heads).toHaveLength(8);
     expect(r.recovery?.epochs).toBe(2);
-    // Zero value rows and output columns give the head zero gradients: AdamW leaves it at zero.
-    expect(r.revivedNorm).toBe(0);
     expect(r.eval?.before.task).toBe('sequence');
     expect(r.eval?.pruned).toBeDefined();
     expect(r.eval?.recovered).toBeDefined();
@@ -261,7 +266,7 @@ describe('prune', () => {
     expect(model.config.intermediateSize).toBe(I);
   });
 
-  test('heads listed in config.json whose weights are not zero are zeroed, and the norm reported', async () => {
+  test('heads listed in config.json are removed at load, whatever their weights; saved, they are zero', async () => {
     using model = tinyModel();
     const dir = tmpDir('prune-listed');
     await model.save(dir);
@@ -269,12 +274,19 @@ describe('prune', () => {
     const cfg = JSON.parse(fs.readFileSync(file, 'utf8'));
     fs.writeFileSync(file, JSON.stringify({ ...cfg, [PRUNED_HEADS_KEY]: { 1: [3] } }));
     using listed = await Bert.load(dir, { device: 'cpu', threads: 1 });
-    const r = await prune(listed, { recoverEpochs: 0 });
-    using fixed = r.model;
-    expect(r.revivedNorm).toBeGreaterThan(0);
-    expect(r.heads).toEqual({ 1: [3] });
+    expect(listed.config.numParameters).toBe(model.config.numParameters - (4 * d * H + 3 * d));
     using reference = await pruneHeads(model, { 1: [3] });
-    expect(Array.from(await logits(fixed))).toEqual(Array.from(await logits(reference)));
+    expectClose(await logits(listed), await logits(reference), 1e-6, 1e-5);
+    const r = await prune(listed, { recoverEpochs: 0 });
+    using copy = r.model;
+    expect(r.heads).toEqual({ 1: [3] });
+    const out = tmpDir('prune-listed-out');
+    await copy.save(out);
+    const st = readSafetensors(path.join(out, 'model.safetensors'));
+    const v = tensor(st.tensors, 'bert.encoder.layer.1.attention.self.value.weight');
+    expect(v.length).toBe(H * H);
+    expect(v.subarray(3 * d * H).every((x) => x === 0)).toBe(true);
+    expect(v.subarray(0, 3 * d * H).some((x) => x !== 0)).toBe(true);
   });
 
   test('nothing to prune and no recovery: a copy with the same outputs', async () => {
@@ -282,7 +294,7 @@ describe('prune', () => {
     const r = await prune(model, { recoverEpochs: 0 });
     using copy = r.model;
     expect(r.headsPruned).toBe(0);
-    expect(r.parameters.effective).toBe(r.parameters.before);
+    expect(r.parameters.after).toBe(r.parameters.before);
     expect(Array.from(await logits(copy))).toEqual(Array.from(await logits(model)));
   });
 });
@@ -290,27 +302,28 @@ describe('prune', () => {
 describe('bad input gets typed errors', () => {
   test('pruneFfn, pruneHeads, headImportance, prune, selectHeads, readPrunedHeads', async () => {
     using model = tinyModel();
-    const cases: [Promise<unknown>, string, RegExp][] = [
-      [pruneFfn(model, {}), 'ERR_INPUT', /exactly one of options.keep and options.sparsity .* neither/],
-      [pruneFfn(model, { keep: 8, sparsity: 0.5 }), 'ERR_INPUT', /both/],
-      [pruneFfn(model, { keep: 0 }), 'ERR_INPUT', /integer in \[1, 64\] for options.keep but received number 0/],
-      [pruneFfn(model, { keep: 65 }), 'ERR_INPUT', /options.keep/],
-      [pruneFfn(model, { sparsity: 1 }), 'ERR_INPUT', /number in \[0, 1\) for options.sparsity/],
-      [pruneFfn('model' as never, { keep: 1 }), 'ERR_INPUT', /Expected a Bert model for model/],
-      [pruneHeads(model, { 2: [0] }), 'ERR_INPUT', /layer index in \[0, 2\) .* received string '2'/],
-      [pruneHeads(model, { 0: [4] }), 'ERR_INPUT', /head index in \[0, 4\) for heads\[0\] but received number 4/],
-      [pruneHeads(model, { 0: 1 } as never), 'ERR_INPUT', /an array of head indices/],
-      [pruneHeads(model, null as never), 'ERR_INPUT', /an object/],
-      [headImportance(model, [{ text: 'hi', label: 'weather' }]), 'ERR_INPUT', /weather/],
-      [headImportance(model, DATA, { maxExamples: 0 }), 'ERR_INPUT', /options.maxExamples/],
-      [headImportance(model, []), 'ERR_INPUT', /at least one labelled example/],
-      [prune(model, { heads: 0.5 }), 'ERR_INPUT', /options.data/],
-      [prune(model, { data: DATA, heads: -0.1 }), 'ERR_INPUT', /options.heads/],
-      [prune(model, { data: DATA, ffn: 2 }), 'ERR_INPUT', /options.ffn/],
-      [prune(model, { data: DATA, recoverEpochs: 1.5 }), 'ERR_INPUT', /options.recoverEpochs/],
+    const cases: [() => Promise<unknown>, string, RegExp][] = [
+      [() => pruneFfn(model, {}), 'ERR_INPUT', /exactly one of options.keep and options.sparsity .* neither/],
+      [() => pruneFfn(model, { keep: 8, sparsity: 0.5 }), 'ERR_INPUT', /both/],
+      [() => pruneFfn(model, { keep: 0 }), 'ERR_INPUT', /integer in \[1, 64\] for options.keep but received number 0/],
+      [() => pruneFfn(model, { keep: 65 }), 'ERR_INPUT', /options.keep/],
+      [() => pruneFfn(model, { sparsity: 1 }), 'ERR_INPUT', /number in \[0, 1\) for options.sparsity/],
+      [() => pruneFfn('model' as never, { keep: 1 }), 'ERR_INPUT', /Expected a Bert model for model/],
+      [() => pruneHeads(model, { 2: [0] }), 'ERR_INPUT', /layer index in \[0, 2\) .* received string '2'/],
+      [() => pruneHeads(model, { 0: [4] }), 'ERR_INPUT', /head index in \[0, 4\) for heads\[0\] but received number 4/],
+      [() => pruneHeads(model, { 0: 1 } as never), 'ERR_INPUT', /an array of head indices/],
+      [() => pruneHeads(model, null as never), 'ERR_INPUT', /an object/],
+      [() => pruneHeads(model, { 0: [0, 1, 2, 3] }), 'ERR_INPUT', /at least one head left in layer 0/],
+      [() => headImportance(model, [{ text: 'hi', label: 'weather' }]), 'ERR_INPUT', /weather/],
+      [() => headImportance(model, DATA, { maxExamples: 0 }), 'ERR_INPUT', /options.maxExamples/],
+      [() => headImportance(model, []), 'ERR_INPUT', /at least one labelled example/],
+      [() => prune(model, { heads: 0.5 }), 'ERR_INPUT', /options.data/],
+      [() => prune(model, { data: DATA, heads: -0.1 }), 'ERR_INPUT', /options.heads/],
+      [() => prune(model, { data: DATA, ffn: 2 }), 'ERR_INPUT', /options.ffn/],
+      [() => prune(model, { data: DATA, recoverEpochs: 1.5 }), 'ERR_INPUT', /options.recoverEpochs/],
     ];
     for (const [p, code, message] of cases) {
-      const err = await rejection(p);
+      const err = await rejection(p());
       expect([err.code, err.message]).toEqual([code, expect.stringMatching(message)]);
     }
     // A model without a classification head has no loss to measure heads by.

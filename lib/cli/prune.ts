@@ -66,7 +66,7 @@ export function addPruneCommand(program: Command, io: CliIo, argv: readonly stri
     )
     .option('--recover-epochs <N>', 'epochs of the recovery fine-tune (0: none)', integer(0), 1)
     .option('--importance-examples <N>', 'examples of --data the head importance is measured on', integer(1), 1000)
-    .option('--min-heads-per-layer <N>', 'heads every layer keeps', integer(0), 1)
+    .option('--min-heads-per-layer <N>', 'heads every layer keeps', integer(1), 1)
     .option('--lr <RATE>', "recovery learning rate (default: fineTune's for the model's width)", number(0, 1, true))
     .option('--batch-size <N>', 'recovery batch size (default 32)', integer(1))
     .option('--seed <N>', 'sample and data-order seed', integer(0), 42)
@@ -160,7 +160,7 @@ function summary(r: PruneResult, out: string, reportFile: string): string[] {
   const lines = [
     `heads     ${String(r.headsPruned)}/${String(r.headsTotal)} pruned${heads !== '' ? ` (layer ${heads})` : ''}`,
     `ffn       intermediate_size ${String(r.intermediateSize.before)} -> ${String(r.intermediateSize.after)}`,
-    `params    ${String(r.parameters.before)} -> ${String(r.parameters.after)} (${String(r.parameters.effective)} without the zeroed heads)`,
+    `params    ${String(r.parameters.before)} -> ${String(r.parameters.after)}`,
   ];
   if (r.recovery !== undefined) {
     lines.push(
