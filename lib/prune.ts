@@ -305,8 +305,10 @@ export async function headImportance(
 }
 
 /**
- * The heads to prune: the least important first (by {@link HeadImportance.importance}, ties by
- * layer then head), skipping a head whose layer would keep fewer than `minPerLayer`. Synchronous.
+ * The heads to prune: the least important first (by {@link HeadScore.importance}, ties by
+ * layer then head), skipping a head whose layer would keep fewer than `minPerLayer`. Heads the
+ * model had already pruned measure an importance of exactly 0 and count like the others, so
+ * `count` and `sparsity` are of all heads. Synchronous.
  *
  * @example
  * ```ts
