@@ -121,10 +121,10 @@ TEST_CASE(quantize_weight_layout_matches_the_contract) {
     for (int64_t k = 0; k < K; ++k) w[static_cast<size_t>(5 * K + k)] = 0.0f;  // a zero row
     QWeight qw(be, w, N, K);
     const int64_t Np = 32, Kp = 12;
-    // int8 panels of 4-k groups, or (AVX2) the values widened to int16 in k pairs.
-    const int64_t bytes = be.quantized_weight_bytes(N, K), elem = (bytes - 8 * Np) / (Np * Kp), G = elem == 1 ? 4 : 2;
-    CHECK((elem == 1 || elem == 2) && bytes == 8 * Np + Np * Kp * elem);
-    CHECK(qw.w.panel == 16 * elem);
+    CHECK(be.quantized_weight_bytes(N, K) == 8 * Np + Np * Kp);
+    // int8 panels of 4-k groups (the VNNI and scalar kernels), or of k pairs (AVX2).
+    const int64_t G = qw.w.panel == 16 ? 4 : 2;
+    CHECK(qw.w.panel == 16 || qw.w.panel == 32);
     const char* base = static_cast<const char*>(qw.buf.data);
     const float* sw = reinterpret_cast<const float*>(base);
     const int32_t* sums = reinterpret_cast<const int32_t*>(base + 4 * Np);
@@ -137,8 +137,7 @@ TEST_CASE(quantize_weight_layout_matches_the_contract) {
         const int want = k < K ? r.q[static_cast<size_t>(k)] : 0;
         sum += want;
         const int64_t at = (n / 16) * 16 * Kp + (k / G) * 16 * G + (n % 16) * G + k % G;
-        const int got = elem == 1 ? reinterpret_cast<const int8_t*>(panels)[at] : reinterpret_cast<const int16_t*>(panels)[at];
-        CHECK(got == want);
+        CHECK(reinterpret_cast<const int8_t*>(panels)[at] == want);
       }
       CHECK(sums[n] == sum);
     }

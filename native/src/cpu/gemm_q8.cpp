@@ -113,6 +113,10 @@ float quantize_row(int8_t* q, const float* x, int64_t n) {
   return amax / 127.0f;
 }
 
+// The weight's `panel` field: the rows of a panel, times 2 for the k-pair layout (so a weight
+// quantized for one kernel is not read by another).
+int panel_tag(const Q8Kernel& kn) { return kQ8Panel * (4 / kn.kgroup); }
+
 // Per-task tile of out. MC a multiple of every kernel's mr, NC of the panel.
 constexpr int64_t kMC = 64, kNC = 64;
 
@@ -122,7 +126,8 @@ const char* gemm_q8_kernel_name(Isa isa) { return select_path(isa).kn->name; }
 
 int64_t q8_weight_bytes(const Ctx& c, int64_t N, int64_t K) {
   const int64_t Np = round_up(std::max<int64_t>(N, 1), kQ8Panel), Kp = round_up(K, 4);
-  return 8 * Np + Np * Kp * select_path(c.isa).kn->elem;
+  (void)c;
+  return 8 * Np + Np * Kp;
 }
 
 Status quantize_weight_q8(const Ctx& c, Tensor* out_ptr, Tensor w) {
@@ -144,11 +149,11 @@ Status quantize_weight_q8(const Ctx& c, Tensor* out_ptr, Tensor w) {
   char* panels = base + 8 * Np;
   std::atomic<bool> bad{false};
   const Q8Kernel& kn = *select_path(c.isa).kn;
-  const int64_t elem = kn.elem, G = kn.kgroup;
+  const int64_t G = kn.kgroup;
   float (*quantize)(int8_t*, const float*, int64_t) = kn.quantize ? kn.quantize : &quantize_row;
   run_parallel(c, Np / kQ8Panel, [&](int64_t p) {
-    char* panel = panels + p * kQ8Panel * Kp * elem;
-    std::memset(panel, 0, static_cast<size_t>(kQ8Panel * Kp * elem));
+    int8_t* panel = reinterpret_cast<int8_t*>(panels) + p * kQ8Panel * Kp;
+    std::memset(panel, 0, static_cast<size_t>(kQ8Panel * Kp));
     std::vector<int8_t> q(static_cast<size_t>(std::max<int64_t>(K, 1)));
     for (int j = 0; j < kQ8Panel; ++j) {
       const int64_t n = p * kQ8Panel + j;
@@ -164,15 +169,13 @@ Status quantize_weight_q8(const Ctx& c, Tensor* out_ptr, Tensor w) {
       for (int64_t k = 0; k < K; ++k) {
         const int8_t v = q[static_cast<size_t>(k)];
         sum += v;
-        const int64_t at = (k / G) * kQ8Panel * G + j * G + (k % G);  // element index in the panel
-        if (elem == 1) reinterpret_cast<int8_t*>(panel)[at] = v;
-        else reinterpret_cast<int16_t*>(panel)[at] = v;
+        panel[(k / G) * kQ8Panel * G + j * G + (k % G)] = v;
       }
       rowsum[n] = sum;
     }
   });
   if (bad) return input_error("quantize_weight: the weight holds NaN or infinity");
-  out_ptr->panel = kQ8Panel * static_cast<int>(elem);  // rows per panel x bytes per element: the layout
+  out_ptr->panel = panel_tag(kn);
   return Status::ok();
 }
 
@@ -187,7 +190,7 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
   ELMO_RETURN_IF_ERROR(check_tensor(a, "gemm a", DType::kF32, {-1, -1}));
   const Path path = select_path(c.isa);
   const Q8Kernel& kn = *path.kn;
-  if (b.ndim != 2 || b.panel != kQ8Panel * kn.elem || reinterpret_cast<uintptr_t>(b.data) % 64 != 0)
+  if (b.ndim != 2 || b.panel != panel_tag(kn) || reinterpret_cast<uintptr_t>(b.data) % 64 != 0)
     return input_error(strformat("gemm: b %s is not a weight quantized for the %s int8 kernel (quantize_weight)",
                                  b.describe().c_str(), kn.name));
   const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[0];
@@ -204,7 +207,7 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
   const bool add = residual_in_place;  // out already holds the residual
   float (*quantize)(int8_t*, const float*, int64_t) = kn.quantize ? kn.quantize : &quantize_row;
 
-  const int64_t Np = round_up(N, kQ8Panel), Kp = round_up(K, 4), Mp = round_up(M, kn.mr), elem = kn.elem;
+  const int64_t Np = round_up(N, kQ8Panel), Kp = round_up(K, 4), Mp = round_up(M, kn.mr), elem = kn.a_elem;
   const char* wb = static_cast<const char*>(b.data);
   const float* sw = reinterpret_cast<const float*>(wb);
   const int32_t* rowsum = reinterpret_cast<const int32_t*>(wb + 4 * Np);
@@ -250,7 +253,7 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
     const int64_t m1 = std::min(M, m0 + kMC), n1 = std::min(N, n0 + kNC);
     for (int64_t jr = n0; jr < n1; jr += kQ8Panel) {
       const int cols = static_cast<int>(std::min<int64_t>(kQ8Panel, n1 - jr));
-      const char* bp = panels + jr * Kp * elem;  // panel jr / 16 starts at jr / 16 * 16 * Kp elements
+      const char* bp = panels + jr * Kp;  // panel jr / 16 starts at jr / 16 * 16 * Kp bytes
       for (int64_t ir = m0; ir < m1; ir += kn.mr) {
         const int rows = static_cast<int>(std::min<int64_t>(kn.mr, m1 - ir));
         float* ct = C + ir * N + jr;

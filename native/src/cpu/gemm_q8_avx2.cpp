@@ -1,11 +1,12 @@
 // int8 GEMM micro-kernel, AVX2 (see gemm_q8_kernels.h for the layouts).
 //
-// The integers are kept widened to int16 (elem 2, k pairs): 4 rows x 16 weight rows per call in
-// 8 ymm accumulators of int32, and for each pair of k, a row's two values of qa are broadcast
-// and vpmaddwd adds the products with the panel's 2 x 16 values (exact: |qa qw| <= 127^2).
-// That is 2 multiplies per 16 products, where int8 operands would need vpmaddubsw (with the
-// signs moved by vpsignb, as it takes one unsigned side) plus a vpmaddwd to widen its sums:
-// AVX2 has no int8 dot product into int32. The weights take half the bytes of f32.
+// Products in int16 (k pairs): 4 rows x 16 weight rows per call in 8 ymm accumulators of int32.
+// For each pair of k, the panel's 2 x 16 int8 weights are widened to int16 (vpmovsxbw, shared by
+// the 4 rows), a row's two values of qa (kept widened to int16) are broadcast, and vpmaddwd adds
+// the products (exact: |qa qw| <= 127^2). That is 2 multiplies per 16 products, where int8
+// operands would need vpmaddubsw (with the signs moved by vpsignb, as it takes one unsigned
+// side) plus a vpmaddwd to widen its sums: AVX2 has no int8 dot product into int32. The weights
+// stay int8 in memory (a quarter of the f32 bytes: what a batch of a few tokens waits for).
 #include <immintrin.h>
 
 #include "cpu/gemm_q8_kernels.h"
@@ -18,15 +19,15 @@ constexpr int kMR = 4;
 void micro_avx2(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, const int32_t* rowsum, const float* sa,
                 const float* sw, float* C, int64_t ldc, int rows, int cols, bool add) {
   (void)rowsum;
-  const int16_t* B = static_cast<const int16_t*>(Bv);
+  const int8_t* B = static_cast<const int8_t*>(Bv);
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   const uint8_t* a0 = A;
   const uint8_t* a1 = A + lda;
   const uint8_t* a2 = A + 2 * lda;
   const uint8_t* a3 = A + 3 * lda;
   for (int64_t p = 0; p < 2 * kq; ++p) {  // pairs of k
-    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + p * 32));
-    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + p * 32 + 16));
+    const __m256i b0 = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(B + p * 32)));
+    const __m256i b1 = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(B + p * 32 + 16)));
     int32_t w0, w1, w2, w3;
     __builtin_memcpy(&w0, a0 + p * 4, 4);
     __builtin_memcpy(&w1, a1 + p * 4, 4);

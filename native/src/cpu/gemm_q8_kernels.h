@@ -6,15 +6,16 @@
 // [-127, 127] with one f32 scale per row. The integer sums are exact, so every path and thread
 // count gives the same sums; only the two f32 multiplies follow.
 //
-// Layouts shared by the driver and every kernel (K padded with zeros to Kp, a multiple of 4).
-// A kernel stores its integers in `elem` bytes (1: int8; 2: the same values widened to int16,
-// the operand of vpmaddwd) with `kgroup` consecutive k of one row side by side (one 32-bit lane):
-//   * quantized A: rows of Kp elements (row stride lda bytes), padded with zero rows to a
-//     multiple of mr. A kernel with a_u8 reads int8 rows as uint8 qa + 128 (the operand of
-//     vpdpbusd) and subtracts 128 * sum_k qw[n, k] (the weight's row sums) from each sum.
+// Layouts shared by the driver and every kernel (K padded with zeros to Kp, a multiple of 4):
+//   * quantized A: rows of Kp integers of a_elem bytes (1: int8; 2: widened to int16, the
+//     operand of vpmaddwd), row stride lda bytes, padded with zero rows to a multiple of mr. A
+//     kernel with a_u8 reads int8 rows as uint8 qa + 128 (the operand of vpdpbusd) and
+//     subtracts 128 * sum_k qw[n, k] (the weight's row sums) from each sum.
 //   * quantized weight (Backend::quantized_weight_bytes): Np = N rounded up to kQ8Panel, then
-//       f32 sw[Np] | i32 rowsum[Np] | panels[Np / kQ8Panel][Kp / kgroup][kQ8Panel][kgroup]
-//     (a panel holds kQ8Panel rows of W). Padding rows are zero with scale 0.
+//       f32 sw[Np] | i32 rowsum[Np] | int8 panels[Np / kQ8Panel][Kp / kgroup][kQ8Panel][kgroup]
+//     (a panel holds kQ8Panel rows of W, kgroup consecutive k of a row side by side: 4, one
+//     32-bit lane of vpdpbusd; or 2, one 32-bit lane of vpmaddwd once widened). Padding rows
+//     are zero with scale 0.
 //
 // Included by translation units compiled with ISA flags: plain structs and declarations only.
 #pragma once
@@ -28,8 +29,8 @@ constexpr int kQ8Panel = 16;  // weight rows per panel: 16 int32 lanes of a zmm,
 struct Q8Kernel {
   const char* name;  // "scalar", "avx2", "avx512_vnni"
   int mr;            // rows of A per call (the driver pads A to a multiple)
-  int elem;          // bytes per stored integer of A and of the weight panels: 1 or 2
-  int kgroup;        // consecutive k of one row side by side in a panel: 4 (elem 1) or 2 (elem 2)
+  int a_elem;        // bytes per integer of quantized A: 1 or 2
+  int kgroup;        // consecutive k of one weight row side by side in a panel: 4 or 2
   bool a_u8;         // reads A as qa + 128 (uint8) and needs the weight's row sums
   // C[rows, cols] (ldc) = (add ? C : 0) + float(sum) * sa[i] * sw[j] for i < rows, j < cols
   // (cols <= kQ8Panel), over kq = Kp / 4 groups of 4 k. A: mr rows of stride lda bytes; B: one panel;
