@@ -51,6 +51,7 @@ import {
   configureCommand,
   deviceOption,
   integer,
+  precisionOption,
   usageError,
 } from './cli/args';
 import { addBenchCommand } from './cli/bench';
@@ -138,6 +139,7 @@ interface ModelCommandFlags {
   json?: boolean;
   pooling?: 'cls' | 'mean';
   device: 'auto' | 'cpu' | 'cuda';
+  precision: 'fp32' | 'bf16' | 'int8';
   maxSeqLen?: number;
   batchSize: number;
 }
@@ -187,6 +189,7 @@ async function runModelCommand(
 ): Promise<void> {
   const model = await Bert.load(flags.model, {
     device: flags.device,
+    precision: flags.precision,
     ...(flags.maxSeqLen !== undefined ? { maxSeqLen: flags.maxSeqLen } : {}),
   });
   try {
@@ -235,6 +238,7 @@ function addModelCommand(program: Command, io: CliIo, command: 'predict' | 'embe
   }
   cmd
     .addOption(deviceOption())
+    .addOption(precisionOption())
     .option('--max-seq-len <N>', "longest sequence in tokens (default: the model's)", integer(1))
     .option('--batch-size <N>', 'texts per forward', integer(1), 32)
     .addHelpText('after', INPUT_HELP)

@@ -47,6 +47,31 @@ describe('elmo predict / embed (built CLI)', () => {
     });
   });
 
+  it('predict --precision int8 runs the int8 model (the library, loaded the same way)', async () => {
+    const texts = ['hello world', 'where is my card'];
+    const r = elmo([
+      'predict',
+      '--model',
+      CLS_MODEL,
+      '--precision',
+      'int8',
+      '--json',
+      '--text',
+      texts[0] ?? '',
+      '--text',
+      texts[1] ?? '',
+    ]);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    using model = await Bert.load(CLS_MODEL, { device: 'cpu', precision: 'int8', threads: 1 });
+    const preds = await model.predict(texts);
+    r.out.forEach((line, i) => {
+      const row = JSON.parse(line) as { label: string; score: number };
+      expect(row.label).toBe(preds[i]?.label);
+      expect(row.score).toBeCloseTo(preds[i]?.score ?? NaN, 5);
+    });
+  });
+
   it('predict --json reads a JSONL file (strings, objects, pairs) and writes JSON lines', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'elmo-cli-')), 'in.jsonl');
     fs.writeFileSync(file, '"plain string"\n{"text": "an object"}\n\n{"text": "context turn", "pair": "reply"}\n');
@@ -103,6 +128,7 @@ describe('elmo predict / embed (built CLI)', () => {
       [['embed', '--model', CLS_MODEL, '--text', 'x', '--json'], 'unknown option --json'],
       [['predict', '--model', CLS_MODEL, '--text', 'x', '--batch-size', '0'], '--batch-size expects a positive'],
       [['predict', '--model', CLS_MODEL, '--input', '/nonexistent.jsonl'], 'cannot read --input'],
+      [['predict', '--model', CLS_MODEL, '--text', 'x', '--precision', 'int4'], '--precision expects'],
     ];
     for (const [args, message] of cases) {
       const r = elmo(args);

@@ -107,6 +107,13 @@ export function deviceOption(): Option {
     .default('auto');
 }
 
+/** `--precision fp32|bf16|int8`: `Bert.load`'s `precision` (int8: dynamic quantization, CPU only). */
+export function precisionOption(): Option {
+  return new Option('--precision <P>', 'matrix products: fp32, bf16 or int8 (int8: dynamic quantization, CPU only)')
+    .argParser(choice(['fp32', 'bf16', 'int8']))
+    .default('fp32');
+}
+
 /** Repeated option: every value, in order. */
 export function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];

@@ -29,7 +29,7 @@ import { generateSupportDialogues } from '../demo/support-dialogues';
 import type { DeviceRequest } from '../devices';
 import { ElmoError, UnsupportedError } from '../errors';
 import type { CliIo } from './args';
-import { UsageError, configureCommand, deviceOption, integer, usageError } from './args';
+import { UsageError, configureCommand, deviceOption, integer, precisionOption, usageError } from './args';
 
 /** What `elmo bench` measures. */
 type BenchTarget = 'tokenizer' | 'predict' | 'server';
@@ -43,6 +43,7 @@ interface BenchFlags {
   connections: number;
   seconds: number;
   device: DeviceRequest;
+  precision: 'fp32' | 'bf16' | 'int8';
   threads?: number;
 }
 
@@ -90,6 +91,7 @@ export function addBenchCommand(program: Command, io: CliIo): void {
     .option('--connections <N>', 'concurrent connections of the server run', integer(1), 16)
     .option('--seconds <S>', 'length of the server run (after a 1 s warm-up)', integer(1), 5)
     .addOption(deviceOption())
+    .addOption(precisionOption())
     .option('--threads <N>', "the model's CPU threads (default ELMO_NUM_THREADS or all cores)", integer(1))
     .addHelpText(
       'after',
@@ -119,6 +121,7 @@ async function runBench(what: BenchTarget, flags: BenchFlags & { model: string }
   if (what === 'server') return { ...head, ...(await benchServer(flags)) };
   const model = await Bert.load(flags.model, {
     device: flags.device,
+    precision: flags.precision,
     ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
   });
   try {
@@ -199,7 +202,13 @@ async function benchServer(flags: BenchFlags & { model: string }): Promise<Recor
   }
   const port = await freePort();
   const args = [cli, 'serve', '--model', flags.model, '--no-auth', '--port', String(port), '--log-level', 'warn'];
-  args.push('--device', flags.device, ...(flags.threads !== undefined ? ['--threads', String(flags.threads)] : []));
+  args.push(
+    '--device',
+    flags.device,
+    '--precision',
+    flags.precision,
+    ...(flags.threads !== undefined ? ['--threads', String(flags.threads)] : []),
+  );
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -30,7 +30,17 @@ import type { TrainTask } from '../train/data';
 import { collectExamples } from '../train/fine-tune';
 import type { EvalMetrics, FineTuneOptions, FineTuneResult } from '../train/fine-tune';
 import type { CliIo } from './args';
-import { UsageError, choice, configureCommand, deviceOption, integer, interruptible, number, usageError } from './args';
+import {
+  UsageError,
+  choice,
+  configureCommand,
+  deviceOption,
+  integer,
+  interruptible,
+  number,
+  precisionOption,
+  usageError,
+} from './args';
 import { metricsLine, progressDisplay } from './progress';
 import { fmt, perLabelScores, renderReport, scalarMetrics } from './report';
 
@@ -86,6 +96,7 @@ interface EvalFlags {
   task?: TrainTask;
   json?: boolean;
   device: DeviceRequest;
+  precision: 'fp32' | 'bf16' | 'int8';
   threads?: number;
   maxSeqLen?: number;
   batchSize?: number;
@@ -394,11 +405,15 @@ export function addEvalCommand(program: Command, io: CliIo): void {
     )
     .option('--json', 'the metrics as JSON')
     .addOption(deviceOption())
+    .addOption(precisionOption())
     .option('--threads <N>', 'CPU threads', integer(1))
     .option('--max-seq-len <N>', "longest sequence in tokens (default: the model's)", integer(3))
     .option('--batch-size <N>', 'sequences per forward (default 64)', integer(1))
     .action(async (f: EvalFlags) => {
-      const model = await Bert.load(f.model, compact({ device: f.device, threads: f.threads, maxSeqLen: f.maxSeqLen }));
+      const model = await Bert.load(
+        f.model,
+        compact({ device: f.device, precision: f.precision, threads: f.threads, maxSeqLen: f.maxSeqLen }),
+      );
       try {
         const metrics = await model.evaluate(f.data, compact({ task: f.task, batchSize: f.batchSize }));
         if (f.json === true) io.write(JSON.stringify(metrics, null, 2));

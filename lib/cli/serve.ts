@@ -20,7 +20,7 @@ import type { ModelServer, ServeOptions } from '../serve/server';
 import type { DeviceRequest } from '../devices';
 import { InputError, UnsupportedError } from '../errors';
 import type { CliIo } from './args';
-import { UsageError, choice, configureCommand, deviceOption, integer, usageError } from './args';
+import { UsageError, choice, configureCommand, deviceOption, integer, precisionOption, usageError } from './args';
 import { announceReady, runPrimary, threadsPerWorker } from './serve-cluster';
 
 /** Flags of `elmo serve`, as commander hands them over. */
@@ -53,6 +53,7 @@ interface ServeFlags {
   tlsCert?: string;
   tlsKey?: string;
   device: DeviceRequest;
+  precision: 'fp32' | 'bf16' | 'int8';
   threads?: number;
   maxSeqLen?: number;
   workers?: number;
@@ -116,6 +117,7 @@ export function addServeCommand(program: Command, io: CliIo, argv: readonly stri
     .option('--tls-cert <FILE>', 'serve HTTPS with this certificate (PEM), with --tls-key')
     .option('--tls-key <FILE>', 'the private key of --tls-cert (PEM)')
     .addOption(deviceOption())
+    .addOption(precisionOption())
     .option('--threads <N>', "the model's CPU threads (default ELMO_NUM_THREADS or all cores)", integer(1))
     .option('--max-seq-len <N>', "longest sequence in tokens (default: the model's)", integer(3))
     .option(
@@ -216,6 +218,7 @@ function serveOptions(flags: ServeFlags, io: CliIo): ServeOptions {
     auth: flags.auth && flags.keys !== undefined ? { keysFile: flags.keys } : false,
     loadOptions: {
       device: flags.device,
+      precision: flags.precision,
       ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
       ...(flags.maxSeqLen !== undefined ? { maxSeqLen: flags.maxSeqLen } : {}),
     },
