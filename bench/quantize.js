@@ -4,7 +4,7 @@
 // (onnxruntime's quantize_dynamic of the same model), on one test set.
 //
 //   node bench/quantize.js --model DIR [--data DIR] [--onnx DIR] [--engines elmo,elmo-int8,ort,ort-int8]
-//                          [--rounds 3] [--threads N] [--max-seq-len 64] [--batch 32] [--latency-n 300]
+//                          [--rounds 3] [--threads N] [--max-seq-len 64] [--batch 32] [--latency-n 300] [--limit N]
 //                          [--wait-quiet PCT] [--out bench/results/quantize-latest.json]
 //
 // --model: a BertForSequenceClassification checkpoint (e.g. `elmo finetune` on BANKING77).
@@ -19,8 +19,10 @@
 //   accuracy     arg-max of the logits over the whole test set, against its labels;
 //   batch        the whole test set in batches of --batch (in file order): sequences per second;
 //   latency      the first --latency-n sequences one at a time: median and p90 ms.
-// Rounds run the engines in turn (elmo, elmo-int8, ort, ort-int8, elmo, ...) and each figure
-// keeps its best round, so a burst of load on a shared machine hits every engine alike.
+// Rounds run the engines in turn (elmo, elmo-int8, ort, ort-int8, elmo, ...); each figure keeps
+// its best round (`ratios`: best against best), and `ratios_paired_median` takes each ratio
+// within a round, then the median over rounds, so a burst of load on a shared machine that hits
+// one round does not decide it.
 // The goals: elmo int8 >= 1.6x elmo fp32 and >= ORT int8 in sequences per second, accuracy
 // within 1 point of fp32.
 'use strict';
@@ -48,6 +50,7 @@ const args = flags({
   maxSeqLen: 64,
   batch: 32,
   latencyN: 300,
+  limit: 0, // the first N test examples only (0: all)
   out: path.join(__dirname, 'results', 'quantize-latest.json'),
   // Before each engine's run, wait (at most --wait-quiet-max s) until the rest of the machine
   // keeps under this percentage of its cores busy (0: no wait).
@@ -192,7 +195,8 @@ async function main() {
   const { Bert } = require(path.join(root, 'dist'));
   const probe = await Bert.load(modelDir, { threads: 1 });
   const labels = probe.labels;
-  const examples = await readTest(path.resolve(args.data));
+  const all = await readTest(path.resolve(args.data));
+  const examples = args.limit > 0 ? all.slice(0, args.limit) : all;
   const ids = [];
   const gold = [];
   for (const ex of examples) {
@@ -261,6 +265,13 @@ async function main() {
     };
   }
   const ratio = (a, b, key) => (best[a] && best[b] ? +(best[a][key] / best[b][key]).toFixed(3) : null);
+  // The same ratio within each round (the two runs minutes apart at most), then the median.
+  const pairedRatio = (a, b, key) => {
+    if (!rounds[a] || !rounds[b]) return null;
+    const r = rounds[a].map((x, i) => x[key] / rounds[b][i][key]).sort((x, y) => x - y);
+    const mid = r.length >> 1;
+    return +(r.length % 2 ? r[mid] : (r[mid - 1] + r[mid]) / 2).toFixed(3);
+  };
   const points = (a, b) => (best[a] && best[b] ? +(100 * (best[a].accuracy - best[b].accuracy)).toFixed(2) : null);
   const { devices } = require(path.join(root, 'dist'));
   const result = {
@@ -283,6 +294,12 @@ async function main() {
       fp32_vs_ort_fp32_batch: ratio('elmo', 'ort', 'batch_seq_per_s'),
       ort_int8_vs_ort_fp32_batch: ratio('ort-int8', 'ort', 'batch_seq_per_s'),
     },
+    ratios_paired_median: {
+      int8_vs_fp32_batch: pairedRatio('elmo-int8', 'elmo', 'batch_seq_per_s'),
+      int8_vs_fp32_batch1: pairedRatio('elmo-int8', 'elmo', 'latency_seq_per_s'),
+      int8_vs_ort_int8_batch: pairedRatio('elmo-int8', 'ort-int8', 'batch_seq_per_s'),
+      int8_vs_ort_int8_batch1: pairedRatio('elmo-int8', 'ort-int8', 'latency_seq_per_s'),
+    },
     accuracy_points: {
       elmo_int8_minus_fp32: points('elmo-int8', 'elmo'),
       ort_int8_minus_fp32: points('ort-int8', 'ort'),
@@ -292,7 +309,19 @@ async function main() {
   const tmp = `${args.out}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(result, null, 2));
   fs.renameSync(tmp, args.out);
-  console.log(JSON.stringify({ engines: best, ratios: result.ratios, accuracy_points: result.accuracy_points, skipped }, null, 2));
+  console.log(
+    JSON.stringify(
+      {
+        engines: best,
+        ratios: result.ratios,
+        ratios_paired_median: result.ratios_paired_median,
+        accuracy_points: result.accuracy_points,
+        skipped,
+      },
+      null,
+      2,
+    ),
+  );
 }
 
 main().catch((err) => {
