@@ -403,6 +403,11 @@ export class Bert {
     return this.#model.device;
   }
 
+  /** Matrix-product precision the model was loaded with (`options.precision`; default `'fp32'`). */
+  get precision(): 'fp32' | 'bf16' | 'int8' {
+    return this.#options.precision ?? 'fp32';
+  }
+
   /** Longest sequence in tokens (special tokens included). */
   get maxSeqLen(): number {
     return this.#maxSeqLen;

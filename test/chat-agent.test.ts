@@ -59,6 +59,34 @@ describe('ChatAgent', () => {
     await agent.close();
   });
 
+  test('an int8 agent refines: the candidate trains in fp32, then is evaluated and served in int8', async () => {
+    const dir = tmpDir('agent-int8');
+    const agent = await ChatAgent.open({ modelsDir: dir, initialModel: modelDir, model: { precision: 'int8' } });
+    try {
+      expect(agent.model.model.precision).toBe('int8');
+      const texts = ['please help me travel to london', 'i need help getting to paris'];
+      for (let i = 0; i < 8; i++) {
+        const r = await agent.reply({ text: texts[i % 2] as string });
+        await agent.feedback({ conversationId: r.conversationId, turn: r.turn, intent: 'travel' });
+      }
+      const report = await agent.refine({
+        replay: toy(90, 0),
+        heldOut: toy(30, 1),
+        epochs: 4,
+        learningRate: 1e-3,
+        batchSize: 16,
+        dropout: 0,
+      });
+      expect(report.feedback.used).toBe(8);
+      expect(report.accepted).toBe(true);
+      expect(agent.model.model.precision).toBe('int8');
+      for (const text of texts) expect((await agent.model.understand(text)).intent?.label).toBe('travel');
+      expect(fs.readdirSync(dir).some((n) => n.startsWith('.tmp-'))).toBe(false);
+    } finally {
+      await agent.close();
+    }
+  });
+
   test('refine fixes the corrected turns, swaps atomically, keeps every version, rolls back', async () => {
     const dir = tmpDir('agent-refine');
     const agent = await ChatAgent.open({ modelsDir: dir, initialModel: modelDir });

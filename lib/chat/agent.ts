@@ -385,7 +385,13 @@ export class ChatAgent {
       const replay = rng.shuffle([...replayAll]).slice(0, ratio * examples.length);
       const train: ChatExample[] = [...replay];
       for (let r = 0; r < repeat; r++) train.push(...examples);
-      const candidate = await ChatModel.load(parent.dir, this.#modelOptions);
+      // An int8 model cannot be trained: the candidate trains in fp32 and is then run (evaluated,
+      // served) as the live versions are.
+      const int8 = this.#modelOptions.precision === 'int8';
+      let candidate = await ChatModel.load(
+        parent.dir,
+        int8 ? { ...this.#modelOptions, precision: 'fp32' } : this.#modelOptions,
+      );
       let accepted = false;
       let version: string | null = null;
       try {
@@ -395,6 +401,7 @@ export class ChatAgent {
         // own peak learning rate (3e-4 for a model trained at 1e-3: bench/refine.js), else 2e-5.
         const learningRate = 0.3 * (live.trainedLearningRate ?? 2e-5 / 0.3);
         await candidate.fineTune(train, { epochs: 2, learningRate, ...fineTuneOptions(options) });
+        if (int8) candidate = await this.#reloadServed(candidate);
         const cand = await candidate.evaluate(heldOut);
         const fixedCurrent = await live.evaluate(examples);
         const fixedCand = await candidate.evaluate(examples);
@@ -439,6 +446,20 @@ export class ChatAgent {
       }
     } finally {
       this.#refining = false;
+    }
+  }
+
+  /** A trained candidate as the live versions run: saved to a scratch directory, loaded back with
+   * the agent's model options (e.g. int8), the trained one disposed. */
+  async #reloadServed(trained: ChatModel): Promise<ChatModel> {
+    const scratch = path.join(this.#dir, `${TMP_PREFIX}candidate`);
+    try {
+      fs.rmSync(scratch, { recursive: true, force: true });
+      await trained.save(scratch);
+      return await ChatModel.load(scratch, this.#modelOptions);
+    } finally {
+      trained.dispose();
+      fs.rmSync(scratch, { recursive: true, force: true });
     }
   }
 
