@@ -100,4 +100,38 @@ async function waitQuiet(pct, maxSeconds) {
   }
 }
 
-module.exports = { flags, option, listOption, countsOption, lcg, makeIds, median, machineBusySeconds, waitQuiet };
+// onnxruntime-node inputs for a BERT session from token-id sequences: padded to the longest, an
+// attention mask, token types 0; only the inputs the session declares. Returns { f, S }.
+function ortFeeds(ort, session, seqs) {
+  const B = seqs.length;
+  const S = Math.max(...seqs.map((s) => s.length));
+  const ids = new BigInt64Array(B * S);
+  const mask = new BigInt64Array(B * S);
+  seqs.forEach((s, b) =>
+    s.forEach((id, i) => {
+      ids[b * S + i] = BigInt(id);
+      mask[b * S + i] = 1n;
+    }),
+  );
+  const all = {
+    input_ids: new ort.Tensor('int64', ids, [B, S]),
+    attention_mask: new ort.Tensor('int64', mask, [B, S]),
+    token_type_ids: new ort.Tensor('int64', new BigInt64Array(B * S), [B, S]),
+  };
+  const f = {};
+  for (const n of session.inputNames) f[n] = all[n];
+  return { f, S };
+}
+
+module.exports = {
+  flags,
+  option,
+  listOption,
+  countsOption,
+  lcg,
+  makeIds,
+  median,
+  machineBusySeconds,
+  waitQuiet,
+  ortFeeds,
+};

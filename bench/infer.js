@@ -50,7 +50,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { option, listOption, countsOption, lcg, makeIds, median } = require('./common');
+const { option, listOption, countsOption, lcg, makeIds, median, ortFeeds } = require('./common');
 
 const root = path.resolve(__dirname, '..');
 const buildDir = path.join(root, 'build-bench');
@@ -177,26 +177,7 @@ async function ortChild(spec) {
     // version unknown
   }
   console.error(`onnxruntime-node ${version}, ${spec.threads} intra-op threads`);
-  const feeds = (seqs) => {
-    const B = seqs.length;
-    const S = Math.max(...seqs.map((s) => s.length));
-    const ids = new BigInt64Array(B * S);
-    const mask = new BigInt64Array(B * S);
-    seqs.forEach((s, b) =>
-      s.forEach((id, i) => {
-        ids[b * S + i] = BigInt(id);
-        mask[b * S + i] = 1n;
-      }),
-    );
-    const all = {
-      input_ids: new ort.Tensor('int64', ids, [B, S]),
-      attention_mask: new ort.Tensor('int64', mask, [B, S]),
-      token_type_ids: new ort.Tensor('int64', new BigInt64Array(B * S), [B, S]),
-    };
-    const f = {};
-    for (const n of session.inputNames) f[n] = all[n];
-    return { f, S };
-  };
+  const feeds = (seqs) => ortFeeds(ort, session, seqs);
   if (spec.check) {
     const seqs = spec.check.ids;
     const { f, S } = feeds(seqs);

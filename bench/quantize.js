@@ -32,7 +32,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { flags, waitQuiet } = require('./common');
+const { flags, ortFeeds, waitQuiet } = require('./common');
 
 const root = path.resolve(__dirname, '..');
 const python = path.join(root, '.venv', 'bin', 'python');
@@ -128,24 +128,7 @@ async function ortChild(engine, spec) {
   });
   let L = 0;
   const forward = async (chunk) => {
-    const B = chunk.length;
-    const S = Math.max(...chunk.map((s) => s.length));
-    const ids = new BigInt64Array(B * S);
-    const mask = new BigInt64Array(B * S);
-    chunk.forEach((s, b) =>
-      s.forEach((id, i) => {
-        ids[b * S + i] = BigInt(id);
-        mask[b * S + i] = 1n;
-      }),
-    );
-    const all = {
-      input_ids: new ort.Tensor('int64', ids, [B, S]),
-      attention_mask: new ort.Tensor('int64', mask, [B, S]),
-      token_type_ids: new ort.Tensor('int64', new BigInt64Array(B * S), [B, S]),
-    };
-    const feeds = {};
-    for (const n of session.inputNames) feeds[n] = all[n];
-    const out = await session.run(feeds);
+    const out = await session.run(ortFeeds(ort, session, chunk).f);
     L = out.logits.dims[1];
     return out.logits.data;
   };

@@ -203,6 +203,21 @@ inline std::unique_ptr<elmo::Backend> make_backend(const Config& c) {
   }
   return b;
 }
+// Runs body(backend, config) for every config whose ISA path the CPU can run for a kernel with
+// its own extension (`runs(isa)`: e.g. avx512 only with AVX512_BF16), the context naming the
+// kernel that path takes (`kernel_name(isa)`).
+inline void for_each_kernel_path(const std::function<bool(elmo::Isa)>& runs,
+                                 const std::function<const char*(elmo::Isa)>& kernel_name,
+                                 const std::function<void(elmo::Backend&, const Config&)>& body) {
+  for (const Config& c : all_configs()) {
+    if (!runs(c.isa)) continue;
+    auto be = make_backend(c);
+    context() = std::string("[kernel=") + kernel_name(c.isa) + " threads=" + std::to_string(c.threads) + "]";
+    body(*be, c);
+  }
+  context().clear();
+}
+
 // Runs body(backend, config) for every config, setting the failure context.
 inline void for_each_config(const std::function<void(elmo::Backend&, const Config&)>& body) {
   for (const Config& c : all_configs()) {

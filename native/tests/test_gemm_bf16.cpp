@@ -40,20 +40,9 @@ std::vector<double> bf16_values(const std::vector<float>& v) {
 
 // The kernel paths: each ISA up to the best; avx512 runs the AVX512-BF16 kernel only where the
 // CPU has it (else the AVX2 one, already covered), so it is listed only then.
-std::vector<Config> path_configs() {
-  std::vector<Config> out;
-  for (const Config& c : all_configs())
-    if (c.isa != Isa::kAvx512 || cpu_features().avx512_bf16) out.push_back(c);
-  return out;
-}
-
 void for_each_path(const std::function<void(Backend&, const Config&)>& body) {
-  for (const Config& c : path_configs()) {
-    auto be = make_backend(c);
-    context() = strformat("[kernel=%s threads=%d]", cpu::gemm_bf16_kernel_name(c.isa), c.threads);
-    body(*be, c);
-  }
-  context().clear();
+  for_each_kernel_path([](Isa isa) { return isa != Isa::kAvx512 || cpu_features().avx512_bf16; },
+                       &cpu::gemm_bf16_kernel_name, body);
 }
 
 struct Variant {
@@ -93,8 +82,9 @@ constexpr double kRtol = 2e-6;
 }  // namespace
 
 TEST_CASE(avx512_bf16_kernel_runs_where_the_cpu_has_it) {
-  for (const Config& c : path_configs())
+  for_each_path([](Backend&, const Config& c) {
     if (c.threads == 1) std::printf("  kernel path: isa=%s -> %s\n", isa_name(c.isa), cpu::gemm_bf16_kernel_name(c.isa));
+  });
   if (!cpu_features().avx512_bf16 || best_isa() != Isa::kAvx512) {
     SKIP_CASE("this CPU has no AVX512_BF16 (best ISA %s): the avx512_bf16 kernel is not run here", isa_name(best_isa()));
     return;

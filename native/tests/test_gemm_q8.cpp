@@ -63,20 +63,10 @@ struct QWeight {
   ~QWeight() { be->free(&buf); }
 };
 
-std::vector<Config> path_configs() {
-  std::vector<Config> out;
-  for (const Config& c : all_configs())
-    if (c.isa != Isa::kAvx512 || cpu_features().avx512_vnni) out.push_back(c);
-  return out;
-}
-
+// avx512 runs the VNNI kernel only where the CPU has it (else the AVX2 one, already covered).
 void for_each_path(const std::function<void(Backend&, const Config&)>& body) {
-  for (const Config& c : path_configs()) {
-    auto be = make_backend(c);
-    context() = strformat("[kernel=%s threads=%d]", cpu::gemm_q8_kernel_name(c.isa), c.threads);
-    body(*be, c);
-  }
-  context().clear();
+  for_each_kernel_path([](Isa isa) { return isa != Isa::kAvx512 || cpu_features().avx512_vnni; },
+                       &cpu::gemm_q8_kernel_name, body);
 }
 
 struct Variant {

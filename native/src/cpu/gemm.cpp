@@ -441,6 +441,13 @@ Status check_op_and_epilogue(GemmOp op, Epilogue ep, bool accumulate) {
   return Status::ok();
 }
 
+Status check_inner(GemmOp op, Tensor a, Tensor b, int64_t K, int64_t Kb) {
+  if (Kb == K) return Status::ok();
+  return shape_error(strformat("gemm %s: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld", gemm_op_name(op),
+                               a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
+                               static_cast<long long>(Kb)));
+}
+
 Status check_outputs(Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, Epilogue ep,
                      int64_t M, int64_t N, EpilogueArgs* e, bool* residual_in_place) {
   ELMO_RETURN_IF_ERROR(check_tensor(out, "gemm out", DType::kF32, {M, N}));
@@ -513,10 +520,7 @@ Status gemm(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tenso
   const int64_t K = ta ? a.shape[0] : a.shape[1];
   const int64_t N = tb ? b.shape[0] : b.shape[1];
   const int64_t Kb = tb ? b.shape[1] : b.shape[0];
-  if (Kb != K)
-    return shape_error(strformat("gemm %s: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld", gemm_op_name(op),
-                                 a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
-                                 static_cast<long long>(Kb)));
+  ELMO_RETURN_IF_ERROR(gemm_detail::check_inner(op, a, b, K, Kb));
   EpilogueArgs e;
   bool residual_in_place = false;
   ELMO_RETURN_IF_ERROR(

@@ -320,10 +320,7 @@ Status gemm_bf16(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, 
     return input_error(strformat("gemm: b %s is not packed for the %s bf16 kernel (%d-row panels)",
                                  b.describe().c_str(), path.kn->name, path.kn->nr));
   const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[0];
-  if (b.shape[1] != K)
-    return shape_error(strformat("gemm NT: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld",
-                                 a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
-                                 static_cast<long long>(b.shape[1])));
+  ELMO_RETURN_IF_ERROR(gemm_detail::check_inner(GemmOp::kNT, a, b, K, b.shape[1]));
   EpilogueArgs e;
   bool residual_in_place = false;
   ELMO_RETURN_IF_ERROR(

@@ -33,6 +33,8 @@ class GrowBuffer {
 // accumulate; then, with a and b already checked and out [M, N], the epilogue tensors, the
 // devices and aliasing, filling the epilogue and whether residual is out itself.
 Status check_op_and_epilogue(GemmOp op, Epilogue ep, bool accumulate);
+// ERR_SHAPE naming both operands when op(a)'s K and op(b)'s Kb differ.
+Status check_inner(GemmOp op, Tensor a, Tensor b, int64_t K, int64_t Kb);
 Status check_outputs(Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual, Epilogue ep,
                      int64_t M, int64_t N, EpilogueArgs* e, bool* residual_in_place);
 

@@ -194,10 +194,7 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
     return input_error(strformat("gemm: b %s is not a weight quantized for the %s int8 kernel (quantize_weight)",
                                  b.describe().c_str(), kn.name));
   const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[0];
-  if (b.shape[1] != K)
-    return shape_error(strformat("gemm NT: inner dimensions differ: a %s gives K=%lld, b %s gives K=%lld",
-                                 a.describe().c_str(), static_cast<long long>(K), b.describe().c_str(),
-                                 static_cast<long long>(b.shape[1])));
+  ELMO_RETURN_IF_ERROR(gemm_detail::check_inner(GemmOp::kNT, a, b, K, b.shape[1]));
   EpilogueArgs e;
   bool residual_in_place = false;
   ELMO_RETURN_IF_ERROR(
