@@ -97,4 +97,16 @@ inline std::vector<float> download(elmo::Backend& be, const elmo::Tensor& t) {
   return v;
 }
 
+// Every parameter of a and b is the same bits (names, sizes and values, in order). Both must hold
+// their weights in the same layout (set_weights_packed).
+inline void check_same_parameters(elmo::Backend& be, const elmo::Bert& a, const elmo::Bert& b) {
+  CHECK(a.parameters().size() == b.parameters().size());
+  for (size_t i = 0; i < a.parameters().size() && i < b.parameters().size(); ++i) {
+    const auto x = download(be, a.parameters()[i].value), y = download(be, b.parameters()[i].value);
+    CHECK(a.parameters()[i].name == b.parameters()[i].name && x.size() == y.size());
+    if (x.size() == y.size())
+      elmo_test::bit_equal(a.parameters()[i].name.c_str(), x.data(), y.data(), static_cast<int64_t>(x.size()));
+  }
+}
+
 }  // namespace bert_fixture

@@ -374,13 +374,7 @@ TEST_CASE(bf16_model_saves_its_f32_parameters) {
   CHECK_OK(m16->save(dir));
   CHECK_OK(Bert::load(dir, be.get(), &back));
   if (!back) return;
-  CHECK(back->parameters().size() == m32->parameters().size());
-  for (size_t i = 0; i < back->parameters().size() && i < m32->parameters().size(); ++i) {
-    const auto x = download(*be, back->parameters()[i].value), y = download(*be, m32->parameters()[i].value);
-    CHECK(x.size() == y.size());
-    if (x.size() == y.size())
-      elmo_test::bit_equal(back->parameters()[i].name.c_str(), x.data(), y.data(), static_cast<int64_t>(x.size()));
-  }
+  bert_fixture::check_same_parameters(*be, *back, *m32);
   for (const char* file : {"config.json", "model.safetensors"}) std::remove((std::string(dir) + "/" + file).c_str());
   rmdir(dir);
 }
