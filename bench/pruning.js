@@ -13,7 +13,7 @@
 // Needs `npm run build` first. --data holds train.csv and test.csv (text, category). The head
 // importance is measured once, on a sample of train.csv, and each head sparsity takes its
 // least important heads. A first row fine-tunes the unpruned model as the others are (the
-// recovery's own effect). On a shared machine run it under `flock /tmp/bench.lock`.
+// recovery's own effect). Speed is measured in alternating rounds against the unpruned model.
 'use strict';
 
 const fs = require('node:fs');
