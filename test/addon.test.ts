@@ -60,6 +60,9 @@ describe('devices()', () => {
     // bf16 products: AVX512-BF16 on the avx512 path of a CPU that has it, else AVX2, else scalar.
     const native16 = info.cpu.isa === 'avx512' && info.cpu.features.includes('avx512_bf16');
     expect(info.cpu.bf16Kernel).toBe(info.cpu.isa === 'scalar' ? 'scalar' : native16 ? 'avx512_bf16' : 'avx2');
+    // int8 products: AVX-512 VNNI likewise.
+    const vnni = info.cpu.isa === 'avx512' && info.cpu.features.includes('avx512_vnni');
+    expect(info.cpu.int8Kernel).toBe(info.cpu.isa === 'scalar' ? 'scalar' : vnni ? 'avx512_vnni' : 'avx2');
   });
 
   it("measureCpuPeak() measures the backend's path and threads; bf16 only with AVX512_BF16", () => {
@@ -112,7 +115,7 @@ describe('devices()', () => {
 
 describe('resolveDevice()', () => {
   const cpuOnly: DevicesInfo = {
-    cpu: { isa: 'avx2', bestIsa: 'avx2', threads: 2, features: [], bf16Kernel: 'avx2' },
+    cpu: { isa: 'avx2', bestIsa: 'avx2', threads: 2, features: [], bf16Kernel: 'avx2', int8Kernel: 'avx2' },
     cuda: { compiled: true, available: false, devices: [], reason: 'no CUDA driver' },
   };
   const withGpu: DevicesInfo = {

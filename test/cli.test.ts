@@ -21,6 +21,7 @@ describe('elmo CLI', () => {
     expect(text).toContain(`${info.cpu.isa} kernels`);
     expect(text).toContain(`${String(info.cpu.threads)} threads`);
     expect(text).toContain(`bf16:     ${info.cpu.bf16Kernel} kernels`);
+    expect(text).toContain(`int8:     ${info.cpu.int8Kernel} kernels`);
     expect(text).toContain(info.cpu.features.includes('avx512_bf16') ? 'avx512_bf16' : 'no avx512_bf16');
     expect(text).toMatch(/build: +Release|build: +\S+/);
     expect(text).toContain('cuda');
