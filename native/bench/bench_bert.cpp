@@ -1,9 +1,9 @@
 // BERT encoder forward throughput: random weights, packed batches, one JSON row per case.
 //
 //   bench_bert [--device cpu|cuda] [--models mini,small,base] [--batches 1,8,32] [--seqs 32,128]
-//              [--no-chat] [--min-ms 500] [--threads N] [--precision fp32|bf16] [--row-major-weights]
+//              [--no-chat] [--min-ms 500] [--threads N] [--precision fp32|bf16|int8] [--row-major-weights]
 // --precision bf16: the model keeps bf16 copies of its GEMM weights (BertOptions) on either
-// device; on CUDA attention runs on bf16 operands too.
+// device; on CUDA attention runs on bf16 operands too. int8 (CPU): dynamic quantization.
 // --row-major-weights: the CPU GEMM repacks each weight per call instead of reading the
 // packed copy Bert keeps by default (Bert::set_weights_packed), to measure what packing buys.
 //
@@ -108,18 +108,20 @@ int main(int argc, char** argv) {
     else if (a == "--row-major-weights") row_major = true;
     else {
       std::fprintf(stderr, "usage: bench_bert [--device cpu|cuda] [--models mini,small,base] [--batches 1,8,32] "
-                           "[--seqs 32,128] [--no-chat] [--chat-batch 32] [--precision fp32|bf16] [--min-ms 500] "
+                           "[--seqs 32,128] [--no-chat] [--chat-batch 32] [--precision fp32|bf16|int8] [--min-ms 500] "
                            "[--threads N] [--row-major-weights]\n");
       return 2;
     }
   }
 
-  if (precision != "fp32" && precision != "bf16") {
+  if (precision != "fp32" && precision != "bf16" && precision != "int8") {
     std::fprintf(stderr, "bench_bert: unknown precision %s\n", precision.c_str());
     return 2;
   }
   elmo::BertOptions model_opts;
-  model_opts.precision = precision == "bf16" ? elmo::DType::kBF16 : elmo::DType::kF32;
+  model_opts.precision = precision == "bf16"   ? elmo::DType::kBF16
+                         : precision == "int8" ? elmo::DType::kI8
+                                               : elmo::DType::kF32;
   std::unique_ptr<elmo::Backend> backend;
   if (device == "cpu") {
     elmo::CpuOptions o;
