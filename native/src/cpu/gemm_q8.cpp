@@ -59,7 +59,7 @@ void micro_scalar(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, con
 }  // namespace
 
 const Q8Kernel& q8_kernel_scalar() {
-  static const Q8Kernel k{"scalar", kScalarMR, 1, 4, false, &micro_scalar, nullptr};
+  static const Q8Kernel k{"scalar", kScalarMR, 1, 4, false, &micro_scalar, nullptr, nullptr};
   return k;
 }
 
@@ -226,6 +226,10 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
     for (int64_t m = t * kRowsPerTask; m < std::min(Mp, (t + 1) * kRowsPerTask); ++m) {
       int8_t* q = reinterpret_cast<int8_t*>(qa + m * lda);
       std::memset(q, 0, static_cast<size_t>(lda));
+      if (kn.quantize_a) {
+        sa[m] = m < M ? kn.quantize_a(q, a.f32() + m * K, K) : 0.0f;
+        continue;
+      }
       sa[m] = m < M ? quantize(q, a.f32() + m * K, K) : 0.0f;
       if (kn.a_u8)
         for (int64_t k = 0; k < Kp; ++k) qa[m * lda + k] ^= 0x80;  // two's complement + 128

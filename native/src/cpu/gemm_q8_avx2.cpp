@@ -67,9 +67,10 @@ void micro_avx2(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, const
 
 }  // namespace
 
-// 32 values per step: |x| max (and a NaN flag), then x * (127 / amax) converted with the
-// current rounding mode (nearest even, as nearbyint) and packed with signed saturation.
-float quantize_avx2(int8_t* q, const float* x, int64_t n) {
+namespace {
+
+// max |x| over n values, 8 at a time; false when one is NaN.
+bool row_amax(const float* x, int64_t n, float* out) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   __m256 vmax = _mm256_setzero_ps(), vnan = _mm256_setzero_ps();
   int64_t k = 0;
@@ -88,14 +89,57 @@ float quantize_avx2(int8_t* q, const float* x, int64_t n) {
     nan |= v != v;
     amax = v > amax ? v : amax;
   }
-  if (nan) {
+  *out = amax;
+  return !nan;
+}
+
+// One value as the vector loops round it: nearest even, clamped, 0 for NaN (inf * 0).
+int round_one(float x, float inv) {
+  float r = __builtin_nearbyintf(x * inv);
+  r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
+  return r == r ? static_cast<int>(r) : 0;
+}
+
+// The row as int16 (the layout micro_avx2 reads), 16 values per step: converted with the
+// current rounding mode (nearest even, as nearbyint), packed with signed saturation, clamped to
+// [-127, 127] (a NaN of inf * 0 converts to INT_MIN, which then reads -127: its row's scale is
+// infinite, so its outputs are NaN whatever the values).
+float quantize_a16(void* dst, const float* x, int64_t n) {
+  int16_t* q = static_cast<int16_t*>(dst);
+  float amax;
+  if (!row_amax(x, n, &amax)) {
+    for (int64_t i = 0; i < n; ++i) q[i] = 0;
+    return __builtin_nanf("");
+  }
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const __m256 vinv = _mm256_set1_ps(inv);
+  const __m256i lo = _mm256_set1_epi16(-127), hi = _mm256_set1_epi16(127);
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv));
+    const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), vinv));
+    // packs works within 128-bit lanes: the permute puts the 16 values back in order.
+    __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+    v = _mm256_min_epi16(_mm256_max_epi16(v, lo), hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
+  }
+  for (; k < n; ++k) q[k] = static_cast<int16_t>(round_one(x[k], inv));
+  return amax / 127.0f;
+}
+
+}  // namespace
+
+// 32 values per step, as quantize_a16 but packed on to int8.
+float quantize_avx2(int8_t* q, const float* x, int64_t n) {
+  float amax;
+  if (!row_amax(x, n, &amax)) {
     for (int64_t i = 0; i < n; ++i) q[i] = 0;
     return __builtin_nanf("");
   }
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   const __m256 vinv = _mm256_set1_ps(inv);
   const __m256i lo = _mm256_set1_epi8(-127), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  k = 0;
+  int64_t k = 0;
   for (; k + 32 <= n; k += 32) {
     const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv));
     const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), vinv));
@@ -107,16 +151,12 @@ float quantize_avx2(int8_t* q, const float* x, int64_t n) {
     v = _mm256_max_epi8(v, lo);  // -128 (NaN of inf * 0) to -127
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
   }
-  for (; k < n; ++k) {
-    float r = __builtin_nearbyintf(x[k] * inv);
-    r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
-    q[k] = r == r ? static_cast<int8_t>(r) : 0;
-  }
+  for (; k < n; ++k) q[k] = static_cast<int8_t>(round_one(x[k], inv));
   return amax / 127.0f;
 }
 
 const Q8Kernel& q8_kernel_avx2() {
-  static const Q8Kernel k{"avx2", kMR, 2, 2, false, &micro_avx2, &quantize_avx2};
+  static const Q8Kernel k{"avx2", kMR, 2, 2, false, &micro_avx2, &quantize_avx2, &quantize_a16};
   return k;
 }
 

@@ -47,7 +47,7 @@ void micro_vnni(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, const
 }  // namespace
 
 const Q8Kernel& q8_kernel_avx512_vnni() {
-  static const Q8Kernel k{"avx512_vnni", kMR, 1, 4, true, &micro_vnni, &quantize_avx2};
+  static const Q8Kernel k{"avx512_vnni", kMR, 1, 4, true, &micro_vnni, &quantize_avx2, nullptr};
   return k;
 }
 

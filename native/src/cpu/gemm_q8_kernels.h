@@ -41,6 +41,9 @@ struct Q8Kernel {
   // nearest even, [-127, 127], NaN scale for a row with NaN, infinite for one with infinity).
   // Null: the driver's scalar loop.
   float (*quantize)(int8_t* q, const float* x, int64_t n);
+  // Optional (null: quantize, then the offset or widening of a_u8 / a_elem in the driver): the
+  // row straight into the kernel's A layout, with the same values and scale.
+  float (*quantize_a)(void* q, const float* x, int64_t n);
 };
 
 const Q8Kernel& q8_kernel_scalar();
