@@ -8,6 +8,8 @@
 //                          [--wait-quiet PCT] [--out bench/results/quantize-latest.json]
 //
 // --model: a BertForSequenceClassification checkpoint (e.g. `elmo finetune` on BANKING77).
+// --baseline DIR: another checkpoint run as elmo fp32 in the same rounds (engine 'baseline'),
+// e.g. the unpruned model when --model is a pruned one.
 // --data: a directory with test.csv (columns text, category or label); default
 // ../shared/data/banking77 (the benchmark's input, never read by the package).
 // --onnx: where model.onnx and model.int8.onnx are (scripts/export_int8_onnx.py writes them
@@ -38,13 +40,16 @@ const root = path.resolve(__dirname, '..');
 const python = path.join(root, '.venv', 'bin', 'python');
 const ortPrefix = path.join(__dirname, '.ort');
 const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
-const ENGINES = ['elmo', 'elmo-int8', 'ort', 'ort-int8'];
+const ENGINES = ['elmo', 'elmo-int8', 'ort', 'ort-int8', 'baseline'];
 
 const args = flags({
   model: '',
   data: path.join(root, '..', 'shared', 'data', 'banking77'),
   onnx: '',
-  engines: ENGINES.join(','),
+  // Another model directory run as elmo fp32 in the same rounds (engine 'baseline', added when
+  // given): e.g. the unpruned model beside a pruned one.
+  baseline: '',
+  engines: ENGINES.slice(0, 4).join(','),
   rounds: 3,
   threads: cores,
   maxSeqLen: 64,
@@ -99,7 +104,7 @@ async function measure(engine, spec, forward, numLabels) {
 
 async function elmoChild(engine, spec) {
   const { Bert } = require(path.join(root, 'dist'));
-  const model = await Bert.load(spec.model, {
+  const model = await Bert.load(engine === 'baseline' ? spec.baseline : spec.model, {
     threads: spec.threads,
     precision: engine === 'elmo-int8' ? 'int8' : 'fp32',
     maxSeqLen: spec.max_seq_len,
@@ -173,6 +178,8 @@ async function main() {
   const modelDir = path.resolve(args.model);
   const onnxDir = path.resolve(args.onnx || path.join(modelDir, 'onnx'));
   const engines = args.engines.split(',').filter(Boolean);
+  if (args.baseline && !engines.includes('baseline')) engines.unshift('baseline');
+  if (engines.includes('baseline') && !args.baseline) throw new Error("engine 'baseline' needs --baseline DIR");
   for (const e of engines) if (!ENGINES.includes(e)) throw new Error(`unknown engine '${e}' (known: ${ENGINES.join(', ')})`);
 
   const { Bert } = require(path.join(root, 'dist'));
@@ -202,6 +209,7 @@ async function main() {
     specFile,
     JSON.stringify({
       model: modelDir,
+      baseline: args.baseline ? path.resolve(args.baseline) : '',
       onnx: onnxDir,
       ids,
       labels: gold,
@@ -275,6 +283,9 @@ async function main() {
       int8_vs_ort_int8_batch: ratio('elmo-int8', 'ort-int8', 'batch_seq_per_s'),
       int8_vs_ort_int8_batch1: ratio('elmo-int8', 'ort-int8', 'latency_seq_per_s'),
       fp32_vs_ort_fp32_batch: ratio('elmo', 'ort', 'batch_seq_per_s'),
+      int8_vs_baseline_batch: ratio('elmo-int8', 'baseline', 'batch_seq_per_s'),
+      int8_vs_baseline_batch1: ratio('elmo-int8', 'baseline', 'latency_seq_per_s'),
+      fp32_vs_baseline_batch: ratio('elmo', 'baseline', 'batch_seq_per_s'),
       ort_int8_vs_ort_fp32_batch: ratio('ort-int8', 'ort', 'batch_seq_per_s'),
     },
     ratios_paired_median: {
@@ -282,10 +293,14 @@ async function main() {
       int8_vs_fp32_batch1: pairedRatio('elmo-int8', 'elmo', 'latency_seq_per_s'),
       int8_vs_ort_int8_batch: pairedRatio('elmo-int8', 'ort-int8', 'batch_seq_per_s'),
       int8_vs_ort_int8_batch1: pairedRatio('elmo-int8', 'ort-int8', 'latency_seq_per_s'),
+      int8_vs_baseline_batch: pairedRatio('elmo-int8', 'baseline', 'batch_seq_per_s'),
+      int8_vs_baseline_batch1: pairedRatio('elmo-int8', 'baseline', 'latency_seq_per_s'),
+      fp32_vs_baseline_batch: pairedRatio('elmo', 'baseline', 'batch_seq_per_s'),
     },
     accuracy_points: {
       elmo_int8_minus_fp32: points('elmo-int8', 'elmo'),
       ort_int8_minus_fp32: points('ort-int8', 'ort'),
+      elmo_int8_minus_baseline: points('elmo-int8', 'baseline'),
     },
   };
   fs.mkdirSync(path.dirname(args.out), { recursive: true });
