@@ -7,13 +7,14 @@
 //
 // round: to nearest even of the f32 product x * (127 / amax), clamped to [-127, 127]; a row of
 // zeros has scale 0 and quantizes to zeros. A NaN in a row of a makes that row's outputs NaN
-// (its scale is NaN); an infinity makes them NaN too (inf * 0). The sums are exact int32 (|qa qw|
-// <= 127^2, K < 2^17), so every kernel and thread count gives the same bits up to the epilogue.
+// (its scale is NaN); an infinity makes them NaN too (inf * 0). The sums are exact int32 (with
+// the offset, (qa + 128) qw <= 255 * 127, and K <= 2^16), so every kernel and thread count gives
+// the same bits up to the epilogue.
 //
 // Kernels, chosen at run time: AVX-512 VNNI (vpdpbusd on qa + 128, minus 128 * the weight's row
-// sums) when the CPU has it and the backend runs the avx512 path; AVX2 (vpmaddubsw on |qa| and
-// qw with qa's signs, which cannot saturate because |qa|, |qw| <= 127, widened by vpmaddwd);
-// scalar otherwise.
+// sums) when the CPU has it and the backend runs the avx512 path; AVX2 (int8 widened to int16
+// in registers, vpmaddwd); scalar otherwise, which reads A as the VNNI kernel does (qa + 128 and
+// the row-sum correction), so that path's driver side is tested on every CPU.
 //
 // Tiling: one task per MC x NC tile of out; in it, each weight panel (16 rows x Kp bytes: 12 KiB
 // for K = 768) stays in cache while the tile's rows of qa pass it. A is quantized once per call
@@ -34,15 +35,16 @@ namespace elmo::cpu {
 namespace gemm_q8_detail {
 namespace {
 
-constexpr int kScalarMR = 4;
+// The scalar kernel reads A as the VNNI kernel does (uint8 qa + 128, 8 rows, 4-k groups, the
+// row-sum correction), so the driver's side of that path runs, and is tested, on every CPU.
+constexpr int kScalarMR = 8;
 
 void micro_scalar(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, const int32_t* rowsum, const float* sa,
                   const float* sw, float* C, int64_t ldc, int rows, int cols, bool add) {
-  (void)rowsum;
   const int8_t* B = static_cast<const int8_t*>(Bv);
   int32_t acc[kScalarMR][kQ8Panel] = {};
   for (int i = 0; i < kScalarMR; ++i) {
-    const int8_t* a = reinterpret_cast<const int8_t*>(A + i * lda);
+    const uint8_t* a = A + i * lda;
     for (int64_t g = 0; g < kq; ++g) {
       const int8_t* b = B + g * kQ8Panel * 4;
       for (int j = 0; j < kQ8Panel; ++j)
@@ -51,7 +53,7 @@ void micro_scalar(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, con
   }
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j) {
-      const float v = static_cast<float>(acc[i][j]) * sa[i] * sw[j];
+      const float v = static_cast<float>(acc[i][j] - 128 * rowsum[j]) * sa[i] * sw[j];
       C[i * ldc + j] = add ? C[i * ldc + j] + v : v;
     }
 }
@@ -59,7 +61,7 @@ void micro_scalar(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, con
 }  // namespace
 
 const Q8Kernel& q8_kernel_scalar() {
-  static const Q8Kernel k{"scalar", kScalarMR, 1, 4, false, &micro_scalar, nullptr, nullptr};
+  static const Q8Kernel k{"scalar", kScalarMR, 1, 4, true, &micro_scalar, nullptr, nullptr};
   return k;
 }
 
@@ -195,6 +197,9 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
                                  b.describe().c_str(), kn.name));
   const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[0];
   ELMO_RETURN_IF_ERROR(gemm_detail::check_inner(GemmOp::kNT, a, b, K, b.shape[1]));
+  if (K > (int64_t{1} << 16))
+    return shape_error(strformat("gemm: K=%lld is over the int8 GEMM's 65536 (its int32 sums must stay exact)",
+                                 static_cast<long long>(K)));
   EpilogueArgs e;
   bool residual_in_place = false;
   ELMO_RETURN_IF_ERROR(
