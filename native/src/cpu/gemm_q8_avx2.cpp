@@ -69,8 +69,9 @@ void micro_avx2(int64_t kq, const uint8_t* A, int64_t lda, const void* Bv, const
 
 namespace {
 
-// max |x| over n values, 8 at a time; false when one is NaN.
-bool row_amax(const float* x, int64_t n, float* out) {
+// The row's scale, max |x| / 127 (NaN when a value is NaN), and *inv = 127 / max |x| (0 for a
+// row of zeros); max |x| 8 values at a time.
+float row_scale(const float* x, int64_t n, float* inv) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   __m256 vmax = _mm256_setzero_ps(), vnan = _mm256_setzero_ps();
   int64_t k = 0;
@@ -89,8 +90,8 @@ bool row_amax(const float* x, int64_t n, float* out) {
     nan |= v != v;
     amax = v > amax ? v : amax;
   }
-  *out = amax;
-  return !nan;
+  *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  return nan ? __builtin_nanf("") : amax / 127.0f;
 }
 
 // One value as the vector loops round it: nearest even, clamped, 0 for NaN (inf * 0).
@@ -106,12 +107,9 @@ int round_one(float x, float inv) {
 // infinite, so its outputs are NaN whatever the values).
 float quantize_a16(void* dst, const float* x, int64_t n) {
   int16_t* q = static_cast<int16_t*>(dst);
-  float amax;
-  if (!row_amax(x, n, &amax)) {
-    for (int64_t i = 0; i < n; ++i) q[i] = 0;
-    return __builtin_nanf("");
-  }
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  float inv;
+  const float scale = row_scale(x, n, &inv);
+  if (scale != scale) return scale;  // NaN: the row's outputs are NaN whatever q holds
   const __m256 vinv = _mm256_set1_ps(inv);
   const __m256i lo = _mm256_set1_epi16(-127), hi = _mm256_set1_epi16(127);
   int64_t k = 0;
@@ -124,19 +122,16 @@ float quantize_a16(void* dst, const float* x, int64_t n) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
   }
   for (; k < n; ++k) q[k] = static_cast<int16_t>(round_one(x[k], inv));
-  return amax / 127.0f;
+  return scale;
 }
 
 }  // namespace
 
 // 32 values per step, as quantize_a16 but packed on to int8.
 float quantize_avx2(int8_t* q, const float* x, int64_t n) {
-  float amax;
-  if (!row_amax(x, n, &amax)) {
-    for (int64_t i = 0; i < n; ++i) q[i] = 0;
-    return __builtin_nanf("");
-  }
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  float inv;
+  const float scale = row_scale(x, n, &inv);
+  if (scale != scale) return scale;  // NaN: a weight is refused, an activation row's outputs are NaN
   const __m256 vinv = _mm256_set1_ps(inv);
   const __m256i lo = _mm256_set1_epi8(-127), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   int64_t k = 0;
@@ -152,7 +147,7 @@ float quantize_avx2(int8_t* q, const float* x, int64_t n) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
   }
   for (; k < n; ++k) q[k] = static_cast<int8_t>(round_one(x[k], inv));
-  return amax / 127.0f;
+  return scale;
 }
 
 const Q8Kernel& q8_kernel_avx2() {
