@@ -116,7 +116,7 @@ class CpuBackend final : public Backend {
     return cpu::gemm(ctx_, out, pre_gelu, a, b, bias, residual, op, ep, accumulate);
   }
   Status bias_backward(Tensor dbias, Tensor dout) override { return cpu::bias_backward(ctx_, dbias, dout); }
-  int64_t quantized_weight_bytes(int64_t N, int64_t K) const override { return cpu::q8_weight_bytes(ctx_, N, K); }
+  int64_t quantized_weight_bytes(int64_t N, int64_t K) const override { return cpu::q8_weight_bytes(N, K); }
   Status quantize_weight(Tensor* out, Tensor w) override { return cpu::quantize_weight_q8(ctx_, out, w); }
   int weight_panel() const override { return cpu::gemm_weight_panel(ctx_); }
   Status pack_weight(Tensor* w, bool packed) override {

@@ -126,9 +126,8 @@ constexpr int64_t kMC = 64, kNC = 64;
 
 const char* gemm_q8_kernel_name(Isa isa) { return select_path(isa).kn->name; }
 
-int64_t q8_weight_bytes(const Ctx& c, int64_t N, int64_t K) {
+int64_t q8_weight_bytes(int64_t N, int64_t K) {
   const int64_t Np = round_up(std::max<int64_t>(N, 1), kQ8Panel), Kp = round_up(K, 4);
-  (void)c;
   return 8 * Np + Np * Kp;
 }
 
@@ -215,7 +214,7 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
   const int32_t* rowsum = reinterpret_cast<const int32_t*>(wb + 4 * Np);
   const char* panels = wb + 8 * Np;
 
-  // 1. a's rows, quantized (offset by 128 for an a_u8 kernel, widened to int16 for elem 2);
+  // 1. a's rows, quantized into the kernel's layout (offset by 128 for an a_u8 kernel);
   //    padding rows are zeros.
   const int64_t lda = Kp * elem;
   const int64_t qa_bytes = round_up(Mp * lda, 64);
@@ -238,10 +237,6 @@ Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Te
       sa[m] = m < M ? quantize(q, a.f32() + m * K, K) : 0.0f;
       if (kn.a_u8)
         for (int64_t k = 0; k < Kp; ++k) qa[m * lda + k] ^= 0x80;  // two's complement + 128
-      if (elem == 2) {  // widen in place, from the end
-        int16_t* w16 = reinterpret_cast<int16_t*>(q);
-        for (int64_t k = Kp - 1; k >= 0; --k) w16[k] = q[k];
-      }
     }
   };
   const int64_t row_tasks = (Mp + kRowsPerTask - 1) / kRowsPerTask;

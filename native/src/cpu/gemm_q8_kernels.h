@@ -41,8 +41,8 @@ struct Q8Kernel {
   // nearest even, [-127, 127], NaN scale for a row with NaN, infinite for one with infinity).
   // Null: the driver's scalar loop.
   float (*quantize)(int8_t* q, const float* x, int64_t n);
-  // Optional (null: quantize, then the offset or widening of a_u8 / a_elem in the driver): the
-  // row straight into the kernel's A layout, with the same values and scale.
+  // The row straight into the kernel's A layout, with the same values and scale; required for
+  // a_elem 2. Null (a_elem 1): quantize, then the driver's offset for a_u8.
   float (*quantize_a)(void* q, const float* x, int64_t n);
 };
 

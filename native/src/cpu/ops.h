@@ -43,7 +43,7 @@ int gemm_bf16_weight_panel(const Ctx& c);
 Status pack_weight_bf16(const Ctx& c, Tensor* w, bool packed);
 // gemm_q8.cpp: int8 weights (dynamic quantization; Backend::quantize_weight). gemm_q8 takes an
 // f32 a and a quantized b, op NT, no accumulate, the epilogues of gemm.
-int64_t q8_weight_bytes(const Ctx& c, int64_t N, int64_t K);
+int64_t q8_weight_bytes(int64_t N, int64_t K);
 Status quantize_weight_q8(const Ctx& c, Tensor* out, Tensor w);
 Status gemm_q8(const Ctx& c, Tensor out, Tensor pre_gelu, Tensor a, Tensor b, Tensor bias, Tensor residual,
                GemmOp op, Epilogue ep, bool accumulate);
