@@ -27,9 +27,9 @@
  * (its output is zero, and so is the gradient flowing into it), and AdamW moves a zero weight
  * with a zero gradient nowhere.
  *
- * The weights are edited on the TypeScript side through safetensors files (lib/safetensors.ts);
- * the matrix work (norms, transposes, column gathers) runs through the native GEMM. Every
- * function returns a new {@link Bert} and leaves its input model as it was.
+ * The weights are edited on the TypeScript side through safetensors files (lib/safetensors.ts):
+ * norms and row / column gathers, one pass over each matrix, once per pruning. Every function
+ * returns a new {@link Bert} and leaves its input model as it was.
  *
  * @example
  * ```ts
@@ -51,7 +51,6 @@ import { CheckpointError, DisposedError, InputError, describeValue, expected } f
 import { writeFileAtomic } from './fs-atomic';
 import { isPlainObject, openSafetensors, readSafetensors, writeSafetensors } from './safetensors';
 import type { F32Tensor } from './safetensors';
-import { ops } from './tensor';
 import { checkLabels, encodeExamples, inferTask, packBatches, validateExamples } from './train/data';
 import type { PackedBatch } from './train/data';
 import { collectExamples } from './train/fine-tune';
@@ -601,8 +600,6 @@ class LayerWeights {
   readonly #prefix: string;
   readonly #H: number;
   readonly #I: number;
-  /** `[H, H]` identity: the second operand of the GEMM transposes. */
-  #eye: Float32Array | undefined;
 
   constructor(tensors: ReadonlyMap<string, F32Tensor>, file: string, H: number, I: number) {
     this.#tensors = tensors as Map<string, F32Tensor>;
@@ -646,11 +643,15 @@ class LayerWeights {
     const I = this.#I;
     const win = this.get(l, 'intermediate.dense.weight', I * H).data; // (I, H)
     const bin = this.get(l, 'intermediate.dense.bias', I).data; // (I)
-    const woutT = transpose(this.get(l, 'output.dense.weight', H * I).data, H, I, this.#identity()); // (I, H)
+    const wout = this.get(l, 'output.dense.weight', H * I).data; // (H, I)
+    const outSq = new Float64Array(I); // column sums of squares of W_out, row by row
+    for (let r = 0; r < H; r++) {
+      for (let j = 0; j < I; j++) outSq[j] = (outSq[j] ?? 0) + (wout[r * I + j] ?? 0) ** 2;
+    }
     return Float64Array.from({ length: I }, (_, j) => {
-      const b = bin[j] ?? 0;
-      const inNorm = Math.sqrt(sumSquares(win.subarray(j * H, (j + 1) * H)) + b * b);
-      return inNorm * Math.sqrt(sumSquares(woutT.subarray(j * H, (j + 1) * H)));
+      let inSq = (bin[j] ?? 0) ** 2;
+      for (let k = j * H; k < (j + 1) * H; k++) inSq += (win[k] ?? 0) ** 2;
+      return Math.sqrt(inSq) * Math.sqrt(outSq[j] ?? 0);
     });
   }
 
@@ -664,32 +665,10 @@ class LayerWeights {
     const wout = this.get(l, 'output.dense.weight', H * I).data;
     this.set(l, 'intermediate.dense.weight', { shape: [n, H], data: gatherRows(win, H, keep) });
     this.set(l, 'intermediate.dense.bias', { shape: [n], data: gatherRows(bin, 1, keep) });
-    // Columns of W_out [H, I]: its transpose's rows, transposed back by one 'nt' GEMM,
-    // out[H, n] = I_H · G[n, H]ᵀ.
-    const g = gatherRows(transpose(wout, H, I, this.#identity()), H, keep); // (n, H)
-    const out = new Float32Array(H * n);
-    ops.gemm({ out, a: this.#identity(), b: g, m: H, n, k: H, op: 'nt' });
+    const out = new Float32Array(H * n); // columns `keep` of W_out [H, I]
+    for (let r = 0; r < H; r++) keep.forEach((j, i) => (out[r * n + i] = wout[r * I + j] ?? 0));
     this.set(l, 'output.dense.weight', { shape: [H, n], data: out });
   }
-
-  #identity(): Float32Array {
-    if (this.#eye === undefined) {
-      const H = this.#H;
-      this.#eye = new Float32Array(H * H);
-      for (let i = 0; i < H; i++) this.#eye[i * (H + 1)] = 1;
-    }
-    return this.#eye;
-  }
-}
-
-/**
- * `[C, R]` transpose of `w [R, C]` by one GEMM against the `[R, R]` identity, `out = wᵀ · I`:
- * exact, since every sum has one product by 1 and the rest by 0.
- */
-function transpose(w: Float32Array, R: number, C: number, eye: Float32Array): Float32Array {
-  const out = new Float32Array(C * R);
-  ops.gemm({ out, a: w, b: eye, m: C, n: R, k: R, op: 'tn' });
-  return out;
 }
 
 /** Rows `rows` of `w [*, C]`, in that order, as a new `[rows.length, C]` array. */
@@ -702,14 +681,6 @@ function gatherRows(w: Float32Array, C: number, rows: readonly number[]): Float3
 /** Sets columns `c0 .. c1` of `w [R, C]` to zero. */
 function zeroColumns(w: Float32Array, R: number, C: number, c0: number, c1: number): void {
   for (let r = 0; r < R; r++) w.fill(0, r * C + c0, r * C + c1);
-}
-
-/** `Σ x²` in fp32, as a 1 x 1 GEMM. */
-function sumSquares(x: Float32Array): number {
-  if (x.length === 0) return 0;
-  const out = new Float32Array(1);
-  ops.gemm({ out, a: x, b: x, m: 1, n: 1, k: x.length });
-  return out[0] ?? 0;
 }
 
 /** The `keep` highest scores' indices, ascending (ties: the lower index first). */
