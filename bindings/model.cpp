@@ -1101,6 +1101,15 @@ class Model : public Napi::ObjectWrap<Model> {
     }
     num("numSlotLabels", h.slots ? c.num_slot_labels : 0);
     o.Set("heads", heads);
+    Napi::Object pruned = Napi::Object::New(env);  // config.json's elmo_pruned_heads
+    for (size_t l = 0; l < c.pruned_heads.size(); ++l) {
+      if (c.pruned_heads[l].empty()) continue;
+      Napi::Array list = Napi::Array::New(env, c.pruned_heads[l].size());
+      for (size_t i = 0; i < c.pruned_heads[l].size(); ++i)
+        list.Set(static_cast<uint32_t>(i), Napi::Number::New(env, c.pruned_heads[l][i]));
+      pruned.Set(std::to_string(l), list);
+    }
+    o.Set("prunedHeads", pruned);
     num("numParameters", static_cast<double>(bert_->num_parameters()));
     return o;
   }

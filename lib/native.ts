@@ -188,6 +188,8 @@ export interface NativeModelConfig {
   numSlotLabels: number;
   /** The LoRA adapter merged into the query and value weights, or null. */
   lora: { rank: number; alpha: number } | null;
+  /** Heads pruned from each layer (config.json `elmo_pruned_heads`), ascending; `{}`: none. */
+  prunedHeads: Record<number, number[]>;
   numParameters: number;
 }
 

@@ -560,7 +560,7 @@ export async function prune(model: Bert, options: PruneOptions): Promise<PruneRe
     }
     const recovered = recovery !== undefined ? await evaluate(current, 'recovered') : undefined;
     // Every pruned head of the result, those the input model had included (its config's list).
-    const heads = await savedPrunedHeads(current);
+    const heads = prunedHeadsOf(current);
     const headsPruned = [...heads.values()].reduce((s, hs) => s + hs.length, 0);
     return {
       model: current,
@@ -717,18 +717,9 @@ async function lossAndAccuracy(
   return { loss: loss / n, accuracy: correct / n };
 }
 
-/** The pruned heads the model's config lists (the model saved to a temporary directory). */
-async function savedPrunedHeads(model: Bert): Promise<Map<number, number[]>> {
-  const info = model.config;
-  return withSavedModel(model, (dir) =>
-    normalizeHeads(
-      readConfig(dir)[PRUNED_HEADS_KEY] ?? {},
-      info.numLayers,
-      info.numHeads,
-      PRUNED_HEADS_KEY,
-      CheckpointError,
-    ),
-  );
+/** The pruned heads the model's config lists. */
+function prunedHeadsOf(model: Bert): Map<number, number[]> {
+  return new Map(Object.entries(model.config.prunedHeads).map(([l, hs]) => [Number(l), [...hs]]));
 }
 
 /** Awaits `next`, then disposes `old` (or disposes `old` and rethrows). */

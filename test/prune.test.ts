@@ -157,6 +157,8 @@ describe('pruneHeads', () => {
     expect(v?.data.subarray(2 * d * H, 3 * d * H).some((x) => x !== 0)).toBe(true);
     using again = await Bert.load(dir, { device: 'cpu', threads: 1 });
     expect(Array.from(await logits(again))).toEqual(Array.from(await logits(pruned)));
+    expect(again.config.prunedHeads).toEqual({ 0: [1, 3], 1: [0] });
+    expect(model.config.prunedHeads).toEqual({});
 
     // Pruning more heads of a pruned model merges the lists.
     using more = await pruneHeads(again, { 1: [2] });
@@ -261,6 +263,7 @@ describe('prune', () => {
     const dir = tmpDir('prune-all');
     await pruned.save(dir);
     expect(readPrunedHeads(dir)).toEqual(r.heads);
+    expect(pruned.config.prunedHeads).toEqual(r.heads);
     using again = await Bert.load(dir, { device: 'cpu', threads: 1 });
     expect(Array.from(await logits(again))).toEqual(Array.from(await logits(pruned)));
     expect(model.config.intermediateSize).toBe(I);
