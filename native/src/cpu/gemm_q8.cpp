@@ -102,10 +102,7 @@ float quantize_row(int8_t* q, const float* x, int64_t n) {
     nan |= v != v;
     amax = v > amax ? v : amax;
   }
-  if (nan) {
-    std::memset(q, 0, static_cast<size_t>(n));
-    return std::numeric_limits<float>::quiet_NaN();
-  }
+  if (nan) return std::numeric_limits<float>::quiet_NaN();  // a weight is refused, a row of a gives NaN
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   for (int64_t k = 0; k < n; ++k) {
     float r = std::nearbyint(x[k] * inv);
